@@ -1,0 +1,414 @@
+// CPU implementation of the crossbar MVM: per tile, one quantised input per pass, the GEMM
+// (ATen's, so that the result is bit-identical to AIHWKIT's `x @ W.T`), then one fused pass
+// for output noise, ADC, the bound test and the digital periphery.
+#include "crossbar_mvm.h"
+
+#include <ATen/Parallel.h>
+#include <lorafusion/philox.h>
+#include <lorafusion/quant.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace lorafusion::cpu {
+namespace {
+
+constexpr int64_t kGrain = 16;  // rows per parallel chunk
+
+struct TileRange {
+  int64_t k0, k1, o0, o1;
+  int64_t it;  // input-tile index (the tiles whose outputs are summed)
+  int64_t index;
+};
+
+std::vector<TileRange> make_tiles(int64_t K, int64_t N, const CrossbarParams& p) {
+  const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
+  std::vector<TileRange> tiles;
+  for (int64_t it = 0; it < tin; ++it) {
+    for (int64_t ot = 0; ot < tout; ++ot) {
+      tiles.push_back({split_start(K, tin, it), split_start(K, tin, it + 1),
+                       split_start(N, tout, ot), split_start(N, tout, ot + 1), it,
+                       it * tout + ot});
+    }
+  }
+  return tiles;
+}
+
+uint64_t rng_value(const at::Tensor& rng, int64_t i) {
+  return static_cast<uint64_t>(rng.data_ptr<int64_t>()[i]);
+}
+
+// Standard normals for elements [first, first + count) of one noise stream.
+void fill_normals(const NoiseKey& key, uint64_t first, int64_t count, float* out,
+                  std::vector<float>& scratch) {
+  const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(count) + 3) >> 2;
+  scratch.resize((b1 - b0) * 4);
+  float* s = scratch.data();
+  for (uint64_t b = b0; b < b1; ++b) {
+    normal4(noise_block(key, b), s + (b - b0) * 4);
+  }
+  std::copy(s + (first & 3), s + (first & 3) + count, out);
+}
+
+// The tile's weights as the crossbar sees them: a contiguous [No, Kt] block, plus the
+// ADD_NORMAL modifier noise (std * max|W_tile| * N(0,1)) when training.
+template <typename T>
+at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const CrossbarParams& p,
+                       bool training, uint64_t seed, uint64_t offset,
+                       const std::optional<at::Tensor>& noise_weight) {
+  const int64_t N = weight.size(0), K = weight.size(1);
+  at::Tensor w = weight;
+  if (t.k0 != 0 || t.k1 != K || t.o0 != 0 || t.o1 != N) {
+    w = weight.slice(0, t.o0, t.o1).slice(1, t.k0, t.k1).contiguous();
+  }
+  if (!training || p.modifier_std <= 0.0) return w;
+  // AIHWKIT: noise = (std * max|W|) * randn; W~ = W + noise, each product rounded in T.
+  const T wmax = w.abs().max().item<T>();
+  const T amp = static_cast<T>(static_cast<T>(p.modifier_std) * wmax);
+  at::Tensor out = at::empty_like(w);
+  const int64_t no = w.size(0), kt = w.size(1);
+  const T* src = w.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  const NoiseKey key = make_noise_key(seed, offset, kStreamWeight, 0, 0);
+  const T* injected = noise_weight ? noise_weight->data_ptr<T>() : nullptr;
+  at::parallel_for(0, no, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> normals(kt), scratch;
+    for (int64_t o = begin; o < end; ++o) {
+      const int64_t go = t.o0 + o;
+      if (!injected) {
+        fill_normals(key, static_cast<uint64_t>(go) * K + t.k0, kt, normals.data(), scratch);
+      }
+      for (int64_t k = 0; k < kt; ++k) {
+        const T n = injected ? injected[go * K + t.k0 + k] : static_cast<T>(normals[k]);
+        dst[o * kt + k] = src[o * kt + k] + amp * n;
+      }
+    }
+  });
+  return out;
+}
+
+template <typename T>
+T row_absmax(const T* row, int64_t n) {
+  T m = T(0);
+  bool nan = false;
+  for (int64_t k = 0; k < n; ++k) {
+    const T v = std::abs(row[k]);
+    nan |= (v != v);
+    m = v > m ? v : m;
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+}
+
+template <typename T>
+struct TileForward {
+  const CrossbarParams& p;
+  const T* x;
+  int64_t M, K, N;
+  const T* out_scales;  // [S, Tin, N]
+  int64_t S, tin;
+  const T* noise_out;  // [P, Tin, M, N] or null
+  uint64_t seed, offset;
+  bool need_aux;
+  // outputs
+  T* y;          // [M, N]
+  T* s_out;      // [T, M]
+  bool* mask;    // [Tin, M, N] or null
+  int32_t* passes;  // [T, M]
+
+  T dac_step() const { return static_cast<T>(2.0 * p.inp_bound * p.inp_res); }
+  T adc_step() const { return static_cast<T>(2.0 * p.out_bound * p.out_res); }
+
+  // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt].
+  void quantize(const TileRange& t, const std::vector<int64_t>& rows, const T* s, T* xq) const {
+    const int64_t kt = t.k1 - t.k0;
+    const T step = dac_step(), bound = static_cast<T>(p.inp_bound);
+    const bool scaling = p.noise_management != NoiseManagement::kNone ||
+                         p.bound_management != BoundManagement::kNone;
+    at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t m = rows[i];
+        const T* xr = x + m * K + t.k0;
+        T* q = xq + i * kt;
+        const T sm = s[m];
+        if (scaling) {
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k] * sm, step, bound);
+        } else {
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k], step, bound);
+        }
+      }
+    });
+  }
+
+  // Noise + ADC + bound test for the GEMM rows `ybuf` of `rows` at pass `pass`; writes
+  // the rounded, clamped values back in place and the row verdicts into `row_ok`.
+  void adc(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
+           std::vector<uint8_t>& row_ok) const {
+    const int64_t nt = t.o1 - t.o0;
+    const T step = adc_step();
+    const T bound = p.out_bound > 0 ? static_cast<T>(p.out_bound)
+                                    : std::numeric_limits<T>::infinity();
+    const T sigma = static_cast<T>(p.out_noise);
+    const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
+                                        static_cast<uint32_t>(t.it));
+    at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> normals(sigma > T(0) && !noise_out ? nt : 0), scratch;
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t m = rows[i];
+        T* yr = ybuf + i * nt;
+        bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+        if (sigma > T(0)) {
+          if (noise_out) {
+            const T* nz = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
+            for (int64_t n = 0; n < nt; ++n) yr[n] = yr[n] + sigma * nz[n];
+          } else {
+            fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data(), scratch);
+            for (int64_t n = 0; n < nt; ++n) yr[n] = yr[n] + sigma * static_cast<T>(normals[n]);
+          }
+        }
+        bool ok = true;
+        for (int64_t n = 0; n < nt; ++n) {
+          const T v = adc_round<T>(yr[n], step);
+          const bool inside = v <= bound && v >= -bound;
+          ok &= inside;
+          if (mr) mr[n] = inside;
+          yr[n] = clamp_nan<T>(v, -bound, bound);
+        }
+        row_ok[i] = ok;
+      }
+    });
+  }
+
+  // Digital periphery of accepted rows: y (+)= yq * fl(1/s) * scale_0 * scale_1 ...
+  void finalize(const TileRange& t, const std::vector<int64_t>& rows, const T* ybuf,
+                const std::vector<uint8_t>* accept, const T* s, bool accumulate) const {
+    const int64_t nt = t.o1 - t.o0;
+    at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        if (accept && !(*accept)[i]) continue;
+        const int64_t m = rows[i];
+        const T inv_s = T(1) / s[m];
+        const T* yr = ybuf + i * nt;
+        T* dst = y + m * N + t.o0;
+        for (int64_t n = 0; n < nt; ++n) {
+          T v = yr[n] * inv_s;
+          for (int64_t j = 0; j < S; ++j) v = v * out_scales[(j * tin + t.it) * N + t.o0 + n];
+          dst[n] = accumulate ? dst[n] + v : v;
+        }
+      }
+    });
+  }
+
+  void run_tile(const TileRange& t, const at::Tensor& w_tile, bool accumulate) const {
+    const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
+    // Abs-max noise management: one scale per row, fixed across passes.
+    std::vector<T> inv_a(M, T(1));
+    bool all_zero = false;
+    if (p.noise_management == NoiseManagement::kAbsMax) {
+      std::atomic<bool> any_nonzero{false};
+      at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+        bool nz = false;
+        for (int64_t m = b; m < e; ++m) {
+          T a = row_absmax<T>(x + m * K + t.k0, kt);
+          if (p.nm_thres > 0.0 && a > static_cast<T>(p.nm_thres)) a = static_cast<T>(p.nm_thres);
+          nz |= !(a == T(0));
+          if (a <= T(0)) a = T(1);  // a zero row is not rescaled
+          inv_a[m] = T(1) / a;
+        }
+        if (nz) any_nonzero.store(true, std::memory_order_relaxed);
+      });
+      all_zero = !any_nonzero.load();
+    }
+    T* s_tile = s_out + t.index * M;
+    int32_t* passes_tile = passes + t.index * M;
+    if (all_zero) {
+      // AIHWKIT returns exact zeros (no noise) when the whole tile input is zero.
+      for (int64_t m = 0; m < M; ++m) {
+        s_tile[m] = T(1);
+        passes_tile[m] = 1;
+        if (!accumulate) std::fill(y + m * N + t.o0, y + m * N + t.o1, T(0));
+        if (mask) std::fill(mask + (t.it * M + m) * N + t.o0, mask + (t.it * M + m) * N + t.o1, false);
+      }
+      return;
+    }
+    const bool per_row = p.bound_management == BoundManagement::kIterativePerRow;
+    const int max_passes = p.bound_management == BoundManagement::kNone ? 1 : p.max_passes;
+    std::vector<int64_t> rows(M);
+    for (int64_t m = 0; m < M; ++m) rows[m] = m;
+    const auto xopt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    T reduction = T(1);
+    for (int pass = 0; pass < max_passes && !rows.empty(); ++pass, reduction *= T(2)) {
+      const int64_t mp = static_cast<int64_t>(rows.size());
+      for (int64_t m : rows) {
+        // AIHWKIT: scale = (1 / a) / reduction, both rounded.
+        s_tile[m] = inv_a[m] / reduction;
+        passes_tile[m] = pass + 1;
+      }
+      at::Tensor xq = at::empty({mp, kt}, xopt);
+      quantize(t, rows, s_tile, xq.data_ptr<T>());
+      at::Tensor ybuf = at::mm(xq, w_tile.t());
+      T* yb = ybuf.data_ptr<T>();
+      std::vector<uint8_t> row_ok(mp, 1);
+      adc(t, rows, pass, yb, row_ok);
+      const bool last = pass + 1 == max_passes;
+      if (per_row) {
+        std::vector<uint8_t> accept(mp);
+        std::vector<int64_t> pending;
+        for (int64_t i = 0; i < mp; ++i) {
+          accept[i] = row_ok[i] || last;
+          if (!accept[i]) pending.push_back(rows[i]);
+        }
+        finalize(t, rows, yb, &accept, s_tile, accumulate);
+        rows.swap(pending);
+      } else {
+        bool ok = true;
+        for (uint8_t r : row_ok) ok &= r != 0;
+        if (ok || last || p.bound_management == BoundManagement::kNone) {
+          finalize(t, rows, yb, nullptr, s_tile, accumulate);
+          rows.clear();
+        }
+      }
+    }
+    (void)nt;
+  }
+};
+
+template <typename T>
+void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+                  const std::optional<at::Tensor>& bias, const at::Tensor& rng,
+                  const CrossbarParams& p, bool training, bool need_aux,
+                  const std::optional<at::Tensor>& noise_out,
+                  const std::optional<at::Tensor>& noise_weight, at::Tensor& y, at::Tensor& s,
+                  at::Tensor& mask, at::Tensor& passes) {
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const auto tiles = make_tiles(K, N, p);
+  const int64_t tin = split_count(K, p.max_in);
+  TileForward<T> f{p,
+                   x.data_ptr<T>(),
+                   M,
+                   K,
+                   N,
+                   out_scales.data_ptr<T>(),
+                   out_scales.size(0),
+                   tin,
+                   noise_out ? noise_out->data_ptr<T>() : nullptr,
+                   rng_value(rng, 0),
+                   rng_value(rng, 1),
+                   need_aux,
+                   y.data_ptr<T>(),
+                   s.data_ptr<T>(),
+                   need_aux ? mask.data_ptr<bool>() : nullptr,
+                   passes.data_ptr<int32_t>()};
+  for (const auto& t : tiles) {
+    const at::Tensor w = tile_weight<T>(weight, t, p, training, f.seed, f.offset, noise_weight);
+    f.run_tile(t, w, /*accumulate=*/t.it > 0);
+  }
+  if (bias) {
+    const T* b = bias->data_ptr<T>();
+    T* yp = y.data_ptr<T>();
+    at::parallel_for(0, M, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; ++m)
+        for (int64_t n = 0; n < N; ++n) yp[m * N + n] = yp[m * N + n] + b[n];
+    });
+  }
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                   const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& s,
+                   const at::Tensor& mask, const CrossbarParams& p, bool training,
+                   at::Tensor& grad_x, at::Tensor& grad_w,
+                   const std::optional<at::Tensor>& noise_weight) {
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const int64_t S = out_scales.size(0), tin = split_count(K, p.max_in);
+  const auto tiles = make_tiles(K, N, p);
+  const T step = static_cast<T>(2.0 * p.inp_bound * p.inp_res);
+  const T bound = static_cast<T>(p.inp_bound);
+  const bool scaling = p.noise_management != NoiseManagement::kNone ||
+                       p.bound_management != BoundManagement::kNone;
+  const T* gy = grad_y.data_ptr<T>();
+  const T* xp = x.data_ptr<T>();
+  const T* sc = out_scales.data_ptr<T>();
+  const bool* mk = mask.data_ptr<bool>();
+  const auto opt = x.options();
+  for (const auto& t : tiles) {
+    const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
+    const T* st = s.data_ptr<T>() + t.index * M;
+    // G = dL/dy * (ADC clamp inactive) * periphery scales: the ADC is straight-through.
+    at::Tensor g = at::empty({M, nt}, opt);
+    T* gp = g.data_ptr<T>();
+    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t m = b; m < e; ++m) {
+        for (int64_t n = 0; n < nt; ++n) {
+          const int64_t o = t.o0 + n;
+          T v = mk[(t.it * M + m) * N + o] ? gy[m * N + o] : T(0);
+          for (int64_t j = 0; j < S; ++j) v = v * sc[(j * tin + t.it) * N + o];
+          gp[m * nt + n] = v;
+        }
+      }
+    });
+    // The quantised input (scaled back by 1/s): the DAC is straight-through, masked where
+    // its clamp was active.
+    at::Tensor xs = at::empty({M, kt}, opt);
+    at::Tensor in_mask = at::empty({M, kt}, opt);
+    T* xsp = xs.data_ptr<T>();
+    T* imp = in_mask.data_ptr<T>();
+    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t m = b; m < e; ++m) {
+        const T sm = scaling ? st[m] : T(1);
+        const T inv_s = T(1) / sm;
+        for (int64_t k = 0; k < kt; ++k) {
+          const T v = xp[m * K + t.k0 + k] * sm;
+          xsp[m * kt + k] = dac_quantize<T>(v, step, bound) * inv_s;
+          imp[m * kt + k] = dac_passes_gradient<T>(v, step, bound) ? T(1) : T(0);
+        }
+      }
+    });
+    if (grad_x.defined()) {
+      const at::Tensor w = tile_weight<T>(weight, t, p, training, rng_value(rng, 0),
+                                          rng_value(rng, 1), noise_weight);
+      grad_x.slice(1, t.k0, t.k1).add_(at::mm(g, w).mul_(in_mask));
+    }
+    if (grad_w.defined()) {
+      grad_w.slice(0, t.o0, t.o1).slice(1, t.k0, t.k1).copy_(at::mm(g.t(), xs));
+    }
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_forward(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+    const std::optional<at::Tensor>& bias, const at::Tensor& rng, const CrossbarParams& params,
+    bool training, bool need_aux, const std::optional<at::Tensor>& noise_out,
+    const std::optional<at::Tensor>& noise_weight) {
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const int64_t tin = split_count(K, params.max_in), tout = split_count(N, params.max_out);
+  at::Tensor y = tin > 1 ? at::zeros({M, N}, x.options()) : at::empty({M, N}, x.options());
+  at::Tensor s = at::empty({tin * tout, M}, x.options());
+  at::Tensor mask = need_aux ? at::empty({tin, M, N}, x.options().dtype(at::kBool))
+                             : at::empty({0}, x.options().dtype(at::kBool));
+  at::Tensor passes = at::empty({tin * tout, M}, x.options().dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "crossbar_mvm_forward", [&] {
+    forward_impl<scalar_t>(x, weight, out_scales, bias, rng, params, training, need_aux,
+                           noise_out, noise_weight, y, s, mask, passes);
+  });
+  return {y, s, mask, passes};
+}
+
+std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
+    const at::Tensor& mask, const CrossbarParams& params, bool training, bool need_grad_x,
+    bool need_grad_weight, const std::optional<at::Tensor>& noise_weight) {
+  at::Tensor grad_x = need_grad_x ? at::zeros_like(x) : at::Tensor();
+  at::Tensor grad_w = need_grad_weight ? at::zeros_like(weight) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "crossbar_mvm_backward", [&] {
+    backward_impl<scalar_t>(grad_y, x, weight, out_scales, rng, scales, mask, params, training,
+                            grad_x, grad_w, noise_weight);
+  });
+  return {grad_x, grad_w};
+}
+
+}  // namespace lorafusion::cpu

@@ -1,0 +1,165 @@
+// CPU registration of crossbar_mvm and its backward, with the argument checks.
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "../cpu/crossbar_mvm.h"
+#include "checks.h"
+
+namespace lorafusion {
+namespace {
+
+constexpr const char* kOp = "lorafusion::crossbar_mvm";
+
+CrossbarParams make_params(double inp_res, double inp_bound, double out_res, double out_bound,
+                           double out_noise, double nm_thres, double modifier_std,
+                           int64_t noise_management, int64_t bound_management,
+                           int64_t max_passes, int64_t max_in, int64_t max_out) {
+  auto finite_nonneg = [](double v, const char* name) {
+    TORCH_CHECK(std::isfinite(v) && v >= 0.0, kOp, ": ", name, " = ", v,
+                "; expected a finite value >= 0");
+  };
+  finite_nonneg(inp_res, "inp_res");
+  finite_nonneg(inp_bound, "inp_bound");
+  finite_nonneg(out_res, "out_res");
+  finite_nonneg(out_bound, "out_bound");
+  finite_nonneg(out_noise, "out_noise");
+  finite_nonneg(nm_thres, "nm_thres");
+  finite_nonneg(modifier_std, "modifier_std");
+  TORCH_CHECK(inp_res < 1.0 && out_res < 1.0, kOp, ": inp_res = ", inp_res, ", out_res = ",
+              out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
+  TORCH_CHECK(!(inp_res > 0.0 && inp_bound <= 0.0), kOp,
+              ": inp_res > 0 needs inp_bound > 0 (the DAC range)");
+  TORCH_CHECK(!(out_res > 0.0 && out_bound <= 0.0), kOp,
+              ": out_res > 0 needs out_bound > 0 (the ADC range)");
+  TORCH_CHECK(noise_management == 0 || noise_management == 1, kOp, ": noise_management = ",
+              noise_management, "; expected 0 (none) or 1 (abs_max)");
+  TORCH_CHECK(bound_management >= 0 && bound_management <= 2, kOp, ": bound_management = ",
+              bound_management, "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");
+  TORCH_CHECK(max_passes >= 1 && max_passes <= 32, kOp, ": max_passes = ", max_passes,
+              "; expected 1..32");
+  TORCH_CHECK(max_in >= 0 && max_out >= 0, kOp, ": max_in = ", max_in, ", max_out = ", max_out,
+              "; expected >= 0 (0: one tile)");
+  CrossbarParams p;
+  p.inp_res = inp_res;
+  p.inp_bound = inp_bound;
+  p.out_res = out_res;
+  p.out_bound = out_bound;
+  p.out_noise = out_noise;
+  p.nm_thres = nm_thres;
+  p.modifier_std = modifier_std;
+  p.noise_management = static_cast<NoiseManagement>(noise_management);
+  p.bound_management = static_cast<BoundManagement>(bound_management);
+  p.max_passes = static_cast<int32_t>(max_passes);
+  p.max_in = max_in;
+  p.max_out = max_out;
+  return p;
+}
+
+void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+                  const at::Tensor& rng, const CrossbarParams& p) {
+  checks::floating(x, kOp, "x");
+  checks::dims(x, 2, kOp, "x", "[tokens, in_features]");
+  TORCH_CHECK(x.size(0) > 0, kOp, ": x has an empty batch (shape ", x.sizes(),
+              "); expected at least one row");
+  checks::contiguous(x, kOp, "x");
+  checks::dims(weight, 2, kOp, "weight", "[out_features, in_features]");
+  checks::same_dtype(weight, x, kOp, "weight", "x");
+  checks::same_device(weight, x, kOp, "weight", "x");
+  checks::contiguous(weight, kOp, "weight");
+  TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0, kOp, ": weight has shape ",
+              weight.sizes(), "; expected non-empty [out_features, in_features]");
+  checks::size(x, 1, weight.size(1), kOp, "x", "in_features of weight");
+  const int64_t tin = split_count(weight.size(1), p.max_in);
+  checks::dims(out_scales, 3, kOp, "out_scales", "[n_scales, input_tiles, out_features]");
+  checks::same_dtype(out_scales, x, kOp, "out_scales", "x");
+  checks::same_device(out_scales, x, kOp, "out_scales", "x");
+  checks::contiguous(out_scales, kOp, "out_scales");
+  checks::size(out_scales, 1, tin, kOp, "out_scales", "input tiles");
+  checks::size(out_scales, 2, weight.size(0), kOp, "out_scales", "out_features");
+  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), kOp,
+              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset); got ",
+              rng.scalar_type(), " ", rng.sizes());
+  TORCH_CHECK(rng.device().is_cpu(), kOp, ": rng is on ", rng.device(),
+              "; expected a CPU tensor for a CPU x");
+}
+
+void check_noise_weight(const std::optional<at::Tensor>& noise_weight, const at::Tensor& x,
+                        const at::Tensor& weight) {
+  if (!noise_weight) return;
+  checks::same_dtype(*noise_weight, x, kOp, "noise_weight", "x");
+  checks::same_device(*noise_weight, x, kOp, "noise_weight", "x");
+  checks::contiguous(*noise_weight, kOp, "noise_weight");
+  TORCH_CHECK(noise_weight->sizes() == weight.sizes(), kOp, ": noise_weight has shape ",
+              noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+    const std::optional<at::Tensor>& bias, const at::Tensor& rng,
+    const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
+    double inp_res,
+    double inp_bound, double out_res, double out_bound, double out_noise, double nm_thres,
+    double modifier_std, int64_t noise_management, int64_t bound_management, int64_t max_passes,
+    int64_t max_in, int64_t max_out, bool training, bool need_aux) {
+  const CrossbarParams p =
+      make_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
+                  noise_management, bound_management, max_passes, max_in, max_out);
+  check_common(x, weight, out_scales, rng, p);
+  if (bias) {
+    checks::same_dtype(*bias, x, kOp, "bias", "x");
+    checks::same_device(*bias, x, kOp, "bias", "x");
+    checks::contiguous(*bias, kOp, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), kOp, ": bias has shape ",
+                bias->sizes(), "; expected [", weight.size(0), "]");
+  }
+  if (noise_out) {
+    const int64_t tin = split_count(weight.size(1), p.max_in);
+    checks::same_dtype(*noise_out, x, kOp, "noise_out", "x");
+    checks::contiguous(*noise_out, kOp, "noise_out");
+    const std::vector<int64_t> expected{p.max_passes, tin, x.size(0), weight.size(0)};
+    TORCH_CHECK(noise_out->sizes() == at::IntArrayRef(expected), kOp, ": noise_out has shape ",
+                noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
+                at::IntArrayRef(expected));
+  }
+  check_noise_weight(noise_weight, x, weight);
+  return cpu::crossbar_mvm_forward(x, weight, out_scales, bias, rng, p, training, need_aux,
+                                   noise_out, noise_weight);
+}
+
+std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
+    const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight, double inp_res, double inp_bound, double out_res, double out_bound,
+    double out_noise, double nm_thres, double modifier_std, int64_t noise_management,
+    int64_t bound_management, int64_t max_passes, int64_t max_in, int64_t max_out, bool training,
+    bool need_grad_x, bool need_grad_weight) {
+  const CrossbarParams p =
+      make_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
+                  noise_management, bound_management, max_passes, max_in, max_out);
+  check_common(x, weight, out_scales, rng, p);
+  const int64_t tin = split_count(weight.size(1), p.max_in);
+  const int64_t tiles = tin * split_count(weight.size(0), p.max_out);
+  checks::same_dtype(grad_y, x, kOp, "grad_y", "x");
+  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == x.size(0) && grad_y.size(1) == weight.size(0),
+              kOp, ": grad_y has shape ", grad_y.sizes(), "; expected [tokens, out_features]");
+  TORCH_CHECK(scales.dim() == 2 && scales.size(0) == tiles && scales.size(1) == x.size(0), kOp,
+              ": scales has shape ", scales.sizes(), "; expected [tiles, tokens]");
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 3 && mask.size(0) == tin &&
+                  mask.size(1) == x.size(0) && mask.size(2) == weight.size(0),
+              kOp, ": mask has shape ", mask.sizes(),
+              "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
+  check_noise_weight(noise_weight, x, weight);
+  return cpu::crossbar_mvm_backward(grad_y.contiguous(), x, weight, out_scales, rng,
+                                    scales.contiguous(), mask.contiguous(), p, training,
+                                    need_grad_x, need_grad_weight, noise_weight);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lorafusion, CPU, m) {
+  m.impl("crossbar_mvm", &crossbar_mvm_cpu);
+  m.impl("crossbar_mvm_backward", &crossbar_mvm_backward_cpu);
+}
+
+}  // namespace lorafusion
