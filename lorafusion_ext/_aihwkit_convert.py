@@ -1,0 +1,218 @@
+"""Conversion between `HardwareConfig` and AIHWKIT's `TorchInferenceRPUConfig`.
+
+Only the subset of AIHWKIT that lorafusion_ext models converts; any other field set to a
+non-default value raises a ValueError that names it, so a config is never silently changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+_IGNORED = {
+    # Fields that do not change the torch tile's inference forward or that we model elsewhere.
+    "backward",
+    "update",
+    "runtime",
+    "device",
+    "forward.bm_test_negative_bound",
+    "forward.ir_drop_g_ratio",
+    "forward.v_offset_w_min",
+    "mapping.weight_scaling_lr_compensation",
+    "modifier.coeffs",
+    "modifier.g_max",
+    "modifier.pcm_t0",
+    "modifier.dorefa_clip",
+    "modifier.assumed_wmax",
+    "clip.fixed_value",
+}
+
+
+def _res_to_bits(res: float, where: str) -> int | None:
+    if res <= 0:
+        return None
+    if res > 1.0:  # AIHWKIT accepts the number of states too
+        res = 1.0 / res
+    bits = math.log2(1.0 / res + 2.0)
+    if abs(bits - round(bits)) > 1e-6 or not 2 <= round(bits) <= 16:
+        raise ValueError(f"rpu_config.{where} = {res!r}; expected 1/(2^bits - 2) with bits in 2..16")
+    return int(round(bits))
+
+
+def _diff(obj: Any, ref: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(path, value) of every field of `obj` that differs from `ref`, recursively."""
+    out: list[tuple[str, Any]] = []
+    if dataclasses.is_dataclass(obj) and type(obj) is type(ref):
+        for f in dataclasses.fields(obj):
+            out += _diff(getattr(obj, f.name), getattr(ref, f.name), f"{prefix}{f.name}.")
+        return out
+    if type(obj) is not type(ref) or str(obj) != str(ref):
+        out.append((prefix[:-1], obj))
+    return out
+
+
+def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
+    from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import (
+        BoundManagementType,
+        NoiseManagementType,
+        WeightClipType,
+        WeightModifierType,
+        WeightRemapType,
+    )
+
+    from lorafusion_ext import hardware as hw
+
+    if not isinstance(rpu, TorchInferenceRPUConfig):
+        raise ValueError(f"rpu_config is a {type(rpu).__name__}; expected a TorchInferenceRPUConfig")
+    modelled = {
+        "forward.inp_res", "forward.inp_bound", "forward.out_res", "forward.out_bound",
+        "forward.out_noise", "forward.bound_management", "forward.noise_management",
+        "forward.nm_thres", "forward.max_bm_factor", "forward.max_bm_res",
+        "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
+        "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
+        "mapping.max_input_size", "mapping.max_output_size",
+        "modifier.type", "modifier.std_dev", "clip.type", "clip.sigma", "remap.type",
+        "noise_model", "drift_compensation",
+    }
+    for path, value in _diff(rpu, TorchInferenceRPUConfig(), ""):
+        if path in modelled or any(path == p or path.startswith(p + ".") for p in _IGNORED):
+            continue
+        if path.startswith("noise_model") or path.startswith("drift_compensation"):
+            continue
+        raise ValueError(f"rpu_config.{path} = {value!r} is not modelled by lorafusion_ext")
+
+    f = rpu.forward
+    bm = {
+        BoundManagementType.NONE: "none",
+        BoundManagementType.ITERATIVE: "iterative_global",
+    }.get(f.bound_management)
+    if bm is None:
+        raise ValueError(f"rpu_config.forward.bound_management = {f.bound_management!r}; expected NONE or ITERATIVE")
+    nm = {NoiseManagementType.NONE: "none", NoiseManagementType.ABS_MAX: "abs_max"}.get(f.noise_management)
+    if nm is None:
+        raise ValueError(f"rpu_config.forward.noise_management = {f.noise_management!r}; expected NONE or ABS_MAX")
+
+    m = rpu.mapping
+    omega = m.weight_scaling_omega or 0.0
+    scaling = "none" if omega <= 0 else ("row" if m.weight_scaling_columnwise else "layer")
+    mod = rpu.modifier
+    if mod.type == WeightModifierType.ADD_NORMAL:
+        if not mod.rel_to_actual_wmax:
+            raise ValueError("rpu_config.modifier.rel_to_actual_wmax = False is not modelled by lorafusion_ext")
+        modifier = hw.Modifier("add_normal", float(mod.std_dev))
+    elif mod.type == WeightModifierType.NONE:
+        modifier = hw.Modifier("none")
+    else:
+        raise ValueError(f"rpu_config.modifier.type = {mod.type!r}; expected NONE or ADD_NORMAL")
+    if rpu.clip.type == WeightClipType.LAYER_GAUSSIAN:
+        clip_sigma = float(rpu.clip.sigma)
+    elif rpu.clip.type == WeightClipType.NONE:
+        clip_sigma = 0.0
+    else:
+        raise ValueError(f"rpu_config.clip.type = {rpu.clip.type!r}; expected NONE or LAYER_GAUSSIAN")
+    if rpu.remap.type not in (WeightRemapType.NONE, WeightRemapType.CHANNELWISE_SYMMETRIC):
+        raise ValueError(f"rpu_config.remap.type = {rpu.remap.type!r}; expected NONE or CHANNELWISE_SYMMETRIC")
+
+    nmodel = rpu.noise_model
+    if type(nmodel) is PCMLikeNoiseModel:
+        device = hw.Device(
+            "pcm",
+            options=tuple(
+                sorted(
+                    {
+                        "g_max": float(nmodel.g_max),
+                        "prog_coeff": tuple(float(c) for c in nmodel.prog_coeff),
+                        "prog_coeff_g_max_reference": float(nmodel.prog_coeff_g_max_reference),
+                        "t_0": float(nmodel.t_0),
+                        "t_read": float(nmodel.t_read),
+                        "prog_noise_scale": float(nmodel.prog_noise_scale),
+                        "read_noise_scale": float(nmodel.read_noise_scale),
+                        "drift_scale": float(nmodel.drift_scale),
+                    }.items()
+                )
+            ),
+            drift_compensation=rpu.drift_compensation is not None,
+        )
+    else:
+        name = type(nmodel).__name__
+        if name == "ReRamWan2022NoiseModel":
+            device = hw.Device("reram", drift_compensation=rpu.drift_compensation is not None)
+        else:
+            raise ValueError(f"rpu_config.noise_model = {name}; expected PCMLikeNoiseModel or ReRamWan2022NoiseModel")
+    if rpu.drift_compensation is not None and type(rpu.drift_compensation) is not GlobalDriftCompensation:
+        raise ValueError(
+            f"rpu_config.drift_compensation = {type(rpu.drift_compensation).__name__}; "
+            "expected GlobalDriftCompensation or None"
+        )
+
+    return cls(
+        dac=hw.DAC(_res_to_bits(f.inp_res, "forward.inp_res"), float(f.inp_bound)),
+        adc=hw.ADC(_res_to_bits(f.out_res, "forward.out_res"), float(f.out_bound)),
+        out_noise=float(f.out_noise),
+        noise_management=hw.NoiseManagement(nm, float(f.nm_thres)),
+        bound_management=hw.BoundManagement(bm, float(f.max_bm_factor), float(f.max_bm_res)),
+        mapping=hw.Mapping_(
+            scaling,
+            float(omega) if omega > 0 else 1.0,
+            clip_sigma=clip_sigma,
+            remap=rpu.remap.type == WeightRemapType.CHANNELWISE_SYMMETRIC,
+            learn_out_scaling=bool(m.learn_out_scaling),
+            out_scaling_columnwise=bool(m.out_scaling_columnwise),
+        ),
+        tiles=hw.Tiles(m.max_input_size or None, m.max_output_size or None),
+        modifier=modifier,
+        device=device,
+    )
+
+
+def rpu_config_from_hardware(h: Any) -> Any:
+    from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import (
+        BoundManagementType,
+        NoiseManagementType,
+        WeightModifierType,
+    )
+
+    if h.bound_management.mode == "iterative_per_row":
+        raise ValueError(
+            "hardware.bound_management.mode = 'iterative_per_row' has no TorchInferenceRPUConfig "
+            "equivalent (AIHWKIT's torch tile re-runs the whole batch)"
+        )
+    rpu = TorchInferenceRPUConfig()
+    f = rpu.forward
+    f.inp_res = h.dac.resolution if h.dac.bits is not None else -1.0
+    f.inp_bound = h.dac.bound
+    f.out_res = h.adc.resolution if h.adc.bits is not None else -1.0
+    f.out_bound = h.adc.bound
+    f.out_noise = h.out_noise
+    f.nm_thres = h.noise_management.threshold
+    f.max_bm_factor = h.bound_management.max_factor
+    f.max_bm_res = h.bound_management.max_res
+    f.noise_management = {
+        "none": NoiseManagementType.NONE,
+        "abs_max": NoiseManagementType.ABS_MAX,
+    }[h.noise_management.mode]
+    f.bound_management = {
+        "none": BoundManagementType.NONE,
+        "iterative_global": BoundManagementType.ITERATIVE,
+    }[h.bound_management.mode]
+    m = rpu.mapping
+    m.weight_scaling_omega = 0.0 if h.mapping.weight_scaling == "none" else h.mapping.omega
+    m.weight_scaling_columnwise = h.mapping.weight_scaling == "row"
+    m.learn_out_scaling = h.mapping.learn_out_scaling
+    m.out_scaling_columnwise = h.mapping.out_scaling_columnwise
+    m.max_input_size = h.tiles.max_in or 0
+    m.max_output_size = h.tiles.max_out or 0
+    if h.modifier.kind == "add_normal":
+        rpu.modifier.type = WeightModifierType.ADD_NORMAL
+        rpu.modifier.std_dev = h.modifier.std
+    if h.device.name == "pcm":
+        rpu.noise_model = PCMLikeNoiseModel(**dict(h.device.options))
+    rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
+    return rpu

@@ -1,0 +1,354 @@
+"""Hardware configuration of an analog crossbar layer (DESIGN.md section 4).
+
+`HardwareConfig` is a validated, immutable dataclass made of parts: the DAC, the ADC, the
+output noise, noise and bound management, the weight mapping, the tile size, the training
+modifier and the conductance device model. All values are in AIHWKIT's normalised units:
+inputs in units of the DAC range, weights in units of the largest conductance, outputs in
+units of the ADC range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
+NoiseManagementMode = Literal["none", "abs_max"]
+WeightScaling = Literal["none", "layer", "row"]
+ModifierKind = Literal["none", "add_normal"]
+
+_BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
+_NM_CODES = {"none": 0, "abs_max": 1}
+
+
+def _check_bits(owner: str, bits: int | None) -> None:
+    if bits is None:
+        return
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"{owner}.bits = {bits!r}; expected an integer in 2..16, or None (no quantisation)")
+
+
+def _check_nonneg(owner: str, name: str, value: float, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} = {value!r}; expected a finite number")
+    if positive and value <= 0:
+        raise ValueError(f"{owner}.{name} = {value!r}; expected a value > 0")
+    if value < 0:
+        raise ValueError(f"{owner}.{name} = {value!r}; expected a value >= 0")
+
+
+def _bits_to_res(bits: int | None) -> float:
+    # AIHWKIT's convention: 2^bits - 2 steps over the symmetric range (8 bit: 1/254).
+    return 0.0 if bits is None else 1.0 / (2**bits - 2)
+
+
+@dataclass(frozen=True)
+class DAC:
+    """Input digital-to-analog converter: `bits` (None: not quantised), clamp at ±`bound`."""
+
+    bits: int | None = 8
+    bound: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_bits("dac", self.bits)
+        _check_nonneg("dac", "bound", self.bound, positive=True)
+
+    @property
+    def resolution(self) -> float:
+        """Step as a fraction of the full range 2·bound (0: no quantisation)."""
+        return _bits_to_res(self.bits)
+
+
+@dataclass(frozen=True)
+class ADC:
+    """Output analog-to-digital converter: `bits` (None: not quantised), clamp at ±`bound`."""
+
+    bits: int | None = 8
+    bound: float = 12.0
+
+    def __post_init__(self) -> None:
+        _check_bits("adc", self.bits)
+        _check_nonneg("adc", "bound", self.bound, positive=True)
+
+    @property
+    def resolution(self) -> float:
+        return _bits_to_res(self.bits)
+
+
+@dataclass(frozen=True)
+class BoundManagement:
+    """What happens when the ADC saturates: re-run with the input scaled down by 2 each pass.
+
+    `iterative_global` is AIHWKIT's torch tile (one saturating token re-runs the whole call),
+    `iterative_per_row` re-runs only the saturating tokens (AIHWKIT's C++ tile; batch
+    independent). Passes stop once the reduction exceeds `max_factor` or `max_res / Δin`.
+    """
+
+    mode: BoundManagementMode = "iterative_global"
+    max_factor: float = 1000.0
+    max_res: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.mode not in _BM_CODES:
+            raise ValueError(f"bound_management.mode = {self.mode!r}; expected one of {sorted(_BM_CODES)}")
+        _check_nonneg("bound_management", "max_factor", self.max_factor, positive=True)
+        _check_nonneg("bound_management", "max_res", self.max_res, positive=True)
+
+
+@dataclass(frozen=True)
+class NoiseManagement:
+    """Input scaling before the DAC: `abs_max` scales each token by 1/max|x| (clamped by
+    `threshold` when > 0)."""
+
+    mode: NoiseManagementMode = "abs_max"
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in _NM_CODES:
+            raise ValueError(f"noise_management.mode = {self.mode!r}; expected one of {sorted(_NM_CODES)}")
+        _check_nonneg("noise_management", "threshold", self.threshold)
+
+
+@dataclass(frozen=True)
+class Mapping_:
+    """How weights become conductances.
+
+    `weight_scaling`: "row" maps each output row so that max|W_row| = omega (DESIGN.md: ms_o),
+    "layer" one scale per tile, "none" programs the weights as they are. `clip_sigma` (> 0)
+    clips the weights at clip_sigma·std once at conversion and `remap` re-normalises rows,
+    iterated to the fixed point (the paper's optimizer did it after every step).
+    `learn_out_scaling`: a trainable digital output scale per tile (per row if columnwise).
+    """
+
+    weight_scaling: WeightScaling = "row"
+    omega: float = 1.0
+    clip_sigma: float = 0.0
+    remap: bool = False
+    learn_out_scaling: bool = False
+    out_scaling_columnwise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.weight_scaling not in ("none", "layer", "row"):
+            raise ValueError(f"mapping.weight_scaling = {self.weight_scaling!r}; expected 'none', 'layer' or 'row'")
+        _check_nonneg("mapping", "omega", self.omega, positive=True)
+        _check_nonneg("mapping", "clip_sigma", self.clip_sigma)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Physical tile size: at most `max_in` inputs (rows) and `max_out` outputs (columns) per
+    tile; None: one tile per layer. Each tile has its own periphery."""
+
+    max_in: int | None = None
+    max_out: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_in", "max_out"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"tiles.{name} = {v!r}; expected a positive integer or None")
+
+
+@dataclass(frozen=True)
+class Modifier:
+    """Training-time weight noise: `add_normal` adds std·max|W_tile|·N(0,1), redrawn each
+    forward and shared by the batch."""
+
+    kind: ModifierKind = "none"
+    std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "add_normal"):
+            raise ValueError(f"modifier.kind = {self.kind!r}; expected 'none' or 'add_normal'")
+        _check_nonneg("modifier", "std", self.std)
+
+
+@dataclass(frozen=True)
+class Device:
+    """Conductance model used by `program()` / `drift()`: a name of
+    `lorafusion_ext.devices.get_device_model` ("pcm", "reram", "none") and its overrides."""
+
+    name: str = "pcm"
+    options: tuple[tuple[str, Any], ...] = ()
+    drift_compensation: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"device.name = {self.name!r}; expected a device model name")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """Everything that defines an analog layer's non-idealities. Immutable; use `replace`."""
+
+    dac: DAC = field(default_factory=DAC)
+    adc: ADC = field(default_factory=ADC)
+    out_noise: float = 0.04
+    noise_management: NoiseManagement = field(default_factory=NoiseManagement)
+    bound_management: BoundManagement = field(default_factory=BoundManagement)
+    mapping: Mapping_ = field(default_factory=Mapping_)
+    tiles: Tiles = field(default_factory=Tiles)
+    modifier: Modifier = field(default_factory=Modifier)
+    device: Device = field(default_factory=Device)
+
+    def __post_init__(self) -> None:
+        _check_nonneg("hardware", "out_noise", self.out_noise)
+        for name, cls in (
+            ("dac", DAC),
+            ("adc", ADC),
+            ("noise_management", NoiseManagement),
+            ("bound_management", BoundManagement),
+            ("mapping", Mapping_),
+            ("tiles", Tiles),
+            ("modifier", Modifier),
+            ("device", Device),
+        ):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"hardware.{name} = {getattr(self, name)!r}; expected a {cls.__name__}")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, name: str) -> "HardwareConfig":
+        """A named configuration.
+
+        - ``"pcm_paper"``: the HWA-LoRA paper recipe: 8-bit DAC and ADC (ADC bound 12),
+          output noise 0.04, abs-max noise management, `iterative_global` bound management,
+          per-row weight mapping, 3σ clip + row remap at conversion, one tile per layer,
+          ADD_NORMAL training noise 0.067, PCM device with global drift compensation.
+        - ``"pcm_tiled"``: `pcm_paper` on 512×512 tiles with `iterative_per_row`.
+        - ``"ideal"``: no quantisation, no noise, no scaling: equals nn.Linear.
+        """
+        if name == "pcm_paper":
+            return cls(
+                dac=DAC(8, 1.0),
+                adc=ADC(8, 12.0),
+                out_noise=0.04,
+                noise_management=NoiseManagement("abs_max"),
+                bound_management=BoundManagement("iterative_global"),
+                mapping=Mapping_("row", 1.0, clip_sigma=3.0, remap=True),
+                tiles=Tiles(None, None),
+                modifier=Modifier("add_normal", 0.067),
+                device=Device("pcm"),
+            )
+        if name == "pcm_tiled":
+            base = cls.preset("pcm_paper")
+            return base.replace(
+                tiles=Tiles(512, 512), bound_management=BoundManagement("iterative_per_row")
+            )
+        if name == "ideal":
+            return cls(
+                dac=DAC(None),
+                adc=ADC(None),
+                out_noise=0.0,
+                noise_management=NoiseManagement("none"),
+                bound_management=BoundManagement("none"),
+                mapping=Mapping_("none"),
+                modifier=Modifier("none"),
+                device=Device("none", drift_compensation=False),
+            )
+        raise ValueError(f"HardwareConfig.preset: unknown name {name!r}; expected one of {PRESETS}")
+
+    def replace(self, **changes: Any) -> "HardwareConfig":
+        """A copy with some parts replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def is_ideal(self) -> bool:
+        return (
+            self.dac.bits is None
+            and self.adc.bits is None
+            and self.out_noise == 0
+            and self.modifier.kind == "none"
+        )
+
+    @property
+    def max_passes(self) -> int:
+        """Bound-management passes at most: reductions 1, 2, 4, ... up to the first one
+        that exceeds min(max_factor, max_res / Δin), as AIHWKIT's loop."""
+        if self.bound_management.mode == "none":
+            return 1
+        limit = self.bound_management.max_factor
+        step = 2.0 * self.dac.bound * self.dac.resolution
+        if step > 0:
+            limit = min(limit, self.bound_management.max_res / step)
+        passes, reduction = 1, 1.0
+        while reduction <= limit:
+            reduction *= 2.0
+            passes += 1
+        return min(passes, 32)
+
+    def op_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `torch.ops.lorafusion.crossbar_mvm` for this configuration."""
+        return {
+            "inp_res": self.dac.resolution,
+            "inp_bound": self.dac.bound,
+            "out_res": self.adc.resolution,
+            "out_bound": self.adc.bound,
+            "out_noise": float(self.out_noise),
+            "nm_thres": float(self.noise_management.threshold),
+            "modifier_std": float(self.modifier.std) if self.modifier.kind == "add_normal" else 0.0,
+            "noise_management": _NM_CODES[self.noise_management.mode],
+            "bound_management": _BM_CODES[self.bound_management.mode],
+            "max_passes": self.max_passes,
+            "max_in": self.tiles.max_in or 0,
+            "max_out": self.tiles.max_out or 0,
+        }
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-able)."""
+        d = dataclasses.asdict(self)
+        d["device"]["options"] = dict(self.device.options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HardwareConfig":
+        parts = {
+            "dac": DAC,
+            "adc": ADC,
+            "noise_management": NoiseManagement,
+            "bound_management": BoundManagement,
+            "mapping": Mapping_,
+            "tiles": Tiles,
+            "modifier": Modifier,
+        }
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in parts:
+                kwargs[key] = parts[key](**value)
+            elif key == "device":
+                dev = dict(value)
+                dev["options"] = tuple(sorted(dict(dev.get("options", {})).items()))
+                kwargs[key] = Device(**dev)
+            elif key == "out_noise":
+                kwargs[key] = value
+            else:
+                raise ValueError(f"HardwareConfig.from_dict: unknown field {key!r}")
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------------ AIHWKIT
+    @classmethod
+    def from_aihwkit(cls, rpu_config: Any) -> "HardwareConfig":
+        """Convert an AIHWKIT `TorchInferenceRPUConfig` (the subset modelled here).
+
+        Raises:
+            ValueError: naming the first field set to a value that is not modelled.
+        """
+        from lorafusion_ext._aihwkit_convert import hardware_from_rpu_config
+
+        return hardware_from_rpu_config(cls, rpu_config)
+
+    def to_aihwkit(self) -> Any:
+        """The equivalent AIHWKIT `TorchInferenceRPUConfig` (needs aihwkit installed)."""
+        from lorafusion_ext._aihwkit_convert import rpu_config_from_hardware
+
+        return rpu_config_from_hardware(self)
+
+
+PRESETS = ("pcm_paper", "pcm_tiled", "ideal")
+
+# Public name of the mapping part (the trailing underscore avoids shadowing typing.Mapping).
+WeightMapping = Mapping_

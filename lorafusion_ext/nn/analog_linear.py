@@ -1,0 +1,208 @@
+"""`AnalogLinear`: a drop-in for `nn.Linear` whose MVM runs on simulated crossbar tiles."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
+from lorafusion_ext.ops.crossbar import crossbar_mvm
+
+_SEED_BOUND = 2**62
+
+
+def _draw_seed(generator: torch.Generator | None) -> int:
+    return int(torch.randint(_SEED_BOUND, (1,), generator=generator).item())
+
+
+class AnalogLinear(nn.Linear):
+    """y = crossbar(x) W^T + b, with the non-idealities of `hardware` (DESIGN.md section 4).
+
+    `weight` [out_features, in_features] holds the *target* weights, in the units of
+    nn.Linear, and stays the source of truth; they are mapped onto tiles (per-row scales,
+    normalised conductances) at every forward, so editing or training them takes effect.
+    `.train()` applies the training modifier (weight noise); `.eval()` does not and applies
+    drift compensation when the layer is programmed.
+
+    Noise is drawn from a counter-based RNG whose state is the buffer `rng_state` =
+    (seed, calls): the same seed gives the same noise sequence. Seed it with `seed=` or
+    `generator=` at construction, or `manual_seed()`.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as nn.Linear.
+        hardware: the crossbar configuration (default: `HardwareConfig.preset("pcm_paper")`).
+        seed: RNG seed of the layer's noise; default drawn from `generator` (or torch's RNG).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        hardware: HardwareConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"AnalogLinear: {name} = {v!r}; expected a positive integer")
+        if hardware is None:
+            hardware = HardwareConfig.preset("pcm_paper")
+        if not isinstance(hardware, HardwareConfig):
+            raise ValueError(f"AnalogLinear: hardware is a {type(hardware).__name__}; expected a HardwareConfig")
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if self.weight.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"AnalogLinear: dtype {self.weight.dtype} is not supported; expected float32 or float64"
+            )
+        self.hardware = hardware
+        self.layout = TileLayout.of(in_features, out_features, hardware)
+        if seed is None:
+            seed = _draw_seed(generator)
+        self.register_buffer("rng_state", torch.tensor([int(seed), 0], dtype=torch.int64))
+        if hardware.mapping.learn_out_scaling:
+            if self.layout.n_in > 1:
+                raise ValueError(
+                    "AnalogLinear: hardware.mapping.learn_out_scaling with several input tiles "
+                    f"({self.layout.n_in}) is not supported; set tiles.max_in >= in_features"
+                )
+            n = out_features if hardware.mapping.out_scaling_columnwise else 1
+            self.out_scaling = nn.Parameter(torch.ones(n, device=self.weight.device, dtype=self.weight.dtype))
+        else:
+            self.register_parameter("out_scaling", None)
+        # Drift compensation scales [n_in_tiles, n_out_tiles] of the programmed crossbar,
+        # applied in eval only; None until programmed (see lorafusion_ext.devices).
+        self.register_buffer("drift_alpha", None)
+        self.register_buffer("programmed_weight", None)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        hardware: HardwareConfig | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> "AnalogLinear":
+        """An AnalogLinear with `linear`'s weights (copied; conditioned by the hardware's
+        clip/remap recipe when it has one), on its device and dtype."""
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"AnalogLinear.from_linear: linear is a {type(linear).__name__}; expected nn.Linear")
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            hardware=hardware,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+            seed=seed,
+            generator=generator,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(clip_and_remap(linear.weight.detach(), layer.layout, layer.hardware))
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias.detach())
+        layer.weight.requires_grad_(linear.weight.requires_grad)
+        if linear.bias is not None:
+            layer.bias.requires_grad_(linear.bias.requires_grad)
+        layer.train(linear.training)
+        return layer
+
+    def manual_seed(self, seed: int) -> "AnalogLinear":
+        """Restart the layer's noise sequence from `seed`."""
+        with torch.no_grad():
+            self.rng_state.copy_(torch.tensor([int(seed), 0], dtype=torch.int64))
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _next_rng(self) -> Tensor:
+        rng = self.rng_state.clone()
+        with torch.no_grad():
+            self.rng_state[1] += 1
+        return rng
+
+    def tile_weights(self) -> tuple[Tensor, Tensor]:
+        """(normalised tile weights [out, in], mapping scales [n_in_tiles, out]) of the
+        current target weights (differentiable in `weight`)."""
+        scales = mapping_scales(self.weight, self.layout, self.hardware)
+        return normalise(self.weight, scales, self.layout), scales
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"AnalogLinear: input has shape {tuple(x.shape)}; expected [..., {self.in_features}]"
+            )
+        if x.dtype != self.weight.dtype:
+            raise ValueError(
+                f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}"
+            )
+        w_norm, scales = self.tile_weights()
+        if self.programmed_weight is not None:
+            w_norm = self.programmed_weight
+        rows = [scales]
+        if not self.training and self.drift_alpha is not None:
+            rows.append(self.drift_alpha[:, self.layout.row_tiles(x.device)])
+        if self.hardware.mapping.weight_scaling == "none" and len(rows) == 1:
+            rows = []
+        out_scales = (
+            torch.stack(rows) if rows else scales.new_empty((0, self.layout.n_in, self.out_features))
+        )
+        bias = self.bias if self.out_scaling is None else None
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
+        y = crossbar_mvm(
+            x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), bias, self._next_rng(),
+            self.hardware, training=self.training,
+        )
+        if self.out_scaling is not None:
+            y = y * self.out_scaling
+            if self.bias is not None:
+                y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    # ------------------------------------------------------------------ state
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"hardware": json.dumps(self.hardware.to_dict())}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        hw = HardwareConfig.from_dict(json.loads(state["hardware"]))
+        if hw != self.hardware:
+            self.hardware = hw
+            self.layout = TileLayout.of(self.in_features, self.out_features, hw)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # Programmed state is optional: it is restored when saved and cleared when not.
+        for name in ("programmed_weight", "drift_alpha"):
+            key = prefix + name
+            if key in state_dict:
+                value = state_dict[key]
+                setattr(self, name, value.detach().clone().to(self.weight.device))
+            else:
+                setattr(self, name, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for name in ("programmed_weight", "drift_alpha"):
+            if prefix + name in unexpected_keys:
+                unexpected_keys.remove(prefix + name)
+
+    def extra_repr(self) -> str:
+        tiles = f"{self.layout.n_in}x{self.layout.n_out} tiles"
+        return f"{super().extra_repr()}, {tiles}, programmed={self.programmed_weight is not None}"
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's init, so a fresh AnalogLinear is initialised like a fresh nn.Linear.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_features
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)

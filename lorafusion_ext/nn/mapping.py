@@ -1,0 +1,109 @@
+"""Weight-to-tile mapping: the tile layout of a layer, per-tile mapping scales and the
+normalised weights that go onto the crossbar (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.reference import split_sizes
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """How an [out_features, in_features] matrix splits into tiles (AIHWKIT's balanced split)."""
+
+    in_sizes: tuple[int, ...]
+    out_sizes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, in_features: int, out_features: int, hw: HardwareConfig) -> "TileLayout":
+        return cls(
+            tuple(split_sizes(in_features, hw.tiles.max_in)),
+            tuple(split_sizes(out_features, hw.tiles.max_out)),
+        )
+
+    @property
+    def n_in(self) -> int:
+        return len(self.in_sizes)
+
+    @property
+    def n_out(self) -> int:
+        return len(self.out_sizes)
+
+    def column_tiles(self, device: torch.device | None = None) -> Tensor:
+        """Input-tile index of each input feature: int64 [in_features]."""
+        return torch.repeat_interleave(
+            torch.arange(self.n_in, device=device), torch.tensor(self.in_sizes, device=device)
+        )
+
+    def row_tiles(self, device: torch.device | None = None) -> Tensor:
+        """Output-tile index of each output feature: int64 [out_features]."""
+        return torch.repeat_interleave(
+            torch.arange(self.n_out, device=device), torch.tensor(self.out_sizes, device=device)
+        )
+
+
+def mapping_scales(weight: Tensor, layout: TileLayout, hw: HardwareConfig) -> Tensor:
+    """Per-tile digital output scales ms [n_in_tiles, out_features] of `weight`
+    [out_features, in_features]: max|W| over each tile row ("row") or tile ("layer"),
+    divided by omega; a zero maximum maps to 1. "none" gives ones."""
+    n, k = weight.shape
+    w = weight.detach()
+    if hw.mapping.weight_scaling == "none":
+        return torch.ones(layout.n_in, n, dtype=w.dtype, device=w.device)
+    cols = layout.column_tiles(w.device)
+    row_max = torch.zeros(n, layout.n_in, dtype=w.dtype, device=w.device).scatter_reduce(
+        1, cols.expand(n, k), w.abs(), reduce="amax", include_self=True
+    ).t()  # [n_in, N]
+    if hw.mapping.weight_scaling == "layer":
+        rows = layout.row_tiles(w.device)
+        tile_max = torch.zeros(layout.n_in, layout.n_out, dtype=w.dtype, device=w.device).scatter_reduce(
+            1, rows.expand(layout.n_in, n), row_max, reduce="amax", include_self=True
+        )
+        row_max = tile_max[:, rows]
+    scales = row_max / hw.mapping.omega
+    return torch.where(scales == 0, torch.ones_like(scales), scales)
+
+
+def normalise(weight: Tensor, scales: Tensor, layout: TileLayout) -> Tensor:
+    """Tile weights in conductance units: W / ms, each column divided by its tile's scale.
+    Differentiable in `weight` (scales are constants)."""
+    if layout.n_in == 1:
+        return weight / scales[0][:, None]
+    cols = layout.column_tiles(weight.device)
+    return weight / scales.t()[:, cols]
+
+
+@torch.no_grad()
+def clip_and_remap(weight: Tensor, layout: TileLayout, hw: HardwareConfig, max_iter: int = 100) -> Tensor:
+    """The paper's weight conditioning, applied once: clip each tile's normalised weights at
+    clip_sigma·std and re-normalise rows, iterated to the fixed point. Returns the
+    conditioned target weights (same shape and units as `weight`)."""
+    sigma = hw.mapping.clip_sigma
+    if sigma <= 0:
+        return weight.clone()
+    w = weight.clone()
+    cols = layout.column_tiles(w.device)
+    for _ in range(max_iter):
+        scales = mapping_scales(w, layout, hw)
+        wn = normalise(w, scales, layout)
+        # One clip level per tile (AIHWKIT LAYER_GAUSSIAN: sigma * std of the tile weights).
+        limit = torch.empty_like(wn)
+        k0 = 0
+        rows = layout.row_tiles(w.device)
+        for it, kt in enumerate(layout.in_sizes):
+            block = wn[:, k0 : k0 + kt]
+            for ot in range(layout.n_out):
+                sel = rows == ot
+                limit[sel, k0 : k0 + kt] = sigma * block[sel].std()
+            k0 += kt
+        clipped = torch.maximum(torch.minimum(wn, limit), -limit)
+        new_w = clipped * scales.t()[:, cols]
+        if torch.equal(new_w, w):
+            break
+        w = new_w
+    return w

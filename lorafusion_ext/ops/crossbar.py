@@ -1,0 +1,141 @@
+"""`crossbar_mvm`: the analog tile MVM (DESIGN.md section 4) as a torch op.
+
+The compiled kernel takes a 2-D `x`; this wrapper flattens leading dimensions, builds the
+keyword arguments from a `HardwareConfig`, and registers the fake kernel (shapes for
+torch.compile) and the straight-through autograd formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lorafusion_ext import _extension
+from lorafusion_ext.hardware import HardwareConfig
+
+_extension.load()
+
+_OP = "lorafusion::crossbar_mvm"
+_PARAM_NAMES = (
+    "inp_res", "inp_bound", "out_res", "out_bound", "out_noise", "nm_thres", "modifier_std",
+    "noise_management", "bound_management", "max_passes", "max_in", "max_out",
+)
+
+
+def _split_count(size: int, max_size: int) -> int:
+    return 1 if max_size <= 0 or size <= max_size else -(-size // max_size)
+
+
+@torch.library.register_fake(_OP)
+def _crossbar_mvm_fake(x, weight, out_scales, bias, rng, noise_out=None, noise_weight=None, *, max_in, max_out, need_aux, **_: Any):
+    m, n = x.shape[0], weight.shape[0]
+    tin = _split_count(weight.shape[1], max_in)
+    tiles = tin * _split_count(n, max_out)
+    y = x.new_empty((m, n))
+    s = x.new_empty((tiles, m))
+    mask = x.new_empty((tin, m, n) if need_aux else (0,), dtype=torch.bool)
+    passes = x.new_empty((tiles, m), dtype=torch.int32)
+    return y, s, mask, passes
+
+
+@torch.library.register_fake("lorafusion::crossbar_mvm_backward")
+def _crossbar_mvm_backward_fake(grad_y, x, weight, *args, need_grad_x, need_grad_weight, **_: Any):
+    gx = torch.empty_like(x) if need_grad_x else x.new_empty((0,))
+    gw = torch.empty_like(weight) if need_grad_weight else weight.new_empty((0,))
+    return gx, gw
+
+
+def _setup_context(ctx: Any, inputs: tuple, keyword_only_inputs: dict, output: tuple) -> None:
+    x, weight, out_scales, bias, rng, _, noise_weight = inputs
+    _, s, mask, _ = output
+    ctx.params = {k: keyword_only_inputs[k] for k in _PARAM_NAMES}
+    ctx.training = keyword_only_inputs["training"]
+    ctx.need_aux = keyword_only_inputs["need_aux"]
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, out_scales, rng, s, mask, noise_weight)
+
+
+def _backward(ctx: Any, grad_y: Tensor, *_: Any) -> tuple:
+    x, weight, out_scales, rng, s, mask, noise_weight = ctx.saved_tensors
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not ctx.need_aux:
+        raise RuntimeError(
+            "lorafusion::crossbar_mvm: backward needs the forward's clamp masks; call it through "
+            "lorafusion_ext.ops.crossbar_mvm (which sets need_aux when gradients are required)"
+        )
+    grad_x = grad_w = None
+    if need_x or need_w:
+        gx, gw = torch.ops.lorafusion.crossbar_mvm_backward(
+            grad_y.contiguous(), x, weight, out_scales, rng, s, mask, noise_weight, **ctx.params,
+            training=ctx.training, need_grad_x=need_x, need_grad_weight=need_w,
+        )
+        grad_x = gx if need_x else None
+        grad_w = gw if need_w else None
+    grad_b = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+    return grad_x, grad_w, None, grad_b, None, None, None
+
+
+torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+
+
+@dataclass(frozen=True)
+class CrossbarAux:
+    """What a crossbar call did: `input_scales` [tiles, tokens] (the DAC scale s of the last
+    pass), `passes` int32 [tiles, tokens] (bound-management passes taken per token)."""
+
+    input_scales: Tensor
+    passes: Tensor
+
+
+def crossbar_mvm(
+    x: Tensor,
+    weight: Tensor,
+    out_scales: Tensor,
+    bias: Tensor | None,
+    rng: Tensor,
+    hardware: HardwareConfig,
+    *,
+    training: bool = False,
+    noise_out: Tensor | None = None,
+    noise_weight: Tensor | None = None,
+    return_aux: bool = False,
+) -> Tensor | tuple[Tensor, CrossbarAux]:
+    """Analog MVM of `x` through crossbar tiles holding `weight`.
+
+    Args:
+        x: [..., in_features] activations (float32/float64, contiguous).
+        weight: [out_features, in_features] normalised tile weights (|W| <= 1 per tile row
+            when mapped), same dtype and device.
+        out_scales: [S, input_tiles, out_features] digital scales applied in order after the
+            ADC (mapping scales, drift compensation...); S may be 0.
+        bias: [out_features] digital bias, added once after the tiles are summed, or None.
+        rng: int64 [2] = (seed, offset): the noise of this call (same values, same noise).
+        hardware: the configuration (DAC/ADC, noise, bound management, tiles, modifier).
+        training: apply the training modifier (weight noise) of `hardware`.
+        noise_out: test-only explicit output noise [max_passes, input_tiles, tokens, out].
+        noise_weight: test-only explicit modifier noise [out_features, in_features].
+        return_aux: also return a `CrossbarAux`.
+
+    Returns:
+        y: [..., out_features] (and the aux record when `return_aux`).
+    """
+    if x.dim() < 1:
+        raise ValueError(f"crossbar_mvm: x has shape {tuple(x.shape)}; expected [..., in_features]")
+    if out_scales.requires_grad:
+        raise ValueError("crossbar_mvm: out_scales must not require grad (apply trainable scales outside the op)")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+    need_aux = torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    y, s, _, passes = torch.ops.lorafusion.crossbar_mvm(
+        x2, weight, out_scales, bias, rng, noise_out, noise_weight, **hardware.op_kwargs(),
+        training=training, need_aux=need_aux,
+    )
+    y = y.reshape(*lead, weight.shape[0])
+    if return_aux:
+        return y, CrossbarAux(s, passes)
+    return y

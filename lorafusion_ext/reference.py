@@ -1,0 +1,128 @@
+"""Plain-PyTorch versions of the ops: the readable specification and the tests' oracle.
+
+Written for clarity, not speed: loops over tiles and passes are explicit. Every fp operation
+is in the order of DESIGN.md section 4, so the deterministic path equals the compiled op
+bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lorafusion_ext.hardware import HardwareConfig
+
+
+def split_sizes(size: int, max_size: int | None) -> list[int]:
+    """AIHWKIT's balanced tile split of `size` into chunks of at most `max_size`."""
+    if not max_size or size <= max_size:
+        return [size]
+    n = -(-size // max_size)
+    base, extra = divmod(size, n)
+    return [base + (i < extra) for i in range(n)]
+
+
+def _quantize(v: Tensor, res: float, bound: float) -> Tensor:
+    if res > 0:
+        step = 2.0 * bound * res
+        v = torch.round(v / step) * step
+    return torch.clamp(v, -bound, bound)
+
+
+def crossbar_tile(
+    x: Tensor,
+    w: Tensor,
+    hw: HardwareConfig,
+    noise: list[Tensor] | None = None,
+) -> tuple[Tensor, Tensor, int]:
+    """One tile: x [M, Kt] through normalised weights w [Nt, Kt], before the periphery.
+
+    `noise[p]` [M, Nt] is the standard-normal output noise of pass p (None: no noise).
+    Returns (yq * 1/s [M, Nt], s [M], passes).
+    """
+    m = x.shape[0]
+    zero = torch.zeros(m, w.shape[0], dtype=x.dtype)
+    if hw.noise_management.mode == "abs_max":
+        a = x.abs().amax(dim=1)
+        if hw.noise_management.threshold > 0:
+            a = torch.clamp(a, max=hw.noise_management.threshold)
+        if bool((a == 0).all()):
+            return zero, torch.ones(m, dtype=x.dtype), 1
+        a = torch.where(a <= 0, torch.ones_like(a), a)
+        inv_a = 1.0 / a
+    else:
+        inv_a = torch.ones(m, dtype=x.dtype)
+    bound = hw.adc.bound
+    passes = hw.max_passes
+    per_row = hw.bound_management.mode == "iterative_per_row"
+    out = torch.empty(m, w.shape[0], dtype=x.dtype)
+    s_final = torch.empty(m, dtype=x.dtype)
+    pending = torch.ones(m, dtype=torch.bool)
+    used = 1
+    for p in range(passes):
+        s = inv_a / (2.0**p)
+        xq = _quantize(x * s[:, None], hw.dac.resolution, hw.dac.bound)
+        y = xq @ w.T
+        if hw.out_noise > 0 and noise is not None:
+            y = y + hw.out_noise * noise[p]
+        if hw.adc.resolution > 0:
+            step = 2.0 * bound * hw.adc.resolution
+            y = torch.round(y / step) * step
+        ok_rows = ((y <= bound) & (y >= -bound)).all(dim=1)
+        y = torch.clamp(y, -bound, bound)
+        last = p + 1 == passes
+        if per_row:
+            take = pending & (ok_rows | last)
+        elif bool(ok_rows.all()) or last:
+            take = pending.clone()
+        else:
+            take = torch.zeros_like(pending)
+        out[take] = (y * (1.0 / s)[:, None])[take]
+        s_final[take] = s[take]
+        pending &= ~take
+        used = p + 1
+        if not bool(pending.any()):
+            break
+    return out, s_final, used
+
+
+def crossbar_mvm(
+    x: Tensor,
+    w_norm: Tensor,
+    out_scales: Tensor,
+    bias: Tensor | None,
+    hw: HardwareConfig,
+    noise_out: Tensor | None = None,
+    noise_weight: Tensor | None = None,
+    training: bool = False,
+) -> Tensor:
+    """Reference of `lorafusion_ext.ops.crossbar_mvm` with explicit noise (or none).
+
+    Shapes as the op: x [M, K], w_norm [N, K], out_scales [S, Tin, N], noise_out
+    [max_passes, Tin, M, N] standard normals, noise_weight [N, K] standard normals.
+    """
+    k_sizes = split_sizes(w_norm.shape[1], hw.tiles.max_in)
+    n_sizes = split_sizes(w_norm.shape[0], hw.tiles.max_out)
+    y = None
+    k0 = 0
+    for it, kt in enumerate(k_sizes):
+        parts = []
+        o0 = 0
+        for nt in n_sizes:
+            w = w_norm[o0 : o0 + nt, k0 : k0 + kt]
+            if training and hw.modifier.kind == "add_normal" and noise_weight is not None:
+                amp = hw.modifier.std * w.abs().max()
+                w = w + amp * noise_weight[o0 : o0 + nt, k0 : k0 + kt]
+            noise = None
+            if noise_out is not None:
+                noise = [noise_out[p, it, :, o0 : o0 + nt] for p in range(noise_out.shape[0])]
+            t, _, _ = crossbar_tile(x[:, k0 : k0 + kt], w, hw, noise)
+            for j in range(out_scales.shape[0]):
+                t = t * out_scales[j, it, o0 : o0 + nt]
+            parts.append(t)
+            o0 += nt
+        row = torch.cat(parts, dim=1)
+        y = row if y is None else y + row
+        k0 += kt
+    assert y is not None
+    return y if bias is None else y + bias
