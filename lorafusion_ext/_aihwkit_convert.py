@@ -150,8 +150,8 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         )
 
     return cls(
-        dac=hw.DAC(_res_to_bits(f.inp_res, "forward.inp_res"), float(f.inp_bound)),
-        adc=hw.ADC(_res_to_bits(f.out_res, "forward.out_res"), float(f.out_bound)),
+        dac=hw.DAC(_res_to_bits(f.inp_res, "forward.inp_res"), float(f.inp_bound) if f.inp_bound > 0 else None),
+        adc=hw.ADC(_res_to_bits(f.out_res, "forward.out_res"), float(f.out_bound) if f.out_bound > 0 else None),
         out_noise=float(f.out_noise),
         noise_management=hw.NoiseManagement(nm, float(f.nm_thres)),
         bound_management=hw.BoundManagement(bm, float(f.max_bm_factor), float(f.max_bm_res)),
@@ -187,9 +187,9 @@ def rpu_config_from_hardware(h: Any) -> Any:
     rpu = TorchInferenceRPUConfig()
     f = rpu.forward
     f.inp_res = h.dac.resolution if h.dac.bits is not None else -1.0
-    f.inp_bound = h.dac.bound
+    f.inp_bound = h.dac.bound if h.dac.bound is not None else -1.0
     f.out_res = h.adc.resolution if h.adc.bits is not None else -1.0
-    f.out_bound = h.adc.bound
+    f.out_bound = h.adc.bound if h.adc.bound is not None else -1.0
     f.out_noise = h.out_noise
     f.nm_thres = h.noise_management.threshold
     f.max_bm_factor = h.bound_management.max_factor
@@ -213,6 +213,16 @@ def rpu_config_from_hardware(h: Any) -> Any:
         rpu.modifier.type = WeightModifierType.ADD_NORMAL
         rpu.modifier.std_dev = h.modifier.std
     if h.device.name == "pcm":
-        rpu.noise_model = PCMLikeNoiseModel(**dict(h.device.options))
+        options = dict(h.device.options)
+        reference = options.pop("prog_coeff_g_max_reference", None)
+        if "prog_coeff" in options:
+            options["prog_coeff"] = list(options["prog_coeff"])
+        noise_model = PCMLikeNoiseModel(**options)
+        if reference is not None:
+            # AIHWKIT 1.1 sets this attribute only when it is *not* passed (to g_max, or 25 for its
+            # default coefficients); passed, it is silently dropped and programming fails later
+            # with an AttributeError. Set it explicitly.
+            noise_model.prog_coeff_g_max_reference = float(reference)
+        rpu.noise_model = noise_model
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
     return rpu

@@ -39,6 +39,15 @@ def _check_nonneg(owner: str, name: str, value: float, positive: bool = False) -
         raise ValueError(f"{owner}.{name} = {value!r}; expected a value >= 0")
 
 
+def _check_converter(owner: str, bits: int | None, bound: float | None) -> None:
+    _check_bits(owner, bits)
+    if bound is None:
+        if bits is not None:
+            raise ValueError(f"{owner}.bound = None with bits = {bits}; a quantising converter needs a bound > 0")
+        return
+    _check_nonneg(owner, "bound", bound, positive=True)
+
+
 def _bits_to_res(bits: int | None) -> float:
     # AIHWKIT's convention: 2^bits - 2 steps over the symmetric range (8 bit: 1/254).
     return 0.0 if bits is None else 1.0 / (2**bits - 2)
@@ -46,14 +55,14 @@ def _bits_to_res(bits: int | None) -> float:
 
 @dataclass(frozen=True)
 class DAC:
-    """Input digital-to-analog converter: `bits` (None: not quantised), clamp at ±`bound`."""
+    """Input digital-to-analog converter: `bits` (None: not quantised), clamp at ±`bound`
+    (None: no clamp; needs bits None)."""
 
     bits: int | None = 8
-    bound: float = 1.0
+    bound: float | None = 1.0
 
     def __post_init__(self) -> None:
-        _check_bits("dac", self.bits)
-        _check_nonneg("dac", "bound", self.bound, positive=True)
+        _check_converter("dac", self.bits, self.bound)
 
     @property
     def resolution(self) -> float:
@@ -63,14 +72,14 @@ class DAC:
 
 @dataclass(frozen=True)
 class ADC:
-    """Output analog-to-digital converter: `bits` (None: not quantised), clamp at ±`bound`."""
+    """Output analog-to-digital converter: `bits` (None: not quantised), clamp at ±`bound`
+    (None: no clamp; needs bits None)."""
 
     bits: int | None = 8
-    bound: float = 12.0
+    bound: float | None = 12.0
 
     def __post_init__(self) -> None:
-        _check_bits("adc", self.bits)
-        _check_nonneg("adc", "bound", self.bound, positive=True)
+        _check_converter("adc", self.bits, self.bound)
 
     @property
     def resolution(self) -> float:
@@ -239,8 +248,8 @@ class HardwareConfig:
             )
         if name == "ideal":
             return cls(
-                dac=DAC(None),
-                adc=ADC(None),
+                dac=DAC(None, None),
+                adc=ADC(None, None),
                 out_noise=0.0,
                 noise_management=NoiseManagement("none"),
                 bound_management=BoundManagement("none"),
@@ -271,7 +280,7 @@ class HardwareConfig:
         if self.bound_management.mode == "none":
             return 1
         limit = self.bound_management.max_factor
-        step = 2.0 * self.dac.bound * self.dac.resolution
+        step = 2.0 * (self.dac.bound or 0.0) * self.dac.resolution
         if step > 0:
             limit = min(limit, self.bound_management.max_res / step)
         passes, reduction = 1, 1.0
@@ -284,9 +293,9 @@ class HardwareConfig:
         """Keyword arguments of `torch.ops.lorafusion.crossbar_mvm` for this configuration."""
         return {
             "inp_res": self.dac.resolution,
-            "inp_bound": self.dac.bound,
+            "inp_bound": float(self.dac.bound or 0.0),
             "out_res": self.adc.resolution,
-            "out_bound": self.adc.bound,
+            "out_bound": float(self.adc.bound or 0.0),
             "out_noise": float(self.out_noise),
             "nm_thres": float(self.noise_management.threshold),
             "modifier_std": float(self.modifier.std) if self.modifier.kind == "add_normal" else 0.0,

@@ -22,7 +22,9 @@ def split_sizes(size: int, max_size: int | None) -> list[int]:
     return [base + (i < extra) for i in range(n)]
 
 
-def _quantize(v: Tensor, res: float, bound: float) -> Tensor:
+def _quantize(v: Tensor, res: float, bound: float | None) -> Tensor:
+    if bound is None:
+        return v
     if res > 0:
         step = 2.0 * bound * res
         v = torch.round(v / step) * step
@@ -52,7 +54,7 @@ def crossbar_tile(
         inv_a = 1.0 / a
     else:
         inv_a = torch.ones(m, dtype=x.dtype)
-    bound = hw.adc.bound
+    bound = hw.adc.bound if hw.adc.bound is not None else float("inf")
     passes = hw.max_passes
     per_row = hw.bound_management.mode == "iterative_per_row"
     out = torch.empty(m, w.shape[0], dtype=x.dtype)

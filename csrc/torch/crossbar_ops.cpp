@@ -94,7 +94,7 @@ void check_noise_weight(const std::optional<at::Tensor>& noise_weight, const at:
               noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cpu(
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
     const std::optional<at::Tensor>& bias, const at::Tensor& rng,
     const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
@@ -123,8 +123,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cpu(
                 at::IntArrayRef(expected));
   }
   check_noise_weight(noise_weight, x, weight);
-  return cpu::crossbar_mvm_forward(x, weight, out_scales, bias, rng, p, training, need_aux,
-                                   noise_out, noise_weight);
+  auto [y, s, mask, passes] = cpu::crossbar_mvm_forward(x, weight, out_scales, bias, rng, p,
+                                                        training, need_aux, noise_out, noise_weight);
+  // The (seed, offset) this call used, as an output of its own: backward regenerates the
+  // modifier noise from it even when the caller's RNG buffer has moved on (or a compiled
+  // graph would otherwise read the mutated buffer).
+  return {y, s, mask, passes, rng.clone()};
 }
 
 std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cpu(

@@ -9,7 +9,7 @@ TORCH_LIBRARY(lorafusion, m) {
       "float inp_res, float inp_bound, float out_res, float out_bound, float out_noise, "
       "float nm_thres, float modifier_std, int noise_management, int bound_management, "
       "int max_passes, int max_in, int max_out, bool training, bool need_aux) "
-      "-> (Tensor, Tensor, Tensor, Tensor)",
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   m.def(
       "crossbar_mvm_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor out_scales, "

@@ -36,15 +36,12 @@ class TileLayout:
 
     def column_tiles(self, device: torch.device | None = None) -> Tensor:
         """Input-tile index of each input feature: int64 [in_features]."""
-        return torch.repeat_interleave(
-            torch.arange(self.n_in, device=device), torch.tensor(self.in_sizes, device=device)
-        )
+        # Static sizes (no repeat_interleave on a tensor of counts) keep torch.compile graphs whole.
+        return torch.cat([torch.full((s,), i, device=device) for i, s in enumerate(self.in_sizes)])
 
     def row_tiles(self, device: torch.device | None = None) -> Tensor:
         """Output-tile index of each output feature: int64 [out_features]."""
-        return torch.repeat_interleave(
-            torch.arange(self.n_out, device=device), torch.tensor(self.out_sizes, device=device)
-        )
+        return torch.cat([torch.full((s,), i, device=device) for i, s in enumerate(self.out_sizes)])
 
 
 def mapping_scales(weight: Tensor, layout: TileLayout, hw: HardwareConfig) -> Tensor:
@@ -55,6 +52,9 @@ def mapping_scales(weight: Tensor, layout: TileLayout, hw: HardwareConfig) -> Te
     w = weight.detach()
     if hw.mapping.weight_scaling == "none":
         return torch.ones(layout.n_in, n, dtype=w.dtype, device=w.device)
+    if layout.n_in == 1 and hw.mapping.weight_scaling == "row":
+        scales = w.abs().amax(dim=1, keepdim=True).t() / hw.mapping.omega
+        return torch.where(scales == 0, torch.ones_like(scales), scales)
     cols = layout.column_tiles(w.device)
     row_max = torch.zeros(n, layout.n_in, dtype=w.dtype, device=w.device).scatter_reduce(
         1, cols.expand(n, k), w.abs(), reduce="amax", include_self=True

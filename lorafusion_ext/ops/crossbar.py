@@ -38,7 +38,7 @@ def _crossbar_mvm_fake(x, weight, out_scales, bias, rng, noise_out=None, noise_w
     s = x.new_empty((tiles, m))
     mask = x.new_empty((tin, m, n) if need_aux else (0,), dtype=torch.bool)
     passes = x.new_empty((tiles, m), dtype=torch.int32)
-    return y, s, mask, passes
+    return y, s, mask, passes, torch.empty_like(rng)
 
 
 @torch.library.register_fake("lorafusion::crossbar_mvm_backward")
@@ -49,8 +49,8 @@ def _crossbar_mvm_backward_fake(grad_y, x, weight, *args, need_grad_x, need_grad
 
 
 def _setup_context(ctx: Any, inputs: tuple, keyword_only_inputs: dict, output: tuple) -> None:
-    x, weight, out_scales, bias, rng, _, noise_weight = inputs
-    _, s, mask, _ = output
+    x, weight, out_scales, bias, _, _, noise_weight = inputs
+    _, s, mask, _, rng = output
     ctx.params = {k: keyword_only_inputs[k] for k in _PARAM_NAMES}
     ctx.training = keyword_only_inputs["training"]
     ctx.need_aux = keyword_only_inputs["need_aux"]
@@ -124,6 +124,10 @@ def crossbar_mvm(
     """
     if x.dim() < 1:
         raise ValueError(f"crossbar_mvm: x has shape {tuple(x.shape)}; expected [..., in_features]")
+    for name, t in (("weight", weight), ("out_scales", out_scales), ("bias", bias),
+                    ("noise_out", noise_out), ("noise_weight", noise_weight)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"crossbar_mvm: {name} is on {t.device}; expected the device of x ({x.device})")
     if out_scales.requires_grad:
         raise ValueError("crossbar_mvm: out_scales must not require grad (apply trainable scales outside the op)")
     lead = x.shape[:-1]
@@ -131,7 +135,7 @@ def crossbar_mvm(
     need_aux = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
-    y, s, _, passes = torch.ops.lorafusion.crossbar_mvm(
+    y, s, _, passes, _ = torch.ops.lorafusion.crossbar_mvm(
         x2, weight, out_scales, bias, rng, noise_out, noise_weight, **hardware.op_kwargs(),
         training=training, need_aux=need_aux,
     )

@@ -1,0 +1,290 @@
+"""The crossbar_mvm op against its plain-PyTorch reference: forward, noise, backward, torch
+integration (gradcheck, opcheck, torch.compile) and bad inputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+import lorafusion_ext as lf
+from lorafusion_ext import reference
+from lorafusion_ext.hardware import (
+    ADC,
+    DAC,
+    BoundManagement,
+    Mapping_,
+    Modifier,
+    NoiseManagement,
+    Tiles,
+)
+
+PAPER = lf.HardwareConfig.preset("pcm_paper").replace(mapping=Mapping_("row", 1.0))
+SMOOTH = PAPER.replace(dac=DAC(None, 1.0), adc=ADC(None, None), out_noise=0.0, modifier=Modifier("none"))
+
+
+def _weights(n: int, k: int, seed: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g, dtype=dtype)
+    ms = w.abs().amax(1)
+    return w / ms[:, None], ms
+
+
+def _call(x, wn, ms, hw, bias=None, rng=(1, 0), **kw):
+    layout = lf.nn.TileLayout.of(wn.shape[1], wn.shape[0], hw)
+    scales = ms.expand(layout.n_in, -1)[None].contiguous()
+    return lf.ops.crossbar_mvm(x, wn, scales, bias, torch.tensor(rng), hw, **kw)
+
+
+CONFIGS = {
+    "paper": PAPER,
+    "per_row": PAPER.replace(bound_management=BoundManagement("iterative_per_row")),
+    "no_nm": PAPER.replace(noise_management=NoiseManagement("none")),
+    "no_bm": PAPER.replace(bound_management=BoundManagement("none")),
+    "nm_thres": PAPER.replace(noise_management=NoiseManagement("abs_max", 2.0)),
+    "tiled": PAPER.replace(tiles=Tiles(24, 20)),
+    "tiled_per_row": PAPER.replace(tiles=Tiles(24, 20), bound_management=BoundManagement("iterative_per_row")),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("training", [False, True])
+def test_op_equals_reference_with_explicit_noise(name, dtype, training):
+    hw = CONFIGS[name]
+    g = torch.Generator().manual_seed(3)
+    wn, ms = _weights(50, 70, 4, dtype)
+    with torch.no_grad():
+        wn[:3] = wn[:3].abs()  # some saturating outputs
+    x = (torch.rand(17, 70, generator=g, dtype=dtype) * 2 - 0.5)
+    x[4] = 0
+    x[5, :30] = 0
+    tin = len(reference.split_sizes(70, hw.tiles.max_in))
+    noise_out = torch.randn(hw.max_passes, tin, 17, 50, generator=g, dtype=dtype)
+    noise_w = torch.randn(50, 70, generator=g, dtype=dtype)
+    bias = torch.randn(50, generator=g, dtype=dtype)
+    layout = lf.nn.TileLayout.of(70, 50, hw)
+    scales = ms.expand(layout.n_in, -1)[None].contiguous()
+    y = lf.ops.crossbar_mvm(x, wn, scales, bias, torch.tensor([0, 0]), hw, training=training,
+                            noise_out=noise_out, noise_weight=noise_w)
+    ref = reference.crossbar_mvm(x, wn, scales, bias, hw, noise_out, noise_w, training=training)
+    assert torch.equal(y, ref), f"max |diff| = {(y - ref).abs().max().item()}"
+
+
+def test_per_row_bound_management_recomputes_only_saturating_rows():
+    hw = CONFIGS["per_row"].replace(out_noise=0.0)
+    wn, ms = _weights(32, 256, 5)
+    wn = wn.abs().contiguous()
+    wn[:, ::2] *= -1  # zero-mean rows stay inside the ADC range after abs-max scaling
+    x = torch.randn(6, 256, generator=torch.Generator().manual_seed(6))
+    x[2] = torch.rand(256).sign() * wn[0].sign()  # aligned with the weights: saturates
+    y, aux = _call(x, wn, ms, hw, return_aux=True)
+    passes = aux.passes[0]
+    assert int(passes[2]) > 1
+    assert passes[[0, 1, 3, 4, 5]].eq(1).all()
+    # Batch independence: a row alone gives the same passes and (up to GEMM order) values.
+    y2, aux2 = _call(x[2:3].contiguous(), wn, ms, hw, return_aux=True)
+    assert int(aux2.passes[0, 0]) == int(passes[2])
+    torch.testing.assert_close(y2[0], y[2])
+    # Global mode re-runs everyone.
+    _, aux_g = _call(x, wn, ms, PAPER.replace(out_noise=0.0), return_aux=True)
+    assert aux_g.passes.eq(int(passes[2])).all()
+
+
+def test_same_seed_same_noise_and_offsets_differ():
+    wn, ms = _weights(40, 30, 6)
+    x = torch.randn(20, 30)
+    a = _call(x, wn, ms, PAPER, rng=(7, 0))
+    b = _call(x, wn, ms, PAPER, rng=(7, 0))
+    c = _call(x, wn, ms, PAPER, rng=(7, 1))
+    d = _call(x, wn, ms, PAPER, rng=(8, 0))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c) and not torch.equal(a, d)
+
+
+def test_noise_is_independent_of_thread_count():
+    # W = 0 leaves only the output noise, so the GEMM's summation order cannot matter.
+    hw = PAPER.replace(adc=ADC(None, None))
+    x = torch.randn(300, 16)
+    wn = torch.zeros(70, 16)
+    ms = torch.ones(70)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _call(x, wn, ms, hw, rng=(11, 3))
+        torch.set_num_threads(max(2, threads))
+        many = _call(x, wn, ms, hw, rng=(11, 3))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+def test_output_noise_is_standard_normal_times_sigma():
+    hw = PAPER.replace(adc=ADC(None, None), out_noise=0.5)
+    x = torch.randn(500, 8).sign()  # max|x| = 1 per row: the output is not rescaled
+    y = _call(x, torch.zeros(101, 8), torch.ones(101), hw, rng=(12, 0))
+    z = (y / 0.5).flatten().double().numpy()
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+
+
+def test_modifier_noise_is_shared_by_the_batch_and_redrawn_per_call():
+    hw = PAPER.replace(out_noise=0.0, adc=ADC(None, None), dac=DAC(None, 1.0))
+    wn, ms = _weights(30, 20, 7)
+    x = torch.randn(1, 20).expand(4, 20).contiguous()
+    y = _call(x, wn, ms, hw, training=True, rng=(3, 0))
+    assert torch.equal(y[0], y[3])
+    y2 = _call(x, wn, ms, hw, training=True, rng=(3, 1))
+    assert not torch.equal(y, y2)
+    clean = _call(x, wn, ms, hw, training=False)
+    rel = (y - clean).std() / (x @ (wn * ms[:, None]).T).std()
+    assert 0.01 < rel < 0.5
+
+
+def _ste_reference(x, wn, ms, hw):
+    """Autograd through DESIGN.md's straight-through estimator, in plain torch."""
+    a = x.detach().abs().amax(1, keepdim=True)
+    s = 1.0 / torch.where(a == 0, torch.ones_like(a), a)
+    v = x * s
+    step = 2 * hw.dac.bound * hw.dac.resolution
+    q = v + (torch.round(v / step) * step - v).detach()
+    q = torch.clamp(q, -hw.dac.bound, hw.dac.bound)
+    y = q @ wn.T
+    ostep = 2 * hw.adc.bound * hw.adc.resolution
+    y = y + (torch.round(y / ostep) * ostep - y).detach()
+    y = torch.clamp(y, -hw.adc.bound, hw.adc.bound)
+    return y / s * ms
+
+
+def test_backward_is_the_straight_through_estimator():
+    hw = PAPER.replace(out_noise=0.0, bound_management=BoundManagement("none"), adc=ADC(8, 3.0))
+    wn, ms = _weights(40, 30, 8, torch.float64)
+    x = torch.randn(25, 30, dtype=torch.float64, requires_grad=True)
+    w = (wn * ms[:, None]).requires_grad_(True)
+    g = torch.randn(25, 40, dtype=torch.float64)
+    y = _call(x, w / ms[:, None], ms, hw)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    x2, w2 = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+    y2 = _ste_reference(x2, w2 / ms[:, None], ms, hw)
+    torch.testing.assert_close(y, y2)
+    rx, rw = torch.autograd.grad(y2, (x2, w2), g)
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw)
+    assert (y.detach().abs() >= 3.0 * ms * 0.999).any(), "the test should exercise the ADC clamp"
+
+
+@pytest.mark.parametrize("hw", [SMOOTH, SMOOTH.replace(tiles=Tiles(7, 5)), lf.HardwareConfig.preset("ideal")],
+                         ids=["smooth", "smooth_tiled", "ideal"])
+def test_gradcheck_float64(hw):
+    wn, ms = _weights(9, 13, 9, torch.float64)
+    x = torch.randn(6, 13, dtype=torch.float64, requires_grad=True)
+    w = wn.clone().requires_grad_(True)
+    b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    layout = lf.nn.TileLayout.of(13, 9, hw)
+    scales = ms.expand(layout.n_in, -1)[None].contiguous()
+
+    def f(x, w, b):
+        return lf.ops.crossbar_mvm(x, w, scales, b, torch.tensor([0, 0]), hw)
+
+    assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_opcheck():
+    wn, ms = _weights(9, 13, 10, torch.float64)
+    x = torch.randn(6, 13, dtype=torch.float64, requires_grad=True)
+    for hw, training in ((SMOOTH, False), (PAPER, True), (PAPER.replace(tiles=Tiles(5, 4)), False)):
+        layout = lf.nn.TileLayout.of(13, 9, hw)
+        args = (x, wn, ms.expand(layout.n_in, -1)[None].contiguous(), torch.zeros(9, dtype=torch.float64),
+                torch.tensor([5, 1]))
+        kwargs = dict(hw.op_kwargs(), training=training, need_aux=True)
+        torch.library.opcheck(torch.ops.lorafusion.crossbar_mvm.default, args, kwargs)
+
+
+def _model(hw):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        lf.nn.AnalogLinear(24, 48, hardware=hw, seed=1), nn.ReLU(), lf.nn.AnalogLinear(48, 8, hardware=hw, seed=2)
+    )
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_torch_compile_fullgraph_matches_eager(training):
+    torch._dynamo.reset()
+    eager = _model(PAPER).train(training)
+    compiled_src = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_src, fullgraph=True)
+    x = torch.randn(2, 5, 24, requires_grad=training)
+    for _ in range(2):  # the second call checks the RNG state advances the same way
+        ye, yc = eager(x), compiled(x)
+        assert torch.equal(ye, yc)
+        if training:
+            ge = torch.autograd.grad(ye.sum(), x)[0]
+            gc = torch.autograd.grad(yc.sum(), x)[0]
+            assert torch.equal(ge, gc)
+    assert torch.equal(eager[0].rng_state, compiled_src[0].rng_state)
+
+
+def test_nan_and_inf_inputs_give_nan_rows_without_hanging():
+    wn, ms = _weights(10, 12, 11)
+    x = torch.randn(5, 12)
+    x[1, 3] = float("nan")
+    x[3, 0] = float("inf")
+    for mode in ("iterative_global", "iterative_per_row"):
+        hw = PAPER.replace(bound_management=BoundManagement(mode))
+        y, aux = _call(x, wn, ms, hw, return_aux=True)
+        assert y[1].isnan().all() and y[3].isnan().all()
+        assert int(aux.passes.max()) == hw.max_passes
+        if mode == "iterative_per_row":
+            assert y[[0, 2, 4]].isfinite().all()
+
+
+class TestBadInput:
+    wn, ms = _weights(10, 12, 12)
+
+    def call(self, x=None, wn=None, ms=None, hw=PAPER, **kw):
+        x = torch.randn(4, 12) if x is None else x
+        return _call(x, self.wn if wn is None else wn, self.ms if ms is None else ms, hw, **kw)
+
+    def test_half_and_integer_dtypes(self):
+        with pytest.raises(RuntimeError, match="x has dtype Half; expected float32 or float64"):
+            self.call(x=torch.randn(4, 12).half(), wn=self.wn.half(), ms=self.ms.half())
+        with pytest.raises(RuntimeError, match="x has dtype Long"):
+            self.call(x=torch.ones(4, 12, dtype=torch.long))
+
+    def test_dtype_mismatch(self):
+        with pytest.raises(RuntimeError, match="weight has dtype Double but x has dtype Float"):
+            self.call(wn=self.wn.double())
+
+    def test_shape_mismatch(self):
+        with pytest.raises(RuntimeError, match=r"x has shape \[4, 11\]; expected dim 1 \(in_features of weight\) to be 12"):
+            self.call(x=torch.randn(4, 11))
+        with pytest.raises(RuntimeError, match="bias has shape"):
+            self.call(bias=torch.zeros(3))
+
+    def test_non_contiguous(self):
+        with pytest.raises(RuntimeError, match="x is not contiguous"):
+            self.call(x=torch.randn(12, 4).t())
+
+    def test_empty_batch(self):
+        with pytest.raises(RuntimeError, match="x has an empty batch"):
+            self.call(x=torch.randn(0, 12))
+
+    def test_device_mismatch(self):
+        with pytest.raises(ValueError, match="weight is on meta; expected the device of x"):
+            self.call(wn=self.wn.to("meta"))
+
+    def test_bad_rng(self):
+        with pytest.raises(RuntimeError, match="rng must be a contiguous int64 tensor of 2 elements"):
+            lf.ops.crossbar_mvm(torch.randn(4, 12), self.wn, self.ms[None, None].contiguous(), None,
+                                torch.tensor([1.0, 2.0]), PAPER)
+
+    def test_raw_op_rejects_bad_config_values(self):
+        args = (torch.randn(4, 12), self.wn, self.ms[None, None].contiguous(), None, torch.tensor([0, 0]))
+        kw = dict(PAPER.op_kwargs(), training=False, need_aux=False)
+        for key, value, msg in (("out_noise", -1.0, "out_noise = -1"), ("inp_bound", float("nan"), "inp_bound = nan"),
+                                ("max_passes", 0, "max_passes = 0"), ("bound_management", 7, "bound_management = 7")):
+            with pytest.raises(RuntimeError, match=msg):
+                torch.ops.lorafusion.crossbar_mvm(*args, **dict(kw, **{key: value}))
