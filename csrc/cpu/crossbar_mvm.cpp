@@ -2,6 +2,7 @@
 // (ATen's, so that the result is bit-identical to AIHWKIT's `x @ W.T`), then one fused pass
 // for output noise, ADC, the bound test and the digital periphery.
 #include "crossbar_mvm.h"
+#include "normals.h"
 
 #include <ATen/Parallel.h>
 #include <lorafusion/philox.h>
@@ -38,18 +39,6 @@ std::vector<TileRange> make_tiles(int64_t K, int64_t N, const CrossbarParams& p)
 
 uint64_t rng_value(const at::Tensor& rng, int64_t i) {
   return static_cast<uint64_t>(rng.data_ptr<int64_t>()[i]);
-}
-
-// Standard normals for elements [first, first + count) of one noise stream.
-void fill_normals(const NoiseKey& key, uint64_t first, int64_t count, float* out,
-                  std::vector<float>& scratch) {
-  const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(count) + 3) >> 2;
-  scratch.resize((b1 - b0) * 4);
-  float* s = scratch.data();
-  for (uint64_t b = b0; b < b1; ++b) {
-    normal4(noise_block(key, b), s + (b - b0) * 4);
-  }
-  std::copy(s + (first & 3), s + (first & 3) + count, out);
 }
 
 // The tile's weights as the crossbar sees them: a contiguous [No, Kt] block, plus the
@@ -109,6 +98,9 @@ struct TileForward {
   const T* out_scales;  // [S, Tin, N]
   int64_t S, tin;
   const T* noise_out;  // [P, Tin, M, N] or null
+  const T* bias;       // [N] or null
+  int64_t tout;
+  at::Tensor y_tensor;
   uint64_t seed, offset;
   bool need_aux;
   // outputs
@@ -141,66 +133,99 @@ struct TileForward {
     });
   }
 
-  // Noise + ADC + bound test for the GEMM rows `ybuf` of `rows` at pass `pass`; writes
-  // the rounded, clamped values back in place and the row verdicts into `row_ok`.
-  void adc(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
-           std::vector<uint8_t>& row_ok) const {
+  // Output noise + ADC + bound test of GEMM row `src` (row m of the tile at `pass`) into
+  // `dst` (may alias src); returns whether no ADC clamp was active.
+  bool adc_row(const TileRange& t, int64_t m, int pass, const T* src, T* dst,
+               std::vector<float>& normals, std::vector<float>& scratch) const {
     const int64_t nt = t.o1 - t.o0;
     const T step = adc_step();
     const T bound = p.out_bound > 0 ? static_cast<T>(p.out_bound)
                                     : std::numeric_limits<T>::infinity();
     const T sigma = static_cast<T>(p.out_noise);
-    const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
-                                        static_cast<uint32_t>(t.it));
+    if (sigma > T(0)) {
+      if (noise_out) {
+        const T* nz = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
+        for (int64_t n = 0; n < nt; ++n) dst[n] = src[n] + sigma * nz[n];
+      } else {
+        const NoiseKey key = make_noise_key(seed, offset, kStreamOutput,
+                                            static_cast<uint32_t>(pass), static_cast<uint32_t>(t.it));
+        normals.resize(nt);
+        fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data(), scratch);
+        const float* nz = normals.data();
+        for (int64_t n = 0; n < nt; ++n) dst[n] = src[n] + sigma * static_cast<T>(nz[n]);
+      }
+      src = dst;
+    }
+    int bad = 0;
+    bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    if (mr) {
+      for (int64_t n = 0; n < nt; ++n) {
+        const T v = adc_round<T>(src[n], step);
+        const bool inside = v <= bound && v >= -bound;
+        mr[n] = inside;
+        bad |= !inside;
+        dst[n] = clamp_nan<T>(v, -bound, bound);
+      }
+    } else {
+      for (int64_t n = 0; n < nt; ++n) {
+        const T v = adc_round<T>(src[n], step);
+        bad |= !(v <= bound && v >= -bound);
+        dst[n] = clamp_nan<T>(v, -bound, bound);
+      }
+    }
+    return bad == 0;
+  }
+
+  // Digital periphery of one row in place: v * fl(1/s), then each scale row, then the bias.
+  void periphery_row(const TileRange& t, T s_m, T* row, const T* bias) const {
+    const int64_t nt = t.o1 - t.o0;
+    const T inv_s = T(1) / s_m;
+    for (int64_t n = 0; n < nt; ++n) row[n] = row[n] * inv_s;
+    for (int64_t j = 0; j < S; ++j) {
+      const T* sc = out_scales + (j * tin + t.it) * N + t.o0;
+      for (int64_t n = 0; n < nt; ++n) row[n] = row[n] * sc[n];
+    }
+    if (bias) {
+      const T* b = bias + t.o0;
+      for (int64_t n = 0; n < nt; ++n) row[n] = row[n] + b[n];
+    }
+  }
+
+  // One pass of the epilogue over the GEMM rows `ybuf` of `rows`. With a single input tile
+  // the final values (periphery and bias included) go straight to y: a pass that fails the
+  // bound test is simply overwritten by the next one. With several input tiles the ADC
+  // values stay in ybuf until the tile's pass is accepted (see accumulate).
+  void epilogue(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
+                std::vector<uint8_t>& row_ok, const T* s, bool direct) const {
+    const int64_t nt = t.o1 - t.o0;
     at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> normals(sigma > T(0) && !noise_out ? nt : 0), scratch;
+      std::vector<float> normals, scratch;
       for (int64_t i = b; i < e; ++i) {
         const int64_t m = rows[i];
-        T* yr = ybuf + i * nt;
-        bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
-        if (sigma > T(0)) {
-          if (noise_out) {
-            const T* nz = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
-            for (int64_t n = 0; n < nt; ++n) yr[n] = yr[n] + sigma * nz[n];
-          } else {
-            fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data(), scratch);
-            for (int64_t n = 0; n < nt; ++n) yr[n] = yr[n] + sigma * static_cast<T>(normals[n]);
-          }
-        }
-        bool ok = true;
-        for (int64_t n = 0; n < nt; ++n) {
-          const T v = adc_round<T>(yr[n], step);
-          const bool inside = v <= bound && v >= -bound;
-          ok &= inside;
-          if (mr) mr[n] = inside;
-          yr[n] = clamp_nan<T>(v, -bound, bound);
-        }
-        row_ok[i] = ok;
+        T* dst = direct ? y + m * N + t.o0 : ybuf + i * nt;
+        row_ok[i] = adc_row(t, m, pass, ybuf + i * nt, dst, normals, scratch);
+        if (direct) periphery_row(t, s[m], dst, bias);
       }
     });
   }
 
-  // Digital periphery of accepted rows: y (+)= yq * fl(1/s) * scale_0 * scale_1 ...
-  void finalize(const TileRange& t, const std::vector<int64_t>& rows, const T* ybuf,
-                const std::vector<uint8_t>* accept, const T* s, bool accumulate) const {
+  // Several input tiles: add the accepted rows' periphery outputs into y.
+  void accumulate(const TileRange& t, const std::vector<int64_t>& rows, T* ybuf,
+                  const std::vector<uint8_t>* accept, const T* s) const {
     const int64_t nt = t.o1 - t.o0;
     at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         if (accept && !(*accept)[i]) continue;
-        const int64_t m = rows[i];
-        const T inv_s = T(1) / s[m];
-        const T* yr = ybuf + i * nt;
-        T* dst = y + m * N + t.o0;
-        for (int64_t n = 0; n < nt; ++n) {
-          T v = yr[n] * inv_s;
-          for (int64_t j = 0; j < S; ++j) v = v * out_scales[(j * tin + t.it) * N + t.o0 + n];
-          dst[n] = accumulate ? dst[n] + v : v;
-        }
+        T* row = ybuf + i * nt;
+        periphery_row(t, s[rows[i]], row, nullptr);
+        T* dst = y + rows[i] * N + t.o0;
+        for (int64_t n = 0; n < nt; ++n) dst[n] = dst[n] + row[n];
       }
     });
   }
 
-  void run_tile(const TileRange& t, const at::Tensor& w_tile, bool accumulate) const {
+  void run_tile(const TileRange& t, const at::Tensor& w_tile) const {
+    const bool direct = tin == 1;
     const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
     // Abs-max noise management: one scale per row, fixed across passes.
     std::vector<T> inv_a(M, T(1));
@@ -227,7 +252,11 @@ struct TileForward {
       for (int64_t m = 0; m < M; ++m) {
         s_tile[m] = T(1);
         passes_tile[m] = 1;
-        if (!accumulate) std::fill(y + m * N + t.o0, y + m * N + t.o1, T(0));
+        if (direct) {
+          T* row = y + m * N + t.o0;
+          std::fill(row, row + (t.o1 - t.o0), T(0));
+          if (bias) std::copy(bias + t.o0, bias + t.o1, row);
+        }
         if (mask) std::fill(mask + (t.it * M + m) * N + t.o0, mask + (t.it * M + m) * N + t.o1, false);
       }
       return;
@@ -247,10 +276,17 @@ struct TileForward {
       }
       at::Tensor xq = at::empty({mp, kt}, xopt);
       quantize(t, rows, s_tile, xq.data_ptr<T>());
-      at::Tensor ybuf = at::mm(xq, w_tile.t());
+      at::Tensor ybuf;
+      if (direct && tout == 1 && mp == M) {
+        // GEMM straight into y (same BLAS call as x @ W.T), epilogue in place.
+        ybuf = y_tensor;
+        at::mm_out(ybuf, xq, w_tile.t());
+      } else {
+        ybuf = at::mm(xq, w_tile.t());
+      }
       T* yb = ybuf.data_ptr<T>();
       std::vector<uint8_t> row_ok(mp, 1);
-      adc(t, rows, pass, yb, row_ok);
+      epilogue(t, rows, pass, yb, row_ok, s_tile, direct);
       const bool last = pass + 1 == max_passes;
       if (per_row) {
         std::vector<uint8_t> accept(mp);
@@ -259,13 +295,13 @@ struct TileForward {
           accept[i] = row_ok[i] || last;
           if (!accept[i]) pending.push_back(rows[i]);
         }
-        finalize(t, rows, yb, &accept, s_tile, accumulate);
+        if (!direct) accumulate(t, rows, yb, &accept, s_tile);
         rows.swap(pending);
       } else {
         bool ok = true;
         for (uint8_t r : row_ok) ok &= r != 0;
         if (ok || last || p.bound_management == BoundManagement::kNone) {
-          finalize(t, rows, yb, nullptr, s_tile, accumulate);
+          if (!direct) accumulate(t, rows, yb, nullptr, s_tile);
           rows.clear();
         }
       }
@@ -293,6 +329,9 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                    out_scales.size(0),
                    tin,
                    noise_out ? noise_out->data_ptr<T>() : nullptr,
+                   bias ? bias->data_ptr<T>() : nullptr,
+                   split_count(N, p.max_out),
+                   y,
                    rng_value(rng, 0),
                    rng_value(rng, 1),
                    need_aux,
@@ -302,9 +341,9 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                    passes.data_ptr<int32_t>()};
   for (const auto& t : tiles) {
     const at::Tensor w = tile_weight<T>(weight, t, p, training, f.seed, f.offset, noise_weight);
-    f.run_tile(t, w, /*accumulate=*/t.it > 0);
+    f.run_tile(t, w);
   }
-  if (bias) {
+  if (bias && tin > 1) {
     const T* b = bias->data_ptr<T>();
     T* yp = y.data_ptr<T>();
     at::parallel_for(0, M, kGrain, [&](int64_t begin, int64_t end) {

