@@ -148,6 +148,8 @@ def _ste_reference(x, wn, ms, hw):
     """Autograd through DESIGN.md's straight-through estimator, in plain torch."""
     a = x.detach().abs().amax(1, keepdim=True)
     s = 1.0 / torch.where(a == 0, torch.ones_like(a), a)
+    if hw.noise_management.mode == "none":
+        s = torch.ones_like(s)
     v = x * s
     step = 2 * hw.dac.bound * hw.dac.resolution
     q = v + (torch.round(v / step) * step - v).detach()
@@ -159,10 +161,13 @@ def _ste_reference(x, wn, ms, hw):
     return y / s * ms
 
 
-def test_backward_is_the_straight_through_estimator():
-    hw = PAPER.replace(out_noise=0.0, bound_management=BoundManagement("none"), adc=ADC(8, 3.0))
+@pytest.mark.parametrize("nm", ["abs_max", "none"])
+def test_backward_is_the_straight_through_estimator(nm):
+    hw = PAPER.replace(out_noise=0.0, bound_management=BoundManagement("none"), adc=ADC(8, 3.0),
+                       noise_management=NoiseManagement(nm))
     wn, ms = _weights(40, 30, 8, torch.float64)
-    x = torch.randn(25, 30, dtype=torch.float64, requires_grad=True)
+    # Without noise management inputs beyond the DAC range clamp: their gradient is masked.
+    x = (torch.randn(25, 30, dtype=torch.float64) * (1.0 if nm == "abs_max" else 0.8)).requires_grad_(True)
     w = (wn * ms[:, None]).requires_grad_(True)
     g = torch.randn(25, 40, dtype=torch.float64)
     y = _call(x, w / ms[:, None], ms, hw)
@@ -174,6 +179,18 @@ def test_backward_is_the_straight_through_estimator():
     torch.testing.assert_close(gx, rx)
     torch.testing.assert_close(gw, rw)
     assert (y.detach().abs() >= 3.0 * ms * 0.999).any(), "the test should exercise the ADC clamp"
+    if nm == "none":
+        assert (x.detach().abs() > 1).any() and (gx[x.detach().abs() > 1.01] == 0).all()
+
+
+def test_philox_vector_path_equals_the_scalar_header():
+    rng = torch.tensor([2**40 + 123, 7])
+    for start, count in ((0, 4099), (3, 1001), (4 * (2**32 - 5), 97)):  # the last wraps the low counter word
+        fast = torch.ops.lorafusion.philox_normal(rng, 0, 2, 1, start, count, True)
+        slow = torch.ops.lorafusion.philox_normal(rng, 0, 2, 1, start, count, False)
+        assert torch.equal(fast, slow)
+    z = torch.ops.lorafusion.philox_normal(rng, 1, 0, 0, 0, 200000).double().numpy()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
 
 
 @pytest.mark.parametrize("hw", [SMOOTH, SMOOTH.replace(tiles=Tiles(7, 5)), lf.HardwareConfig.preset("ideal")],

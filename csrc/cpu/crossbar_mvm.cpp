@@ -387,27 +387,41 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
         }
       }
     });
-    // The quantised input (scaled back by 1/s): the DAC is straight-through, masked where
-    // its clamp was active.
-    at::Tensor xs = at::empty({M, kt}, opt);
-    at::Tensor in_mask = at::empty({M, kt}, opt);
-    T* xsp = xs.data_ptr<T>();
-    T* imp = in_mask.data_ptr<T>();
-    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t m = b; m < e; ++m) {
-        const T sm = scaling ? st[m] : T(1);
-        const T inv_s = T(1) / sm;
-        for (int64_t k = 0; k < kt; ++k) {
-          const T v = xp[m * K + t.k0 + k] * sm;
-          xsp[m * kt + k] = dac_quantize<T>(v, step, bound) * inv_s;
-          imp[m * kt + k] = dac_passes_gradient<T>(v, step, bound) ? T(1) : T(0);
+    // The DAC is straight-through, masked where its clamp was active. With abs-max noise
+    // management |x * s| <= 1, so a DAC range that holds the largest code needs no mask.
+    const double largest_code = dac_quantize<double>(1.0, 2.0 * p.inp_bound * p.inp_res, 0.0);
+    const bool dac_may_clamp =
+        p.inp_bound > 0.0 && !(p.noise_management == NoiseManagement::kAbsMax &&
+                               p.nm_thres == 0.0 && largest_code <= p.inp_bound);
+    at::Tensor xs, in_mask;
+    if (grad_w.defined() || dac_may_clamp) {
+      // xs: the quantised input scaled back by 1/s, the weight gradient's operand.
+      xs = at::empty({M, kt}, opt);
+      in_mask = dac_may_clamp ? at::empty({M, kt}, opt) : at::Tensor();
+      T* xsp = xs.data_ptr<T>();
+      T* imp = dac_may_clamp ? in_mask.data_ptr<T>() : nullptr;
+      at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+        for (int64_t m = b; m < e; ++m) {
+          const T sm = scaling ? st[m] : T(1);
+          const T inv_s = T(1) / sm;
+          for (int64_t k = 0; k < kt; ++k) {
+            const T v = xp[m * K + t.k0 + k] * sm;
+            xsp[m * kt + k] = dac_quantize<T>(v, step, bound) * inv_s;
+            if (imp) imp[m * kt + k] = dac_passes_gradient<T>(v, step, bound) ? T(1) : T(0);
+          }
         }
-      }
-    });
+      });
+    }
     if (grad_x.defined()) {
       const at::Tensor w = tile_weight<T>(weight, t, p, training, rng_value(rng, 0),
                                           rng_value(rng, 1), noise_weight);
-      grad_x.slice(1, t.k0, t.k1).add_(at::mm(g, w).mul_(in_mask));
+      at::Tensor gx = at::mm(g, w);
+      if (dac_may_clamp) gx.mul_(in_mask);
+      if (tiles.size() == 1) {
+        grad_x = gx;
+      } else {
+        grad_x.slice(1, t.k0, t.k1).add_(gx);
+      }
     }
     if (grad_w.defined()) {
       grad_w.slice(0, t.o0, t.o1).slice(1, t.k0, t.k1).copy_(at::mm(g.t(), xs));
@@ -441,8 +455,14 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward(
     const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
     const at::Tensor& mask, const CrossbarParams& params, bool training, bool need_grad_x,
     bool need_grad_weight, const std::optional<at::Tensor>& noise_weight) {
-  at::Tensor grad_x = need_grad_x ? at::zeros_like(x) : at::Tensor();
-  at::Tensor grad_w = need_grad_weight ? at::zeros_like(weight) : at::Tensor();
+  const bool one_tile = split_count(x.size(1), params.max_in) == 1 &&
+                        split_count(weight.size(0), params.max_out) == 1;
+  // One tile: the tile's GEMM is the whole gradient (no zero fill, no accumulation).
+  at::Tensor grad_x = need_grad_x ? (one_tile ? at::empty({0}, x.options()) : at::zeros_like(x))
+                                  : at::Tensor();
+  at::Tensor grad_w = need_grad_weight
+                          ? (one_tile ? at::empty_like(weight) : at::zeros_like(weight))
+                          : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "crossbar_mvm_backward", [&] {
     backward_impl<scalar_t>(grad_y, x, weight, out_scales, rng, scales, mask, params, training,
                             grad_x, grad_w, noise_weight);
