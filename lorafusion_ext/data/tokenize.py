@@ -1,0 +1,56 @@
+"""Tokenisation of GLUE examples into fixed tensors, and batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from lorafusion_ext.data.glue import Example
+
+
+@dataclass
+class EncodedDataset:
+    """Tokenised examples: `input_ids`, `attention_mask` (and `token_type_ids` when the
+    tokenizer makes them) [N, max_length] int64, and `labels` [N] (int64, or float32 for
+    regression)."""
+
+    features: dict[str, Tensor]
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                trim: bool = True) -> Iterator[dict[str, Tensor]]:
+        """Mini-batches (dicts of tensors incl. `labels`); `trim` cuts padding columns that no
+        row of the batch uses, so short batches cost less."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size = {batch_size}; expected a positive integer")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = {k: v[idx] for k, v in self.features.items()}
+            if trim and "attention_mask" in batch:
+                width = int(batch["attention_mask"].sum(1).max())
+                batch = {k: v[:, :width] for k, v in batch.items()}
+            batch["labels"] = self.labels[idx]
+            yield batch
+
+
+def encode(examples: Sequence[Example], tokenizer: Any, max_length: int = 128, regression: bool = False) -> EncodedDataset:
+    """Tokenise once, padded to `max_length` (truncating longer inputs)."""
+    if not examples:
+        raise ValueError("encode: no examples")
+    if max_length < 2:
+        raise ValueError(f"max_length = {max_length}; expected >= 2")
+    first = [e.texts[0] for e in examples]
+    second = [e.texts[1] for e in examples] if len(examples[0].texts) > 1 else None
+    enc = tokenizer(first, second, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    features = {k: v.to(torch.int64) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    dtype = torch.float32 if regression else torch.int64
+    labels = torch.tensor([e.label for e in examples], dtype=dtype)
+    return EncodedDataset(features, labels)
