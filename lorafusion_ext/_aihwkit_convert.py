@@ -224,5 +224,16 @@ def rpu_config_from_hardware(h: Any) -> Any:
             # with an AttributeError. Set it explicitly.
             noise_model.prog_coeff_g_max_reference = float(reference)
         rpu.noise_model = noise_model
+    elif h.device.name == "reram":
+        from aihwkit.inference.noise.reram import ReRamWan2022NoiseModel
+
+        # time_policy only says what we do between AIHWKIT's measured times; nothing else maps.
+        if any(k != "time_policy" for k, _ in h.device.options):
+            raise ValueError(
+                f"hardware.device.options = {dict(h.device.options)} has no ReRamWan2022NoiseModel equivalent here"
+            )
+        rpu.noise_model = ReRamWan2022NoiseModel()
+    else:
+        raise ValueError(f"hardware.device.name = {h.device.name!r} has no AIHWKIT noise model; expected 'pcm' or 'reram'")
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
     return rpu

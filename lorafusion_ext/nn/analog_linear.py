@@ -14,6 +14,7 @@ from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales
 from lorafusion_ext.ops.crossbar import crossbar_mvm
 
 _SEED_BOUND = 2**62
+_PROGRAMMED_BUFFERS = ("programmed_weight", "programmed_scales", "drift_alpha")
 
 
 def _draw_seed(generator: torch.Generator | None) -> int:
@@ -81,6 +82,8 @@ class AnalogLinear(nn.Linear):
         # applied in eval only; None until programmed (see lorafusion_ext.devices).
         self.register_buffer("drift_alpha", None)
         self.register_buffer("programmed_weight", None)
+        # The mapping scales [n_in_tiles, out] the programmed weights were normalised with.
+        self.register_buffer("programmed_scales", None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -143,9 +146,11 @@ class AnalogLinear(nn.Linear):
             raise ValueError(
                 f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}"
             )
-        w_norm, scales = self.tile_weights()
         if self.programmed_weight is not None:
-            w_norm = self.programmed_weight
+            # The crossbar holds what was programmed; editing `weight` needs a new program().
+            w_norm, scales = self.programmed_weight, self.programmed_scales
+        else:
+            w_norm, scales = self.tile_weights()
         rows = [scales]
         if not self.training and self.drift_alpha is not None:
             rows.append(self.drift_alpha[:, self.layout.row_tiles(x.device)])
@@ -182,16 +187,21 @@ class AnalogLinear(nn.Linear):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         # Programmed state is optional: it is restored when saved and cleared when not.
-        for name in ("programmed_weight", "drift_alpha"):
+        for name in _PROGRAMMED_BUFFERS:
             key = prefix + name
             if key in state_dict:
                 value = state_dict[key]
                 setattr(self, name, value.detach().clone().to(self.weight.device))
             else:
                 setattr(self, name, None)
+        # The per-tile programmed state lives in a `programmed_state` child that exists only once
+        # programmed: create (or drop) it from the keys before the children are loaded.
+        from lorafusion_ext.nn.deploy import load_programmed_state
+
+        load_programmed_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        for name in ("programmed_weight", "drift_alpha"):
+        for name in _PROGRAMMED_BUFFERS:
             if prefix + name in unexpected_keys:
                 unexpected_keys.remove(prefix + name)
 
@@ -206,3 +216,24 @@ class AnalogLinear(nn.Linear):
             fan_in = self.in_features
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
+
+    # ------------------------------------------------------------------ deployment
+    def program(self, generator: torch.Generator | None = None) -> "AnalogLinear":
+        """Program the current target weights onto the tiles (device noise from `generator`,
+        default torch's global RNG); see `lorafusion_ext.nn.deploy.program_layer`."""
+        from lorafusion_ext.nn.deploy import program_layer
+
+        return program_layer(self, generator)
+
+    def drift(self, t_seconds: float, generator: torch.Generator | None = None) -> "AnalogLinear":
+        """Read the programmed crossbar `t_seconds` (s, >= 0) after programming; raises
+        RuntimeError when not programmed. See `lorafusion_ext.nn.deploy.drift_layer`."""
+        from lorafusion_ext.nn.deploy import drift_layer
+
+        return drift_layer(self, t_seconds, generator)
+
+    def unprogram(self) -> "AnalogLinear":
+        """Forget the programming: compute with the target weights again."""
+        from lorafusion_ext.nn.deploy import unprogram_layer
+
+        return unprogram_layer(self)
