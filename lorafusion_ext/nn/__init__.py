@@ -1,6 +1,9 @@
-"""Analog modules: `AnalogLinear` (drop-in for nn.Linear)."""
+"""Modules: `AnalogLinear` (drop-in for nn.Linear), LoRA, LoRA pools and LoRAFusion layers."""
 
 from lorafusion_ext.nn.analog_linear import AnalogLinear
+from lorafusion_ext.nn.fusion import LoRAFusionLinear
+from lorafusion_ext.nn.lora import AdaptedLinear, LoRALinear
 from lorafusion_ext.nn.mapping import TileLayout
+from lorafusion_ext.nn.pool import LoRAPool, PoolLayer
 
-__all__ = ["AnalogLinear", "TileLayout"]
+__all__ = ["AdaptedLinear", "AnalogLinear", "LoRAFusionLinear", "LoRALinear", "LoRAPool", "PoolLayer", "TileLayout"]
