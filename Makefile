@@ -37,8 +37,11 @@ install: $(STAMPS)/extension
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# The shared GLUE copy beside the checkout (override: make run GLUE_DIR=/path/to/glue_data).
+GLUE_DIR ?= $(firstword $(wildcard ../shared/data/glue))
+
 run: install
-	$(BIN)/python python/experiments/analog_linear_demo.py
+	HF_HUB_OFFLINE=1 $(BIN)/lorafusion demo --glue-dir "$(GLUE_DIR)" --out results/demo
 
 bench: install
 	@mkdir -p results

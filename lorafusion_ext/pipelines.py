@@ -1,0 +1,208 @@
+"""End-to-end pipelines behind the CLI: train HWA-LoRA / a pool / LoRAFusion on GLUE, save
+and reload runs, evaluate across drift times, switch tasks on one analog model."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from lorafusion_ext.convert import HEAD_NAMES, attach_lora, attach_pool, trainable_parameters
+from lorafusion_ext.data.glue import TaskSpec, load_glue, task_spec
+from lorafusion_ext.data.tokenize import EncodedDataset, encode
+from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, DriftSweepResult, drift_sweep
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.nn.pool import LoRAPool
+from lorafusion_ext.training.loop import TrainConfig, evaluate
+from lorafusion_ext.training.methods import (
+    FusionConfig,
+    HWALoRAConfig,
+    analog_classifier,
+    fusion_coefficients,
+    load_task_state,
+    pool_from_models,
+    task_state,
+    train_fusion,
+    train_hwa_lora,
+)
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how much of it: `glue_dir` None means the Hugging Face
+    hub; `train_examples`/`eval_examples` subsample (None: all)."""
+
+    glue_dir: str | None = None
+    max_length: int = 128
+    train_examples: int | None = None
+    eval_examples: int | None = None
+    seed: int = 0
+
+
+def task_data(task: str, tokenizer: Any, data: DataConfig) -> tuple[TaskSpec, EncodedDataset, EncodedDataset]:
+    spec = task_spec(task)
+    train = load_glue(spec.name, "train", data.glue_dir, data.train_examples, data.seed)
+    dev = load_glue(spec.name, "dev", data.glue_dir, data.eval_examples, data.seed)
+    return (spec, encode(train, tokenizer, data.max_length, spec.is_regression),
+            encode(dev, tokenizer, data.max_length, spec.is_regression))
+
+
+@dataclass
+class RunRecord:
+    """What a saved run is: enough to rebuild the model and load its trained state."""
+
+    method: str  # "hwa-lora" | "lorafusion"
+    task: str
+    model: str
+    hardware: dict
+    seed: int
+    lora: dict = field(default_factory=dict)
+    fusion: dict = field(default_factory=dict)
+    pool_dir: str | None = None
+    metrics: dict = field(default_factory=dict)
+    trainable: dict = field(default_factory=dict)
+
+
+def save_run(folder: str | Path, record: RunRecord, model: nn.Module) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps(asdict(record), indent=2))
+    torch.save(task_state(model), folder / "task_state.pt")
+    return folder
+
+
+def load_run(folder: str | Path) -> tuple[RunRecord, nn.Module, Any]:
+    """Rebuild a saved run's analog model with its trained adapters/coefficients and head."""
+    folder = Path(folder)
+    meta = folder / "run.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{folder} is not a saved run: {meta} is missing")
+    record = RunRecord(**json.loads(meta.read_text()))
+    spec = task_spec(record.task)
+    hw = HardwareConfig.from_dict(record.hardware)
+    model, tok = analog_classifier(record.model, spec, hw, seed=record.seed)
+    if record.method == "hwa-lora":
+        cfg = HWALoRAConfig(**{**record.lora, "targets": tuple(record.lora["targets"]),
+                               "analog_targets": tuple(record.lora["analog_targets"])})
+        attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=cfg.targets)
+    elif record.method == "lorafusion":
+        if not record.pool_dir:
+            raise ValueError(f"{meta}: a lorafusion run needs pool_dir")
+        fcfg = FusionConfig(**record.fusion)
+        attach_pool(model, LoRAPool.load(record.pool_dir), mode=fcfg.mode, magnitude=fcfg.magnitude,
+                    granularity=fcfg.granularity)
+    else:
+        raise ValueError(f"{meta}: method = {record.method!r}; expected 'hwa-lora' or 'lorafusion'")
+    load_task_state(model, torch.load(folder / "task_state.pt", weights_only=True))
+    return record, model, tok
+
+
+def run_hwa_lora(task: str, model_id: str, hardware: HardwareConfig, cfg: HWALoRAConfig, tcfg: TrainConfig,
+                 data: DataConfig, out: str | Path | None = None) -> tuple[RunRecord, nn.Module]:
+    model, tok = analog_classifier(model_id, task_spec(task), hardware, seed=tcfg.seed,
+                                   analog_targets=cfg.analog_targets)
+    spec, train, dev = task_data(task, tok, data)
+    train_hwa_lora(model, train, cfg, tcfg, description=f"hwa-lora {spec.name}")
+    record = RunRecord("hwa-lora", spec.name, model_id, hardware.to_dict(), tcfg.seed, lora=asdict(cfg),
+                       metrics=evaluate(model, dev, spec.metrics), trainable=trainable_parameters(model))
+    if out is not None:
+        save_run(out, record, model)
+    return record, model
+
+
+def run_pool(tasks: Sequence[str], model_id: str, hardware: HardwareConfig, cfg: HWALoRAConfig, tcfg: TrainConfig,
+             data: DataConfig, out: str | Path | None = None) -> tuple[LoRAPool, list[RunRecord]]:
+    """One HWA-LoRA per source task, stacked into a pool (saved to `out`/pool, each task's run
+    to `out`/<task>)."""
+    if not tasks:
+        raise ValueError("run_pool: no source tasks given")
+    models, records = [], []
+    for task in tasks:
+        run_out = None if out is None else Path(out) / task_spec(task).name
+        record, model = run_hwa_lora(task, model_id, hardware, cfg, tcfg, data, run_out)
+        models.append(model)
+        records.append(record)
+    pool = pool_from_models(models, [r.task for r in records])
+    if out is not None:
+        pool.save(Path(out) / "pool")
+    return pool, records
+
+
+def run_fusion(task: str, model_id: str, hardware: HardwareConfig, pool_dir: str | Path, cfg: FusionConfig,
+               tcfg: TrainConfig, data: DataConfig, out: str | Path | None = None,
+               lora_num: int | None = None) -> tuple[RunRecord, nn.Module]:
+    """LoRAFusion on `task` with the pool in `pool_dir` (its first `lora_num` adapters)."""
+    pool = LoRAPool.load(pool_dir)
+    if lora_num is not None:
+        pool = select_adapters(pool, lora_num)
+    model, tok = analog_classifier(model_id, task_spec(task), hardware, seed=tcfg.seed)
+    spec, train, dev = task_data(task, tok, data)
+    train_fusion(model, pool, train, cfg, tcfg, description=f"fuse {spec.name}")
+    record = RunRecord("lorafusion", spec.name, model_id, hardware.to_dict(), tcfg.seed, fusion=asdict(cfg),
+                       pool_dir=str(pool_dir), metrics=evaluate(model, dev, spec.metrics),
+                       trainable=trainable_parameters(model))
+    if out is not None:
+        if lora_num is not None:  # the run must reload the same K adapters
+            record.pool_dir = str(pool.save(Path(out) / "pool"))
+        save_run(out, record, model)
+    return record, model
+
+
+def select_adapters(pool: LoRAPool, k: int) -> LoRAPool:
+    """A pool of the first `k` adapters of `pool`."""
+    if not 1 <= k <= pool.num_adapters:
+        raise ValueError(f"lora_num = {k}; the pool has {pool.num_adapters} adapters (expected 1..{pool.num_adapters})")
+    layers = {n: (pool.layer(n).A[:k].clone(), pool.layer(n).B[:k].clone()) for n in pool.layer_names}
+    return LoRAPool(layers, pool.alpha, pool.adapter_names[:k])
+
+
+def drift_evaluation(model: nn.Module, dev: EncodedDataset, spec: TaskSpec, times: Sequence[float] = DEFAULT_TIMES,
+                     trials: int = 3, seed: int = 0, reprogram_each_trial: bool = True,
+                     progress: bool = True) -> DriftSweepResult:
+    """The task's main metric after drift, mean and std over `trials`, at each time (s)."""
+    main = spec.metrics[0]
+    return drift_sweep(model, lambda m: evaluate(m, dev, spec.metrics)[main], times=tuple(times), trials=trials,
+                       reprogram_each_trial=reprogram_each_trial, seed=seed, metric=main, progress=progress)
+
+
+def head_module(model: nn.Module) -> tuple[str, nn.Module]:
+    for name in HEAD_NAMES:
+        if hasattr(model, name):
+            return name, getattr(model, name)
+    raise ValueError(f"the model has no task head among {HEAD_NAMES}")
+
+
+def multi_task_switching(model: nn.Module, tasks: dict[str, tuple[dict, nn.Module, EncodedDataset, TaskSpec]],
+                         times: Sequence[float] = (0.0,), trials: int = 1, seed: int = 0,
+                         progress: bool = True) -> dict[str, DriftSweepResult]:
+    """One analog model, programmed once per trial, serving several tasks: for each time and
+    task, swap in the task's trained state (adapters or coefficients) and head, evaluate.
+
+    `tasks`: name -> (task_state without the head, head module, dev data, spec).
+    """
+    head_name, _ = head_module(model)
+
+    def evaluate_all(m: nn.Module) -> float:
+        scores = []
+        for name, (state, head, dev, spec) in tasks.items():
+            setattr(m, head_name, head)
+            load_task_state(m, state)
+            scores.append(evaluate(m, dev, spec.metrics)[spec.metrics[0]])
+            results_now[name].append(scores[-1])
+        return float(sum(scores) / len(scores))
+
+    results_now: dict[str, list[float]] = {n: [] for n in tasks}
+    sweep = drift_sweep(model, evaluate_all, times=tuple(times), trials=trials, seed=seed, metric="mean",
+                        progress=progress)
+    out = {"mean": sweep}
+    n_t = len(sweep.times)
+    for name, vals in results_now.items():
+        rows = [vals[i * n_t:(i + 1) * n_t] for i in range(trials)]
+        out[name] = DriftSweepResult(times=sweep.times, values=rows, metric=tasks[name][3].metrics[0],
+                                     trials=trials, reprogram_each_trial=sweep.reprogram_each_trial, seed=seed)
+    return out
