@@ -181,15 +181,10 @@ def export_peft_adapter(
     target_modules lists the full module paths, so peft adapts exactly these layers. Task
     heads are not exported (peft's modules_to_save holds them; save the head separately).
     """
-    from lorafusion_ext.convert import lora_layers
+    from lorafusion_ext.convert import single_lora
 
-    layers = lora_layers(model)
-    if not layers:
-        raise ValueError("export_peft_adapter: the model has no LoRALinear layer (call attach_lora first)")
-    specs = {(m.rank, m.alpha) for m in layers.values()}
-    if len(specs) != 1:
-        raise ValueError(f"export_peft_adapter: the LoRA layers have (rank, alpha) pairs {sorted(specs)}; expected one (peft's LoraConfig has one r and lora_alpha)")
-    rank, alpha = next(iter(specs))
+    # peft's LoraConfig has one r and one lora_alpha.
+    layers, rank, alpha = single_lora(model, "export_peft_adapter")
     dropouts = {float(getattr(m.dropout, "p", 0.0)) for m in layers.values()}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("drift", help="evaluate saved runs after drift (0 s ... 10 y), N trials; table + plot")
-    p.add_argument("--run", required=True, action="append", help="a saved run folder (repeat for several tasks: "
-                   "they share one programmed model when they come from the same pool)")
+    p.add_argument("--run", required=True, action="append",
+                   help="a saved run folder (from hwa-lora, pool or fuse); repeat to sweep several runs")
     p.add_argument("--out", required=True)
     p.add_argument("--times", type=_times, default=None, help="seconds, comma-separated (default 0,1h,1d,1w,30d,1y,10y)")
     p.add_argument("--trials", type=_positive_int, default=3)

@@ -141,16 +141,26 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {p: m for p, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+def single_lora(model: nn.Module, where: str) -> tuple[dict[str, LoRALinear], int, float]:
+    """(path -> LoRALinear, rank, alpha) of a model whose LoRA layers share one rank and alpha.
+
+    Raises:
+        ValueError: no LoRA layer, or several (rank, alpha) pairs.
+    """
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError(f"{where}: the model has no LoRALinear layer (call attach_lora first)")
+    specs = {(m.rank, m.alpha) for m in layers.values()}
+    if len(specs) != 1:
+        raise ValueError(f"{where}: the LoRA layers have (rank, alpha) pairs {sorted(specs)}; expected one")
+    rank, alpha = next(iter(specs))
+    return layers, rank, alpha
+
+
 def lora_adapter(model: nn.Module) -> tuple[dict[str, tuple[Tensor, Tensor]], float]:
     """The model's LoRA as (path -> (A [r, d_in], B [d_out, r]) detached copies, alpha), the
     input of `LoRAPool.from_adapters`. All layers must share rank and alpha."""
-    layers = lora_layers(model)
-    if not layers:
-        raise ValueError("lora_adapter: the model has no LoRALinear layer (call attach_lora first)")
-    specs = {(m.rank, m.alpha) for m in layers.values()}
-    if len(specs) != 1:
-        raise ValueError(f"lora_adapter: the LoRA layers have (rank, alpha) pairs {sorted(specs)}; expected one")
-    alpha = next(iter(specs))[1]
+    layers, _, alpha = single_lora(model, "lora_adapter")
     return {p: (m.lora_A.detach().clone(), m.lora_B.detach().clone()) for p, m in layers.items()}, alpha
 
 

@@ -44,7 +44,9 @@ def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> 
     if seed is not None:
         torch.manual_seed(seed)  # the new head's initialisation
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         net = AutoModelForSequenceClassification.from_pretrained(
@@ -57,4 +59,6 @@ def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> 
         ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     return net, tokenizer
