@@ -143,3 +143,18 @@ def test_learned_out_scaling_is_trainable():
     layer = lf.nn.AnalogLinear(8, 4, hardware=hw, seed=0)
     layer(torch.randn(3, 8)).sum().backward()
     assert layer.out_scaling.grad is not None and layer.out_scaling.grad.shape == (4,)
+
+
+def test_cached_mapping_follows_in_place_weight_edits():
+    layer = lf.nn.AnalogLinear(16, 8, bias=False, hardware=PAPER.replace(out_noise=0.0), seed=0).eval()
+    layer.weight.requires_grad_(False)
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        before = layer(x)
+        assert torch.equal(layer(x), before)  # served from the per-version cache
+        layer.weight.mul_(2.0)
+        after = layer(x)
+        torch.testing.assert_close(after, 2 * before, rtol=0.05, atol=0.05)
+        assert not torch.equal(after, before)
+        layer.load_state_dict({**layer.state_dict(), "weight": layer.weight / 2})
+        assert torch.equal(layer(x), before)

@@ -134,8 +134,18 @@ class AnalogLinear(nn.Linear):
     def tile_weights(self) -> tuple[Tensor, Tensor]:
         """(normalised tile weights [out, in], mapping scales [n_in_tiles, out]) of the
         current target weights (differentiable in `weight`)."""
+        frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
+        if frozen and not torch.compiler.is_compiling():
+            # Frozen weights (HWA-LoRA, evaluation): map once per weight version, not per call.
+            key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.hardware)
+            cached = self.__dict__.get("_tile_cache")
+            if cached is not None and cached[0] == key:
+                return cached[1], cached[2]
         scales = mapping_scales(self.weight, self.layout, self.hardware)
-        return normalise(self.weight, scales, self.layout), scales
+        w_norm = normalise(self.weight, scales, self.layout).contiguous()
+        if frozen and not torch.compiler.is_compiling():
+            self.__dict__["_tile_cache"] = (key, w_norm.detach(), scales.detach())
+        return w_norm, scales
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
@@ -156,9 +166,12 @@ class AnalogLinear(nn.Linear):
             rows.append(self.drift_alpha[:, self.layout.row_tiles(x.device)])
         if self.hardware.mapping.weight_scaling == "none" and len(rows) == 1:
             rows = []
-        out_scales = (
-            torch.stack(rows) if rows else scales.new_empty((0, self.layout.n_in, self.out_features))
-        )
+        if not rows:
+            out_scales = scales.new_empty((0, self.layout.n_in, self.out_features))
+        elif len(rows) == 1:
+            out_scales = rows[0].unsqueeze(0)
+        else:
+            out_scales = torch.stack(rows)
         bias = self.bias if self.out_scaling is None else None
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
