@@ -1,0 +1,208 @@
+// CUDA registration of crossbar_mvm and its backward: the checks of csrc/torch/crossbar_ops.cpp
+// (same messages) with CUDA devices, then the torch-free launch API of csrc/cuda/launch.h on
+// the current stream.
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../../cuda/launch.h"
+#include "../checks.h"
+#include "../crossbar_params.h"
+#include "cuda_glue.h"
+
+namespace lorafusion {
+namespace {
+
+constexpr const char* kOp = "lorafusion::crossbar_mvm";
+
+void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+                  const at::Tensor& rng, const CrossbarParams& p) {
+  cuda_glue::cuda_tensor(x, kOp, "x");
+  checks::floating(x, kOp, "x");
+  checks::dims(x, 2, kOp, "x", "[tokens, in_features]");
+  TORCH_CHECK(x.size(0) > 0, kOp, ": x has an empty batch (shape ", x.sizes(),
+              "); expected at least one row");
+  TORCH_CHECK(x.size(0) <= INT32_MAX, kOp, ": x has ", x.size(0),
+              " rows; the CUDA kernel supports at most 2^31 - 1");
+  checks::contiguous(x, kOp, "x");
+  checks::dims(weight, 2, kOp, "weight", "[out_features, in_features]");
+  checks::same_dtype(weight, x, kOp, "weight", "x");
+  checks::same_device(weight, x, kOp, "weight", "x");
+  checks::contiguous(weight, kOp, "weight");
+  TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0, kOp, ": weight has shape ",
+              weight.sizes(), "; expected non-empty [out_features, in_features]");
+  checks::size(x, 1, weight.size(1), kOp, "x", "in_features of weight");
+  const int64_t tin = split_count(weight.size(1), p.max_in);
+  checks::dims(out_scales, 3, kOp, "out_scales", "[n_scales, input_tiles, out_features]");
+  checks::same_dtype(out_scales, x, kOp, "out_scales", "x");
+  checks::same_device(out_scales, x, kOp, "out_scales", "x");
+  checks::contiguous(out_scales, kOp, "out_scales");
+  checks::size(out_scales, 1, tin, kOp, "out_scales", "input tiles");
+  checks::size(out_scales, 2, weight.size(0), kOp, "out_scales", "out_features");
+  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), kOp,
+              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset); got ",
+              rng.scalar_type(), " ", rng.sizes());
+  TORCH_CHECK(rng.device().is_cpu() || rng.device() == x.device(), kOp, ": rng is on ",
+              rng.device(), "; expected x's device ", x.device(),
+              " (or the CPU; a device rng lets a captured CUDA graph draw fresh noise)");
+}
+
+// The kernels read (seed, offset) from device memory; a CPU rng is copied over (not during
+// graph capture, where that copy would be illegal: pass a device rng there).
+at::Tensor device_rng(const at::Tensor& rng, const at::Tensor& x, cudaStream_t stream) {
+  if (rng.device() == x.device()) return rng;
+  TORCH_CHECK(!cuda_glue::capturing(stream), kOp,
+              ": rng is a CPU tensor while a CUDA graph is being captured; keep rng on ",
+              x.device(), " so that each replay reads the current (seed, offset)");
+  return rng.to(x.device());
+}
+
+void check_noise_weight(const std::optional<at::Tensor>& noise_weight, const at::Tensor& x,
+                        const at::Tensor& weight) {
+  if (!noise_weight) return;
+  checks::same_dtype(*noise_weight, x, kOp, "noise_weight", "x");
+  checks::same_device(*noise_weight, x, kOp, "noise_weight", "x");
+  checks::contiguous(*noise_weight, kOp, "noise_weight");
+  TORCH_CHECK(noise_weight->sizes() == weight.sizes(), kOp, ": noise_weight has shape ",
+              noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cuda(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+    const std::optional<at::Tensor>& bias, const at::Tensor& rng,
+    const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
+    double inp_res, double inp_bound, double out_res, double out_bound, double out_noise,
+    double nm_thres, double modifier_std, int64_t noise_management, int64_t bound_management,
+    int64_t max_passes, int64_t max_in, int64_t max_out, bool training, bool need_aux) {
+  const CrossbarParams p =
+      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
+                  noise_management, bound_management, max_passes, max_in, max_out);
+  check_common(x, weight, out_scales, rng, p);
+  if (bias) {
+    checks::same_dtype(*bias, x, kOp, "bias", "x");
+    checks::same_device(*bias, x, kOp, "bias", "x");
+    checks::contiguous(*bias, kOp, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), kOp, ": bias has shape ",
+                bias->sizes(), "; expected [", weight.size(0), "]");
+  }
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
+  if (noise_out) {
+    checks::same_dtype(*noise_out, x, kOp, "noise_out", "x");
+    checks::same_device(*noise_out, x, kOp, "noise_out", "x");
+    checks::contiguous(*noise_out, kOp, "noise_out");
+    const std::vector<int64_t> expected{p.max_passes, tin, M, N};
+    TORCH_CHECK(noise_out->sizes() == at::IntArrayRef(expected), kOp, ": noise_out has shape ",
+                noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
+                at::IntArrayRef(expected));
+  }
+  check_noise_weight(noise_weight, x, weight);
+
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = cuda_glue::current_stream(x);
+  const at::Tensor rng_dev = device_rng(rng, x, stream);
+  at::Tensor y = at::empty({M, N}, x.options());
+  at::Tensor s = at::empty({tin * tout, M}, x.options());
+  at::Tensor mask = need_aux ? at::empty({tin, M, N}, x.options().dtype(at::kBool))
+                             : at::empty({0}, x.options().dtype(at::kBool));
+  at::Tensor passes = at::empty({tin * tout, M}, x.options().dtype(at::kInt));
+  const size_t bytes = cuda::crossbar_forward_workspace_bytes(M, K, N, p, x.element_size());
+  at::Tensor ws = cuda_glue::workspace(bytes, x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "crossbar_mvm_cuda", [&] {
+    cuda::CrossbarForwardArgs<scalar_t> a;
+    a.x = x.data_ptr<scalar_t>();
+    a.weight = weight.data_ptr<scalar_t>();
+    a.out_scales = out_scales.data_ptr<scalar_t>();
+    a.n_scales = out_scales.size(0);
+    a.bias = bias ? bias->data_ptr<scalar_t>() : nullptr;
+    a.rng = rng_dev.data_ptr<int64_t>();
+    a.noise_out = noise_out ? noise_out->data_ptr<scalar_t>() : nullptr;
+    a.noise_weight = noise_weight ? noise_weight->data_ptr<scalar_t>() : nullptr;
+    a.M = M;
+    a.K = K;
+    a.N = N;
+    a.y = y.data_ptr<scalar_t>();
+    a.s = s.data_ptr<scalar_t>();
+    a.mask = need_aux ? mask.data_ptr<bool>() : nullptr;
+    a.passes = passes.data_ptr<int32_t>();
+    cuda_glue::check_launch(
+        cuda::crossbar_forward<scalar_t>(a, p, training, cuda_glue::allow_tf32(),
+                                         ws.data_ptr(), bytes, stream),
+        kOp);
+  });
+  // As on the CPU: the (seed, offset) this call used, for the backward's regeneration.
+  return {y, s, mask, passes, rng.clone()};
+}
+
+std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
+    const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight, double inp_res,
+    double inp_bound, double out_res, double out_bound, double out_noise, double nm_thres,
+    double modifier_std, int64_t noise_management, int64_t bound_management, int64_t max_passes,
+    int64_t max_in, int64_t max_out, bool training, bool need_grad_x, bool need_grad_weight) {
+  const CrossbarParams p =
+      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
+                  noise_management, bound_management, max_passes, max_in, max_out);
+  check_common(x, weight, out_scales, rng, p);
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const int64_t tin = split_count(K, p.max_in);
+  const int64_t tiles = tin * split_count(N, p.max_out);
+  checks::same_dtype(grad_y, x, kOp, "grad_y", "x");
+  checks::same_device(grad_y, x, kOp, "grad_y", "x");
+  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == M && grad_y.size(1) == N, kOp,
+              ": grad_y has shape ", grad_y.sizes(), "; expected [tokens, out_features]");
+  checks::same_dtype(scales, x, kOp, "scales", "x");
+  checks::same_device(scales, x, kOp, "scales", "x");
+  TORCH_CHECK(scales.dim() == 2 && scales.size(0) == tiles && scales.size(1) == M, kOp,
+              ": scales has shape ", scales.sizes(), "; expected [tiles, tokens]");
+  checks::same_device(mask, x, kOp, "mask", "x");
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 3 && mask.size(0) == tin &&
+                  mask.size(1) == M && mask.size(2) == N,
+              kOp, ": mask has shape ", mask.sizes(),
+              "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
+  check_noise_weight(noise_weight, x, weight);
+
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = cuda_glue::current_stream(x);
+  const at::Tensor rng_dev = device_rng(rng, x, stream);
+  const at::Tensor gy = grad_y.contiguous(), sc = scales.contiguous(), mk = mask.contiguous();
+  at::Tensor grad_x = need_grad_x ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_w = need_grad_weight ? at::empty_like(weight) : at::empty({0}, x.options());
+  if (!need_grad_x && !need_grad_weight) return {grad_x, grad_w};
+  const size_t bytes = cuda::crossbar_backward_workspace_bytes(
+      M, K, N, p, x.element_size(), need_grad_x, need_grad_weight);
+  at::Tensor ws = cuda_glue::workspace(bytes, x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "crossbar_mvm_backward_cuda", [&] {
+    cuda::CrossbarBackwardArgs<scalar_t> a;
+    a.grad_y = gy.data_ptr<scalar_t>();
+    a.x = x.data_ptr<scalar_t>();
+    a.weight = weight.data_ptr<scalar_t>();
+    a.out_scales = out_scales.data_ptr<scalar_t>();
+    a.n_scales = out_scales.size(0);
+    a.rng = rng_dev.data_ptr<int64_t>();
+    a.s = sc.data_ptr<scalar_t>();
+    a.mask = mk.data_ptr<bool>();
+    a.noise_weight = noise_weight ? noise_weight->data_ptr<scalar_t>() : nullptr;
+    a.M = M;
+    a.K = K;
+    a.N = N;
+    a.grad_x = need_grad_x ? grad_x.data_ptr<scalar_t>() : nullptr;
+    a.grad_w = need_grad_weight ? grad_w.data_ptr<scalar_t>() : nullptr;
+    cuda_glue::check_launch(
+        cuda::crossbar_backward<scalar_t>(a, p, training, cuda_glue::allow_tf32(), ws.data_ptr(),
+                                          bytes, stream),
+        "lorafusion::crossbar_mvm_backward");
+  });
+  return {grad_x, grad_w};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lorafusion, CUDA, m) {
+  m.impl("crossbar_mvm", &crossbar_mvm_cuda);
+  m.impl("crossbar_mvm_backward", &crossbar_mvm_backward_cuda);
+}
+
+}  // namespace lorafusion

@@ -1,0 +1,185 @@
+// CUDA registration of pool_fusion and its backward: the checks of csrc/torch/pool_ops.cpp
+// (same messages) with CUDA devices, then the launch API of csrc/cuda/launch.h.
+#include <torch/library.h>
+
+#include <cmath>
+#include <string>
+
+#include "../../cuda/launch.h"
+#include "../checks.h"
+#include "cuda_glue.h"
+
+namespace lorafusion {
+namespace {
+
+constexpr const char* kOp = "lorafusion::pool_fusion";
+
+cuda::PoolModeCode parse_mode(const std::string& mode) {
+  if (mode == "sum") return cuda::PoolModeCode::kSum;
+  if (mode == "lorahub") return cuda::PoolModeCode::kLoraHub;
+  TORCH_CHECK(false, kOp, ": mode = '", mode, "'; expected 'sum' or 'lorahub'");
+}
+
+// The checks of pool_ops.cpp's check_inputs (kept in its anonymous namespace there); returns
+// the kernel's shape.
+cuda::PoolShape check_inputs(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
+                             const at::Tensor& coeffs, const std::optional<at::Tensor>& task_ids,
+                             double scale, const std::string& mode) {
+  const cuda::PoolModeCode pm = parse_mode(mode);
+  TORCH_CHECK(std::isfinite(scale), kOp, ": scale = ", scale,
+              "; expected a finite number (alpha / r)");
+  checks::floating(x, kOp, "x");
+  checks::dims(x, 2, kOp, "x", "[tokens, d_in]");
+  checks::contiguous(x, kOp, "x");
+  cuda_glue::cuda_tensor(x, kOp, "x");
+
+  checks::dims(A, 3, kOp, "A", "[K, r, d_in] (the pool's down projections)");
+  checks::same_dtype(A, x, kOp, "A", "x");
+  checks::same_device(A, x, kOp, "A", "x");
+  checks::contiguous(A, kOp, "A");
+  TORCH_CHECK(A.size(0) > 0 && A.size(1) > 0, kOp, ": A has shape ", A.sizes(),
+              "; expected K >= 1 adapters of rank r >= 1");
+  checks::size(A, 2, x.size(1), kOp, "A", "d_in, the last dim of x");
+  const int64_t K = A.size(0), r = A.size(1);
+
+  checks::dims(B, 3, kOp, "B", "[K, d_out, r] (the pool's up projections)");
+  checks::same_dtype(B, x, kOp, "B", "x");
+  checks::same_device(B, x, kOp, "B", "x");
+  checks::contiguous(B, kOp, "B");
+  checks::size(B, 0, K, kOp, "B", "K, the number of adapters in A");
+  checks::size(B, 2, r, kOp, "B", "r, the rank of A");
+  TORCH_CHECK(B.size(1) > 0, kOp, ": B has shape ", B.sizes(), "; expected d_out >= 1");
+
+  checks::same_dtype(coeffs, x, kOp, "coeffs", "x");
+  checks::same_device(coeffs, x, kOp, "coeffs", "x");
+  checks::contiguous(coeffs, kOp, "coeffs");
+  cuda::PoolShape shape;
+  shape.M = x.size(0);
+  shape.d_in = x.size(1);
+  shape.K = K;
+  shape.r = r;
+  shape.d_out = B.size(1);
+  shape.mode = pm;
+  shape.has_task_ids = task_ids.has_value();
+  if (task_ids) {
+    checks::dims(coeffs, 2, kOp, "coeffs", "a table [T, K] when task_ids is given");
+    TORCH_CHECK(coeffs.size(0) > 0, kOp, ": coeffs has shape ", coeffs.sizes(),
+                "; expected at least one task row");
+    checks::size(coeffs, 1, K, kOp, "coeffs", "K, the number of adapters in A");
+    TORCH_CHECK(task_ids->scalar_type() == at::kLong, kOp, ": task_ids has dtype ",
+                task_ids->scalar_type(), "; expected int64");
+    checks::same_device(*task_ids, x, kOp, "task_ids", "x");
+    checks::contiguous(*task_ids, kOp, "task_ids");
+    TORCH_CHECK(task_ids->dim() == 1 && task_ids->size(0) == x.size(0), kOp,
+                ": task_ids has shape ", task_ids->sizes(), "; expected [", x.size(0),
+                "] (one task per row of x)");
+    // The range check reads two scalars back (a sync); under graph capture it is skipped
+    // and the kernels turn an out-of-range row into NaN instead of reading out of bounds.
+    if (task_ids->numel() > 0 && !cuda_glue::capturing(cuda_glue::current_stream(x))) {
+      const int64_t lo = task_ids->min().item<int64_t>(), hi = task_ids->max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < coeffs.size(0), kOp, ": task_ids holds values in [", lo, ", ",
+                  hi, "]; expected indices into the ", coeffs.size(0),
+                  " rows of coeffs, in [0, ", coeffs.size(0) - 1, "]");
+    }
+    shape.n_tasks = coeffs.size(0);
+  } else {
+    TORCH_CHECK(coeffs.dim() == 1 && coeffs.size(0) == K, kOp, ": coeffs has shape ",
+                coeffs.sizes(), "; expected [", K,
+                "] (one coefficient per adapter), or a [T, K] table with task_ids");
+    shape.n_tasks = 1;
+  }
+  return shape;
+}
+
+template <typename scalar_t>
+cuda::PoolArgs<scalar_t> make_args(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
+                                   const at::Tensor& coeffs,
+                                   const std::optional<at::Tensor>& task_ids,
+                                   const cuda::PoolShape& shape, double scale) {
+  cuda::PoolArgs<scalar_t> a;
+  a.x = x.data_ptr<scalar_t>();
+  a.A = A.data_ptr<scalar_t>();
+  a.B = B.data_ptr<scalar_t>();
+  a.coeffs = coeffs.data_ptr<scalar_t>();
+  a.task_ids = task_ids ? task_ids->data_ptr<int64_t>() : nullptr;
+  a.shape = shape;
+  a.scale = scale;
+  return a;
+}
+
+std::tuple<at::Tensor, at::Tensor> pool_fusion_cuda(const at::Tensor& x, const at::Tensor& A,
+                                                    const at::Tensor& B, const at::Tensor& coeffs,
+                                                    const std::optional<at::Tensor>& task_ids,
+                                                    double scale, c10::string_view mode) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cuda::PoolShape shape = check_inputs(x, A, B, coeffs, task_ids, scale, std::string(mode));
+  const bool merged = cuda::pool_is_merged(shape.mode, shape.has_task_ids);
+  at::Tensor y = at::empty({shape.M, shape.d_out}, x.options());
+  at::Tensor hidden = at::empty({shape.M, merged ? shape.r : shape.K * shape.r}, x.options());
+  if (shape.M == 0) return {y, hidden};
+  const size_t bytes = cuda::pool_forward_workspace_bytes(shape, x.element_size());
+  at::Tensor ws = cuda_glue::workspace(bytes, x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool_fusion_cuda", [&] {
+    const auto a = make_args<scalar_t>(x, A, B, coeffs, task_ids, shape, scale);
+    cuda_glue::check_launch(
+        cuda::pool_forward<scalar_t>(a, y.data_ptr<scalar_t>(), hidden.data_ptr<scalar_t>(),
+                                     cuda_glue::allow_tf32(), ws.data_ptr(), bytes,
+                                     cuda_glue::current_stream(x)),
+        kOp);
+  });
+  return {y, hidden};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pool_fusion_backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& coeffs, const std::optional<at::Tensor>& task_ids, const at::Tensor& hidden,
+    double scale, c10::string_view mode, bool need_x, bool need_coeffs, bool need_A,
+    bool need_B) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cuda::PoolShape shape = check_inputs(x, A, B, coeffs, task_ids, scale, std::string(mode));
+  const int64_t M = shape.M, N = shape.d_out;
+  checks::same_dtype(grad_y, x, kOp, "grad_y", "x");
+  checks::same_device(grad_y, x, kOp, "grad_y", "x");
+  checks::contiguous(grad_y, kOp, "grad_y");
+  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == M && grad_y.size(1) == N, kOp,
+              ": grad_y has shape ", grad_y.sizes(), "; expected [", M, ", ", N, "]");
+  const int64_t width =
+      cuda::pool_is_merged(shape.mode, shape.has_task_ids) ? shape.r : shape.K * shape.r;
+  checks::same_dtype(hidden, x, kOp, "hidden", "x");
+  checks::same_device(hidden, x, kOp, "hidden", "x");
+  checks::contiguous(hidden, kOp, "hidden");
+  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == M && hidden.size(1) == width, kOp,
+              ": hidden has shape ", hidden.sizes(), "; expected [", M, ", ", width,
+              "] (the second output of the forward)");
+  // Gradients not asked for are empty tensors, as the CPU op and the fake kernel return.
+  auto make = [&](bool need, const at::Tensor& like) {
+    return need ? at::empty_like(like) : at::empty({0}, x.options());
+  };
+  at::Tensor gx = make(need_x, x), gc = make(need_coeffs, coeffs), gA = make(need_A, A),
+             gB = make(need_B, B);
+  if (!(need_x || need_coeffs || need_A || need_B)) return {gx, gc, gA, gB};
+  const size_t bytes = cuda::pool_backward_workspace_bytes(shape, x.element_size(), need_x,
+                                                           need_coeffs, need_A, need_B);
+  at::Tensor ws = cuda_glue::workspace(bytes, x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool_fusion_backward_cuda", [&] {
+    const auto a = make_args<scalar_t>(x, A, B, coeffs, task_ids, shape, scale);
+    auto ptr = [](bool need, at::Tensor& t) { return need ? t.data_ptr<scalar_t>() : nullptr; };
+    cuda_glue::check_launch(
+        cuda::pool_backward<scalar_t>(a, grad_y.data_ptr<scalar_t>(),
+                                      hidden.data_ptr<scalar_t>(), ptr(need_x, gx),
+                                      ptr(need_coeffs, gc), ptr(need_A, gA), ptr(need_B, gB),
+                                      cuda_glue::allow_tf32(), ws.data_ptr(), bytes,
+                                      cuda_glue::current_stream(x)),
+        "lorafusion::pool_fusion_backward");
+  });
+  return {gx, gc, gA, gB};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lorafusion, CUDA, m) {
+  m.impl("pool_fusion", &pool_fusion_cuda);
+  m.impl("pool_fusion_backward", &pool_fusion_backward_cuda);
+}
+
+}  // namespace lorafusion
