@@ -5,56 +5,12 @@
 
 #include "../cpu/crossbar_mvm.h"
 #include "checks.h"
+#include "crossbar_params.h"
 
 namespace lorafusion {
 namespace {
 
 constexpr const char* kOp = "lorafusion::crossbar_mvm";
-
-CrossbarParams make_params(double inp_res, double inp_bound, double out_res, double out_bound,
-                           double out_noise, double nm_thres, double modifier_std,
-                           int64_t noise_management, int64_t bound_management,
-                           int64_t max_passes, int64_t max_in, int64_t max_out) {
-  auto finite_nonneg = [](double v, const char* name) {
-    TORCH_CHECK(std::isfinite(v) && v >= 0.0, kOp, ": ", name, " = ", v,
-                "; expected a finite value >= 0");
-  };
-  finite_nonneg(inp_res, "inp_res");
-  finite_nonneg(inp_bound, "inp_bound");
-  finite_nonneg(out_res, "out_res");
-  finite_nonneg(out_bound, "out_bound");
-  finite_nonneg(out_noise, "out_noise");
-  finite_nonneg(nm_thres, "nm_thres");
-  finite_nonneg(modifier_std, "modifier_std");
-  TORCH_CHECK(inp_res < 1.0 && out_res < 1.0, kOp, ": inp_res = ", inp_res, ", out_res = ",
-              out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
-  TORCH_CHECK(!(inp_res > 0.0 && inp_bound <= 0.0), kOp,
-              ": inp_res > 0 needs inp_bound > 0 (the DAC range)");
-  TORCH_CHECK(!(out_res > 0.0 && out_bound <= 0.0), kOp,
-              ": out_res > 0 needs out_bound > 0 (the ADC range)");
-  TORCH_CHECK(noise_management == 0 || noise_management == 1, kOp, ": noise_management = ",
-              noise_management, "; expected 0 (none) or 1 (abs_max)");
-  TORCH_CHECK(bound_management >= 0 && bound_management <= 2, kOp, ": bound_management = ",
-              bound_management, "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");
-  TORCH_CHECK(max_passes >= 1 && max_passes <= 32, kOp, ": max_passes = ", max_passes,
-              "; expected 1..32");
-  TORCH_CHECK(max_in >= 0 && max_out >= 0, kOp, ": max_in = ", max_in, ", max_out = ", max_out,
-              "; expected >= 0 (0: one tile)");
-  CrossbarParams p;
-  p.inp_res = inp_res;
-  p.inp_bound = inp_bound;
-  p.out_res = out_res;
-  p.out_bound = out_bound;
-  p.out_noise = out_noise;
-  p.nm_thres = nm_thres;
-  p.modifier_std = modifier_std;
-  p.noise_management = static_cast<NoiseManagement>(noise_management);
-  p.bound_management = static_cast<BoundManagement>(bound_management);
-  p.max_passes = static_cast<int32_t>(max_passes);
-  p.max_in = max_in;
-  p.max_out = max_out;
-  return p;
-}
 
 void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
                   const at::Tensor& rng, const CrossbarParams& p) {
@@ -103,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     double modifier_std, int64_t noise_management, int64_t bound_management, int64_t max_passes,
     int64_t max_in, int64_t max_out, bool training, bool need_aux) {
   const CrossbarParams p =
-      make_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
+      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
                   noise_management, bound_management, max_passes, max_in, max_out);
   check_common(x, weight, out_scales, rng, p);
   if (bias) {
@@ -139,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cpu(
     int64_t bound_management, int64_t max_passes, int64_t max_in, int64_t max_out, bool training,
     bool need_grad_x, bool need_grad_weight) {
   const CrossbarParams p =
-      make_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
+      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
                   noise_management, bound_management, max_passes, max_in, max_out);
   check_common(x, weight, out_scales, rng, p);
   const int64_t tin = split_count(weight.size(1), p.max_in);
