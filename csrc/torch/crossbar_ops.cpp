@@ -14,40 +14,9 @@ constexpr const char* kOp = "lorafusion::crossbar_mvm";
 
 void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
                   const at::Tensor& rng, const CrossbarParams& p) {
-  checks::floating(x, kOp, "x");
-  checks::dims(x, 2, kOp, "x", "[tokens, in_features]");
-  TORCH_CHECK(x.size(0) > 0, kOp, ": x has an empty batch (shape ", x.sizes(),
-              "); expected at least one row");
-  checks::contiguous(x, kOp, "x");
-  checks::dims(weight, 2, kOp, "weight", "[out_features, in_features]");
-  checks::same_dtype(weight, x, kOp, "weight", "x");
-  checks::same_device(weight, x, kOp, "weight", "x");
-  checks::contiguous(weight, kOp, "weight");
-  TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0, kOp, ": weight has shape ",
-              weight.sizes(), "; expected non-empty [out_features, in_features]");
-  checks::size(x, 1, weight.size(1), kOp, "x", "in_features of weight");
-  const int64_t tin = split_count(weight.size(1), p.max_in);
-  checks::dims(out_scales, 3, kOp, "out_scales", "[n_scales, input_tiles, out_features]");
-  checks::same_dtype(out_scales, x, kOp, "out_scales", "x");
-  checks::same_device(out_scales, x, kOp, "out_scales", "x");
-  checks::contiguous(out_scales, kOp, "out_scales");
-  checks::size(out_scales, 1, tin, kOp, "out_scales", "input tiles");
-  checks::size(out_scales, 2, weight.size(0), kOp, "out_scales", "out_features");
-  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), kOp,
-              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset); got ",
-              rng.scalar_type(), " ", rng.sizes());
+  check_crossbar_inputs(x, weight, out_scales, rng, p);
   TORCH_CHECK(rng.device().is_cpu(), kOp, ": rng is on ", rng.device(),
               "; expected a CPU tensor for a CPU x");
-}
-
-void check_noise_weight(const std::optional<at::Tensor>& noise_weight, const at::Tensor& x,
-                        const at::Tensor& weight) {
-  if (!noise_weight) return;
-  checks::same_dtype(*noise_weight, x, kOp, "noise_weight", "x");
-  checks::same_device(*noise_weight, x, kOp, "noise_weight", "x");
-  checks::contiguous(*noise_weight, kOp, "noise_weight");
-  TORCH_CHECK(noise_weight->sizes() == weight.sizes(), kOp, ": noise_weight has shape ",
-              noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cpu(
@@ -78,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
                 noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
                 at::IntArrayRef(expected));
   }
-  check_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight);
   auto [y, s, mask, passes] = cpu::crossbar_mvm_forward(x, weight, out_scales, bias, rng, p,
                                                         training, need_aux, noise_out, noise_weight);
   // The (seed, offset) this call used, as an output of its own: backward regenerates the
@@ -109,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cpu(
                   mask.size(1) == x.size(0) && mask.size(2) == weight.size(0),
               kOp, ": mask has shape ", mask.sizes(),
               "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
-  check_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight);
   return cpu::crossbar_mvm_backward(grad_y.contiguous(), x, weight, out_scales, rng,
                                     scales.contiguous(), mask.contiguous(), p, training,
                                     need_grad_x, need_grad_weight, noise_weight);

@@ -6,73 +6,20 @@
 
 #include "../cpu/pool_fusion.h"
 #include "checks.h"
+#include "pool_args.h"
 
 namespace lorafusion {
 namespace {
 
 constexpr const char* kOp = "lorafusion::pool_fusion";
 
-cpu::PoolMode parse_mode(const std::string& mode) {
-  if (mode == "sum") return cpu::PoolMode::kSum;
-  if (mode == "lorahub") return cpu::PoolMode::kLoraHub;
-  TORCH_CHECK(false, kOp, ": mode = '", mode, "'; expected 'sum' or 'lorahub'");
-}
-
 // Checks shared by forward and backward; returns the mode.
 cpu::PoolMode check_inputs(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
                            const at::Tensor& coeffs, const std::optional<at::Tensor>& task_ids,
                            double scale, const std::string& mode) {
-  const cpu::PoolMode pm = parse_mode(mode);
-  TORCH_CHECK(std::isfinite(scale), kOp, ": scale = ", scale, "; expected a finite number (alpha / r)");
-  checks::floating(x, kOp, "x");
-  checks::dims(x, 2, kOp, "x", "[tokens, d_in]");
-  checks::contiguous(x, kOp, "x");
   TORCH_CHECK(x.device().is_cpu(), kOp, ": x is on ", x.device(), "; expected a CPU tensor");
-
-  checks::dims(A, 3, kOp, "A", "[K, r, d_in] (the pool's down projections)");
-  checks::same_dtype(A, x, kOp, "A", "x");
-  checks::same_device(A, x, kOp, "A", "x");
-  checks::contiguous(A, kOp, "A");
-  TORCH_CHECK(A.size(0) > 0 && A.size(1) > 0, kOp, ": A has shape ", A.sizes(),
-              "; expected K >= 1 adapters of rank r >= 1");
-  checks::size(A, 2, x.size(1), kOp, "A", "d_in, the last dim of x");
-  const int64_t K = A.size(0), r = A.size(1);
-
-  checks::dims(B, 3, kOp, "B", "[K, d_out, r] (the pool's up projections)");
-  checks::same_dtype(B, x, kOp, "B", "x");
-  checks::same_device(B, x, kOp, "B", "x");
-  checks::contiguous(B, kOp, "B");
-  checks::size(B, 0, K, kOp, "B", "K, the number of adapters in A");
-  checks::size(B, 2, r, kOp, "B", "r, the rank of A");
-  TORCH_CHECK(B.size(1) > 0, kOp, ": B has shape ", B.sizes(), "; expected d_out >= 1");
-
-  checks::same_dtype(coeffs, x, kOp, "coeffs", "x");
-  checks::same_device(coeffs, x, kOp, "coeffs", "x");
-  checks::contiguous(coeffs, kOp, "coeffs");
-  if (task_ids) {
-    checks::dims(coeffs, 2, kOp, "coeffs", "a table [T, K] when task_ids is given");
-    TORCH_CHECK(coeffs.size(0) > 0, kOp, ": coeffs has shape ", coeffs.sizes(),
-                "; expected at least one task row");
-    checks::size(coeffs, 1, K, kOp, "coeffs", "K, the number of adapters in A");
-    TORCH_CHECK(task_ids->scalar_type() == at::kLong, kOp, ": task_ids has dtype ",
-                task_ids->scalar_type(), "; expected int64");
-    checks::same_device(*task_ids, x, kOp, "task_ids", "x");
-    checks::contiguous(*task_ids, kOp, "task_ids");
-    TORCH_CHECK(task_ids->dim() == 1 && task_ids->size(0) == x.size(0), kOp,
-                ": task_ids has shape ", task_ids->sizes(), "; expected [", x.size(0),
-                "] (one task per row of x)");
-    if (task_ids->numel() > 0) {
-      const int64_t lo = task_ids->min().item<int64_t>(), hi = task_ids->max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < coeffs.size(0), kOp, ": task_ids holds values in [", lo, ", ",
-                  hi, "]; expected indices into the ", coeffs.size(0),
-                  " rows of coeffs, in [0, ", coeffs.size(0) - 1, "]");
-    }
-  } else {
-    TORCH_CHECK(coeffs.dim() == 1 && coeffs.size(0) == K, kOp, ": coeffs has shape ",
-                coeffs.sizes(), "; expected [", K,
-                "] (one coefficient per adapter), or a [T, K] table with task_ids");
-  }
-  return pm;
+  const PoolShapeArgs a = check_pool_inputs(x, A, B, coeffs, task_ids, scale, mode, true);
+  return a.lorahub ? cpu::PoolMode::kLoraHub : cpu::PoolMode::kSum;
 }
 
 std::tuple<at::Tensor, at::Tensor> pool_fusion_cpu(const at::Tensor& x, const at::Tensor& A,

@@ -19,30 +19,9 @@ constexpr const char* kOp = "lorafusion::crossbar_mvm";
 void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
                   const at::Tensor& rng, const CrossbarParams& p) {
   cuda_glue::cuda_tensor(x, kOp, "x");
-  checks::floating(x, kOp, "x");
-  checks::dims(x, 2, kOp, "x", "[tokens, in_features]");
-  TORCH_CHECK(x.size(0) > 0, kOp, ": x has an empty batch (shape ", x.sizes(),
-              "); expected at least one row");
+  check_crossbar_inputs(x, weight, out_scales, rng, p);
   TORCH_CHECK(x.size(0) <= INT32_MAX, kOp, ": x has ", x.size(0),
               " rows; the CUDA kernel supports at most 2^31 - 1");
-  checks::contiguous(x, kOp, "x");
-  checks::dims(weight, 2, kOp, "weight", "[out_features, in_features]");
-  checks::same_dtype(weight, x, kOp, "weight", "x");
-  checks::same_device(weight, x, kOp, "weight", "x");
-  checks::contiguous(weight, kOp, "weight");
-  TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0, kOp, ": weight has shape ",
-              weight.sizes(), "; expected non-empty [out_features, in_features]");
-  checks::size(x, 1, weight.size(1), kOp, "x", "in_features of weight");
-  const int64_t tin = split_count(weight.size(1), p.max_in);
-  checks::dims(out_scales, 3, kOp, "out_scales", "[n_scales, input_tiles, out_features]");
-  checks::same_dtype(out_scales, x, kOp, "out_scales", "x");
-  checks::same_device(out_scales, x, kOp, "out_scales", "x");
-  checks::contiguous(out_scales, kOp, "out_scales");
-  checks::size(out_scales, 1, tin, kOp, "out_scales", "input tiles");
-  checks::size(out_scales, 2, weight.size(0), kOp, "out_scales", "out_features");
-  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), kOp,
-              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset); got ",
-              rng.scalar_type(), " ", rng.sizes());
   TORCH_CHECK(rng.device().is_cpu() || rng.device() == x.device(), kOp, ": rng is on ",
               rng.device(), "; expected x's device ", x.device(),
               " (or the CPU; a device rng lets a captured CUDA graph draw fresh noise)");
@@ -56,16 +35,6 @@ at::Tensor device_rng(const at::Tensor& rng, const at::Tensor& x, cudaStream_t s
               ": rng is a CPU tensor while a CUDA graph is being captured; keep rng on ",
               x.device(), " so that each replay reads the current (seed, offset)");
   return rng.to(x.device());
-}
-
-void check_noise_weight(const std::optional<at::Tensor>& noise_weight, const at::Tensor& x,
-                        const at::Tensor& weight) {
-  if (!noise_weight) return;
-  checks::same_dtype(*noise_weight, x, kOp, "noise_weight", "x");
-  checks::same_device(*noise_weight, x, kOp, "noise_weight", "x");
-  checks::contiguous(*noise_weight, kOp, "noise_weight");
-  TORCH_CHECK(noise_weight->sizes() == weight.sizes(), kOp, ": noise_weight has shape ",
-              noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_cuda(
@@ -97,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
                 noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
                 at::IntArrayRef(expected));
   }
-  check_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight);
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);
@@ -162,7 +131,7 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
                   mask.size(1) == M && mask.size(2) == N,
               kOp, ": mask has shape ", mask.sizes(),
               "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
-  check_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight);
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);

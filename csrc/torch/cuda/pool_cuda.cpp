@@ -7,6 +7,7 @@
 
 #include "../../cuda/launch.h"
 #include "../checks.h"
+#include "../pool_args.h"
 #include "cuda_glue.h"
 
 namespace lorafusion {
@@ -14,80 +15,24 @@ namespace {
 
 constexpr const char* kOp = "lorafusion::pool_fusion";
 
-cuda::PoolModeCode parse_mode(const std::string& mode) {
-  if (mode == "sum") return cuda::PoolModeCode::kSum;
-  if (mode == "lorahub") return cuda::PoolModeCode::kLoraHub;
-  TORCH_CHECK(false, kOp, ": mode = '", mode, "'; expected 'sum' or 'lorahub'");
-}
-
-// The checks of pool_ops.cpp's check_inputs (kept in its anonymous namespace there); returns
-// the kernel's shape.
+// The shared checks of pool_args.h with CUDA's device rule; returns the kernel's shape.
 cuda::PoolShape check_inputs(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
                              const at::Tensor& coeffs, const std::optional<at::Tensor>& task_ids,
                              double scale, const std::string& mode) {
-  const cuda::PoolModeCode pm = parse_mode(mode);
-  TORCH_CHECK(std::isfinite(scale), kOp, ": scale = ", scale,
-              "; expected a finite number (alpha / r)");
-  checks::floating(x, kOp, "x");
-  checks::dims(x, 2, kOp, "x", "[tokens, d_in]");
-  checks::contiguous(x, kOp, "x");
   cuda_glue::cuda_tensor(x, kOp, "x");
-
-  checks::dims(A, 3, kOp, "A", "[K, r, d_in] (the pool's down projections)");
-  checks::same_dtype(A, x, kOp, "A", "x");
-  checks::same_device(A, x, kOp, "A", "x");
-  checks::contiguous(A, kOp, "A");
-  TORCH_CHECK(A.size(0) > 0 && A.size(1) > 0, kOp, ": A has shape ", A.sizes(),
-              "; expected K >= 1 adapters of rank r >= 1");
-  checks::size(A, 2, x.size(1), kOp, "A", "d_in, the last dim of x");
-  const int64_t K = A.size(0), r = A.size(1);
-
-  checks::dims(B, 3, kOp, "B", "[K, d_out, r] (the pool's up projections)");
-  checks::same_dtype(B, x, kOp, "B", "x");
-  checks::same_device(B, x, kOp, "B", "x");
-  checks::contiguous(B, kOp, "B");
-  checks::size(B, 0, K, kOp, "B", "K, the number of adapters in A");
-  checks::size(B, 2, r, kOp, "B", "r, the rank of A");
-  TORCH_CHECK(B.size(1) > 0, kOp, ": B has shape ", B.sizes(), "; expected d_out >= 1");
-
-  checks::same_dtype(coeffs, x, kOp, "coeffs", "x");
-  checks::same_device(coeffs, x, kOp, "coeffs", "x");
-  checks::contiguous(coeffs, kOp, "coeffs");
+  // The range check reads two scalars back (a sync); under graph capture it is skipped and
+  // the kernels turn an out-of-range row into NaN instead of reading out of bounds.
+  const bool capturing = cuda_glue::capturing(cuda_glue::current_stream(x));
+  const PoolShapeArgs a = check_pool_inputs(x, A, B, coeffs, task_ids, scale, mode, !capturing);
   cuda::PoolShape shape;
-  shape.M = x.size(0);
-  shape.d_in = x.size(1);
-  shape.K = K;
-  shape.r = r;
-  shape.d_out = B.size(1);
-  shape.mode = pm;
-  shape.has_task_ids = task_ids.has_value();
-  if (task_ids) {
-    checks::dims(coeffs, 2, kOp, "coeffs", "a table [T, K] when task_ids is given");
-    TORCH_CHECK(coeffs.size(0) > 0, kOp, ": coeffs has shape ", coeffs.sizes(),
-                "; expected at least one task row");
-    checks::size(coeffs, 1, K, kOp, "coeffs", "K, the number of adapters in A");
-    TORCH_CHECK(task_ids->scalar_type() == at::kLong, kOp, ": task_ids has dtype ",
-                task_ids->scalar_type(), "; expected int64");
-    checks::same_device(*task_ids, x, kOp, "task_ids", "x");
-    checks::contiguous(*task_ids, kOp, "task_ids");
-    TORCH_CHECK(task_ids->dim() == 1 && task_ids->size(0) == x.size(0), kOp,
-                ": task_ids has shape ", task_ids->sizes(), "; expected [", x.size(0),
-                "] (one task per row of x)");
-    // The range check reads two scalars back (a sync); under graph capture it is skipped
-    // and the kernels turn an out-of-range row into NaN instead of reading out of bounds.
-    if (task_ids->numel() > 0 && !cuda_glue::capturing(cuda_glue::current_stream(x))) {
-      const int64_t lo = task_ids->min().item<int64_t>(), hi = task_ids->max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < coeffs.size(0), kOp, ": task_ids holds values in [", lo, ", ",
-                  hi, "]; expected indices into the ", coeffs.size(0),
-                  " rows of coeffs, in [0, ", coeffs.size(0) - 1, "]");
-    }
-    shape.n_tasks = coeffs.size(0);
-  } else {
-    TORCH_CHECK(coeffs.dim() == 1 && coeffs.size(0) == K, kOp, ": coeffs has shape ",
-                coeffs.sizes(), "; expected [", K,
-                "] (one coefficient per adapter), or a [T, K] table with task_ids");
-    shape.n_tasks = 1;
-  }
+  shape.M = a.M;
+  shape.d_in = a.d_in;
+  shape.K = a.K;
+  shape.r = a.r;
+  shape.d_out = a.d_out;
+  shape.mode = a.lorahub ? cuda::PoolModeCode::kLoraHub : cuda::PoolModeCode::kSum;
+  shape.has_task_ids = a.has_task_ids;
+  shape.n_tasks = a.n_tasks;
   return shape;
 }
 
