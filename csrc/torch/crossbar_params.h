@@ -98,4 +98,15 @@ inline void check_crossbar_noise_weight(const std::optional<at::Tensor>& noise_w
               noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
 }
 
+
+inline void check_crossbar_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x,
+                                const at::Tensor& weight) {
+  if (!bias) return;
+  checks::same_dtype(*bias, x, kCrossbarOp, "bias", "x");
+  checks::same_device(*bias, x, kCrossbarOp, "bias", "x");
+  checks::contiguous(*bias, kCrossbarOp, "bias");
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), kCrossbarOp,
+              ": bias has shape ", bias->sizes(), "; expected [", weight.size(0), "]");
+}
+
 }  // namespace lorafusion

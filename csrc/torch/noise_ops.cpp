@@ -4,21 +4,14 @@
 
 #include "../cpu/normals.h"
 #include "checks.h"
+#include "noise_args.h"
 
 namespace lorafusion {
 namespace {
 
 at::Tensor philox_normal_cpu(const at::Tensor& rng, int64_t stream, int64_t pass_index,
                              int64_t tile, int64_t start, int64_t count, bool vectorized) {
-  constexpr const char* op = "lorafusion::philox_normal";
-  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), op,
-              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset)");
-  TORCH_CHECK(stream >= 0 && stream < 16, op, ": stream = ", stream, "; expected 0..15");
-  TORCH_CHECK(pass_index >= 0 && pass_index < 256, op, ": pass_index = ", pass_index,
-              "; expected 0..255");
-  TORCH_CHECK(tile >= 0 && tile < (1 << 20), op, ": tile = ", tile, "; expected 0..2^20-1");
-  TORCH_CHECK(start >= 0 && count >= 0, op, ": start = ", start, ", count = ", count,
-              "; expected both >= 0");
+  check_philox_normal_args(rng, stream, pass_index, tile, start, count);
   const int64_t* r = rng.data_ptr<int64_t>();
   const NoiseKey key = make_noise_key(static_cast<uint64_t>(r[0]), static_cast<uint64_t>(r[1]),
                                       static_cast<uint32_t>(stream),

@@ -48,13 +48,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
       make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
                   noise_management, bound_management, max_passes, max_in, max_out);
   check_common(x, weight, out_scales, rng, p);
-  if (bias) {
-    checks::same_dtype(*bias, x, kOp, "bias", "x");
-    checks::same_device(*bias, x, kOp, "bias", "x");
-    checks::contiguous(*bias, kOp, "bias");
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), kOp, ": bias has shape ",
-                bias->sizes(), "; expected [", weight.size(0), "]");
-  }
+  check_crossbar_bias(bias, x, weight);
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
   if (noise_out) {

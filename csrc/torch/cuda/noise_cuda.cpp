@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "../../cuda/launch.h"
+#include "../noise_args.h"
 #include "cuda_glue.h"
 
 namespace lorafusion {
@@ -13,14 +14,7 @@ at::Tensor philox_normal_cuda(const at::Tensor& rng, int64_t stream_id, int64_t 
                               int64_t tile, int64_t start, int64_t count, bool /*vectorized*/) {
   constexpr const char* op = "lorafusion::philox_normal";
   cuda_glue::cuda_tensor(rng, op, "rng");
-  TORCH_CHECK(rng.scalar_type() == at::kLong && rng.numel() == 2 && rng.is_contiguous(), op,
-              ": rng must be a contiguous int64 tensor of 2 elements (seed, offset)");
-  TORCH_CHECK(stream_id >= 0 && stream_id < 16, op, ": stream = ", stream_id, "; expected 0..15");
-  TORCH_CHECK(pass_index >= 0 && pass_index < 256, op, ": pass_index = ", pass_index,
-              "; expected 0..255");
-  TORCH_CHECK(tile >= 0 && tile < (1 << 20), op, ": tile = ", tile, "; expected 0..2^20-1");
-  TORCH_CHECK(start >= 0 && count >= 0, op, ": start = ", start, ", count = ", count,
-              "; expected both >= 0");
+  check_philox_normal_args(rng, stream_id, pass_index, tile, start, count);
   const c10::cuda::CUDAGuard guard(rng.device());
   at::Tensor out = at::empty({count}, rng.options().dtype(at::kFloat));
   if (count == 0) return out;
