@@ -185,7 +185,11 @@ def test_backward_is_the_straight_through_estimator(nm):
 
 def test_philox_vector_path_equals_the_scalar_header():
     rng = torch.tensor([2**40 + 123, 7])
-    for start, count in ((0, 4099), (3, 1001), (4 * (2**32 - 5), 97)):  # the last wraps the low counter word
+    # Counts cover every path: 16-block and 8-block vector steps, scalar tails, partial first and
+    # last blocks, a single element; the last case wraps the low word of the block counter.
+    cases = ((0, 4099), (3, 1001), (1, 4 * 27), (2, 1), (5, 2), (0, 4 * 16 + 4 * 8), (4 * (2**32 - 5), 97),
+             (4 * (2**32 - 12) + 1, 4 * 40))
+    for start, count in cases:
         fast = torch.ops.lorafusion.philox_normal(rng, 0, 2, 1, start, count, True)
         slow = torch.ops.lorafusion.philox_normal(rng, 0, 2, 1, start, count, False)
         assert torch.equal(fast, slow)

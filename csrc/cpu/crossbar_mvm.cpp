@@ -63,11 +63,11 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   const NoiseKey key = make_noise_key(seed, offset, kStreamWeight, 0, 0);
   const T* injected = noise_weight ? noise_weight->data_ptr<T>() : nullptr;
   at::parallel_for(0, no, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> normals(kt), scratch;
+    std::vector<float> normals(kt);
     for (int64_t o = begin; o < end; ++o) {
       const int64_t go = t.o0 + o;
       if (!injected) {
-        fill_normals(key, static_cast<uint64_t>(go) * K + t.k0, kt, normals.data(), scratch);
+        fill_normals(key, static_cast<uint64_t>(go) * K + t.k0, kt, normals.data());
       }
       for (int64_t k = 0; k < kt; ++k) {
         const T n = injected ? injected[go * K + t.k0 + k] : static_cast<T>(normals[k]);
@@ -136,7 +136,7 @@ struct TileForward {
   // Output noise + ADC + bound test of GEMM row `src` (row m of the tile at `pass`) into
   // `dst` (may alias src); returns whether no ADC clamp was active.
   bool adc_row(const TileRange& t, int64_t m, int pass, const T* src, T* dst,
-               std::vector<float>& normals, std::vector<float>& scratch) const {
+               std::vector<float>& normals) const {
     const int64_t nt = t.o1 - t.o0;
     const T step = adc_step();
     const T bound = p.out_bound > 0 ? static_cast<T>(p.out_bound)
@@ -150,7 +150,7 @@ struct TileForward {
         const NoiseKey key = make_noise_key(seed, offset, kStreamOutput,
                                             static_cast<uint32_t>(pass), static_cast<uint32_t>(t.it));
         normals.resize(nt);
-        fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data(), scratch);
+        fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
         const float* nz = normals.data();
         for (int64_t n = 0; n < nt; ++n) dst[n] = src[n] + sigma * static_cast<T>(nz[n]);
       }
@@ -199,11 +199,11 @@ struct TileForward {
                 std::vector<uint8_t>& row_ok, const T* s, bool direct) const {
     const int64_t nt = t.o1 - t.o0;
     at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> normals, scratch;
+      std::vector<float> normals;
       for (int64_t i = b; i < e; ++i) {
         const int64_t m = rows[i];
         T* dst = direct ? y + m * N + t.o0 : ybuf + i * nt;
-        row_ok[i] = adc_row(t, m, pass, ybuf + i * nt, dst, normals, scratch);
+        row_ok[i] = adc_row(t, m, pass, ybuf + i * nt, dst, normals);
         if (direct) periphery_row(t, s[m], dst, bias);
       }
     });

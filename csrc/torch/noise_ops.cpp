@@ -2,6 +2,8 @@
 // tests (CPU vector vs scalar path, CPU vs CUDA) and for users who need the raw noise.
 #include <torch/library.h>
 
+#include <vector>
+
 #include "../cpu/normals.h"
 #include "checks.h"
 #include "noise_args.h"
@@ -19,15 +21,15 @@ at::Tensor philox_normal_cpu(const at::Tensor& rng, int64_t stream, int64_t pass
   at::Tensor out = at::empty({count}, rng.options().dtype(at::kFloat));
   if (count == 0) return out;
   const uint64_t first = static_cast<uint64_t>(start);
-  const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(count) + 3) >> 2;
-  std::vector<float> blocks((b1 - b0) * 4);
+  float* o = out.data_ptr<float>();
   if (vectorized) {
-    cpu::normals_blocks(key, b0, b1, blocks.data());
+    cpu::fill_normals(key, first, count, o);
   } else {
+    const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(count) + 3) >> 2;
+    std::vector<float> blocks((b1 - b0) * 4);
     cpu::normals_scalar(key, b0, b1, blocks.data());
+    std::copy(blocks.begin() + (first & 3), blocks.begin() + (first & 3) + count, o);
   }
-  std::copy(blocks.begin() + (first & 3), blocks.begin() + (first & 3) + count,
-            out.data_ptr<float>());
   return out;
 }
 
