@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
@@ -78,16 +80,25 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   return out;
 }
 
+// max_k |row_k|, NaN if any element is NaN. On the IEEE bit patterns of |v| (sign cleared)
+// unsigned order is value order and every NaN is above +inf, so one unsigned max — which
+// vectorises, unlike a float max that must keep NaN — gives both.
 template <typename T>
 T row_absmax(const T* row, int64_t n) {
-  T m = T(0);
-  bool nan = false;
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits kMagnitude = ~Bits{0} >> 1;
+  constexpr Bits kInf = static_cast<Bits>(sizeof(T) == 4 ? 0x7F800000ull : 0x7FF0000000000000ull);
+  Bits m = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const T v = std::abs(row[k]);
-    nan |= (v != v);
-    m = v > m ? v : m;
+    Bits b;
+    std::memcpy(&b, row + k, sizeof(T));
+    b &= kMagnitude;
+    m = b > m ? b : m;
   }
-  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+  if (m > kInf) return std::numeric_limits<T>::quiet_NaN();
+  T v;
+  std::memcpy(&v, &m, sizeof(T));
+  return v;
 }
 
 template <typename T>
