@@ -49,3 +49,16 @@ def test_cuda_kernels_compile_with_nvcc(source, tmp_path):
            "-c", source, "-o", str(tmp_path / "k.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed: the header check cannot be compiled")
+def test_normal_bound_holds_for_every_uniform(tmp_path):
+    """kNormalMaxAbs, which lets the crossbar skip a bound-management pass that must fail,
+    bounds every normal the Philox/Box-Muller header can produce (exhaustive over 2^24)."""
+    exe = tmp_path / "normal_bound"
+    build = subprocess.run(["g++", "-std=c++17", "-O2", "-ffp-contract=off", "-I", os.path.join(ROOT, "csrc", "include"),
+                            os.path.join(ROOT, "tests", "cpp", "normal_bound.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -94,6 +94,54 @@ def test_per_row_bound_management_recomputes_only_saturating_rows():
     assert aux_g.passes.eq(int(passes[2])).all()
 
 
+def _philox_noise(rng, hw, m, n, k):
+    """The op's own noise as explicit tensors: output noise per (pass, input tile) and the
+    modifier noise, drawn with philox_normal from the same (seed, offset)."""
+    r = torch.tensor(rng)
+    tin = len(reference.split_sizes(k, hw.tiles.max_in))
+    out = torch.stack([
+        torch.stack([torch.ops.lorafusion.philox_normal(r, 0, p, t, 0, m * n).view(m, n) for t in range(tin)])
+        for p in range(hw.max_passes)
+    ])
+    return out, torch.ops.lorafusion.philox_normal(r, 1, 0, 0, 0, n * k).view(n, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["paper", "tiled"])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("excess", [0.5, 1.0, 3.0], ids=["marginal", "just_over", "far_over"])
+def test_skipped_passes_of_global_bound_management_change_nothing(name, dtype, training, excess):
+    """Global bound management skips a pass whose bound test must fail (decided on a probe of
+    the batch). The result, the passes and the clamp masks must be those of running every pass:
+    the op with its Philox noise equals the reference fed the same noise as tensors."""
+    hw = CONFIGS[name].replace(out_noise=0.1, adc=ADC(8, 3.0))
+    m, k, n = 320, 72, 44  # enough rows for the probe
+    g = torch.Generator().manual_seed(21)
+    wn, ms = _weights(n, k, 22, dtype)
+    x = torch.randn(m, k, generator=g, dtype=dtype) * 0.3
+    # Rows aligned with weight row 5 reach |y| = excess * 3 (the ADC bound) at scale 1.
+    aligned = wn[5].sign()
+    reach = (wn[5].abs().sum() if name == "paper" else wn[5, :24].abs().sum()).item()
+    for row in (7, 150, 300):
+        x[row] = aligned * min(1.0, excess * 3.0 / reach)
+        x[row, 0] = aligned[0]  # keeps max|x| = 1, so the aligned sum is not rescaled
+    bias = torch.randn(n, generator=g, dtype=dtype)
+    layout = lf.nn.TileLayout.of(k, n, hw)
+    scales = ms.expand(layout.n_in, -1)[None].contiguous()
+    rng = (2**33 + 5, 9)
+    x_op = x.clone().requires_grad_(True)
+    y, aux = lf.ops.crossbar_mvm(x_op, wn, scales, bias, torch.tensor(rng), hw, training=training, return_aux=True)
+    noise_out, noise_w = _philox_noise(rng, hw, m, n, k)
+    ref = reference.crossbar_mvm(x, wn, scales, bias, hw, noise_out.to(dtype), noise_w.to(dtype), training=training)
+    assert torch.equal(y.detach(), ref), f"max |diff| = {(y.detach() - ref).abs().max().item()}"
+    if excess > 1.0:
+        assert int(aux.passes.max()) > 1
+    # The backward's clamp masks come from the accepted pass.
+    y_e, _ = lf.ops.crossbar_mvm(x, wn, scales, bias, torch.tensor(rng), hw, training=training,
+                                 noise_out=noise_out.to(dtype), noise_weight=noise_w.to(dtype), return_aux=True)
+    assert torch.equal(y.detach(), y_e)
+
+
 def test_same_seed_same_noise_and_offsets_differ():
     wn, ms = _weights(40, 30, 6)
     x = torch.randn(20, 30)

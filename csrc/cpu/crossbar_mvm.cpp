@@ -8,6 +8,7 @@
 #include <lorafusion/philox.h>
 #include <lorafusion/quant.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -19,6 +20,10 @@ namespace lorafusion::cpu {
 namespace {
 
 constexpr int64_t kGrain = 16;  // rows per parallel chunk
+// Bound-test probe (see pass_must_fail): calls of at least kProbeMinRows tokens probe
+// max(kProbeMinProbe, M / kProbeFraction) rows (about 3% of the pass's GEMM), then at most
+// kProbeColumns output columns over every row.
+constexpr int64_t kProbeMinRows = 256, kProbeMinProbe = 16, kProbeFraction = 32, kProbeColumns = 8;
 
 struct TileRange {
   int64_t k0, k1, o0, o1;
@@ -123,8 +128,10 @@ struct TileForward {
   T dac_step() const { return static_cast<T>(2.0 * p.inp_bound * p.inp_res); }
   T adc_step() const { return static_cast<T>(2.0 * p.out_bound * p.out_res); }
 
-  // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt].
-  void quantize(const TileRange& t, const std::vector<int64_t>& rows, const T* s, T* xq) const {
+  // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt];
+  // with `norms` also each row's (sum |xq|, sum xq^2), taken while the row is in cache.
+  void quantize(const TileRange& t, const std::vector<int64_t>& rows, const T* s, T* xq,
+                std::vector<std::pair<T, T>>* norms) const {
     const int64_t kt = t.k1 - t.k0;
     const T step = dac_step(), bound = static_cast<T>(p.inp_bound);
     const bool scaling = p.noise_management != NoiseManagement::kNone ||
@@ -140,8 +147,95 @@ struct TileForward {
         } else {
           for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k], step, bound);
         }
+        if (norms) {
+          // Any summation order will do (a ranking and a bound), so let it vectorise.
+          T l1 = T(0), l2 = T(0);
+#pragma omp simd reduction(+ : l1, l2)
+          for (int64_t k = 0; k < kt; ++k) {
+            l1 += std::abs(q[k]);
+            l2 += q[k] * q[k];
+          }
+          (*norms)[i] = {l1, l2};
+        }
       }
     });
+  }
+
+  // Whether probing can skip passes of this call: iterative-global bound management discards
+  // a whole pass when one output saturates, so a pass that is certain to fail need not be
+  // computed. Small batches are not worth a probe; injected test noise has no known bound.
+  bool probe_enabled() const {
+    return p.bound_management == BoundManagement::kIterativeGlobal && p.max_passes > 1 &&
+           p.out_bound > 0.0 && noise_out == nullptr && M >= kProbeMinRows;
+  }
+
+  // True when the pass with quantised inputs xq [M, Kt] certainly fails the global bound test,
+  // judged on a small part of its GEMM: first the rows most likely to saturate (largest
+  // ||xq||_2), then, over every row, the output columns that came out largest in those rows
+  // (saturation concentrates in a few outlier features). An output certainly saturates when
+  // its magnitude exceeds the ADC bound by more than a full ADC step plus every difference the
+  // real pass could make: the largest output noise (kNormalMaxAbs sigma) and the GEMM's
+  // summation order (2 gamma_K sum|xq| max|W|, Higham's bound for two orders). The pass's
+  // outputs would then be discarded anyway; its noise is keyed by the pass index, so skipping
+  // it leaves every later pass unchanged.
+  bool pass_must_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
+                      const std::vector<std::pair<T, T>>& norms, double w_absmax) const {
+    const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
+    const double unit = std::numeric_limits<T>::epsilon() / 2;
+    const double kt_u = static_cast<double>(kt) * unit;
+    if (!(kt_u < 0.01) || !(w_absmax < std::numeric_limits<double>::infinity())) return false;
+    const double gamma2 = 2.0 * kt_u / (1.0 - kt_u);
+    const double noise = p.out_noise * static_cast<double>(kNormalMaxAbs);
+    const double limit = (p.out_bound + 2.0 * p.out_bound * p.out_res) * (1.0 + 1e-6);
+    // The smallest |y| of row m that certainly saturates; NaN norms give NaN: no decision.
+    auto threshold = [&](int64_t m) {
+      // sum|xq| was itself summed in T: inflate it by its own worst-case rounding.
+      const double l1 = static_cast<double>(norms[m].first) * (1.0 + 2.0 * kt_u);
+      return limit + gamma2 * l1 * w_absmax + noise;
+    };
+    const at::TensorOptions index_options = at::TensorOptions().dtype(at::kLong);
+
+    const int64_t rows = std::min<int64_t>(M, std::max<int64_t>(kProbeMinProbe, M / kProbeFraction));
+    std::vector<int64_t> order(M);
+    for (int64_t m = 0; m < M; ++m) order[m] = m;
+    std::nth_element(order.begin(), order.begin() + (rows - 1), order.end(),
+                     [&](int64_t a, int64_t b) { return norms[a].second > norms[b].second; });
+    order.resize(rows);
+    const at::Tensor yr = at::mm(xq.index_select(0, at::tensor(order, index_options)), w_tile.t());
+    const T* y = yr.data_ptr<T>();
+    std::vector<double> column_peak(nt, 0.0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const double need = threshold(order[i]);
+      for (int64_t n = 0; n < nt; ++n) {
+        const double v = std::abs(static_cast<double>(y[i * nt + n]));
+        if (v > need) return true;
+        column_peak[n] = std::max(column_peak[n], v);
+      }
+    }
+    // No probed row is over; a column probe is worth its cost only when some came close.
+    const double peak = *std::max_element(column_peak.begin(), column_peak.end());
+    if (!(peak >= 0.5 * p.out_bound)) return false;
+    const int64_t cols = std::min<int64_t>(nt, kProbeColumns);
+    std::vector<int64_t> by_peak(nt);
+    for (int64_t n = 0; n < nt; ++n) by_peak[n] = n;
+    std::nth_element(by_peak.begin(), by_peak.begin() + (cols - 1), by_peak.end(),
+                     [&](int64_t a, int64_t b) { return column_peak[a] > column_peak[b]; });
+    by_peak.resize(cols);
+    const at::Tensor yc = at::mm(xq, w_tile.index_select(0, at::tensor(by_peak, index_options)).t());
+    const T* c = yc.data_ptr<T>();
+    std::atomic<bool> over{false};
+    at::parallel_for(0, M, 64, [&](int64_t b, int64_t e) {
+      for (int64_t m = b; m < e && !over.load(std::memory_order_relaxed); ++m) {
+        const double need = threshold(m);
+        for (int64_t j = 0; j < cols; ++j) {
+          if (std::abs(static_cast<double>(c[m * cols + j])) > need) {
+            over.store(true, std::memory_order_relaxed);
+            break;
+          }
+        }
+      }
+    });
+    return over.load();
   }
 
   // Output noise + ADC + bound test of GEMM row `src` (row m of the tile at `pass`) into
@@ -277,6 +371,9 @@ struct TileForward {
     std::vector<int64_t> rows(M);
     for (int64_t m = 0; m < M; ++m) rows[m] = m;
     const auto xopt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    const bool probe = probe_enabled();
+    std::vector<std::pair<T, T>> norms(probe ? M : 0);
+    double w_absmax = -1.0;  // max|W| of the tile, taken at the first probe
     T reduction = T(1);
     for (int pass = 0; pass < max_passes && !rows.empty(); ++pass, reduction *= T(2)) {
       const int64_t mp = static_cast<int64_t>(rows.size());
@@ -286,7 +383,14 @@ struct TileForward {
         passes_tile[m] = pass + 1;
       }
       at::Tensor xq = at::empty({mp, kt}, xopt);
-      quantize(t, rows, s_tile, xq.data_ptr<T>());
+      const bool probe_pass = probe && pass + 1 < max_passes;
+      quantize(t, rows, s_tile, xq.data_ptr<T>(), probe_pass ? &norms : nullptr);
+      if (probe_pass) {
+        if (w_absmax < 0.0) {
+          w_absmax = static_cast<double>(row_absmax<T>(w_tile.data_ptr<T>(), w_tile.numel()));
+        }
+        if (pass_must_fail(t, xq, w_tile, norms, w_absmax)) continue;
+      }
       at::Tensor ybuf;
       if (direct && tout == 1 && mp == M) {
         // GEMM straight into y (same BLAS call as x @ W.T), epilogue in place.

@@ -129,6 +129,11 @@ LF_HD void normal4(const Philox4& r, float out[4]) {
   }
 }
 
+// No normal4 output exceeds this in magnitude: u1 >= 2^-24 caps the Box-Muller radius at
+// sqrt(-2 lf_log(2^-24)) = 5.76810741 and |sin|, |cos| <= 1 (checked over all 2^24 uniforms by
+// tests/cpp/normal_bound.cpp). Kernels use it to decide a bound test without drawing the noise.
+constexpr float kNormalMaxAbs = 5.7682f;
+
 // Noise streams: which random quantity a Philox block feeds.
 enum NoiseStream : uint32_t { kStreamOutput = 0u, kStreamWeight = 1u };
 
