@@ -22,8 +22,10 @@ namespace {
 constexpr int64_t kGrain = 16;  // rows per parallel chunk
 // Bound-test probe (see pass_must_fail): calls of at least kProbeMinRows tokens probe
 // max(kProbeMinProbe, M / kProbeFraction) rows (about 3% of the pass's GEMM), then at most
-// kProbeColumns output columns over every row.
+// kProbeColumns output columns over every row when a probed row reached kProbeColumnsFrom of
+// the ADC bound.
 constexpr int64_t kProbeMinRows = 256, kProbeMinProbe = 16, kProbeFraction = 32, kProbeColumns = 8;
+constexpr double kProbeColumnsFrom = 0.7;
 
 struct TileRange {
   int64_t k0, k1, o0, o1;
@@ -48,6 +50,27 @@ uint64_t rng_value(const at::Tensor& rng, int64_t i) {
   return static_cast<uint64_t>(rng.data_ptr<int64_t>()[i]);
 }
 
+// max_k |row_k|, NaN if any element is NaN. On the IEEE bit patterns of |v| (sign cleared)
+// unsigned order is value order and every NaN is above +inf, so one unsigned max — which
+// vectorises, unlike a float max that must keep NaN — gives both.
+template <typename T>
+T row_absmax(const T* row, int64_t n) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits kMagnitude = ~Bits{0} >> 1;
+  constexpr Bits kInf = static_cast<Bits>(sizeof(T) == 4 ? 0x7F800000ull : 0x7FF0000000000000ull);
+  Bits m = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    Bits b;
+    std::memcpy(&b, row + k, sizeof(T));
+    b &= kMagnitude;
+    m = b > m ? b : m;
+  }
+  if (m > kInf) return std::numeric_limits<T>::quiet_NaN();
+  T v;
+  std::memcpy(&v, &m, sizeof(T));
+  return v;
+}
+
 // The tile's weights as the crossbar sees them: a contiguous [No, Kt] block, plus the
 // ADD_NORMAL modifier noise (std * max|W_tile| * N(0,1)) when training.
 template <typename T>
@@ -61,7 +84,7 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   }
   if (!training || p.modifier_std <= 0.0) return w;
   // AIHWKIT: noise = (std * max|W|) * randn; W~ = W + noise, each product rounded in T.
-  const T wmax = w.abs().max().item<T>();
+  const T wmax = row_absmax<T>(w.data_ptr<T>(), w.numel());
   const T amp = static_cast<T>(static_cast<T>(p.modifier_std) * wmax);
   at::Tensor out = at::empty_like(w);
   const int64_t no = w.size(0), kt = w.size(1);
@@ -83,27 +106,6 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
     }
   });
   return out;
-}
-
-// max_k |row_k|, NaN if any element is NaN. On the IEEE bit patterns of |v| (sign cleared)
-// unsigned order is value order and every NaN is above +inf, so one unsigned max — which
-// vectorises, unlike a float max that must keep NaN — gives both.
-template <typename T>
-T row_absmax(const T* row, int64_t n) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  constexpr Bits kMagnitude = ~Bits{0} >> 1;
-  constexpr Bits kInf = static_cast<Bits>(sizeof(T) == 4 ? 0x7F800000ull : 0x7FF0000000000000ull);
-  Bits m = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    Bits b;
-    std::memcpy(&b, row + k, sizeof(T));
-    b &= kMagnitude;
-    m = b > m ? b : m;
-  }
-  if (m > kInf) return std::numeric_limits<T>::quiet_NaN();
-  T v;
-  std::memcpy(&v, &m, sizeof(T));
-  return v;
 }
 
 template <typename T>
@@ -214,21 +216,28 @@ struct TileForward {
     }
     // No probed row is over; a column probe is worth its cost only when some came close.
     const double peak = *std::max_element(column_peak.begin(), column_peak.end());
-    if (!(peak >= 0.5 * p.out_bound)) return false;
+    if (!(peak >= kProbeColumnsFrom * p.out_bound)) return false;
     const int64_t cols = std::min<int64_t>(nt, kProbeColumns);
     std::vector<int64_t> by_peak(nt);
     for (int64_t n = 0; n < nt; ++n) by_peak[n] = n;
     std::nth_element(by_peak.begin(), by_peak.begin() + (cols - 1), by_peak.end(),
                      [&](int64_t a, int64_t b) { return column_peak[a] > column_peak[b]; });
-    by_peak.resize(cols);
-    const at::Tensor yc = at::mm(xq, w_tile.index_select(0, at::tensor(by_peak, index_options)).t());
-    const T* c = yc.data_ptr<T>();
+    // A few dot products per row, in cache: a BLAS call this skinny costs several times more.
+    std::vector<T> wc(cols * kt);
+    const T* w = w_tile.data_ptr<T>();
+    for (int64_t j = 0; j < cols; ++j) std::copy(w + by_peak[j] * kt, w + (by_peak[j] + 1) * kt, wc.begin() + j * kt);
+    const T* xqp = xq.data_ptr<T>();
     std::atomic<bool> over{false};
     at::parallel_for(0, M, 64, [&](int64_t b, int64_t e) {
       for (int64_t m = b; m < e && !over.load(std::memory_order_relaxed); ++m) {
         const double need = threshold(m);
+        const T* xr = xqp + m * kt;
         for (int64_t j = 0; j < cols; ++j) {
-          if (std::abs(static_cast<double>(c[m * cols + j])) > need) {
+          const T* wr = wc.data() + j * kt;
+          T dot = T(0);
+#pragma omp simd reduction(+ : dot)
+          for (int64_t k = 0; k < kt; ++k) dot += xr[k] * wr[k];
+          if (std::abs(static_cast<double>(dot)) > need) {
             over.store(true, std::memory_order_relaxed);
             break;
           }
@@ -374,6 +383,7 @@ struct TileForward {
     const bool probe = probe_enabled();
     std::vector<std::pair<T, T>> norms(probe ? M : 0);
     double w_absmax = -1.0;  // max|W| of the tile, taken at the first probe
+    const at::Tensor xq_all = at::empty({M, kt}, xopt);  // later passes use its first rows
     T reduction = T(1);
     for (int pass = 0; pass < max_passes && !rows.empty(); ++pass, reduction *= T(2)) {
       const int64_t mp = static_cast<int64_t>(rows.size());
@@ -382,7 +392,7 @@ struct TileForward {
         s_tile[m] = inv_a[m] / reduction;
         passes_tile[m] = pass + 1;
       }
-      at::Tensor xq = at::empty({mp, kt}, xopt);
+      const at::Tensor xq = xq_all.narrow(0, 0, mp);
       const bool probe_pass = probe && pass + 1 < max_passes;
       quantize(t, rows, s_tile, xq.data_ptr<T>(), probe_pass ? &norms : nullptr);
       if (probe_pass) {
@@ -494,11 +504,13 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
     T* gp = g.data_ptr<T>();
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t m = b; m < e; ++m) {
-        for (int64_t n = 0; n < nt; ++n) {
-          const int64_t o = t.o0 + n;
-          T v = mk[(t.it * M + m) * N + o] ? gy[m * N + o] : T(0);
-          for (int64_t j = 0; j < S; ++j) v = v * sc[(j * tin + t.it) * N + o];
-          gp[m * nt + n] = v;
+        const bool* mr = mk + (t.it * M + m) * N + t.o0;
+        const T* gr = gy + m * N + t.o0;
+        T* out = gp + m * nt;
+        for (int64_t n = 0; n < nt; ++n) out[n] = mr[n] ? gr[n] : T(0);
+        for (int64_t j = 0; j < S; ++j) {  // the scale rows in forward order
+          const T* scr = sc + (j * tin + t.it) * N + t.o0;
+          for (int64_t n = 0; n < nt; ++n) out[n] = out[n] * scr[n];
         }
       }
     });
