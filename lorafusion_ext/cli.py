@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -167,6 +169,12 @@ def _setup(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if getattr(args, "glue_dir", None) and not os.path.isdir(args.glue_dir):
         raise CLIError(f"--glue-dir {args.glue_dir}: no such folder")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if args.command not in DISTRIBUTED_COMMANDS:
+            raise CLIError(f"runs in one process; under torchrun only {', '.join(DISTRIBUTED_COMMANDS)} train data-parallel")
+        from lorafusion_ext.training import distributed
+
+        distributed.init_from_env()
 
 
 def _hardware(name: str):
@@ -343,18 +351,32 @@ COMMANDS = {"hwa-lora": cmd_hwa_lora, "pool": cmd_pool, "fuse": cmd_fuse, "drift
             "bench": cmd_bench, "demo": cmd_demo}
 
 
+# Training subcommands that run data-parallel under torchrun (rank 0 writes the outputs).
+DISTRIBUTED_COMMANDS = ("hwa-lora", "pool", "fuse")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         _setup(args)
-        COMMANDS[args.command](args)
+        from lorafusion_ext.training import distributed
+
+        if distributed.is_main():
+            COMMANDS[args.command](args)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # rank 0 reports
+                COMMANDS[args.command](args)
     except CLIError as exc:
         print(f"lorafusion {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"lorafusion {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        from lorafusion_ext.training import distributed
+
+        distributed.shutdown()
     return 0
 
 

@@ -18,6 +18,7 @@ from lorafusion_ext.data.tokenize import EncodedDataset, encode
 from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, DriftSweepResult, drift_sweep
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.pool import LoRAPool
+from lorafusion_ext.training import distributed
 from lorafusion_ext.training.loop import TrainConfig, evaluate
 from lorafusion_ext.training.methods import (
     FusionConfig,
@@ -110,7 +111,7 @@ def run_hwa_lora(task: str, model_id: str, hardware: HardwareConfig, cfg: HWALoR
     train_hwa_lora(model, train, cfg, tcfg, description=f"hwa-lora {spec.name}")
     record = RunRecord("hwa-lora", spec.name, model_id, hardware.to_dict(), tcfg.seed, lora=asdict(cfg),
                        metrics=evaluate(model, dev, spec.metrics), trainable=trainable_parameters(model))
-    if out is not None:
+    if out is not None and distributed.is_main():
         save_run(out, record, model)
     return record, model
 
@@ -128,7 +129,7 @@ def run_pool(tasks: Sequence[str], model_id: str, hardware: HardwareConfig, cfg:
         models.append(model)
         records.append(record)
     pool = pool_from_models(models, [r.task for r in records])
-    if out is not None:
+    if out is not None and distributed.is_main():
         pool.save(Path(out) / "pool")
     return pool, records
 
@@ -146,7 +147,7 @@ def run_fusion(task: str, model_id: str, hardware: HardwareConfig, pool_dir: str
     record = RunRecord("lorafusion", spec.name, model_id, hardware.to_dict(), tcfg.seed, fusion=asdict(cfg),
                        pool_dir=str(pool_dir), metrics=evaluate(model, dev, spec.metrics),
                        trainable=trainable_parameters(model))
-    if out is not None:
+    if out is not None and distributed.is_main():
         if lora_num is not None:  # the run must reload the same K adapters
             record.pool_dir = str(pool.save(Path(out) / "pool"))
         save_run(out, record, model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,10 +27,10 @@ WORDS = ("the a an is was of and to in it that he she they not no yes good bad m
          "company year new first one two people will would can could").split()
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
+def _tiny_bert(folder, dropout: float = 0.1) -> str:
     """A 2-layer BERT (hidden 32) and a small word-piece vocabulary, saved as a local model."""
-    folder = tmp_path_factory.mktemp("tiny_bert")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
              *"abcdefghijklmnopqrstuvwxyz.,'"]
     (folder / "vocab.txt").write_text("\n".join(vocab))
@@ -37,9 +38,15 @@ def tiny_model(tmp_path_factory) -> str:
     tok.save_pretrained(folder)
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=64)
+                                  intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                                  attention_probs_dropout_prob=dropout, classifier_dropout=dropout)
     transformers.BertModel(cfg).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return _tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def _run(args: list[str]) -> int:
@@ -158,3 +165,37 @@ def test_log_wandb_without_the_package_is_a_clear_error(tiny_model, tmp_path, ca
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     assert _run(["hwa-lora", "--task", "rte", "--out", str(tmp_path), "--log", "wandb", *_small(tiny_model)]) == 1
     assert "needs Weights & Biases: pip install wandb" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch build has no gloo backend for CPU data-parallel training")
+def test_torchrun_data_parallel_equals_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2` trains on half of every batch per rank; with the noise-free
+    hardware and no dropout the result equals the single-process run, and only rank 0 writes."""
+    import subprocess
+    import sys
+
+    model = _tiny_bert(tmp_path / "tiny_bert_no_dropout", dropout=0.0)
+    args = ["hwa-lora", "--task", "sst2", "--hardware", "ideal", "--dropout", "0", "--rank", "2", "--threads", "1",
+            *_small(model)]
+    args[args.index("--steps") + 1] = "3"
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _run([*args, "--out", str(one)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "lorafusion_ext.cli", *args, "--out", str(two)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"metrics"') == 1  # rank 0 reports, rank 1 stays quiet
+    a = torch.load(one / "task_state.pt", weights_only=True)
+    b = torch.load(two / "task_state.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_commands_that_run_in_one_process_refuse_torchrun(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _run(["cost", "--model", tiny_model, "--out", str(tmp_path)]) == 2
+    assert "under torchrun only hwa-lora, pool, fuse" in capsys.readouterr().err

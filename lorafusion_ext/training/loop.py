@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lorafusion_ext.data.tokenize import EncodedDataset
 from lorafusion_ext.evaluation.metrics import compute_metrics
+from lorafusion_ext.training import distributed
 
 
 @dataclass
@@ -121,6 +122,10 @@ def train(
     (e.g. LoRAFusion's L1 on the coefficients). With `cfg.checkpoint_dir`, the trainable
     state, buffers, optimizer, scheduler and RNG states are saved, so that a resumed run equals
     an uninterrupted one.
+
+    Under torchrun (a process group of several ranks, see `training.distributed`) every rank
+    trains on its shard of each batch through DistributedDataParallel; the recorded losses are
+    the means over the ranks and only rank 0 writes checkpoints, logs and the progress bar.
     """
     from tqdm.auto import tqdm
 
@@ -128,6 +133,11 @@ def train(
     per_epoch = math.ceil(len(data) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total))
     seed_everything(cfg.seed)
+    world, rank = distributed.world_size(), distributed.rank()
+    if rank > 0:  # dropout draws differ per rank; rank 0 draws as a single process would
+        torch.manual_seed(cfg.seed * 1_000_003 + rank)
+    if world > cfg.batch_size:
+        raise ValueError(f"batch_size = {cfg.batch_size} cannot be split over {world} processes")
     result = TrainResult(steps=total)
     step = 0
     path = _checkpoint_path(cfg)
@@ -139,14 +149,17 @@ def train(
         model.load_state_dict(ckpt["model"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        rng_states = ckpt.get("torch_rng_ranks", [ckpt["torch_rng"]])
+        torch.set_rng_state(rng_states[rank] if len(rng_states) == world else ckpt["torch_rng"])
         random.setstate(ckpt["py_rng"])
         np.random.set_state(ckpt["np_rng"])
         step = result.resumed_from = int(ckpt["step"])
         result.losses = list(ckpt["losses"])
-    run = _wandb_run(cfg, log_extra or {})
+    main = distributed.is_main()
+    run = _wandb_run(cfg, log_extra or {}) if main else None
     model.train()
-    bar = tqdm(total=total, initial=step, desc=description, disable=not cfg.progress, leave=False)
+    forward = distributed.wrap(model)
+    bar = tqdm(total=total, initial=step, desc=description, disable=not (cfg.progress and main), leave=False)
     epoch, skip = divmod(step, per_epoch)
     batches = _batches(data, cfg.batch_size, cfg.seed, epoch)
     for _ in range(skip):  # the resumed epoch continues where it stopped
@@ -159,33 +172,39 @@ def train(
                 epoch += 1
                 batches = _batches(data, cfg.batch_size, cfg.seed, epoch)
                 continue
-            out = model(**batch)
+            if world > 1:
+                batch = distributed.shard(batch, rank, world)
+            out = forward(**batch)
             loss = out.loss
             if regularizer is not None:
                 loss = loss + regularizer()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{description}: loss is {loss.item()} at step {step}")
+            value = distributed.mean(float(loss.detach()))  # every rank stops together on NaN
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{description}: loss is {value} at step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
-            result.losses.append(float(loss.detach()))
+            result.losses.append(value)
             bar.update(1)
             if step % max(1, cfg.log_every) == 0:
                 bar.set_postfix(loss=f"{np.mean(result.losses[-cfg.log_every:]):.4f}")
                 if run is not None:
                     run.log({"loss": result.losses[-1], "lr": scheduler.get_last_lr()[0]}, step=step)
             if path and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total):
-                os.makedirs(cfg.checkpoint_dir, exist_ok=True)
-                tmp = path + ".tmp"
-                torch.save({
-                    "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "py_rng": random.getstate(), "np_rng": np.random.get_state(), "step": step,
-                    "losses": result.losses,
-                }, tmp)
-                os.replace(tmp, path)
+                rng_states = distributed.gather(torch.get_rng_state())
+                if main:
+                    os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+                    tmp = path + ".tmp"
+                    torch.save({
+                        "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "torch_rng_ranks": rng_states, "py_rng": random.getstate(),
+                        "np_rng": np.random.get_state(), "step": step, "losses": result.losses,
+                    }, tmp)
+                    os.replace(tmp, path)
+                distributed.barrier()
     finally:
         bar.close()
         if run is not None:
