@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["lorahub", "sum"], default="lorahub")
     p.add_argument("--granularity", choices=["block", "layer", "global"], default="block")
     p.add_argument("--no-magnitude", action="store_true")
+    p.add_argument("--pool-digital", action="store_true",
+                   help="keep the pool digital (fp32, no hardware effects; an ablation) instead of on the crossbar")
     p.add_argument("--coeff-lr", type=_positive_float, default=0.02)
     p.add_argument("--l1", type=_nonneg_float, default=5e-4)
     p.add_argument("--magnitude-lr", type=_positive_float, default=5e-3)
@@ -265,7 +267,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     if not os.path.isdir(args.pool):
         raise CLIError(f"--pool {args.pool}: no such folder (create one with `lorafusion pool`)")
     cfg = FusionConfig(mode=args.mode, granularity=args.granularity, magnitude=not args.no_magnitude,
-                       coeff_lr=args.coeff_lr, l1=args.l1, magnitude_lr=args.magnitude_lr, head_lr=args.head_lr)
+                       coeff_lr=args.coeff_lr, l1=args.l1, magnitude_lr=args.magnitude_lr, head_lr=args.head_lr,
+                       pool_on_crossbar=False if args.pool_digital else None)
     record, _ = run_fusion(args.task, args.model, _hardware(args.hardware), args.pool, cfg,
                            _train_config(args, args.out, f"fuse-{args.task}"), _data_config(args), args.out,
                            lora_num=args.lora_num)

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
+from lorafusion_ext.nn.analog_pool import AnalogPoolLayer, pool_seeds
 from lorafusion_ext.nn.fusion import LoRAFusionLinear
 from lorafusion_ext.nn.lora import AdaptedLinear, LoRALinear
-from lorafusion_ext.nn.pool import LoRAPool
+from lorafusion_ext.nn.pool import LoRAPool, PoolLayer
 from lorafusion_ext.ops.pool import POOL_MODES
 
 Targets = Sequence[str]
@@ -179,11 +180,23 @@ def attach_pool(
     init_coeff: float | None = None,
     train_head: bool = True,
     heads: Sequence[str] = HEAD_NAMES,
+    pool_on_crossbar: bool | None = None,
 ) -> nn.Module:
     """Fuse a frozen `pool` into `model` (LoRAFusion): each pooled layer becomes a
     `LoRAFusionLinear`; trainable are the coefficients (one [K] vector per group: transformer
     block, layer, or the whole model by `granularity`), the magnitudes (if `magnitude`) and the
     task heads (unless `train_head=False`). Everything else, the pool included, is frozen.
+
+    Where the pool lives, per layer (`pool_on_crossbar`):
+
+    - None (default): on the crossbar when the layer's base is an `AnalogLinear`, as an
+      `AnalogPoolLayer` with that layer's `HardwareConfig` (A_cat and B_cat programmed like
+      any analog layer; its noise seeds derive from the base layer's seed); digital otherwise;
+    - True: on the crossbar; every pooled layer must be an `AnalogLinear`;
+    - False: digital (`pool_fusion` in fp32, no hardware effects), the ablation.
+
+    A digital pool shares its tensors with `pool`; a pool on the crossbar holds copies (what is
+    programmed), conditioned by the hardware's clip recipe like any converted weights.
 
     Args:
         num_tasks: give every group a coefficient table [num_tasks, K] (and magnitudes
@@ -200,6 +213,8 @@ def attach_pool(
         raise ValueError(f"attach_pool: mode = {mode!r}; expected one of {POOL_MODES}")
     if granularity not in GRANULARITIES:
         raise ValueError(f"attach_pool: granularity = {granularity!r}; expected one of {GRANULARITIES}")
+    if pool_on_crossbar is not None and not isinstance(pool_on_crossbar, bool):
+        raise ValueError(f"attach_pool: pool_on_crossbar = {pool_on_crossbar!r}; expected True, False or None")
     if num_tasks is not None and (isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1):
         raise ValueError(f"attach_pool: num_tasks = {num_tasks!r}; expected a positive integer or None")
     modules = dict(model.named_modules())
@@ -217,6 +232,11 @@ def attach_pool(
                 f"attach_pool: {name!r} is [{mod.out_features}, {mod.in_features}] but its pool is "
                 f"[{lay.out_features}, {lay.in_features}]; expected the same shape"
             )
+        if pool_on_crossbar and not isinstance(mod, AnalogLinear):
+            raise ValueError(
+                f"attach_pool: pool_on_crossbar=True but {name!r} is a {type(mod).__name__}; expected an "
+                "AnalogLinear (convert_to_analog first), or pool_on_crossbar=None/False"
+            )
         if lay.A.dtype != mod.weight.dtype or lay.A.device != mod.weight.device:
             raise ValueError(
                 f"attach_pool: {name!r} is {mod.weight.dtype} on {mod.weight.device} but the pool is "
@@ -233,7 +253,11 @@ def attach_pool(
             ref = pool.layer(name).A
             shape = (K,) if num_tasks is None else (num_tasks, K)
             groups[key] = nn.Parameter(torch.full(shape, value, dtype=ref.dtype, device=ref.device))
-        _set_module(model, name, LoRAFusionLinear(modules[name], pool.layer(name), pool.scaling, groups[key], mode, magnitude))
+        base = modules[name]
+        layer_pool: PoolLayer | AnalogPoolLayer = pool.layer(name)
+        if isinstance(base, AnalogLinear) and pool_on_crossbar is not False:
+            layer_pool = AnalogPoolLayer.from_pool_layer(layer_pool, base.hardware, pool_seeds(int(base.rng_state[0])))
+        _set_module(model, name, LoRAFusionLinear(base, layer_pool, pool.scaling, groups[key], mode, magnitude))
     return model
 
 

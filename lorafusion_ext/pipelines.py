@@ -96,7 +96,7 @@ def load_run(folder: str | Path) -> tuple[RunRecord, nn.Module, Any]:
             raise ValueError(f"{meta}: a lorafusion run needs pool_dir")
         fcfg = FusionConfig(**record.fusion)
         attach_pool(model, LoRAPool.load(record.pool_dir), mode=fcfg.mode, magnitude=fcfg.magnitude,
-                    granularity=fcfg.granularity)
+                    granularity=fcfg.granularity, pool_on_crossbar=fcfg.pool_on_crossbar)
     else:
         raise ValueError(f"{meta}: method = {record.method!r}; expected 'hwa-lora' or 'lorafusion'")
     load_task_state(model, torch.load(folder / "task_state.pt", weights_only=True))

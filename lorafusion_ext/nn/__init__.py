@@ -1,9 +1,10 @@
 """Modules: `AnalogLinear` (drop-in for nn.Linear), LoRA, LoRA pools and LoRAFusion layers."""
 
 from lorafusion_ext.nn.analog_linear import AnalogLinear
+from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
 from lorafusion_ext.nn.fusion import LoRAFusionLinear
 from lorafusion_ext.nn.lora import AdaptedLinear, LoRALinear
 from lorafusion_ext.nn.mapping import TileLayout
 from lorafusion_ext.nn.pool import LoRAPool, PoolLayer
 
-__all__ = ["AdaptedLinear", "AnalogLinear", "LoRAFusionLinear", "LoRALinear", "LoRAPool", "PoolLayer", "TileLayout"]
+__all__ = ["AdaptedLinear", "AnalogLinear", "AnalogPoolLayer", "LoRAFusionLinear", "LoRALinear", "LoRAPool", "PoolLayer", "TileLayout"]

@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 _STATE = "programmed_state"
-_MASK62 = (1 << 62) - 1
+MASK62 = (1 << 62) - 1
 # Tag mixed into the layer seed so that the read-out stream never coincides with the forward stream.
 _READOUT_TAG = 0x5EAD07
 _COMPENSATION = GlobalDriftCompensation()
@@ -179,7 +179,8 @@ def device_model_of(hardware: HardwareConfig) -> DeviceModel:
     return get_device_model(hardware.device.name, **dict(hardware.device.options))
 
 
-def _splitmix64(x: int) -> int:
+def splitmix64(x: int) -> int:
+    """SplitMix64 of `x` (a 64-bit integer): derives independent seeds from one seed."""
     x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
@@ -189,7 +190,7 @@ def _splitmix64(x: int) -> int:
 def _readout_rng(layer: AnalogLinear, tile_index: int, counter: int) -> Tensor:
     """int64 [2] (seed, offset) of tile `tile_index`'s read-out noise at layer call `counter`."""
     seed = int(layer.rng_state[0])
-    derived = _splitmix64(_splitmix64(seed ^ _READOUT_TAG) + tile_index) & _MASK62
+    derived = splitmix64(splitmix64(seed ^ _READOUT_TAG) + tile_index) & MASK62
     return torch.tensor([derived, counter], dtype=torch.int64, device=layer.rng_state.device)
 
 

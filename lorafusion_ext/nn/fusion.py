@@ -1,11 +1,13 @@
 """`LoRAFusionLinear`: a frozen layer plus a frozen LoRA pool fused by trainable coefficients,
-with an optional DoRA-style magnitude (DESIGN.md section 6)."""
+with an optional DoRA-style magnitude (docs/numerics.md, "Pool fusion"). The pool is digital
+(`PoolLayer`, the `pool_fusion` op) or on the crossbar (`AnalogPoolLayer`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
 from lorafusion_ext.nn.lora import AdaptedLinear
 from lorafusion_ext.nn.pool import PoolLayer
 from lorafusion_ext.ops.pool import POOL_MODES, pool_fusion
@@ -19,15 +21,36 @@ def _per_token(values: Tensor, task_ids: Tensor, lead: torch.Size) -> Tensor:
     return sel.reshape(*task_ids.shape, *([1] * extra), values.shape[-1])
 
 
+def _check_task_ids(task_ids: Tensor, num_tasks: int, lead: torch.Size) -> None:
+    if task_ids.dtype != torch.int64:
+        raise ValueError(f"LoRAFusionLinear: task_ids has dtype {task_ids.dtype}; expected torch.int64")
+    if task_ids.dim() > len(lead) or tuple(task_ids.shape) != tuple(lead[: task_ids.dim()]):
+        raise ValueError(
+            f"LoRAFusionLinear: task_ids has shape {tuple(task_ids.shape)}; expected a prefix of the input's "
+            f"leading dims {tuple(lead)}"
+        )
+    if task_ids.numel() and (int(task_ids.min()) < 0 or int(task_ids.max()) >= num_tasks):
+        raise ValueError(
+            f"LoRAFusionLinear: task_ids range over [{int(task_ids.min())}, {int(task_ids.max())}]; expected "
+            f"values in [0, {num_tasks})"
+        )
+
+
 class LoRAFusionLinear(AdaptedLinear):
-    """y = base(x) + Δy, Δy = pool_fusion(x, A, B, c) (see `lorafusion_ext.ops.pool`); with a
-    magnitude m: y = m ⊙ (W0 x + Δy) / ‖W0 + ΔW‖_row + b, the norm detached from the graph
-    (DoRA). W0 is the base layer's target (digital) weight, also when the base is analog.
+    """y = base(x) + Δy; with a magnitude m: y = m ⊙ (W0 x + Δy) / ‖W0 + ΔW‖_row + b, the norm
+    detached from the graph (DoRA).
+
+    Δy is `pool_fusion(x, A, B, c)` for a digital pool (see `lorafusion_ext.ops.pool`), or the
+    two crossbar MVMs with digital mixing of an `AnalogPoolLayer` (pool on the crossbar). The
+    row norm is a digital computation on target weights: W0 is the base layer's target weight,
+    A and B the pool's target weights (before programming, drift or read noise), also when the
+    base or the pool is analog.
 
     Args:
         base: the frozen layer (nn.Linear or AnalogLinear), weight [d_out, d_in].
-        pool: the layer's pool (A [K, r, d_in], B [K, d_out, r]); frozen unless the caller
-            sets requires_grad on it.
+        pool: the layer's pool, digital (`PoolLayer`) or on the crossbar (`AnalogPoolLayer`),
+            with A [K, r, d_in] and B [K, d_out, r]; frozen unless the caller sets
+            requires_grad on it.
         scale: s = alpha / r of the pool.
         coeffs: fusion coefficients, [K] or a per-task table [T, K]; may be the same Parameter
             object in several layers (one coefficient vector per block).
@@ -43,7 +66,7 @@ class LoRAFusionLinear(AdaptedLinear):
     def __init__(
         self,
         base: nn.Linear,
-        pool: PoolLayer,
+        pool: PoolLayer | AnalogPoolLayer,
         scale: float,
         coeffs: nn.Parameter,
         mode: str = "lorahub",
@@ -121,7 +144,14 @@ class LoRAFusionLinear(AdaptedLinear):
             )
         if self.coeffs.dim() == 1 and ids is not None:
             raise ValueError("LoRAFusionLinear: task_ids given but the coefficients are one shared vector [K]")
-        delta = pool_fusion(x, self.pool.A, self.pool.B, self.coeffs, scale=self.scale, mode=self.mode, task_ids=ids)
+        if ids is not None:
+            _check_task_ids(ids, self.coeffs.shape[0], x.shape[:-1])
+        if isinstance(self.pool, AnalogPoolLayer):
+            c = self.coeffs if ids is None else _per_token(self.coeffs, ids, x.shape[:-1])
+            delta = self.pool(x, c, self.scale, self.mode)
+        else:
+            delta = pool_fusion(x, self.pool.A, self.pool.B, self.coeffs, scale=self.scale, mode=self.mode,
+                                task_ids=ids)
         y = self.base(x)
         if self.magnitude is None:
             return y + delta
@@ -133,6 +163,11 @@ class LoRAFusionLinear(AdaptedLinear):
             ratio = _per_token(ratio, ids, x.shape[:-1])
         out = ratio * (y + delta)
         return out + bias if bias is not None else out
+
+    @property
+    def pool_on_crossbar(self) -> bool:
+        """True when the pool is programmed onto crossbar tiles (an `AnalogPoolLayer`)."""
+        return isinstance(self.pool, AnalogPoolLayer)
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode}, K={self.pool.num_adapters}, r={self.pool.rank}, scale={self.scale}, "

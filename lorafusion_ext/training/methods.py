@@ -53,6 +53,8 @@ class FusionConfig:
     magnitude_lr: float = 5e-3
     head_lr: float = 1e-3
     init: str = "xavier_uniform"
+    #: where the pool lives (`attach_pool`): None = on the crossbar when the base is analog.
+    pool_on_crossbar: bool | None = None
 
 
 def analog_classifier(model_id: str, spec: TaskSpec, hardware: HardwareConfig, *, seed: int = 0,
@@ -128,7 +130,8 @@ def train_fusion(model: nn.Module, pool: LoRAPool, data: EncodedDataset, cfg: Fu
                  description: str = "fuse") -> TrainResult:
     """LoRAFusion on a new task: attach the frozen `pool` to `model` (in place) and train only
     the fusion coefficients, the magnitudes and the head."""
-    attach_pool(model, pool, mode=cfg.mode, magnitude=cfg.magnitude, granularity=cfg.granularity)
+    attach_pool(model, pool, mode=cfg.mode, magnitude=cfg.magnitude, granularity=cfg.granularity,
+                pool_on_crossbar=cfg.pool_on_crossbar)
     coeffs = fusion_coefficients(model)
     _init_coefficients(coeffs, cfg.init, torch.Generator().manual_seed(tcfg.seed))
     mags = fusion_magnitudes(model)
