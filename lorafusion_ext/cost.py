@@ -28,6 +28,8 @@ from typing import Iterable
 
 from torch import nn
 
+from lorafusion_ext.nn.analog_linear import AnalogLinear
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -122,6 +124,14 @@ def linear_layers(model: nn.Module) -> list[tuple[str, int, int]]:
     return [(name, m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
+def pool_matrices(name: str, in_features: int, out_features: int, pool_size: int, rank: int) -> list[tuple[str, int, int]]:
+    """The two crossbar matrices (name, in, out) that hold a layer's pool of `pool_size` LoRAs of
+    rank `rank` on the crossbar: A_cat [K·r, d_in] and B_cat [d_out, K·r] (the layout of
+    `lorafusion_ext.nn.AnalogPoolLayer`)."""
+    kr = pool_size * rank
+    return [(f"{name}.pool.shrink", in_features, kr), (f"{name}.pool.expand", kr, out_features)]
+
+
 def crossbar_cost(
     layers: Iterable[tuple[str, int, int]],
     *,
@@ -132,8 +142,13 @@ def crossbar_cost(
     magnitude: bool = True,
     cost_model: CostModel | None = None,
     model_name: str = "model",
+    pool_layers: Iterable[tuple[str, int, int]] | None = None,
+    fusion_params: int | None = None,
 ) -> CostReport:
     """Costs per method for analog layers `layers` (name, in, out).
+
+    Prefer `crossbar_cost_of(model)`, which takes every shape from the analog layers a model
+    really holds; this function plans a model that is not deployed yet (e.g. `lorafusion cost`).
 
     Args:
         rank: LoRA rank r.
@@ -142,6 +157,10 @@ def crossbar_cost(
         fusion_blocks: coefficient groups (transformer blocks) for LoRAFusion: K coefficients
             each (default: one group per adapted layer).
         magnitude: LoRAFusion trains a magnitude vector (out_features) per adapted layer.
+        pool_layers: the crossbar matrices (name, in, out) that hold the pool; default: the
+            `pool_matrices` of every adapted layer.
+        fusion_params: LoRAFusion's digital parameters per task; default: K per group plus
+            the magnitudes.
     """
     cm = cost_model or CostModel()
     layers = list(layers)
@@ -160,7 +179,13 @@ def crossbar_cost(
     lora_cells = sum(cm.cells(i, rank) + cm.cells(rank, o) for _, i, o in ad)
     lora_tiles = sum(cm.tiles(i, rank) + cm.tiles(rank, o) for _, i, o in ad)
     groups = fusion_blocks if fusion_blocks is not None else len(ad)
-    fusion_params = pool_size * groups + (sum(o for _, _, o in ad) if magnitude else 0)
+    if fusion_params is None:
+        fusion_params = pool_size * groups + (sum(o for _, _, o in ad) if magnitude else 0)
+    if pool_layers is None:
+        pool_layers = [m for n, i, o in ad for m in pool_matrices(n, i, o, pool_size, rank)]
+    pool_layers = list(pool_layers)
+    pool_cells = sum(cm.cells(i, o) for _, i, o in pool_layers)
+    pool_tiles = sum(cm.tiles(i, o) for _, i, o in pool_layers)
     report = CostReport(model_name, cm, layers)
 
     def add(method: str, once: int, per_task: int, tiles: int, params: int) -> None:
@@ -170,6 +195,85 @@ def crossbar_cost(
     add("full fine-tuning", base_cells, base_cells, base_tiles, base_params)
     add("LoRA on crossbar", base_cells, lora_cells, base_tiles + lora_tiles, 0)
     add("HWA-LoRA (digital LoRA)", base_cells, 0, base_tiles, lora_params)
-    add(f"LoRAFusion (pool of {pool_size} on crossbar)", base_cells + pool_size * lora_cells, 0,
-        base_tiles + pool_size * lora_tiles, fusion_params)
+    add(f"LoRAFusion (pool of {pool_size} on crossbar)", base_cells + pool_cells, 0, base_tiles + pool_tiles,
+        fusion_params)
     return report
+
+
+def _uniform_tile_geometry(layers: list[AnalogLinear]) -> tuple[int, int] | None:
+    sizes = {(lay.hardware.tiles.max_in, lay.hardware.tiles.max_out) for lay in layers}
+    if len(sizes) == 1:
+        rows, cols = next(iter(sizes))
+        if rows and cols:
+            return int(rows), int(cols)
+    return None
+
+
+def crossbar_cost_of(
+    model: nn.Module,
+    *,
+    rank: int = 8,
+    cost_model: CostModel | None = None,
+    model_name: str = "model",
+) -> CostReport:
+    """The cost table of a deployed model, counted from the analog layers it holds.
+
+    Base cells and tiles come from its `AnalogLinear` layers outside any pool; LoRAFusion's
+    from the same plus its `AnalogPoolLayer` tiles (A_cat, B_cat), so the cells equal what
+    `lf.program(model)` programs (`programmed_cells`). LoRAFusion's digital parameters per task
+    are the model's fusion coefficients and magnitudes. The adapted layers (for the LoRA rows)
+    are those wrapped by a LoRA or fusion layer, else every analog layer; their rank is the
+    pool's or the LoRA's, else `rank`. Without a pool on the crossbar, the LoRAFusion row
+    plans one with `pool_matrices`.
+
+    Tiles: by default the cost model takes the tile size the model's hardware simulates (when
+    all analog layers share one); a layer simulated as a single unbounded tile is counted on
+    the default 512×512 geometry, as no physical array is unbounded.
+
+    Raises:
+        ValueError: the model holds no AnalogLinear layer.
+    """
+    from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
+    from lorafusion_ext.nn.fusion import LoRAFusionLinear
+    from lorafusion_ext.nn.lora import LoRALinear
+
+    modules = dict(model.named_modules())
+    pools = {n: m for n, m in modules.items() if isinstance(m, AnalogPoolLayer)}
+    in_pool = tuple(n + "." for n in pools)
+    analog = {n: m for n, m in modules.items() if isinstance(m, AnalogLinear)}
+    if not analog:
+        raise ValueError("crossbar_cost_of: the model holds no AnalogLinear layer; expected a converted model "
+                         "(lf.convert_to_analog)")
+    base = {n: m for n, m in analog.items() if not n.startswith(in_pool)}
+    pool_mats = {n: m for n, m in analog.items() if n.startswith(in_pool)}
+    if cost_model is None:
+        geometry = _uniform_tile_geometry(list(analog.values()))
+        cost_model = CostModel(*geometry) if geometry else CostModel()
+    # A wrapped base layer is `<path>.base`: report it under the path the user knows.
+    layers = [(n.removesuffix(".base"), m.in_features, m.out_features) for n, m in base.items()]
+    wrappers = {n: m for n, m in modules.items() if isinstance(m, (LoRAFusionLinear, LoRALinear))}
+    adapted = [n for n in wrappers] or [n for n, _, _ in layers]
+    fusion = [m for m in wrappers.values() if isinstance(m, LoRAFusionLinear)]
+    loras = [m for m in wrappers.values() if isinstance(m, LoRALinear)]
+    pool_size = fusion[0].pool.num_adapters if fusion else 20
+    if fusion:
+        rank = fusion[0].pool.rank
+    elif loras:
+        rank = loras[0].rank
+    fusion_params = None
+    if fusion:
+        seen: dict[int, int] = {}
+        for m in fusion:
+            seen.setdefault(id(m.coeffs), m.coeffs.numel())
+            if m.magnitude is not None:
+                seen.setdefault(id(m.magnitude), m.magnitude.numel())
+        fusion_params = sum(seen.values())
+    pool_layers = [(n, m.in_features, m.out_features) for n, m in pool_mats.items()] if pools else None
+    return crossbar_cost(layers, rank=rank, pool_size=pool_size, adapted=adapted, cost_model=cost_model,
+                         model_name=model_name, pool_layers=pool_layers, fusion_params=fusion_params)
+
+
+def programmed_cells(model: nn.Module, cells_per_weight: int = 2) -> int:
+    """Crossbar cells the model's programmed analog layers hold (`cells_per_weight` per weight)."""
+    return sum(m.programmed_weight.numel() * cells_per_weight for m in model.modules()
+               if isinstance(m, AnalogLinear) and m.programmed_weight is not None)

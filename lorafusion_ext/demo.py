@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lorafusion_ext.convert import HEAD_NAMES, lora_layers
-from lorafusion_ext.cost import crossbar_cost, linear_layers
+from lorafusion_ext.cost import crossbar_cost_of
 from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, DriftSweepResult, format_time
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.pipelines import (
@@ -33,7 +32,7 @@ from lorafusion_ext.pipelines import (
     task_data,
 )
 from lorafusion_ext.training.loop import TrainConfig
-from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, fusion_coefficients, task_state
+from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, task_state
 
 
 @dataclass
@@ -128,11 +127,8 @@ def run_demo(cfg: DemoConfig, hardware: HardwareConfig) -> str:
     # 5. Trainable parameters and crossbar cost.
     lora_count = hwa_record.trainable["lora"]
     fus_count = fus_record.trainable["coefficients"] + fus_record.trainable["magnitudes"]
-    # Analog layers by their original paths (a LoRALinear keeps its base layer as `.base`).
-    layers = [(n.removesuffix(".base"), i, o) for n, i, o in linear_layers(hwa_model)
-              if n.split(".", 1)[0] not in HEAD_NAMES]
-    cost = crossbar_cost(layers, rank=lcfg.rank, pool_size=pool.num_adapters, adapted=list(lora_layers(hwa_model)),
-                         fusion_blocks=len(fusion_coefficients(fus_model)), model_name=cfg.model)
+    # Counted from the analog layers the fused model holds: its base and its pool on the crossbar.
+    cost = crossbar_cost_of(fus_model, model_name=cfg.model)
     elapsed = time.perf_counter() - t_start
 
     metric = spec.metrics[0]
