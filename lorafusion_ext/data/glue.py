@@ -12,7 +12,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -116,18 +116,96 @@ def _read_tsv(path: str, spec: TaskSpec) -> list[Example]:
     return examples
 
 
-def _load_hub(spec: TaskSpec, split: str) -> list[Example]:
+#: The two ways to GLUE data, named by every "no GLUE data" error.
+GLUE_SOURCES_HELP = (
+    "Either pass a local GLUE folder in the official layout (<dir>/<TASK>/train.tsv, dev.tsv): "
+    "`--glue-dir /path/to/glue_data`, $LORAFUSION_GLUE_DIR, or `make run GLUE_DIR=/path/to/glue_data`; "
+    "or give this machine network access so that Hugging Face `datasets` can download GLUE "
+    "(with HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset)."
+)
+
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+class GlueUnavailableError(RuntimeError):
+    """The GLUE data of a task cannot be read from the given source; the message says how to
+    provide it (`GLUE_SOURCES_HELP`)."""
+
+
+def _offline_vars() -> list[str]:
+    return [v for v in _OFFLINE_ENV if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+
+
+def _import_datasets(what: str) -> Any:
     try:
         import datasets
     except ImportError as exc:
-        raise RuntimeError(
-            f"GLUE {spec.name}: no --glue-dir given and Hugging Face `datasets` is not installed; "
-            "pip install datasets, or pass a local GLUE folder"
+        raise GlueUnavailableError(
+            f"{what}: no local GLUE folder given and Hugging Face `datasets` is not installed "
+            f"(pip install datasets). {GLUE_SOURCES_HELP}"
         ) from exc
+    return datasets
+
+
+def _hub_failure(what: str, exc: BaseException) -> GlueUnavailableError:
+    offline = _offline_vars()
+    why = (f"offline mode is on ({', '.join(v + '=1' for v in offline)}) and no cached copy exists"
+           if offline else f"{type(exc).__name__}: {exc}")
+    return GlueUnavailableError(
+        f"{what}: no local GLUE folder given, and Hugging Face `datasets` cannot get it ({why}). "
+        f"{GLUE_SOURCES_HELP}"
+    )
+
+
+def check_glue(tasks: Sequence[str], glue_dir: str | os.PathLike | None = None,
+               splits: Sequence[str] = ("train", "dev")) -> None:
+    """Fail fast when the GLUE data of `tasks` cannot be read: call it before loading a model.
+
+    With `glue_dir`, every split file must exist there. Without it, Hugging Face `datasets`
+    must be installed and able to resolve each task (online, or offline with a cached copy);
+    only the dataset's metadata is fetched here, the data itself when it is loaded.
+
+    Raises:
+        ValueError: unknown task or split.
+        GlueUnavailableError: the data cannot be read; the message names the missing files or
+            the reason, and both ways out (a local folder, or network access for `datasets`).
+    """
+    specs = [task_spec(t) for t in tasks]
+    bad = [s for s in splits if s not in ("train", "dev")]
+    if bad:
+        raise ValueError(f"check_glue: splits {bad}; expected 'train' and/or 'dev'")
+    if glue_dir is not None:
+        root = os.fspath(glue_dir)
+        if not os.path.isdir(root):
+            raise GlueUnavailableError(f"GLUE folder {root} does not exist. {GLUE_SOURCES_HELP}")
+        missing = [
+            os.path.join(root, spec.folder, "train.tsv" if split == "train" else spec.dev_file)
+            for spec in specs for split in splits
+        ]
+        missing = [p for p in missing if not os.path.isfile(p)]
+        if missing:
+            raise GlueUnavailableError(
+                f"GLUE folder {root} lacks {', '.join(missing)} (official layout: <dir>/<TASK>/train.tsv, "
+                f"dev.tsv). {GLUE_SOURCES_HELP}"
+            )
+        return
+    datasets = _import_datasets(f"GLUE {', '.join(s.name for s in specs)}")
+    for spec in specs:
+        try:
+            datasets.load_dataset_builder("glue", spec.name)
+        except Exception as exc:  # datasets raises connection, lookup and file errors alike
+            raise _hub_failure(f"GLUE {spec.name}", exc) from exc
+
+
+def _load_hub(spec: TaskSpec, split: str) -> list[Example]:
+    datasets = _import_datasets(f"GLUE {spec.name}")
     hf_split = "train" if split == "train" else _HF_DEV.get(spec.name, "validation")
     hf_cols = {"mrpc": ("sentence1", "sentence2"), "qqp": ("question1", "question2"),
                "cola": ("sentence",), "sst2": ("sentence",)}.get(spec.name, spec.text_columns)
-    ds = datasets.load_dataset("glue", spec.name, split=hf_split)
+    try:
+        ds = datasets.load_dataset("glue", spec.name, split=hf_split)
+    except Exception as exc:  # datasets raises connection, lookup and file errors alike
+        raise _hub_failure(f"GLUE {spec.name}", exc) from exc
     return [
         Example(tuple(str(r[c]) for c in hf_cols), float(r["label"]) if spec.is_regression else int(r["label"]))
         for r in ds
