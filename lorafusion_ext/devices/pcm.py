@@ -82,7 +82,9 @@ class PCMLikeModel:
             AIHWKIT: 25 µS for the default coefficients, ``g_max`` for user coefficients.
         t_0: s, the first-read time of the drift fit; ``t_seconds`` counts from programming's end.
         t_read: s, parameter of the 1/f fit; ``0 < t_read <= t_0`` (so ``σ_rd`` is real at ``t=0``).
-        prog_noise_scale, read_noise_scale, drift_scale: ``>= 0`` multipliers (0 switches off).
+        prog_noise_scale: ``>= 0`` multiplier of the programming noise (0 switches it off).
+        read_noise_scale: ``>= 0`` multiplier of the read noise (0 switches it off).
+        drift_scale: ``>= 0`` multiplier of the drift exponents (0 switches drift off).
 
     All-zero matrix: as in AIHWKIT, ``max|W|`` is clamped to 1e-7, so the targets are all 0 µS and the
     programming noise of the zero-conductance devices (σ = c0 µS) gives programmed weights of order

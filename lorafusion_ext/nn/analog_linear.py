@@ -35,9 +35,14 @@ class AnalogLinear(nn.Linear):
     `generator=` at construction, or `manual_seed()`.
 
     Args:
-        in_features, out_features, bias, device, dtype: as nn.Linear.
+        in_features: size of each input sample (as nn.Linear).
+        out_features: size of each output sample (as nn.Linear).
+        bias: learn an additive digital bias (as nn.Linear).
         hardware: the crossbar configuration (default: `HardwareConfig.preset("pcm_paper")`).
+        device: as nn.Linear.
+        dtype: float32 or float64.
         seed: RNG seed of the layer's noise; default drawn from `generator` (or torch's RNG).
+        generator: draws the default seed.
     """
 
     def __init__(
