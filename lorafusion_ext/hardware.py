@@ -83,6 +83,7 @@ class ADC:
 
     @property
     def resolution(self) -> float:
+        """Step as a fraction of the full range 2·bound (0: no quantisation)."""
         return _bits_to_res(self.bits)
 
 
@@ -266,6 +267,7 @@ class HardwareConfig:
     # ------------------------------------------------------------------ derived
     @property
     def is_ideal(self) -> bool:
+        """True when nothing is quantised or noisy (no DAC/ADC bits, no output noise, no modifier)."""
         return (
             self.dac.bits is None
             and self.adc.bits is None
@@ -315,6 +317,7 @@ class HardwareConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "HardwareConfig":
+        """Inverse of `to_dict` (validated; an unknown field raises ValueError naming it)."""
         parts = {
             "dac": DAC,
             "adc": ADC,

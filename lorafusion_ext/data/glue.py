@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import os
 import random
+import socket
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -157,6 +159,24 @@ def _hub_failure(what: str, exc: BaseException) -> GlueUnavailableError:
     )
 
 
+def _hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None: a TCP connection to its host, so that
+    a machine without network fails in seconds instead of after the hub client's retries.
+    Behind a proxy (HTTPS_PROXY...) the direct connection proves nothing, so no probe is made."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urllib.parse.urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"no connection to {host}:{port}: {exc}"
+    return None
+
+
 def check_glue(tasks: Sequence[str], glue_dir: str | os.PathLike | None = None,
                splits: Sequence[str] = ("train", "dev")) -> None:
     """Fail fast when the GLUE data of `tasks` cannot be read: call it before loading a model.
@@ -179,17 +199,25 @@ def check_glue(tasks: Sequence[str], glue_dir: str | os.PathLike | None = None,
         if not os.path.isdir(root):
             raise GlueUnavailableError(f"GLUE folder {root} does not exist. {GLUE_SOURCES_HELP}")
         missing = [
-            os.path.join(root, spec.folder, "train.tsv" if split == "train" else spec.dev_file)
+            f"GLUE {spec.folder} {split} split not found: expected {path}"
             for spec in specs for split in splits
+            for path in [os.path.join(root, spec.folder, "train.tsv" if split == "train" else spec.dev_file)]
+            if not os.path.isfile(path)
         ]
-        missing = [p for p in missing if not os.path.isfile(p)]
         if missing:
             raise GlueUnavailableError(
-                f"GLUE folder {root} lacks {', '.join(missing)} (official layout: <dir>/<TASK>/train.tsv, "
-                f"dev.tsv). {GLUE_SOURCES_HELP}"
+                f"{'; '.join(missing)} (official layout: <dir>/<TASK>/train.tsv, dev.tsv; a partial copy may "
+                f"lack some splits). {GLUE_SOURCES_HELP}"
             )
         return
     datasets = _import_datasets(f"GLUE {', '.join(s.name for s in specs)}")
+    unreachable = None if _offline_vars() else _hub_unreachable()
+    if unreachable:
+        raise GlueUnavailableError(
+            f"GLUE {', '.join(s.name for s in specs)}: no local GLUE folder given, and Hugging Face "
+            f"`datasets` cannot reach the hub ({unreachable}; with GLUE already in the `datasets` cache, "
+            f"set HF_DATASETS_OFFLINE=1). {GLUE_SOURCES_HELP}"
+        )
     for spec in specs:
         try:
             datasets.load_dataset_builder("glue", spec.name)

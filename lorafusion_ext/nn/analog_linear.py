@@ -153,6 +153,8 @@ class AnalogLinear(nn.Linear):
         return w_norm, scales
 
     def forward(self, x: Tensor) -> Tensor:
+        """y [..., out_features] for x [..., in_features] (same dtype as the layer): the crossbar
+        MVM of the programmed weights when programmed, else of the current target weights."""
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"AnalogLinear: input has shape {tuple(x.shape)}; expected [..., {self.in_features}]"

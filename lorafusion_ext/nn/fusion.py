@@ -136,6 +136,8 @@ class LoRAFusionLinear(AdaptedLinear):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
+        """base(x) + Δy (with a magnitude: m ⊙ (W0 x + Δy) / ‖W0 + ΔW‖_row + b) for x [..., d_in];
+        returns [..., d_out]. With a coefficient table, `task_ids` must be set."""
         ids = self.task_ids
         if self.coeffs.dim() == 2 and ids is None:
             raise ValueError(

@@ -27,10 +27,12 @@ class AdaptedLinear(nn.Module):
 
     @property
     def in_features(self) -> int:
+        """d_in of the base layer."""
         return self.base.in_features
 
     @property
     def out_features(self) -> int:
+        """d_out of the base layer."""
         return self.base.out_features
 
     @property
@@ -40,6 +42,7 @@ class AdaptedLinear(nn.Module):
 
     @property
     def bias(self) -> Tensor | None:
+        """The base layer's bias [out_features], or None."""
         return self.base.bias
 
 
@@ -87,6 +90,7 @@ class LoRALinear(AdaptedLinear):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def forward(self, x: Tensor) -> Tensor:
+        """base(x) + s · B A dropout(x) for x [..., d_in]; returns [..., d_out]."""
         y = self.base(x)
         h = self.dropout(x) @ self.lora_A.t()
         return y + (h @ self.lora_B.t()) * self.scaling

@@ -21,6 +21,7 @@ class TileLayout:
 
     @classmethod
     def of(cls, in_features: int, out_features: int, hw: HardwareConfig) -> "TileLayout":
+        """The layout of an [out_features, in_features] matrix under `hw.tiles`."""
         return cls(
             tuple(split_sizes(in_features, hw.tiles.max_in)),
             tuple(split_sizes(out_features, hw.tiles.max_out)),
@@ -28,10 +29,12 @@ class TileLayout:
 
     @property
     def n_in(self) -> int:
+        """Number of input tiles (splits of in_features)."""
         return len(self.in_sizes)
 
     @property
     def n_out(self) -> int:
+        """Number of output tiles (splits of out_features)."""
         return len(self.out_sizes)
 
     def column_tiles(self, device: torch.device | None = None) -> Tensor:

@@ -30,18 +30,22 @@ class PoolLayer(nn.Module):
 
     @property
     def num_adapters(self) -> int:
+        """K, the number of adapters."""
         return self.A.shape[0]
 
     @property
     def rank(self) -> int:
+        """r, the rank of every adapter."""
         return self.A.shape[1]
 
     @property
     def in_features(self) -> int:
+        """d_in of the pooled layer."""
         return self.A.shape[2]
 
     @property
     def out_features(self) -> int:
+        """d_out of the pooled layer."""
         return self.B.shape[1]
 
 
@@ -133,10 +137,12 @@ class LoRAPool(nn.Module):
 
     @property
     def num_adapters(self) -> int:
+        """K, the number of adapters (source tasks)."""
         return len(self.adapter_names)
 
     @property
     def rank(self) -> int:
+        """r, shared by every adapter and layer."""
         return self.layer(self._names[0]).rank
 
     @property
