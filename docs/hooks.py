@@ -5,7 +5,7 @@ compatibility table. Listing them by hand in mkdocs.yml would make every new res
 edit of the nav (and a broken build in strict mode until the page exists), so the nav names
 only the pages that always exist and this hook adds the others: results pages under
 "Results" after its index (known pages first, in the order below, then the rest by name), and
-the AIHWKIT page after "Numerics".
+the AIHWKIT page before "Extending".
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def on_config(config: Any, **_: Any) -> Any:
         results.extend(p for p in _results_pages(docs_dir) if p not in listed)
     if (docs_dir / "aihwkit.md").is_file() and "aihwkit.md" not in listed:
         titles = [next(iter(i)) if isinstance(i, dict) else None for i in nav]
-        at = titles.index("Numerics") + 1 if "Numerics" in titles else len(nav)
+        at = titles.index("Extending") if "Extending" in titles else len(nav)
         nav.insert(at, {"AIHWKIT compatibility": "aihwkit.md"})
     return config
 

@@ -141,12 +141,13 @@ def test_results_pages_join_the_nav(tmp_path):
     for name in ("index.md", "zeta.md", "hwa_lora.md", "lorafusion.md"):
         (tmp_path / "results" / name).write_text("# x\n")
     (tmp_path / "aihwkit.md").write_text("# x\n")
-    nav = [{"Home": "index.md"}, {"Numerics": "numerics.md"}, {"Results": ["results/index.md"]}]
+    nav = [{"Home": "index.md"}, {"Numerics": "numerics.md"}, {"Extending": "extending.md"},
+           {"Results": ["results/index.md"]}]
     hooks.on_config({"nav": nav, "docs_dir": str(tmp_path)})
     assert nav[2] == {"AIHWKIT compatibility": "aihwkit.md"}
-    assert nav[3]["Results"] == ["results/index.md", "results/lorafusion.md", "results/hwa_lora.md", "results/zeta.md"]
+    assert nav[4]["Results"] == ["results/index.md", "results/lorafusion.md", "results/hwa_lora.md", "results/zeta.md"]
     hooks.on_config({"nav": nav, "docs_dir": str(tmp_path)})  # idempotent: listed pages stay once
-    assert nav[3]["Results"].count("results/lorafusion.md") == 1 and len(nav) == 4
+    assert nav[4]["Results"].count("results/lorafusion.md") == 1 and len(nav) == 5
 
 
 def test_docs_build_strict(tmp_path):

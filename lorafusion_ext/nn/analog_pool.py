@@ -113,14 +113,17 @@ class AnalogPoolLayer(nn.Module):
 
     @property
     def hardware(self) -> HardwareConfig:
+        """The crossbar configuration of both pool layers (the base layer's)."""
         return self.shrink.hardware
 
     @property
     def in_features(self) -> int:
+        """d_in of the pooled layer."""
         return self.shrink.in_features
 
     @property
     def out_features(self) -> int:
+        """d_out of the pooled layer."""
         return self.expand.out_features
 
     @property
