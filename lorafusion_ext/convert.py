@@ -1,5 +1,5 @@
 """Model surgery: analog conversion, LoRA / LoRA-pool attachment, trainable-parameter views
-(DESIGN.md section 7). Works on any module tree; layers are chosen by name pattern.
+(docs/usage.md). Works on any module tree; layers are chosen by name pattern.
 
 Target patterns match the end of a module path on component boundaries: "q" matches
 "encoder.block.0.layer.0.SelfAttention.q" but not "...q_proj"; a pattern may be a regex

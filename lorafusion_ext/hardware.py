@@ -1,4 +1,4 @@
-"""Hardware configuration of an analog crossbar layer (DESIGN.md section 4).
+"""Hardware configuration of an analog crossbar layer (docs/numerics.md).
 
 `HardwareConfig` is a validated, immutable dataclass made of parts: the DAC, the ADC, the
 output noise, noise and bound management, the weight mapping, the tile size, the training
@@ -125,7 +125,7 @@ class NoiseManagement:
 class Mapping_:
     """How weights become conductances.
 
-    `weight_scaling`: "row" maps each output row so that max|W_row| = omega (DESIGN.md: ms_o),
+    `weight_scaling`: "row" maps each output row so that max|W_row| = omega (ms_o in docs/numerics.md),
     "layer" one scale per tile, "none" programs the weights as they are. `clip_sigma` (> 0)
     clips the weights at clip_sigma·std once at conversion and `remap` re-normalises rows,
     iterated to the fixed point (the paper's optimizer did it after every step).

@@ -1,7 +1,7 @@
 """Plain-PyTorch versions of the ops: the readable specification and the tests' oracle.
 
 Written for clarity, not speed: loops over tiles and passes are explicit. Every fp operation
-is in the order of DESIGN.md section 4, so the deterministic path equals the compiled op
+is in the order of docs/numerics.md (the crossbar MVM), so the deterministic path equals the compiled op
 bit for bit on the CPU.
 """
 

@@ -1,4 +1,4 @@
-"""Plain-PyTorch pooled LoRA fusion (DESIGN.md section 6): the readable specification of
+"""Plain-PyTorch pooled LoRA fusion (docs/numerics.md): the readable specification of
 `torch.ops.lorafusion.pool_fusion` and the tests' oracle.
 
 Written for clarity, not speed: it loops over the K adapters and forms each ΔW_k = B_k A_k.

@@ -164,6 +164,7 @@ def test_docs_build_strict(tmp_path):
     html = "\n".join(p.read_text(errors="replace") for p in (site / "api").rglob("*.html"))
     missing = [n for n in lorafusion_ext.__all__ if f'id="lorafusion_ext.{n}"' not in html]
     assert not missing, f"public names without an anchor in the built reference: {missing}"
+    assert "DESIGN.md" not in html, "the reference points readers to DESIGN.md, which is not part of the project"
     # No page may point outside the repository's own documentation for the architecture.
     pages = "\n".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
     assert "../shared" not in pages.replace("../shared/data/glue", "")

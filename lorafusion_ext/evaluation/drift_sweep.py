@@ -1,5 +1,5 @@
 """Drift sweeps: evaluate a programmed analog model at several times after programming, over
-several trials (DESIGN.md section 5, evaluation protocol).
+several trials (docs/numerics.md, programming and drift).
 
 ``drift_sweep(model, evaluate)`` programs the model's analog layers, drifts them to each time of
 ``times`` and calls ``evaluate(model)`` there, ``trials`` times; the result holds every value and

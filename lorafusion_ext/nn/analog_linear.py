@@ -22,7 +22,7 @@ def _draw_seed(generator: torch.Generator | None) -> int:
 
 
 class AnalogLinear(nn.Linear):
-    """y = crossbar(x) W^T + b, with the non-idealities of `hardware` (DESIGN.md section 4).
+    """y = crossbar(x) W^T + b, with the non-idealities of `hardware` (docs/numerics.md).
 
     `weight` [out_features, in_features] holds the *target* weights, in the units of
     nn.Linear, and stays the source of truth; they are mapped onto tiles (per-row scales,

@@ -1,4 +1,4 @@
-"""Programming and drifting analog layers (DESIGN.md section 5).
+"""Programming and drifting analog layers (docs/numerics.md, programming and drift).
 
 `program`, `drift` and `unprogram` work on one :class:`AnalogLinear` or on any ``nn.Module`` that
 contains analog layers at any depth (a Hugging Face model, a peft-wrapped model...).

@@ -1,5 +1,5 @@
 """Weight-to-tile mapping: the tile layout of a layer, per-tile mapping scales and the
-normalised weights that go onto the crossbar (DESIGN.md section 4)."""
+normalised weights that go onto the crossbar (docs/numerics.md, weight mapping)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`crossbar_mvm`: the analog tile MVM (DESIGN.md section 4) as a torch op.
+"""`crossbar_mvm`: the analog tile MVM (docs/numerics.md, the crossbar MVM) as a torch op.
 
 The compiled kernel takes a 2-D `x`; this wrapper flattens leading dimensions, builds the
 keyword arguments from a `HardwareConfig`, and registers the fake kernel (shapes for

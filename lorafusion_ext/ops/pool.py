@@ -1,4 +1,4 @@
-"""`pool_fusion`: the pooled LoRA fusion (DESIGN.md section 6) as a torch op.
+"""`pool_fusion`: the pooled LoRA fusion (docs/numerics.md, pooled LoRA fusion) as a torch op.
 
 The compiled kernel takes a 2-D `x`; this wrapper flattens leading dimensions, broadcasts
 per-sample task ids over the tokens of each sample, and registers the fake kernel (shapes for

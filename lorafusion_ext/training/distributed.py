@@ -1,4 +1,4 @@
-"""Data-parallel training with `torch.distributed`, launched by `torchrun` (DESIGN.md section 8).
+"""Data-parallel training with `torch.distributed`, launched by `torchrun` (docs/usage.md).
 
 `torchrun --nproc_per_node N -m lorafusion_ext.cli hwa-lora ...` starts N processes; each
 joins the process group from the environment torchrun sets (`init_from_env`), trains the same

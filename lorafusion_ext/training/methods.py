@@ -1,4 +1,4 @@
-"""HWA-LoRA, LoRA-pool and LoRAFusion training on GLUE tasks (DESIGN.md section 8).
+"""HWA-LoRA, LoRA-pool and LoRAFusion training on GLUE tasks (docs/usage.md).
 
 Every recipe value is a dataclass field with the published default, so each can be
 overridden from Python or the CLI.
