@@ -364,8 +364,14 @@ class TestBadInput:
         return _call(x, self.wn if wn is None else wn, self.ms if ms is None else ms, hw, **kw)
 
     def test_half_and_integer_dtypes(self):
-        with pytest.raises(RuntimeError, match="x has dtype Half; expected float32 or float64"):
-            self.call(x=torch.randn(4, 12).half(), wn=self.wn.half(), ms=self.ms.half())
+        # The compiled op takes float32 / float64 only; the wrapper computes half types in float32.
+        scales = self.ms[None, None].half()
+        with pytest.raises(RuntimeError, match="x has dtype Half; expected float32 or float64 .*lorafusion_ext.ops"):
+            torch.ops.lorafusion.crossbar_mvm(torch.randn(4, 12).half(), self.wn.half(), scales, None,
+                                              torch.tensor([1, 0]), **PAPER.op_kwargs(), training=False,
+                                              need_aux=False)
+        with pytest.raises(ValueError, match="weight has dtype torch.float64 but x has dtype torch.float16"):
+            self.call(x=torch.randn(4, 12).half(), wn=self.wn.double(), ms=self.ms.half())
         with pytest.raises(RuntimeError, match="x has dtype Long"):
             self.call(x=torch.ones(4, 12, dtype=torch.long))
 
