@@ -182,3 +182,21 @@ def test_half_dtype_errors_name_the_argument():
         layer(x.half())
     with pytest.raises(ValueError, match="input has dtype torch.float16 but the base weight has dtype torch.bfloat16"):
         lf.nn.LoRALinear(layer, rank=2, alpha=2)(x.half())
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_lora_fusion_linear_half_with_the_pool_on_the_crossbar(dtype):
+    half, _ = _pair(dtype)
+    g = torch.Generator().manual_seed(6)
+    A = (torch.randn(3, 4, 40, generator=g) * 0.2).to(dtype)
+    B = (torch.randn(3, 24, 4, generator=g) * 0.2).to(dtype)
+    pool = lf.nn.AnalogPoolLayer(A, B, PAPER, (1, 2))
+    fh = lf.nn.LoRAFusionLinear(half, pool, 2.0, nn.Parameter(torch.randn(3, generator=g).to(dtype)))
+    ff = copy.deepcopy(fh).float()
+    fh.eval(), ff.eval()
+    x = torch.randn(4, 40).to(dtype)
+    y, yf = fh(x), ff(x.float())
+    assert y.dtype == dtype and torch.equal(y, _rounded(yf, dtype))
+    gy = torch.randn(4, 24)
+    (gh,), (gf,) = _grads(y, [fh.coeffs], gy), _grads(yf, [ff.coeffs], gy.to(dtype).float())
+    assert gh.dtype == dtype and torch.equal(gh, _rounded(gf, dtype))
