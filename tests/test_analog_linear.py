@@ -118,8 +118,8 @@ def test_module_bad_input_errors():
         lf.nn.AnalogLinear(0, 3)
     with pytest.raises(ValueError, match="hardware is a str; expected a HardwareConfig"):
         lf.nn.AnalogLinear(3, 3, hardware="pcm_paper")
-    with pytest.raises(ValueError, match="dtype torch.float16 is not supported"):
-        lf.nn.AnalogLinear(3, 3, dtype=torch.float16)
+    with pytest.raises(ValueError, match="dtype torch.int32 is not supported; expected float32, float64, bfloat16"):
+        lf.nn.AnalogLinear(3, 3, dtype=torch.int32)
     layer = lf.nn.AnalogLinear(3, 2, seed=0)
     with pytest.raises(ValueError, match=r"expected \[..., 3\]"):
         layer(torch.randn(2, 4))

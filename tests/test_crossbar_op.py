@@ -192,6 +192,14 @@ def test_modifier_noise_is_shared_by_the_batch_and_redrawn_per_call():
     assert 0.01 < rel < 0.5
 
 
+def _clamp_ste(v, bound):
+    """Clamp to [-bound, bound] with the documented STE gradient (docs/numerics.md): 1 where
+    -bound <= v <= bound (the bound included), 0 beyond it. Written out rather than taken from
+    torch.clamp, whose gradient at exactly the bound changed between torch versions."""
+    inside = (v.detach() >= -bound) & (v.detach() <= bound)
+    return torch.where(inside, v, v.detach().clamp(-bound, bound))
+
+
 def _ste_reference(x, wn, ms, hw):
     """Autograd through DESIGN.md's straight-through estimator, in plain torch."""
     a = x.detach().abs().amax(1, keepdim=True)
@@ -201,11 +209,11 @@ def _ste_reference(x, wn, ms, hw):
     v = x * s
     step = 2 * hw.dac.bound * hw.dac.resolution
     q = v + (torch.round(v / step) * step - v).detach()
-    q = torch.clamp(q, -hw.dac.bound, hw.dac.bound)
+    q = _clamp_ste(q, hw.dac.bound)
     y = q @ wn.T
     ostep = 2 * hw.adc.bound * hw.adc.resolution
     y = y + (torch.round(y / ostep) * ostep - y).detach()
-    y = torch.clamp(y, -hw.adc.bound, hw.adc.bound)
+    y = _clamp_ste(y, hw.adc.bound)
     return y / s * ms
 
 
@@ -229,6 +237,44 @@ def test_backward_is_the_straight_through_estimator(nm):
     assert (y.detach().abs() >= 3.0 * ms * 0.999).any(), "the test should exercise the ADC clamp"
     if nm == "none":
         assert (x.detach().abs() > 1).any() and (gx[x.detach().abs() > 1.01] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ste_gradient_at_exactly_the_bound(dtype):
+    """DAC and ADC clamps pass the gradient at exactly +-bound and block it beyond (AIHWKIT 1.1's
+    torch tile under the torch it was released with: clamp's gradient is 1 on the closed range).
+    Inputs and outputs are built to sit exactly on the bounds, so the expected gradients are
+    written down, not taken from any torch version's clamp."""
+    hw = PAPER.replace(dac=DAC(None, 1.0), adc=ADC(None, 2.0), out_noise=0.0, modifier=Modifier("none"),
+                       noise_management=NoiseManagement("none"), bound_management=BoundManagement("none"))
+    above = 1.0 + 2.0 ** -10  # exactly representable in both dtypes
+    # Column k of x: at +1 / -1 (the DAC bound, gradient passes), beyond it (blocked), inside.
+    x = torch.tensor([[1.0, -1.0, above, 0.5],
+                      [-1.0, 1.0, -above, -1.0],
+                      [1.0, 1.0, 0.25, 0.0]], dtype=dtype, requires_grad=True)
+    # Outputs (DAC-clamped x times W^T): row 0: [2, 0.5, 2.125]; row 1: [-2, -0.5, -2.25];
+    # row 2: [0, 0.5, 1.25]. +-2 is the ADC bound (gradient passes), +-2.125 and beyond clamp.
+    w = torch.tensor([[1.0, -1.0, 0.0, 0.0],
+                      [0.5, 0.0, 0.0, 0.0],
+                      [1.0, 0.0, 1.0, 0.25]], dtype=dtype, requires_grad=True)
+    ms = torch.ones(3, dtype=dtype)
+    xq = x.detach().clamp(-1.0, 1.0)
+    y_exact = xq @ w.detach().T
+    assert y_exact[0, 0] == 2.0 and y_exact[1, 0] == -2.0 and y_exact[0, 2] > 2.0 and y_exact[1, 2] < -2.0
+    y = _call(x, w, ms, hw)
+    torch.testing.assert_close(y, y_exact.clamp(-2.0, 2.0), rtol=0, atol=0)
+    g = torch.arange(1.0, 10.0, dtype=dtype).reshape(3, 3)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    adc_pass = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1]], dtype=dtype)
+    dac_pass = torch.tensor([[1, 1, 0, 1], [1, 1, 0, 1], [1, 1, 1, 1]], dtype=dtype)
+    ga = g * adc_pass
+    torch.testing.assert_close(gx, (ga @ w.detach()) * dac_pass, rtol=0, atol=0)
+    torch.testing.assert_close(gw, ga.T @ xq, rtol=0, atol=0)
+    assert (gx[:2, :2] != 0).all(), "the gradient at exactly the DAC bound passes"
+    assert gx[0, 2] == 0 and gx[1, 2] == 0, "the gradient beyond the DAC bound is blocked"
+    # dL/dW[0, 0] = g[0, 0] x[0, 0] + g[1, 0] x[1, 0] + g[2, 0] x[2, 0]: both outputs at the
+    # ADC bound contribute.
+    assert gw[0, 0] == g[0, 0] * 1.0 + g[1, 0] * -1.0 + g[2, 0] * 1.0
 
 
 def test_philox_vector_path_equals_the_scalar_header():
@@ -318,8 +364,14 @@ class TestBadInput:
         return _call(x, self.wn if wn is None else wn, self.ms if ms is None else ms, hw, **kw)
 
     def test_half_and_integer_dtypes(self):
-        with pytest.raises(RuntimeError, match="x has dtype Half; expected float32 or float64"):
-            self.call(x=torch.randn(4, 12).half(), wn=self.wn.half(), ms=self.ms.half())
+        # The compiled op takes float32 / float64 only; the wrapper computes half types in float32.
+        scales = self.ms[None, None].half()
+        with pytest.raises(RuntimeError, match="x has dtype Half; expected float32 or float64 .*lorafusion_ext.ops"):
+            torch.ops.lorafusion.crossbar_mvm(torch.randn(4, 12).half(), self.wn.half(), scales, None,
+                                              torch.tensor([1, 0]), **PAPER.op_kwargs(), training=False,
+                                              need_aux=False)
+        with pytest.raises(ValueError, match="weight has dtype torch.float64 but x has dtype torch.float16"):
+            self.call(x=torch.randn(4, 12).half(), wn=self.wn.double(), ms=self.ms.half())
         with pytest.raises(RuntimeError, match="x has dtype Long"):
             self.call(x=torch.ones(4, 12, dtype=torch.long))
 

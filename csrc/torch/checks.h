@@ -10,7 +10,8 @@ namespace lorafusion::checks {
 inline void floating(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
               " has dtype ", t.scalar_type(),
-              "; expected float32 or float64 (half types are not supported: cast to float32)");
+              "; expected float32 or float64 (for bfloat16 / float16 call lorafusion_ext.ops, "
+              "which computes them in float32)");
 }
 
 inline void same_dtype(const at::Tensor& t, const at::Tensor& ref, const char* op,

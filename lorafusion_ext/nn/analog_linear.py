@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
+from lorafusion_ext.ops import precision
 from lorafusion_ext.ops.crossbar import crossbar_mvm
 
 _SEED_BOUND = 2**62
@@ -33,6 +34,12 @@ class AnalogLinear(nn.Linear):
     Noise is drawn from a counter-based RNG whose state is the buffer `rng_state` =
     (seed, calls): the same seed gives the same noise sequence. Seed it with `seed=` or
     `generator=` at construction, or `manual_seed()`.
+
+    Half precision: a bfloat16 / float16 layer maps its weights and computes the whole layer
+    (crossbar, periphery, output scaling, bias) in float32, and rounds the output once to the
+    input's dtype (`lorafusion_ext.ops.precision`). It takes inputs of its own dtype, or float32
+    (then the output stays float32: how the adapter layers keep their sum in float32). The
+    mapped tile weights it caches, and what `program()` stores, are float32.
 
     Args:
         in_features: size of each input sample (as nn.Linear).
@@ -63,11 +70,12 @@ class AnalogLinear(nn.Linear):
             hardware = HardwareConfig.preset("pcm_paper")
         if not isinstance(hardware, HardwareConfig):
             raise ValueError(f"AnalogLinear: hardware is a {type(hardware).__name__}; expected a HardwareConfig")
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        if self.weight.dtype not in (torch.float32, torch.float64):
+        resolved = torch.get_default_dtype() if dtype is None else dtype
+        if resolved not in precision.FLOAT_DTYPES:
             raise ValueError(
-                f"AnalogLinear: dtype {self.weight.dtype} is not supported; expected float32 or float64"
+                f"AnalogLinear: dtype {resolved} is not supported; expected float32, float64, bfloat16 or float16"
             )
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.hardware = hardware
         self.layout = TileLayout.of(in_features, out_features, hardware)
         if seed is None:
@@ -114,7 +122,9 @@ class AnalogLinear(nn.Linear):
             generator=generator,
         )
         with torch.no_grad():
-            layer.weight.copy_(clip_and_remap(linear.weight.detach(), layer.layout, layer.hardware))
+            # Conditioned in the compute dtype; a half layer stores the result rounded once.
+            w = precision.upcast(linear.weight.detach())
+            layer.weight.copy_(clip_and_remap(w, layer.layout, layer.hardware))
             if linear.bias is not None:
                 layer.bias.copy_(linear.bias.detach())
         layer.weight.requires_grad_(linear.weight.requires_grad)
@@ -136,9 +146,14 @@ class AnalogLinear(nn.Linear):
             self.rng_state[1] += 1
         return rng
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the layer computes in: float32 for a bfloat16 / float16 layer, else its own."""
+        return precision.compute_dtype(self.weight.dtype)
+
     def tile_weights(self) -> tuple[Tensor, Tensor]:
         """(normalised tile weights [out, in], mapping scales [n_in_tiles, out]) of the
-        current target weights (differentiable in `weight`)."""
+        current target weights, in `compute_dtype` (differentiable in `weight`)."""
         frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
         if frozen and not torch.compiler.is_compiling():
             # Frozen weights (HWA-LoRA, evaluation): map once per weight version, not per call.
@@ -146,8 +161,9 @@ class AnalogLinear(nn.Linear):
             cached = self.__dict__.get("_tile_cache")
             if cached is not None and cached[0] == key:
                 return cached[1], cached[2]
-        scales = mapping_scales(self.weight, self.layout, self.hardware)
-        w_norm = normalise(self.weight, scales, self.layout).contiguous()
+        weight = precision.upcast(self.weight)
+        scales = mapping_scales(weight, self.layout, self.hardware)
+        w_norm = normalise(weight, scales, self.layout).contiguous()
         if frozen and not torch.compiler.is_compiling():
             self.__dict__["_tile_cache"] = (key, w_norm.detach(), scales.detach())
         return w_norm, scales
@@ -159,18 +175,22 @@ class AnalogLinear(nn.Linear):
             raise ValueError(
                 f"AnalogLinear: input has shape {tuple(x.shape)}; expected [..., {self.in_features}]"
             )
-        if x.dtype != self.weight.dtype:
+        cdt = self.compute_dtype
+        if x.dtype not in (self.weight.dtype, cdt):
+            allowed = self.weight.dtype if cdt == self.weight.dtype else f"{self.weight.dtype} or {cdt}"
             raise ValueError(
-                f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}"
+                f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}; expected {allowed}"
             )
+        out_dtype = x.dtype
+        x = x.to(cdt)
         if self.programmed_weight is not None:
             # The crossbar holds what was programmed; editing `weight` needs a new program().
-            w_norm, scales = self.programmed_weight, self.programmed_scales
+            w_norm, scales = precision.upcast(self.programmed_weight), precision.upcast(self.programmed_scales)
         else:
             w_norm, scales = self.tile_weights()
         rows = [scales]
         if not self.training and self.drift_alpha is not None:
-            rows.append(self.drift_alpha[:, self.layout.row_tiles(x.device)])
+            rows.append(precision.upcast(self.drift_alpha)[:, self.layout.row_tiles(x.device)])
         if self.hardware.mapping.weight_scaling == "none" and len(rows) == 1:
             rows = []
         if not rows:
@@ -179,7 +199,7 @@ class AnalogLinear(nn.Linear):
             out_scales = rows[0].unsqueeze(0)
         else:
             out_scales = torch.stack(rows)
-        bias = self.bias if self.out_scaling is None else None
+        bias = precision.upcast(self.bias) if self.out_scaling is None else None
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
@@ -189,10 +209,10 @@ class AnalogLinear(nn.Linear):
             self.hardware, training=self.training,
         )
         if self.out_scaling is not None:
-            y = y * self.out_scaling
+            y = y * precision.upcast(self.out_scaling)
             if self.bias is not None:
-                y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+                y = y + precision.upcast(self.bias)
+        return y.reshape(*lead, self.out_features).to(out_dtype)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:

@@ -357,9 +357,10 @@ def unprogram_layer(layer: AnalogLinear) -> AnalogLinear:
 
 def _assemble(layer: AnalogLinear, tiles: dict[tuple[int, int], Tensor], like: Tensor) -> Tensor:
     """[out, in] matrix from the per-tile [nt, kt] matrices."""
+    dtype = layer.compute_dtype  # float32 for a half layer: programmed conductances are not rounded
     if len(tiles) == 1:
-        return next(iter(tiles.values())).to(dtype=like.dtype).contiguous()
-    out = torch.empty((layer.out_features, layer.in_features), dtype=like.dtype, device=like.device)
+        return next(iter(tiles.values())).to(dtype=dtype).contiguous()
+    out = torch.empty((layer.out_features, layer.in_features), dtype=dtype, device=like.device)
     for it, ot, rows, cols in tile_blocks(layer):
         out[rows, cols] = tiles[(it, ot)]
     return out
@@ -367,7 +368,7 @@ def _assemble(layer: AnalogLinear, tiles: dict[tuple[int, int], Tensor], like: T
 
 def _readouts(layer: AnalogLinear, tiles: dict[tuple[int, int], Tensor], counter: int) -> Tensor:
     """Read-out per tile [n_in_tiles, n_out_tiles] at layer call `counter`."""
-    out = torch.empty((layer.layout.n_in, layer.layout.n_out), dtype=layer.weight.dtype, device=layer.weight.device)
+    out = torch.empty((layer.layout.n_in, layer.layout.n_out), dtype=layer.compute_dtype, device=layer.weight.device)
     for it, ot, _, _ in tile_blocks(layer):
         index = it * layer.layout.n_out + ot
         out[it, ot] = readout(tiles[(it, ot)], layer.hardware, _readout_rng(layer, index, counter))

@@ -1,5 +1,5 @@
 """`LoRAFusionLinear`: a frozen layer plus a frozen LoRA pool fused by trainable coefficients,
-with an optional DoRA-style magnitude (docs/numerics.md, "Pool fusion"). The pool is digital
+with an optional DoRA-style magnitude (docs/numerics.md, "Pooled LoRA fusion"; docs/pool_on_crossbar.md). The pool is digital
 (`PoolLayer`, the `pool_fusion` op) or on the crossbar (`AnalogPoolLayer`)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
 from lorafusion_ext.nn.lora import AdaptedLinear
 from lorafusion_ext.nn.pool import PoolLayer
+from lorafusion_ext.ops import precision
 from lorafusion_ext.ops.pool import POOL_MODES, pool_fusion
 
 
@@ -61,6 +62,9 @@ class LoRAFusionLinear(AdaptedLinear):
     With a coefficient table, set the task of each sample with `task_ids` (an int64 tensor
     whose shape is a prefix of the input's leading dims), e.g. through
     `lorafusion_ext.convert.task_context`.
+
+    A bfloat16 / float16 layer computes base, pool, magnitude and norm in float32 and rounds
+    the output once to the input's dtype (`lorafusion_ext.ops.precision`).
     """
 
     def __init__(
@@ -92,7 +96,7 @@ class LoRAFusionLinear(AdaptedLinear):
         self.task_ids: Tensor | None = None
         if magnitude:
             with torch.no_grad():
-                m = torch.linalg.vector_norm(base.weight, dim=1)
+                m = torch.linalg.vector_norm(precision.upcast(base.weight), dim=1).to(base.weight.dtype)
                 if coeffs.dim() == 2:
                     m = m.expand(coeffs.shape[0], -1).clone()
             self.magnitude = nn.Parameter(m)
@@ -108,6 +112,7 @@ class LoRAFusionLinear(AdaptedLinear):
         key = (w.data_ptr(), w._version, A.data_ptr(), A._version)
         if self._norm_cache is None or self._norm_cache[0] != key:
             with torch.no_grad():
+                w, A = precision.upcast(w), precision.upcast(A)
                 a_cat = A.reshape(-1, A.shape[-1])
                 self._norm_cache = (key, ((w * w).sum(1), w @ a_cat.t(), a_cat @ a_cat.t()))
         return self._norm_cache[1]
@@ -120,8 +125,8 @@ class LoRAFusionLinear(AdaptedLinear):
         [d_out, d_in] matrix is formed: u_i = (c_k B_k[i])_k (sum) or (c_k B̂[i])_k (lorahub).
         """
         w0_sq, p_cat, gram = self._frozen_products()
-        c = self.coeffs.detach()
-        B = self.pool.B.detach()  # [K, d_out, r]
+        c = precision.upcast(self.coeffs.detach())
+        B = precision.upcast(self.pool.B.detach())  # [K, d_out, r]
         cs = c if c.dim() == 2 else c[None]  # [T, K]
         if self.mode == "sum":
             u = cs[:, :, None, None] * B[None]  # [T, K, d_out, r]
@@ -148,23 +153,27 @@ class LoRAFusionLinear(AdaptedLinear):
             raise ValueError("LoRAFusionLinear: task_ids given but the coefficients are one shared vector [K]")
         if ids is not None:
             _check_task_ids(ids, self.coeffs.shape[0], x.shape[:-1])
+        precision.check_operand(x, self.base.weight.dtype, "LoRAFusionLinear", "input", "the base weight")
+        up = precision.upcast
+        xc = up(x)
         if isinstance(self.pool, AnalogPoolLayer):
-            c = self.coeffs if ids is None else _per_token(self.coeffs, ids, x.shape[:-1])
-            delta = self.pool(x, c, self.scale, self.mode)
+            # Its two AnalogLinear tiles take the float32 input of a half pool and stay float32.
+            c = up(self.coeffs) if ids is None else _per_token(up(self.coeffs), ids, x.shape[:-1])
+            delta = self.pool(xc, c, self.scale, self.mode)
         else:
-            delta = pool_fusion(x, self.pool.A, self.pool.B, self.coeffs, scale=self.scale, mode=self.mode,
-                                task_ids=ids)
-        y = self.base(x)
+            delta = pool_fusion(xc, up(self.pool.A), up(self.pool.B), up(self.coeffs), scale=self.scale,
+                                mode=self.mode, task_ids=ids)
+        y = self.base_forward(xc)
         if self.magnitude is None:
-            return y + delta
-        bias = self.base.bias
+            return (y + delta).to(x.dtype)
+        bias = up(self.base.bias)
         if bias is not None:
             y = y - bias  # the magnitude scales W0 x, not the bias (as peft's DoRA)
-        ratio = self.magnitude / self.weight_norm()
+        ratio = up(self.magnitude) / self.weight_norm()
         if ids is not None:
             ratio = _per_token(ratio, ids, x.shape[:-1])
         out = ratio * (y + delta)
-        return out + bias if bias is not None else out
+        return (out + bias if bias is not None else out).to(x.dtype)
 
     @property
     def pool_on_crossbar(self) -> bool:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lorafusion_ext.ops import precision
 
 
 class AdaptedLinear(nn.Module):
@@ -45,6 +48,19 @@ class AdaptedLinear(nn.Module):
         """The base layer's bias [out_features], or None."""
         return self.base.bias
 
+    def base_forward(self, x: Tensor) -> Tensor:
+        """The base layer on `x` in its compute dtype (float32 for a half base), unrounded.
+
+        A half wrapper computes base and adapter in float32 and rounds their sum once
+        (`lorafusion_ext.ops.precision`); an AnalogLinear takes float32 input itself, an
+        nn.Linear gets its weights upcast."""
+        from lorafusion_ext.nn.analog_linear import AnalogLinear
+
+        w = self.base.weight
+        if isinstance(self.base, AnalogLinear) or x.dtype == w.dtype or w.dtype not in precision.FLOAT_DTYPES:
+            return self.base(x)
+        return F.linear(x, precision.upcast(self.base.weight), precision.upcast(self.base.bias))
+
 
 class LoRALinear(AdaptedLinear):
     """A LoRA on a frozen linear layer, initialised as peft does (A Kaiming-uniform with
@@ -56,7 +72,9 @@ class LoRALinear(AdaptedLinear):
         alpha: scale numerator: s = alpha / r.
         dropout: dropout probability on the LoRA branch's input (training only).
 
-    Parameters: `lora_A` [r, d_in], `lora_B` [d_out, r] (base dtype and device).
+    Parameters: `lora_A` [r, d_in], `lora_B` [d_out, r] (base dtype and device). A bfloat16 /
+    float16 layer computes base and LoRA in float32 and rounds their sum once to the input's
+    dtype; gradients come out in each parameter's dtype.
     """
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
@@ -90,10 +108,13 @@ class LoRALinear(AdaptedLinear):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def forward(self, x: Tensor) -> Tensor:
-        """base(x) + s · B A dropout(x) for x [..., d_in]; returns [..., d_out]."""
-        y = self.base(x)
-        h = self.dropout(x) @ self.lora_A.t()
-        return y + (h @ self.lora_B.t()) * self.scaling
+        """base(x) + s · B A dropout(x) for x [..., d_in]; returns [..., d_out] in x's dtype (bf16 / fp16
+        computed in float32 and rounded once)."""
+        precision.check_operand(x, self.base.weight.dtype, "LoRALinear", "input", "the base weight")
+        xc = precision.upcast(x)
+        y = self.base_forward(xc)
+        h = self.dropout(xc) @ precision.upcast(self.lora_A).t()
+        return (y + (h @ precision.upcast(self.lora_B).t()) * self.scaling).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha}"

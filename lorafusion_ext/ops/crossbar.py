@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lorafusion_ext import _extension
 from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.ops import precision
 
 _extension.load()
 
@@ -106,9 +107,11 @@ def crossbar_mvm(
     """Analog MVM of `x` through crossbar tiles holding `weight`.
 
     Args:
-        x: [..., in_features] activations (float32/float64, contiguous).
+        x: [..., in_features] activations: float32 / float64, or bfloat16 / float16 (computed
+            in float32 and rounded once to x's dtype; `lorafusion_ext.ops.precision`).
         weight: [out_features, in_features] normalised tile weights (|W| <= 1 per tile row
-            when mapped), same dtype and device.
+            when mapped), same dtype and device (float32 also accepted with half x; so for
+            out_scales, bias and the noise tensors).
         out_scales: [S, input_tiles, out_features] digital scales applied in order after the
             ADC (mapping scales, drift compensation...); S may be 0.
         bias: [out_features] digital bias, added once after the tiles are summed, or None.
@@ -120,10 +123,23 @@ def crossbar_mvm(
         return_aux: also return a `CrossbarAux`.
 
     Returns:
-        y: [..., out_features] (and the aux record when `return_aux`).
+        y: [..., out_features] in x's dtype (and the aux record, in the compute dtype, when
+        `return_aux`).
     """
     if x.dim() < 1:
         raise ValueError(f"crossbar_mvm: x has shape {tuple(x.shape)}; expected [..., in_features]")
+    if x.dtype in precision.HALF_DTYPES:
+        for name, t in (("weight", weight), ("out_scales", out_scales), ("bias", bias),
+                        ("noise_out", noise_out), ("noise_weight", noise_weight)):
+            precision.check_operand(t, x.dtype, "crossbar_mvm", name)
+        out = crossbar_mvm(
+            precision.upcast(x), precision.upcast(weight), precision.upcast(out_scales), precision.upcast(bias),
+            rng, hardware, training=training, noise_out=precision.upcast(noise_out),
+            noise_weight=precision.upcast(noise_weight), return_aux=return_aux,
+        )
+        if return_aux:
+            return out[0].to(x.dtype), out[1]
+        return out.to(x.dtype)
     for name, t in (("weight", weight), ("out_scales", out_scales), ("bias", bias),
                     ("noise_out", noise_out), ("noise_weight", noise_weight)):
         if t is not None and t.device != x.device:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lorafusion_ext import _extension
+from lorafusion_ext.ops import precision
 
 _extension.load()
 
@@ -94,9 +95,10 @@ def pool_fusion(
     """Δy of a LoRA pool: the adapter delta only (add the base layer's output yourself).
 
     Args:
-        x: [..., d_in] activations (float32/float64).
+        x: [..., d_in] activations: float32 / float64, or bfloat16 / float16 (computed in
+            float32 and rounded once to x's dtype; `lorafusion_ext.ops.precision`).
         A: [K, r, d_in] the pool's down projections; B: [K, d_out, r] its up projections
-            (same dtype and device as x).
+            (same dtype and device as x; float32 also accepted with half x, as for coeffs).
         coeffs: [K] fusion coefficients shared by every token, or a table [T, K] of per-task
             coefficients selected by `task_ids`.
         scale: s = alpha / r.
@@ -106,7 +108,7 @@ def pool_fusion(
             (e.g. [batch] for x [batch, seq, d_in]): every token of a sample uses its task's row.
 
     Returns:
-        Δy [..., d_out].
+        Δy [..., d_out] in x's dtype.
 
     Raises:
         ValueError: bad mode, or task_ids whose shape is not a prefix of x's leading dims.
@@ -116,6 +118,12 @@ def pool_fusion(
         raise ValueError(f"pool_fusion: mode = {mode!r}; expected one of {POOL_MODES}")
     if x.dim() < 1:
         raise ValueError(f"pool_fusion: x has shape {tuple(x.shape)}; expected [..., d_in]")
+    if x.dtype in precision.HALF_DTYPES:
+        for name, t in (("A", A), ("B", B), ("coeffs", coeffs)):
+            precision.check_operand(t, x.dtype, "pool_fusion", name)
+        y = pool_fusion(precision.upcast(x), precision.upcast(A), precision.upcast(B), precision.upcast(coeffs),
+                        scale=scale, mode=mode, task_ids=task_ids)
+        return y.to(x.dtype)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
     ids = None
