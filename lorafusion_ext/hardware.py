@@ -18,6 +18,7 @@ BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
 NoiseManagementMode = Literal["none", "abs_max"]
 WeightScaling = Literal["none", "layer", "row"]
 ModifierKind = Literal["none", "add_normal"]
+ClipWhen = Literal["conversion", "update"]
 
 _BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
 _NM_CODES = {"none": 0, "abs_max": 1}
@@ -126,10 +127,19 @@ class Mapping_:
     """How weights become conductances.
 
     `weight_scaling`: "row" maps each output row so that max|W_row| = omega (ms_o in docs/numerics.md),
-    "layer" one scale per tile, "none" programs the weights as they are. `clip_sigma` (> 0)
-    clips the weights at clip_sigma·std once at conversion and `remap` re-normalises rows,
-    iterated to the fixed point (the paper's optimizer did it after every step).
-    `learn_out_scaling`: a trainable digital output scale per tile (per row if columnwise).
+    "layer" one scale per tile, "none" programs the weights as they are.
+
+    Clipping of each tile's normalised weights at min(clip_sigma·std, clip_fixed) (a term
+    that is 0 is off; clip_sigma 0 with clip_fixed > 0 is AIHWKIT's FIXED_VALUE clip) and
+    `remap` (re-normalise each tile row to max 1), applied when `clip_when` says:
+
+    - "conversion": once, at `from_linear`, iterated to the fixed point (this package's
+      `pcm_paper` recipe);
+    - "update": never at conversion; once per `AnalogLinear.post_update_step()`, i.e. after
+      each optimizer step, as AIHWKIT's `post_update_step` (configs from `from_aihwkit`).
+
+    `learn_out_scaling`: a trainable digital output scale per tile, [n_in_tiles, n_out_tiles]
+    (per tile row if `out_scaling_columnwise`: [n_in_tiles, out_features]).
     """
 
     weight_scaling: WeightScaling = "row"
@@ -138,12 +148,27 @@ class Mapping_:
     remap: bool = False
     learn_out_scaling: bool = False
     out_scaling_columnwise: bool = False
+    clip_fixed: float = 0.0
+    clip_when: ClipWhen = "conversion"
 
     def __post_init__(self) -> None:
         if self.weight_scaling not in ("none", "layer", "row"):
             raise ValueError(f"mapping.weight_scaling = {self.weight_scaling!r}; expected 'none', 'layer' or 'row'")
         _check_nonneg("mapping", "omega", self.omega, positive=True)
         _check_nonneg("mapping", "clip_sigma", self.clip_sigma)
+        _check_nonneg("mapping", "clip_fixed", self.clip_fixed)
+        if self.clip_when not in ("conversion", "update"):
+            raise ValueError(f"mapping.clip_when = {self.clip_when!r}; expected 'conversion' or 'update'")
+        if self.remap and self.clip_when == "update" and (self.weight_scaling != "row" or self.omega != 1.0):
+            raise ValueError(
+                "mapping.remap with clip_when='update' needs weight_scaling='row' and omega=1 (a remapped "
+                f"row has max |W| = 1); got weight_scaling={self.weight_scaling!r}, omega={self.omega}"
+            )
+
+    @property
+    def clips(self) -> bool:
+        """Whether any clipping is configured."""
+        return self.clip_sigma > 0 or self.clip_fixed > 0
 
 
 @dataclass(frozen=True)
@@ -291,8 +316,9 @@ class HardwareConfig:
             passes += 1
         return min(passes, 32)
 
-    def op_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of `torch.ops.lorafusion.crossbar_mvm` for this configuration."""
+    def op_params(self) -> dict[str, float | int | bool]:
+        """The crossbar's parameters by name, as `lorafusion/params.h` defines them (the one
+        C++ definition shared by the CPU and CUDA kernels); values in normalised units."""
         return {
             "inp_res": self.dac.resolution,
             "inp_bound": float(self.dac.bound or 0.0),
@@ -306,7 +332,15 @@ class HardwareConfig:
             "max_passes": self.max_passes,
             "max_in": self.tiles.max_in or 0,
             "max_out": self.tiles.max_out or 0,
+            "per_input_tile": False,
         }
+
+    def op_kwargs(self, **overrides: float | int | bool) -> dict[str, Any]:
+        """Keyword arguments of `torch.ops.lorafusion.crossbar_mvm` (and its backward) for this
+        configuration: ``{"params": [...]}``, `op_params()` packed in the extension's order
+        (`lorafusion_ext._C.crossbar_param_names`). `overrides` replace named values, e.g.
+        ``per_input_tile=True``."""
+        return {"params": _pack_params(self, overrides)}
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -333,7 +367,10 @@ class HardwareConfig:
                 kwargs[key] = parts[key](**value)
             elif key == "device":
                 dev = dict(value)
-                dev["options"] = tuple(sorted(dict(dev.get("options", {})).items()))
+                # JSON turns tuples into lists; the config must stay hashable.
+                dev["options"] = tuple(sorted(
+                    (k, tuple(v) if isinstance(v, list) else v) for k, v in dict(dev.get("options", {})).items()
+                ))
                 kwargs[key] = Device(**dev)
             elif key == "out_noise":
                 kwargs[key] = value
@@ -362,5 +399,46 @@ class HardwareConfig:
 
 PRESETS = ("pcm_paper", "pcm_tiled", "ideal")
 
-# Public name of the mapping part (the trailing underscore avoids shadowing typing.Mapping).
-WeightMapping = Mapping_
+
+def as_hardware(config: Any, where: str) -> HardwareConfig:
+    """`config` as a HardwareConfig: a HardwareConfig as it is, an AIHWKIT
+    `TorchInferenceRPUConfig` through `HardwareConfig.from_aihwkit` (which names any field
+    that is not modelled)."""
+    if isinstance(config, HardwareConfig):
+        return config
+    if type(config).__module__.startswith("aihwkit."):
+        return HardwareConfig.from_aihwkit(config)
+    raise ValueError(
+        f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig or an AIHWKIT "
+        "TorchInferenceRPUConfig"
+    )
+
+
+_PARAM_NAMES: tuple[str, ...] = ()
+
+
+def crossbar_param_names() -> tuple[str, ...]:
+    """The packing order of crossbar_mvm's `params`, from the compiled extension (read once)."""
+    global _PARAM_NAMES
+    if not _PARAM_NAMES:
+        from lorafusion_ext import _extension
+
+        _PARAM_NAMES = tuple(_extension.load().crossbar_param_names)
+    return _PARAM_NAMES
+
+
+def _pack_params(hw: HardwareConfig, overrides: Mapping[str, Any]) -> list[float]:
+    # Plain Python on purpose: torch.compile traces it (no caches, no imports once loaded).
+    values = hw.op_params()
+    for name, value in overrides.items():
+        if name not in values:
+            raise ValueError(f"HardwareConfig.op_kwargs: unknown crossbar parameter {name!r}; expected one of {sorted(values)}")
+        values[name] = value
+    names = crossbar_param_names()
+    if len(names) != len(values) or any(n not in values for n in names):
+        raise RuntimeError(
+            "lorafusion_ext: HardwareConfig.op_params() names "
+            f"{sorted(set(values) ^ set(names))} differ between Python and the compiled extension; "
+            "rebuild the extension (pip install --no-build-isolation -e .)"
+        )
+    return [float(values[n]) for n in names]

@@ -404,8 +404,13 @@ class TestBadInput:
 
     def test_raw_op_rejects_bad_config_values(self):
         args = (torch.randn(4, 12), self.wn, self.ms[None, None].contiguous(), None, torch.tensor([0, 0]))
-        kw = dict(PAPER.op_kwargs(), training=False, need_aux=False)
         for key, value, msg in (("out_noise", -1.0, "out_noise = -1"), ("inp_bound", float("nan"), "inp_bound = nan"),
-                                ("max_passes", 0, "max_passes = 0"), ("bound_management", 7, "bound_management = 7")):
+                                ("max_passes", 0, "max_passes = 0"), ("bound_management", 7, "bound_management = 7"),
+                                ("max_in", 1.5, "max_in = 1.5; expected a whole number"),
+                                ("per_input_tile", 2, "per_input_tile = 2; expected 0 or 1")):
             with pytest.raises(RuntimeError, match=msg):
-                torch.ops.lorafusion.crossbar_mvm(*args, **dict(kw, **{key: value}))
+                torch.ops.lorafusion.crossbar_mvm(*args, **PAPER.op_kwargs(**{key: value}), training=False, need_aux=False)
+        with pytest.raises(RuntimeError, match="params has 3 values; expected"):
+            torch.ops.lorafusion.crossbar_mvm(*args, params=[0.0, 1.0, 0.0], training=False, need_aux=False)
+        with pytest.raises(ValueError, match="unknown crossbar parameter 'inp_rez'"):
+            PAPER.op_kwargs(inp_rez=0.1)

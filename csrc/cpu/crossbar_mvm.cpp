@@ -332,7 +332,7 @@ struct TileForward {
         if (accept && !(*accept)[i]) continue;
         T* row = ybuf + i * nt;
         periphery_row(t, s[rows[i]], row, nullptr);
-        T* dst = y + rows[i] * N + t.o0;
+        T* dst = y + (p.per_input_tile ? t.it * M * N : 0) + rows[i] * N + t.o0;
         for (int64_t n = 0; n < nt; ++n) dst[n] = dst[n] + row[n];
       }
     });
@@ -505,7 +505,7 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t m = b; m < e; ++m) {
         const bool* mr = mk + (t.it * M + m) * N + t.o0;
-        const T* gr = gy + m * N + t.o0;
+        const T* gr = gy + (p.per_input_tile ? t.it * M * N : 0) + m * N + t.o0;
         T* out = gp + m * nt;
         for (int64_t n = 0; n < nt; ++n) out[n] = mr[n] ? gr[n] : T(0);
         for (int64_t j = 0; j < S; ++j) {  // the scale rows in forward order
@@ -565,7 +565,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_forward(
     const std::optional<at::Tensor>& noise_weight) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, params.max_in), tout = split_count(N, params.max_out);
-  at::Tensor y = tin > 1 ? at::zeros({M, N}, x.options()) : at::empty({M, N}, x.options());
+  // per_input_tile: [Tin * M, N] here (one [M, N] block per input tile), viewed [Tin, M, N].
+  const int64_t y_rows = params.per_input_tile ? tin * M : M;
+  at::Tensor y = tin > 1 ? at::zeros({y_rows, N}, x.options()) : at::empty({y_rows, N}, x.options());
   at::Tensor s = at::empty({tin * tout, M}, x.options());
   at::Tensor mask = need_aux ? at::empty({tin, M, N}, x.options().dtype(at::kBool))
                              : at::empty({0}, x.options().dtype(at::kBool));
@@ -574,6 +576,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_forward(
     forward_impl<scalar_t>(x, weight, out_scales, bias, rng, params, training, need_aux,
                            noise_out, noise_weight, y, s, mask, passes);
   });
+  if (params.per_input_tile) y = y.view({tin, M, N});
   return {y, s, mask, passes};
 }
 

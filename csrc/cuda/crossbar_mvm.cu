@@ -349,6 +349,7 @@ __global__ void zero_tile_kernel(const TileState* __restrict__ state, bool abs_m
   }
 }
 
+// y is the tile's own [M, N] block with per_input_tile (zeroed, so 0 + v is v, as on the CPU).
 template <typename T>
 __global__ void accumulate_kernel(const TileState* __restrict__ state, bool abs_max, int64_t M,
                                   int64_t N, TileGeom t, const T* __restrict__ ybuf,
@@ -472,7 +473,8 @@ cudaError_t crossbar_forward(const CrossbarForwardArgs<T>& a, const CrossbarPara
   // bound == inf when out_bound == 0 (no ADC clamp): computed on the host as the CPU does.
   const T adc_bound =
       p.out_bound > 0 ? static_cast<T>(p.out_bound) : std::numeric_limits<T>::infinity();
-  if (!direct) LF_CUDA_TRY(cudaMemsetAsync(a.y, 0, sizeof(T) * M * N, stream));
+  const int64_t y_blocks = p.per_input_tile ? tin : 1;  // per_input_tile: y is [Tin, M, N]
+  if (!direct) LF_CUDA_TRY(cudaMemsetAsync(a.y, 0, sizeof(T) * y_blocks * M * N, stream));
 
   for (int64_t it = 0; it < tin; ++it) {
     for (int64_t ot = 0; ot < tout; ++ot) {
@@ -510,8 +512,9 @@ cudaError_t crossbar_forward(const CrossbarForwardArgs<T>& a, const CrossbarPara
           b.state, abs_max, M, N, t, direct, a.bias, a.y, s_tile, passes_tile, a.mask);
       LF_CUDA_TRY(cudaGetLastError());
       if (!direct) {
+        T* y_block = a.y + (p.per_input_tile ? it * M * N : 0);
         accumulate_kernel<T><<<rows_grid(t.nt(), M, 256), 256, 0, stream>>>(b.state, abs_max, M,
-                                                                             N, t, b.ybuf, a.y);
+                                                                             N, t, b.ybuf, y_block);
         LF_CUDA_TRY(cudaGetLastError());
       }
     }
@@ -683,8 +686,9 @@ cudaError_t crossbar_backward(const CrossbarBackwardArgs<T>& a, const CrossbarPa
     for (int64_t ot = 0; ot < tout; ++ot) {
       const TileGeom t = tile_geom(K, N, p, it, ot);
       const T* s_tile = a.s + t.index * M;
+      const T* gy_block = a.grad_y + (p.per_input_tile ? it * M * N : 0);  // [Tin, M, N]
       grad_out_kernel<T><<<rows_grid(l.ldn, M, 128), 128, 0, stream>>>(
-          a.grad_y, a.mask, a.out_scales, a.n_scales, tin, M, N, t, b.g, l.ldn);
+          gy_block, a.mask, a.out_scales, a.n_scales, tin, M, N, t, b.g, l.ldn);
       LF_CUDA_TRY(cudaGetLastError());
       if (need_x) {
         // grad_x tile = G W̃ (regenerated from the seed, never stored): NT form with W̃ᵀ.

@@ -35,7 +35,7 @@ struct CrossbarForwardArgs {
   const T* noise_weight = nullptr;  // test-only [N, K] standard normals, or null
   int64_t M = 0, K = 0, N = 0;
   // outputs
-  T* y = nullptr;           // [M, N]
+  T* y = nullptr;           // [M, N], or [Tin, M, N] with params.per_input_tile
   T* s = nullptr;           // [T, M] input scale of each row's last pass, T = Tin * Tout
   bool* mask = nullptr;     // [Tin, M, N] ADC clamp inactive, or null (no aux)
   int32_t* passes = nullptr;  // [T, M]
@@ -43,7 +43,7 @@ struct CrossbarForwardArgs {
 
 template <typename T>
 struct CrossbarBackwardArgs {
-  const T* grad_y = nullptr;      // [M, N]
+  const T* grad_y = nullptr;      // the shape of the forward y
   const T* x = nullptr;           // [M, K]
   const T* weight = nullptr;      // [N, K]
   const T* out_scales = nullptr;  // [S, Tin, N]

@@ -23,15 +23,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
     const std::optional<at::Tensor>& bias, const at::Tensor& rng,
     const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
-    double inp_res,
-    double inp_bound, double out_res, double out_bound, double out_noise, double nm_thres,
-    double modifier_std, int64_t noise_management, int64_t bound_management, int64_t max_passes,
-    int64_t max_in, int64_t max_out, bool training, bool need_aux) {
-  const CrossbarParams p =
-      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
-                  noise_management, bound_management, max_passes, max_in, max_out);
+    c10::ArrayRef<double> params, bool training, bool need_aux) {
+  const CrossbarParams p = make_crossbar_params(params);
   check_common(x, weight, out_scales, rng, p);
-  check_crossbar_bias(bias, x, weight);
+  check_crossbar_bias(bias, x, weight, p);
   if (noise_out) {
     const int64_t tin = split_count(weight.size(1), p.max_in);
     checks::same_dtype(*noise_out, x, kOp, "noise_out", "x");
@@ -53,19 +48,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
 std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
-    const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight, double inp_res, double inp_bound, double out_res, double out_bound,
-    double out_noise, double nm_thres, double modifier_std, int64_t noise_management,
-    int64_t bound_management, int64_t max_passes, int64_t max_in, int64_t max_out, bool training,
-    bool need_grad_x, bool need_grad_weight) {
-  const CrossbarParams p =
-      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
-                  noise_management, bound_management, max_passes, max_in, max_out);
+    const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight,
+    c10::ArrayRef<double> params, bool training, bool need_grad_x, bool need_grad_weight) {
+  const CrossbarParams p = make_crossbar_params(params);
   check_common(x, weight, out_scales, rng, p);
   const int64_t tin = split_count(weight.size(1), p.max_in);
   const int64_t tiles = tin * split_count(weight.size(0), p.max_out);
-  checks::same_dtype(grad_y, x, kOp, "grad_y", "x");
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == x.size(0) && grad_y.size(1) == weight.size(0),
-              kOp, ": grad_y has shape ", grad_y.sizes(), "; expected [tokens, out_features]");
+  check_crossbar_grad_y(grad_y, x, weight, p);
   TORCH_CHECK(scales.dim() == 2 && scales.size(0) == tiles && scales.size(1) == x.size(0), kOp,
               ": scales has shape ", scales.sizes(), "; expected [tiles, tokens]");
   TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 3 && mask.size(0) == tin &&

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
+#include <vector>
 
 #include "checks.h"
 
@@ -15,51 +17,79 @@ namespace lorafusion {
 
 inline constexpr const char* kCrossbarOp = "lorafusion::crossbar_mvm";
 
-inline CrossbarParams make_crossbar_params(double inp_res, double inp_bound, double out_res, double out_bound,
-                           double out_noise, double nm_thres, double modifier_std,
-                           int64_t noise_management, int64_t bound_management,
-                           int64_t max_passes, int64_t max_in, int64_t max_out) {
-  auto finite_nonneg = [](double v, const char* name) {
-    TORCH_CHECK(std::isfinite(v) && v >= 0.0, kCrossbarOp, ": ", name, " = ", v,
-                "; expected a finite value >= 0");
-  };
-  finite_nonneg(inp_res, "inp_res");
-  finite_nonneg(inp_bound, "inp_bound");
-  finite_nonneg(out_res, "out_res");
-  finite_nonneg(out_bound, "out_bound");
-  finite_nonneg(out_noise, "out_noise");
-  finite_nonneg(nm_thres, "nm_thres");
-  finite_nonneg(modifier_std, "modifier_std");
-  TORCH_CHECK(inp_res < 1.0 && out_res < 1.0, kCrossbarOp, ": inp_res = ", inp_res, ", out_res = ",
-              out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
-  TORCH_CHECK(!(inp_res > 0.0 && inp_bound <= 0.0), kCrossbarOp,
-              ": inp_res > 0 needs inp_bound > 0 (the DAC range)");
-  TORCH_CHECK(!(out_res > 0.0 && out_bound <= 0.0), kCrossbarOp,
-              ": out_res > 0 needs out_bound > 0 (the ADC range)");
-  TORCH_CHECK(noise_management == 0 || noise_management == 1, kCrossbarOp, ": noise_management = ",
-              noise_management, "; expected 0 (none) or 1 (abs_max)");
-  TORCH_CHECK(bound_management >= 0 && bound_management <= 2, kCrossbarOp, ": bound_management = ",
-              bound_management, "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");
-  TORCH_CHECK(max_passes >= 1 && max_passes <= 32, kCrossbarOp, ": max_passes = ", max_passes,
-              "; expected 1..32");
-  TORCH_CHECK(max_in >= 0 && max_out >= 0, kCrossbarOp, ": max_in = ", max_in, ", max_out = ", max_out,
-              "; expected >= 0 (0: one tile)");
+namespace detail {
+// One packed value into a field of the struct: ints, enums and bools must be whole numbers.
+template <typename F>
+void unpack_field(F& field, double v, const char* name) {
+  TORCH_CHECK(std::isfinite(v), kCrossbarOp, ": params.", name, " = ", v, "; expected a finite value");
+  if constexpr (std::is_same_v<F, double>) {
+    field = v;
+  } else if constexpr (std::is_same_v<F, bool>) {
+    TORCH_CHECK(v == 0.0 || v == 1.0, kCrossbarOp, ": params.", name, " = ", v, "; expected 0 or 1");
+    field = v != 0.0;
+  } else {
+    TORCH_CHECK(v == std::floor(v) && std::abs(v) < 9.0e15, kCrossbarOp, ": params.", name, " = ", v,
+                "; expected a whole number");
+    field = static_cast<F>(static_cast<int64_t>(v));
+  }
+}
+}  // namespace detail
+
+// The op's `params` (packed in the order of LORAFUSION_CROSSBAR_PARAMS), validated.
+inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
+  TORCH_CHECK(static_cast<int64_t>(packed.size()) == kCrossbarParamCount, kCrossbarOp, ": params has ",
+              packed.size(), " values; expected ", kCrossbarParamCount,
+              " (lorafusion_ext._C.crossbar_param_names, in that order)");
   CrossbarParams p;
-  p.inp_res = inp_res;
-  p.inp_bound = inp_bound;
-  p.out_res = out_res;
-  p.out_bound = out_bound;
-  p.out_noise = out_noise;
-  p.nm_thres = nm_thres;
-  p.modifier_std = modifier_std;
-  p.noise_management = static_cast<NoiseManagement>(noise_management);
-  p.bound_management = static_cast<BoundManagement>(bound_management);
-  p.max_passes = static_cast<int32_t>(max_passes);
-  p.max_in = max_in;
-  p.max_out = max_out;
+  int64_t i = 0;
+#define LORAFUSION_PARAM_UNPACK(type, name, init) detail::unpack_field(p.name, packed[i++], #name);
+  LORAFUSION_CROSSBAR_PARAMS(LORAFUSION_PARAM_UNPACK)
+#undef LORAFUSION_PARAM_UNPACK
+  auto nonneg = [](double v, const char* name) {
+    TORCH_CHECK(v >= 0.0, kCrossbarOp, ": ", name, " = ", v, "; expected a finite value >= 0");
+  };
+  nonneg(p.inp_res, "inp_res");
+  nonneg(p.inp_bound, "inp_bound");
+  nonneg(p.out_res, "out_res");
+  nonneg(p.out_bound, "out_bound");
+  nonneg(p.out_noise, "out_noise");
+  nonneg(p.nm_thres, "nm_thres");
+  nonneg(p.modifier_std, "modifier_std");
+  TORCH_CHECK(p.inp_res < 1.0 && p.out_res < 1.0, kCrossbarOp, ": inp_res = ", p.inp_res, ", out_res = ",
+              p.out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
+  TORCH_CHECK(!(p.inp_res > 0.0 && p.inp_bound <= 0.0), kCrossbarOp,
+              ": inp_res > 0 needs inp_bound > 0 (the DAC range)");
+  TORCH_CHECK(!(p.out_res > 0.0 && p.out_bound <= 0.0), kCrossbarOp,
+              ": out_res > 0 needs out_bound > 0 (the ADC range)");
+  const auto nm = static_cast<int32_t>(p.noise_management);
+  TORCH_CHECK(nm == 0 || nm == 1, kCrossbarOp, ": noise_management = ", nm,
+              "; expected 0 (none) or 1 (abs_max)");
+  const auto bm = static_cast<int32_t>(p.bound_management);
+  TORCH_CHECK(bm >= 0 && bm <= 2, kCrossbarOp, ": bound_management = ", bm,
+              "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");
+  TORCH_CHECK(p.max_passes >= 1 && p.max_passes <= 32, kCrossbarOp, ": max_passes = ", p.max_passes,
+              "; expected 1..32");
+  TORCH_CHECK(p.max_in >= 0 && p.max_out >= 0, kCrossbarOp, ": max_in = ", p.max_in, ", max_out = ",
+              p.max_out, "; expected >= 0 (0: one tile)");
   return p;
 }
 
+// y's shape: [M, N], or [Tin, M, N] with per_input_tile.
+inline std::vector<int64_t> crossbar_output_shape(int64_t M, int64_t K, int64_t N, const CrossbarParams& p) {
+  if (p.per_input_tile) return {split_count(K, p.max_in), M, N};
+  return {M, N};
+}
+
+// grad_y must have y's shape.
+inline void check_crossbar_grad_y(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                                  const CrossbarParams& p) {
+  checks::same_dtype(grad_y, x, kCrossbarOp, "grad_y", "x");
+  checks::same_device(grad_y, x, kCrossbarOp, "grad_y", "x");
+  const auto expected = crossbar_output_shape(x.size(0), x.size(1), weight.size(0), p);
+  TORCH_CHECK(grad_y.sizes() == at::IntArrayRef(expected), kCrossbarOp, ": grad_y has shape ",
+              grad_y.sizes(), "; expected the forward output's ", at::IntArrayRef(expected),
+              p.per_input_tile ? " [input_tiles, tokens, out_features]" : " [tokens, out_features]");
+}
 
 // Dtypes, shapes, contiguity and same-device rules of the inputs (not which device).
 inline void check_crossbar_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
@@ -100,8 +130,10 @@ inline void check_crossbar_noise_weight(const std::optional<at::Tensor>& noise_w
 
 
 inline void check_crossbar_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x,
-                                const at::Tensor& weight) {
+                                const at::Tensor& weight, const CrossbarParams& p) {
   if (!bias) return;
+  TORCH_CHECK(!p.per_input_tile, kCrossbarOp,
+              ": bias must be None with per_input_tile (the input tiles' outputs are not summed)");
   checks::same_dtype(*bias, x, kCrossbarOp, "bias", "x");
   checks::same_device(*bias, x, kCrossbarOp, "bias", "x");
   checks::contiguous(*bias, kCrossbarOp, "bias");

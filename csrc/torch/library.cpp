@@ -1,4 +1,5 @@
-// The op library: schemas of every lorafusion op. Other files add their schemas with
+// The op library: schemas of every lorafusion op. crossbar_mvm's `params` is packed in the
+// order of LORAFUSION_CROSSBAR_PARAMS (lorafusion/params.h). Other files add their schemas with
 // TORCH_LIBRARY_FRAGMENT and their kernels with TORCH_LIBRARY_IMPL.
 #include <torch/library.h>
 
@@ -6,16 +7,12 @@ TORCH_LIBRARY(lorafusion, m) {
   m.def(
       "crossbar_mvm(Tensor x, Tensor weight, Tensor out_scales, Tensor? bias, Tensor rng, "
       "Tensor? noise_out=None, Tensor? noise_weight=None, *, "
-      "float inp_res, float inp_bound, float out_res, float out_bound, float out_noise, "
-      "float nm_thres, float modifier_std, int noise_management, int bound_management, "
-      "int max_passes, int max_in, int max_out, bool training, bool need_aux) "
+      "float[] params, bool training, bool need_aux) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   m.def(
       "crossbar_mvm_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor out_scales, "
-      "Tensor rng, Tensor scales, Tensor mask, Tensor? noise_weight=None, *, float inp_res, float inp_bound, "
-      "float out_res, float out_bound, float out_noise, float nm_thres, float modifier_std, "
-      "int noise_management, int bound_management, int max_passes, int max_in, int max_out, "
+      "Tensor rng, Tensor scales, Tensor mask, Tensor? noise_weight=None, *, float[] params, "
       "bool training, bool need_grad_x, bool need_grad_weight) "
       "-> (Tensor, Tensor)");
 }

@@ -1,5 +1,6 @@
 // The pybind11 module `_C`: importing it runs the op registrations linked into it, and it
 // reports what was built.
+#include <lorafusion/params.h>
 #include <pybind11/pybind11.h>
 
 #ifndef LORAFUSION_TORCH_VERSION
@@ -17,4 +18,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_archs") = "";
 #endif
   m.attr("cpu_flags") = LORAFUSION_CPU_FLAGS;
+  // The packing order of crossbar_mvm's `params`, from the one definition in lorafusion/params.h.
+  pybind11::tuple names(lorafusion::kCrossbarParamCount);
+  for (int64_t i = 0; i < lorafusion::kCrossbarParamCount; ++i) names[i] = lorafusion::kCrossbarParamNames[i];
+  m.attr("crossbar_param_names") = names;
 }

@@ -14,28 +14,30 @@ import torch
 from torch import Tensor
 
 from lorafusion_ext import _extension
-from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.hardware import HardwareConfig, crossbar_param_names
 from lorafusion_ext.ops import precision
 
 _extension.load()
+crossbar_param_names()  # read the packing order now, outside any traced code
 
 _OP = "lorafusion::crossbar_mvm"
-_PARAM_NAMES = (
-    "inp_res", "inp_bound", "out_res", "out_bound", "out_noise", "nm_thres", "modifier_std",
-    "noise_management", "bound_management", "max_passes", "max_in", "max_out",
-)
 
 
 def _split_count(size: int, max_size: int) -> int:
     return 1 if max_size <= 0 or size <= max_size else -(-size // max_size)
 
 
+def _param(params: list[float], name: str) -> float:
+    return params[crossbar_param_names().index(name)]
+
+
 @torch.library.register_fake(_OP)
-def _crossbar_mvm_fake(x, weight, out_scales, bias, rng, noise_out=None, noise_weight=None, *, max_in, max_out, need_aux, **_: Any):
+def _crossbar_mvm_fake(x, weight, out_scales, bias, rng, noise_out=None, noise_weight=None, *, params, need_aux, **_: Any):
+    max_in, max_out = int(_param(params, "max_in")), int(_param(params, "max_out"))
     m, n = x.shape[0], weight.shape[0]
     tin = _split_count(weight.shape[1], max_in)
     tiles = tin * _split_count(n, max_out)
-    y = x.new_empty((m, n))
+    y = x.new_empty((tin, m, n) if _param(params, "per_input_tile") else (m, n))
     s = x.new_empty((tiles, m))
     mask = x.new_empty((tin, m, n) if need_aux else (0,), dtype=torch.bool)
     passes = x.new_empty((tiles, m), dtype=torch.int32)
@@ -52,7 +54,7 @@ def _crossbar_mvm_backward_fake(grad_y, x, weight, *args, need_grad_x, need_grad
 def _setup_context(ctx: Any, inputs: tuple, keyword_only_inputs: dict, output: tuple) -> None:
     x, weight, out_scales, bias, _, _, noise_weight = inputs
     _, s, mask, _, rng = output
-    ctx.params = {k: keyword_only_inputs[k] for k in _PARAM_NAMES}
+    ctx.params = keyword_only_inputs["params"]
     ctx.training = keyword_only_inputs["training"]
     ctx.need_aux = keyword_only_inputs["need_aux"]
     ctx.has_bias = bias is not None
@@ -70,7 +72,7 @@ def _backward(ctx: Any, grad_y: Tensor, *_: Any) -> tuple:
     grad_x = grad_w = None
     if need_x or need_w:
         gx, gw = torch.ops.lorafusion.crossbar_mvm_backward(
-            grad_y.contiguous(), x, weight, out_scales, rng, s, mask, noise_weight, **ctx.params,
+            grad_y.contiguous(), x, weight, out_scales, rng, s, mask, noise_weight, params=ctx.params,
             training=ctx.training, need_grad_x=need_x, need_grad_weight=need_w,
         )
         grad_x = gx if need_x else None
@@ -103,6 +105,7 @@ def crossbar_mvm(
     noise_out: Tensor | None = None,
     noise_weight: Tensor | None = None,
     return_aux: bool = False,
+    per_input_tile: bool = False,
 ) -> Tensor | tuple[Tensor, CrossbarAux]:
     """Analog MVM of `x` through crossbar tiles holding `weight`.
 
@@ -121,6 +124,9 @@ def crossbar_mvm(
         noise_out: test-only explicit output noise [max_passes, input_tiles, tokens, out].
         noise_weight: test-only explicit modifier noise [out_features, in_features].
         return_aux: also return a `CrossbarAux`.
+        per_input_tile: return each input tile's output separately, not summed:
+            y [input_tiles, ..., out_features] (bias must be None). Used for weights that
+            differ per input tile outside the op (learned out-scaling).
 
     Returns:
         y: [..., out_features] in x's dtype (and the aux record, in the compute dtype, when
@@ -135,7 +141,7 @@ def crossbar_mvm(
         out = crossbar_mvm(
             precision.upcast(x), precision.upcast(weight), precision.upcast(out_scales), precision.upcast(bias),
             rng, hardware, training=training, noise_out=precision.upcast(noise_out),
-            noise_weight=precision.upcast(noise_weight), return_aux=return_aux,
+            noise_weight=precision.upcast(noise_weight), return_aux=return_aux, per_input_tile=per_input_tile,
         )
         if return_aux:
             return out[0].to(x.dtype), out[1]
@@ -151,11 +157,17 @@ def crossbar_mvm(
     need_aux = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
+    if per_input_tile and bias is not None:
+        raise ValueError("crossbar_mvm: bias must be None with per_input_tile (add it after summing the tiles)")
+    kwargs = hardware.op_kwargs(per_input_tile=True) if per_input_tile else hardware.op_kwargs()
     y, s, _, passes, _ = torch.ops.lorafusion.crossbar_mvm(
-        x2, weight, out_scales, bias, rng, noise_out, noise_weight, **hardware.op_kwargs(),
+        x2, weight, out_scales, bias, rng, noise_out, noise_weight, **kwargs,
         training=training, need_aux=need_aux,
     )
-    y = y.reshape(*lead, weight.shape[0])
+    if per_input_tile:
+        y = y.reshape(y.shape[0], *lead, weight.shape[0])
+    else:
+        y = y.reshape(*lead, weight.shape[0])
     if return_aux:
         return y, CrossbarAux(s, passes)
     return y

@@ -8,21 +8,41 @@ namespace lorafusion {
 enum class BoundManagement : int32_t { kNone = 0, kIterativeGlobal = 1, kIterativePerRow = 2 };
 enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1 };
 
-// One crossbar tile's periphery, in normalised units (DESIGN.md section 4).
+// The crossbar's parameters, defined once: (C++ type, name, default, what it is). The struct
+// below, the op's packed `float[] params` argument (this order) and the names the Python side
+// reads (`lorafusion_ext._C.crossbar_param_names`) are all generated from this list, so a new
+// parameter is one line here and one entry in `HardwareConfig.op_kwargs`.
+// All values are in normalised units (DESIGN.md section 4).
+#define LORAFUSION_CROSSBAR_PARAMS(X)                                                        \
+  X(double, inp_res, 0.0)       /* DAC step in units of the input range (1/254: 8 bit); 0: none */ \
+  X(double, inp_bound, 1.0)     /* DAC clamp; 0: none */                                   \
+  X(double, out_res, 0.0)       /* ADC step in units of the output range; 0: no ADC */      \
+  X(double, out_bound, 12.0)    /* ADC clamp; 0: none */                                   \
+  X(double, out_noise, 0.0)     /* additive output noise std */                            \
+  X(double, nm_thres, 0.0)      /* abs-max noise management clamp; 0: none */              \
+  X(double, modifier_std, 0.0)  /* ADD_NORMAL training modifier std (rel. to max|W| of a tile) */ \
+  X(NoiseManagement, noise_management, NoiseManagement::kAbsMax)                           \
+  X(BoundManagement, bound_management, BoundManagement::kIterativeGlobal)                  \
+  X(int32_t, max_passes, 1)     /* bound-management passes at most (reduction 1, 2, 4, ...) */ \
+  X(int64_t, max_in, 0)         /* tile rows (inputs) at most; 0: one tile */              \
+  X(int64_t, max_out, 0)        /* tile columns (outputs) at most; 0: one tile */          \
+  X(bool, per_input_tile, false) /* y is [Tin, M, N]: each input tile's periphery output, not summed */
+
+// One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {
-  double inp_res = 0.0;       // DAC step in units of the input range (1/254 for 8 bit); 0: no DAC
-  double inp_bound = 1.0;     // DAC clamp; 0: none
-  double out_res = 0.0;       // ADC step in units of the output range; 0: no ADC
-  double out_bound = 12.0;    // ADC clamp; 0: none
-  double out_noise = 0.0;     // additive output noise std
-  double nm_thres = 0.0;      // abs-max noise management clamp; 0: none
-  double modifier_std = 0.0;  // ADD_NORMAL training modifier std (relative to max|W| of a tile)
-  NoiseManagement noise_management = NoiseManagement::kAbsMax;
-  BoundManagement bound_management = BoundManagement::kIterativeGlobal;
-  int32_t max_passes = 1;  // bound-management passes at most (reduction 1, 2, 4, ...)
-  int64_t max_in = 0;      // tile rows (inputs) at most; 0: one tile
-  int64_t max_out = 0;     // tile columns (outputs) at most; 0: one tile
+#define LORAFUSION_PARAM_FIELD(type, name, init) type name = init;
+  LORAFUSION_CROSSBAR_PARAMS(LORAFUSION_PARAM_FIELD)
+#undef LORAFUSION_PARAM_FIELD
 };
+
+// The parameter names in packing order.
+inline constexpr const char* kCrossbarParamNames[] = {
+#define LORAFUSION_PARAM_NAME(type, name, init) #name,
+    LORAFUSION_CROSSBAR_PARAMS(LORAFUSION_PARAM_NAME)
+#undef LORAFUSION_PARAM_NAME
+};
+inline constexpr int64_t kCrossbarParamCount =
+    static_cast<int64_t>(sizeof(kCrossbarParamNames) / sizeof(kCrossbarParamNames[0]));
 
 // Balanced split of `size` into chunks of at most `max_size`, as AIHWKIT's tile array.
 inline int64_t split_count(int64_t size, int64_t max_size) {

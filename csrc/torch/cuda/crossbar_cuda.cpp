@@ -41,14 +41,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
     const std::optional<at::Tensor>& bias, const at::Tensor& rng,
     const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
-    double inp_res, double inp_bound, double out_res, double out_bound, double out_noise,
-    double nm_thres, double modifier_std, int64_t noise_management, int64_t bound_management,
-    int64_t max_passes, int64_t max_in, int64_t max_out, bool training, bool need_aux) {
-  const CrossbarParams p =
-      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
-                  noise_management, bound_management, max_passes, max_in, max_out);
+    c10::ArrayRef<double> params, bool training, bool need_aux) {
+  const CrossbarParams p = make_crossbar_params(params);
   check_common(x, weight, out_scales, rng, p);
-  check_crossbar_bias(bias, x, weight);
+  check_crossbar_bias(bias, x, weight, p);
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
   if (noise_out) {
@@ -65,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);
   const at::Tensor rng_dev = device_rng(rng, x, stream);
-  at::Tensor y = at::empty({M, N}, x.options());
+  at::Tensor y = at::empty(crossbar_output_shape(M, K, N, p), x.options());
   at::Tensor s = at::empty({tin * tout, M}, x.options());
   at::Tensor mask = need_aux ? at::empty({tin, M, N}, x.options().dtype(at::kBool))
                              : at::empty({0}, x.options().dtype(at::kBool));
@@ -101,21 +97,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
 std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
-    const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight, double inp_res,
-    double inp_bound, double out_res, double out_bound, double out_noise, double nm_thres,
-    double modifier_std, int64_t noise_management, int64_t bound_management, int64_t max_passes,
-    int64_t max_in, int64_t max_out, bool training, bool need_grad_x, bool need_grad_weight) {
-  const CrossbarParams p =
-      make_crossbar_params(inp_res, inp_bound, out_res, out_bound, out_noise, nm_thres, modifier_std,
-                  noise_management, bound_management, max_passes, max_in, max_out);
+    const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight,
+    c10::ArrayRef<double> params, bool training, bool need_grad_x, bool need_grad_weight) {
+  const CrossbarParams p = make_crossbar_params(params);
   check_common(x, weight, out_scales, rng, p);
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, p.max_in);
   const int64_t tiles = tin * split_count(N, p.max_out);
-  checks::same_dtype(grad_y, x, kOp, "grad_y", "x");
-  checks::same_device(grad_y, x, kOp, "grad_y", "x");
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == M && grad_y.size(1) == N, kOp,
-              ": grad_y has shape ", grad_y.sizes(), "; expected [tokens, out_features]");
+  check_crossbar_grad_y(grad_y, x, weight, p);
   checks::same_dtype(scales, x, kOp, "scales", "x");
   checks::same_device(scales, x, kOp, "scales", "x");
   TORCH_CHECK(scales.dim() == 2 && scales.size(0) == tiles && scales.size(1) == M, kOp,
