@@ -25,7 +25,6 @@ _IGNORED = {
     "modifier.pcm_t0",
     "modifier.dorefa_clip",
     "modifier.assumed_wmax",
-    "clip.fixed_value",
 }
 
 
@@ -75,7 +74,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
         "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
         "mapping.max_input_size", "mapping.max_output_size",
-        "modifier.type", "modifier.std_dev", "clip.type", "clip.sigma", "remap.type",
+        "modifier.type", "modifier.std_dev", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
         "noise_model", "drift_compensation",
     }
     for path, value in _diff(rpu, TorchInferenceRPUConfig(), ""):
@@ -108,14 +107,33 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         modifier = hw.Modifier("none")
     else:
         raise ValueError(f"rpu_config.modifier.type = {mod.type!r}; expected NONE or ADD_NORMAL")
-    if rpu.clip.type == WeightClipType.LAYER_GAUSSIAN:
-        clip_sigma = float(rpu.clip.sigma)
-    elif rpu.clip.type == WeightClipType.NONE:
-        clip_sigma = 0.0
-    else:
-        raise ValueError(f"rpu_config.clip.type = {rpu.clip.type!r}; expected NONE or LAYER_GAUSSIAN")
+    # AIHWKIT clips and remaps in post_update_step (after each optimizer step), never at
+    # conversion: clip_when="update".
+    clip = rpu.clip
+    clip_sigma, clip_fixed = 0.0, 0.0
+    if clip.type == WeightClipType.LAYER_GAUSSIAN:
+        clip_sigma = float(clip.sigma)
+        clip_fixed = float(clip.fixed_value) if clip.fixed_value > 0 else 0.0
+        if clip_sigma <= 0:
+            raise ValueError(f"rpu_config.clip.sigma = {clip.sigma!r}; expected > 0 with LAYER_GAUSSIAN")
+    elif clip.type == WeightClipType.FIXED_VALUE:
+        if not clip.fixed_value > 0:
+            raise ValueError(f"rpu_config.clip.fixed_value = {clip.fixed_value!r}; expected > 0 with FIXED_VALUE")
+        clip_fixed = float(clip.fixed_value)
+    elif clip.type != WeightClipType.NONE:
+        raise ValueError(
+            f"rpu_config.clip.type = {clip.type!r}; expected NONE, FIXED_VALUE or LAYER_GAUSSIAN "
+            "(AIHWKIT's torch tile does not implement AVERAGE_CHANNEL_MAX)"
+        )
     if rpu.remap.type not in (WeightRemapType.NONE, WeightRemapType.CHANNELWISE_SYMMETRIC):
         raise ValueError(f"rpu_config.remap.type = {rpu.remap.type!r}; expected NONE or CHANNELWISE_SYMMETRIC")
+    remap = rpu.remap.type == WeightRemapType.CHANNELWISE_SYMMETRIC
+    if remap and not (m.weight_scaling_columnwise and omega == 1.0):
+        raise ValueError(
+            "rpu_config.remap.type = CHANNELWISE_SYMMETRIC is modelled with mapping.weight_scaling_omega = 1 "
+            f"and mapping.weight_scaling_columnwise = True (got {omega!r}, {m.weight_scaling_columnwise!r}): "
+            "a remap makes every tile row's max |w| 1"
+        )
 
     nmodel = rpu.noise_model
     if type(nmodel) is PCMLikeNoiseModel:
@@ -159,7 +177,9 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
             scaling,
             float(omega) if omega > 0 else 1.0,
             clip_sigma=clip_sigma,
-            remap=rpu.remap.type == WeightRemapType.CHANNELWISE_SYMMETRIC,
+            remap=remap,
+            clip_fixed=clip_fixed,
+            clip_when="update" if (remap or clip_sigma > 0 or clip_fixed > 0) else "conversion",
             learn_out_scaling=bool(m.learn_out_scaling),
             out_scaling_columnwise=bool(m.out_scaling_columnwise),
         ),
@@ -209,6 +229,20 @@ def rpu_config_from_hardware(h: Any) -> Any:
     m.out_scaling_columnwise = h.mapping.out_scaling_columnwise
     m.max_input_size = h.tiles.max_in or 0
     m.max_output_size = h.tiles.max_out or 0
+    if h.mapping.clip_when == "update":
+        # Conversion-time conditioning is already in the weights; per-step conditioning is
+        # AIHWKIT's own post_update_step.
+        from aihwkit.simulator.parameters.enums import WeightClipType, WeightRemapType
+
+        if h.mapping.clip_sigma > 0:
+            rpu.clip.type = WeightClipType.LAYER_GAUSSIAN
+            rpu.clip.sigma = h.mapping.clip_sigma
+            rpu.clip.fixed_value = h.mapping.clip_fixed if h.mapping.clip_fixed > 0 else -1.0
+        elif h.mapping.clip_fixed > 0:
+            rpu.clip.type = WeightClipType.FIXED_VALUE
+            rpu.clip.fixed_value = h.mapping.clip_fixed
+        if h.mapping.remap:
+            rpu.remap.type = WeightRemapType.CHANNELWISE_SYMMETRIC
     if h.modifier.kind == "add_normal":
         rpu.modifier.type = WeightModifierType.ADD_NORMAL
         rpu.modifier.std_dev = h.modifier.std

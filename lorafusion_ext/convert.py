@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.hardware import HardwareConfig, as_hardware
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.analog_pool import AnalogPoolLayer, pool_seeds
 from lorafusion_ext.nn.fusion import LoRAFusionLinear
@@ -96,7 +97,7 @@ def _freeze_except_adapters(model: nn.Module, train_head: bool, heads: Sequence[
 # ---------------------------------------------------------------------- analog conversion
 def convert_to_analog(
     model: nn.Module,
-    hardware: HardwareConfig,
+    hardware: HardwareConfig | Any,
     targets: Targets = targets.ALL_LINEAR,
     *,
     heads: Sequence[str] = HEAD_NAMES,
@@ -105,10 +106,11 @@ def convert_to_analog(
     """Replace, in place, every nn.Linear whose path matches `targets` (heads excluded: they
     stay digital) by an `AnalogLinear` with the same weights. Returns `model`.
 
+    `hardware` is a HardwareConfig or an AIHWKIT `TorchInferenceRPUConfig` (`rpu_config`).
+
     `seed` makes the layers' noise seeds reproducible (drawn in module order from it).
     """
-    if not isinstance(hardware, HardwareConfig):
-        raise ValueError(f"convert_to_analog: hardware is a {type(hardware).__name__}; expected a HardwareConfig")
+    hardware = as_hardware(hardware, "convert_to_analog")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     for path, lin in _linear_layers(model, targets, "convert_to_analog", heads):
         if isinstance(lin, AnalogLinear):

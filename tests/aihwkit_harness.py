@@ -82,3 +82,37 @@ def injected_noise(layer: nn.Module, noise_out: Tensor | None, noise_weight: Ten
 
 def split_count(size: int, max_size: int | None) -> int:
     return len(split_sizes(size, max_size))
+
+
+def tile_grid(layer: nn.Module) -> list[list[nn.Module]]:
+    """AIHWKIT tiles of an AnalogLinear as [in_tile][out_tile]."""
+    return _tiles(layer)
+
+
+def set_alphas(layer: nn.Module, alpha: Tensor, columnwise: bool) -> None:
+    """Write our learned out-scaling layout ([n_in, n_out], or [n_in, out] when columnwise)
+    into AIHWKIT's per-tile alphas."""
+    for i, row in enumerate(_tiles(layer)):
+        o0 = 0
+        for o, tile in enumerate(row):
+            a = tile.out_scaling_alpha
+            value = alpha[i, o0 : o0 + tile.out_size] if columnwise else alpha[i, o : o + 1]
+            with torch.no_grad():
+                a.copy_(value.reshape(a.shape))
+            o0 += tile.out_size
+
+
+def alpha_grads(layer: nn.Module, columnwise: bool) -> Tensor:
+    """AIHWKIT's learned out-scaling gradients in our layout."""
+    rows = []
+    for row in _tiles(layer):
+        parts = [tile.out_scaling_alpha.grad.reshape(-1) for tile in row]
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+def freeze_analog_weights(layer: nn.Module) -> None:
+    """Freeze AIHWKIT's tile weights (train only the digital parameters)."""
+    for row in _tiles(layer):
+        for tile in row:
+            tile.tile.weight.requires_grad_(False)

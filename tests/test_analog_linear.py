@@ -142,7 +142,7 @@ def test_learned_out_scaling_is_trainable():
                        modifier=Modifier("none"))
     layer = lf.nn.AnalogLinear(8, 4, hardware=hw, seed=0)
     layer(torch.randn(3, 8)).sum().backward()
-    assert layer.out_scaling.grad is not None and layer.out_scaling.grad.shape == (4,)
+    assert layer.out_scaling.grad is not None and layer.out_scaling.grad.shape == (1, 4)  # [n_in_tiles, out]
 
 
 def test_cached_mapping_follows_in_place_weight_edits():

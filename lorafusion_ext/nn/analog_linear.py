@@ -9,13 +9,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.hardware import HardwareConfig, as_hardware
 from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
+from lorafusion_ext.nn.out_scaling import apply_out_scaling, expand_out_scaling, out_shape_of
 from lorafusion_ext.ops import precision
 from lorafusion_ext.ops.crossbar import crossbar_mvm
 
 _SEED_BOUND = 2**62
 _PROGRAMMED_BUFFERS = ("programmed_weight", "programmed_scales", "drift_alpha")
+# Tile state left by post_update_step when the mapping is held (clip without remap).
+_HELD_BUFFERS = ("held_weight", "held_scales")
 
 
 def _draw_seed(generator: torch.Generator | None) -> int:
@@ -45,7 +48,8 @@ class AnalogLinear(nn.Linear):
         in_features: size of each input sample (as nn.Linear).
         out_features: size of each output sample (as nn.Linear).
         bias: learn an additive digital bias (as nn.Linear).
-        hardware: the crossbar configuration (default: `HardwareConfig.preset("pcm_paper")`).
+        hardware: the crossbar configuration (default: `HardwareConfig.preset("pcm_paper")`),
+            or an AIHWKIT `TorchInferenceRPUConfig` (converted by `HardwareConfig.from_aihwkit`).
         device: as nn.Linear.
         dtype: float32 or float64.
         seed: RNG seed of the layer's noise; default drawn from `generator` (or torch's RNG).
@@ -68,8 +72,7 @@ class AnalogLinear(nn.Linear):
                 raise ValueError(f"AnalogLinear: {name} = {v!r}; expected a positive integer")
         if hardware is None:
             hardware = HardwareConfig.preset("pcm_paper")
-        if not isinstance(hardware, HardwareConfig):
-            raise ValueError(f"AnalogLinear: hardware is a {type(hardware).__name__}; expected a HardwareConfig")
+        hardware = as_hardware(hardware, "AnalogLinear")
         resolved = torch.get_default_dtype() if dtype is None else dtype
         if resolved not in precision.FLOAT_DTYPES:
             raise ValueError(
@@ -82,13 +85,10 @@ class AnalogLinear(nn.Linear):
             seed = _draw_seed(generator)
         self.register_buffer("rng_state", torch.tensor([int(seed), 0], dtype=torch.int64))
         if hardware.mapping.learn_out_scaling:
-            if self.layout.n_in > 1:
-                raise ValueError(
-                    "AnalogLinear: hardware.mapping.learn_out_scaling with several input tiles "
-                    f"({self.layout.n_in}) is not supported; set tiles.max_in >= in_features"
-                )
-            n = out_features if hardware.mapping.out_scaling_columnwise else 1
-            self.out_scaling = nn.Parameter(torch.ones(n, device=self.weight.device, dtype=self.weight.dtype))
+            # AIHWKIT: every tile (input tile i, output tile o) learns its own digital output
+            # scale, one value ([n_in, n_out]) or one per output row ([n_in, out_features]).
+            shape = out_shape_of(self.layout, hardware)
+            self.out_scaling = nn.Parameter(torch.ones(shape, device=self.weight.device, dtype=self.weight.dtype))
         else:
             self.register_parameter("out_scaling", None)
         # Drift compensation scales [n_in_tiles, n_out_tiles] of the programmed crossbar,
@@ -97,6 +97,11 @@ class AnalogLinear(nn.Linear):
         self.register_buffer("programmed_weight", None)
         # The mapping scales [n_in_tiles, out] the programmed weights were normalised with.
         self.register_buffer("programmed_scales", None)
+        # AIHWKIT keeps a tile's mapping scales when its weights are clipped without a remap:
+        # post_update_step then holds the clipped normalised weights [out, in] and their
+        # scales [n_in_tiles, out] (see tile_weights); None otherwise.
+        self.register_buffer("held_weight", None)
+        self.register_buffer("held_scales", None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -157,13 +162,26 @@ class AnalogLinear(nn.Linear):
         frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
         if frozen and not torch.compiler.is_compiling():
             # Frozen weights (HWA-LoRA, evaluation): map once per weight version, not per call.
-            key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.hardware)
+            key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.hardware,
+                   None if self.held_scales is None else (self.held_scales._version, self.held_weight._version))
             cached = self.__dict__.get("_tile_cache")
             if cached is not None and cached[0] == key:
                 return cached[1], cached[2]
         weight = precision.upcast(self.weight)
-        scales = mapping_scales(weight, self.layout, self.hardware)
-        w_norm = normalise(weight, scales, self.layout).contiguous()
+        if self.held_scales is not None:
+            scales = precision.upcast(self.held_scales)
+            held = precision.upcast(self.held_weight)
+            w_norm = normalise(weight, scales, self.layout)
+            # The held normalised weights are the tile's exact state as long as `weight` is
+            # still their product with the scales (a division cannot always give them back);
+            # adding the zero (weight - weight) keeps the gradient of `weight`.
+            cols = self.layout.column_tiles(weight.device)
+            if torch.equal(weight.detach(), held * scales.t()[:, cols]):
+                w_norm = held + (w_norm - w_norm.detach())
+            w_norm = w_norm.contiguous()
+        else:
+            scales = mapping_scales(weight, self.layout, self.hardware)
+            w_norm = normalise(weight, scales, self.layout).contiguous()
         if frozen and not torch.compiler.is_compiling():
             self.__dict__["_tile_cache"] = (key, w_norm.detach(), scales.detach())
         return w_norm, scales
@@ -199,19 +217,32 @@ class AnalogLinear(nn.Linear):
             out_scales = rows[0].unsqueeze(0)
         else:
             out_scales = torch.stack(rows)
-        bias = precision.upcast(self.bias) if self.out_scaling is None else None
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
             raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
-        y = crossbar_mvm(
-            x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), bias, self._next_rng(),
-            self.hardware, training=self.training,
+        alpha = self.out_scaling
+        if alpha is not None and not (alpha.requires_grad and torch.is_grad_enabled()):
+            # A constant learned scale is one more periphery scale row: the fused kernel applies
+            # it after the mapping (and drift) scales, before the input tiles are summed.
+            out_scales = torch.cat([out_scales, precision.upcast(expand_out_scaling(alpha, self.layout))[None]])
+            alpha = None
+        if alpha is None:
+            y = crossbar_mvm(
+                x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), precision.upcast(self.bias),
+                self._next_rng(), self.hardware, training=self.training,
+            )
+            return y.reshape(*lead, self.out_features).to(out_dtype)
+        # Trainable scales: each input tile's output comes back separately and is scaled per
+        # tile here, in AIHWKIT's order (tile output * alpha, summed over input tiles, + bias),
+        # so that the alphas' gradients are AIHWKIT's too.
+        parts = crossbar_mvm(
+            x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), None, self._next_rng(),
+            self.hardware, training=self.training, per_input_tile=True,
         )
-        if self.out_scaling is not None:
-            y = y * precision.upcast(self.out_scaling)
-            if self.bias is not None:
-                y = y + precision.upcast(self.bias)
+        y = apply_out_scaling(parts, precision.upcast(alpha), self.layout, self.hardware)
+        if self.bias is not None:
+            y = y + precision.upcast(self.bias)
         return y.reshape(*lead, self.out_features).to(out_dtype)
 
     # ------------------------------------------------------------------ state
@@ -227,13 +258,22 @@ class AnalogLinear(nn.Linear):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         # Programmed state is optional: it is restored when saved and cleared when not.
-        for name in _PROGRAMMED_BUFFERS:
+        for name in _PROGRAMMED_BUFFERS + _HELD_BUFFERS:
             key = prefix + name
             if key in state_dict:
                 value = state_dict[key]
                 setattr(self, name, value.detach().clone().to(self.weight.device))
             else:
                 setattr(self, name, None)
+        # Learned out-scaling saved before it was per tile ([1] or [out_features] for a layer
+        # of one input tile) loads as the per-tile shape.
+        key = prefix + "out_scaling"
+        if self.out_scaling is not None and key in state_dict:
+            old = state_dict[key]
+            shape = tuple(self.out_scaling.shape)
+            if tuple(old.shape) != shape and self.layout.n_in == 1 and old.dim() == 1:
+                if old.numel() == 1 or (old.numel() == shape[1] and self.hardware.mapping.out_scaling_columnwise):
+                    state_dict[key] = old.reshape(1, -1).expand(shape).clone()
         # The per-tile programmed state lives in a `programmed_state` child that exists only once
         # programmed: create (or drop) it from the keys before the children are loaded.
         from lorafusion_ext.nn.deploy import load_programmed_state
@@ -241,7 +281,7 @@ class AnalogLinear(nn.Linear):
         load_programmed_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        for name in _PROGRAMMED_BUFFERS:
+        for name in _PROGRAMMED_BUFFERS + _HELD_BUFFERS:
             if prefix + name in unexpected_keys:
                 unexpected_keys.remove(prefix + name)
 
@@ -256,6 +296,16 @@ class AnalogLinear(nn.Linear):
             fan_in = self.in_features
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
+
+    # ------------------------------------------------------------------ training
+    def post_update_step(self) -> "AnalogLinear":
+        """AIHWKIT's per-step weight conditioning (`hardware.mapping.clip_when == "update"`):
+        call after each optimizer step (or use `lorafusion_ext.nn.clip_after_steps`). See
+        `lorafusion_ext.nn.conditioning.post_update_step`. A no-op for other configurations."""
+        from lorafusion_ext.nn.conditioning import post_update_step
+
+        post_update_step(self)
+        return self
 
     # ------------------------------------------------------------------ deployment
     def program(self, generator: torch.Generator | None = None) -> "AnalogLinear":

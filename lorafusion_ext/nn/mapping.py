@@ -81,13 +81,25 @@ def normalise(weight: Tensor, scales: Tensor, layout: TileLayout) -> Tensor:
     return weight / scales.t()[:, cols]
 
 
+def clip_level(block: Tensor, hw: HardwareConfig) -> Tensor | float:
+    """AIHWKIT's clip level of one tile's normalised weights `block` [nt, kt] (contiguous):
+    clip_sigma · std(block), capped at clip_fixed when > 0; clip_fixed alone when sigma is 0."""
+    m = hw.mapping
+    if m.clip_sigma > 0:
+        level = block.std() * m.clip_sigma
+        if m.clip_fixed > 0:
+            level = min(m.clip_fixed, level)  # AIHWKIT's own min(float, tensor)
+        return level
+    return m.clip_fixed
+
+
 @torch.no_grad()
 def clip_and_remap(weight: Tensor, layout: TileLayout, hw: HardwareConfig, max_iter: int = 100) -> Tensor:
-    """The paper's weight conditioning, applied once: clip each tile's normalised weights at
-    clip_sigma·std and re-normalise rows, iterated to the fixed point. Returns the
-    conditioned target weights (same shape and units as `weight`)."""
-    sigma = hw.mapping.clip_sigma
-    if sigma <= 0:
+    """The conversion-time weight conditioning (`mapping.clip_when == "conversion"`): clip
+    each tile's normalised weights (see `clip_level`) and re-normalise rows, iterated to the
+    fixed point. Returns the conditioned target weights (same shape and units as `weight`).
+    With `clip_when == "update"` (AIHWKIT) nothing happens at conversion: a copy."""
+    if not hw.mapping.clips or hw.mapping.clip_when != "conversion":
         return weight.clone()
     w = weight.clone()
     cols = layout.column_tiles(w.device)
@@ -102,7 +114,7 @@ def clip_and_remap(weight: Tensor, layout: TileLayout, hw: HardwareConfig, max_i
             block = wn[:, k0 : k0 + kt]
             for ot in range(layout.n_out):
                 sel = rows == ot
-                limit[sel, k0 : k0 + kt] = sigma * block[sel].std()
+                limit[sel, k0 : k0 + kt] = clip_level(block[sel], hw)
             k0 += kt
         clipped = torch.maximum(torch.minimum(wn, limit), -limit)
         new_w = clipped * scales.t()[:, cols]

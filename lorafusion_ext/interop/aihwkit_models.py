@@ -1,0 +1,214 @@
+"""Model conversion between AIHWKIT 1.1 (`TorchInferenceRPUConfig` layers) and this package.
+
+An AIHWKIT `AnalogLinear` holds, per tile (input tile i, output tile o): the normalised tile
+weights (the programmed / drifted ones once programmed), the mapping scales, the learned
+out-scaling alpha and, after `drift_analog_weights`, the drift-compensation alpha; the digital
+bias lives on the tile array (or the single tile). `from_aihwkit_model` carries all of these
+into `lorafusion_ext.nn.AnalogLinear` so that deterministic outputs are identical;
+`to_aihwkit_model` does the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.nn.analog_linear import AnalogLinear
+
+
+def _aihwkit_classes() -> tuple[type, type]:
+    try:
+        from aihwkit.nn import AnalogLinear as AihwkitLinear
+        from aihwkit.nn import AnalogSequential
+    except ImportError as exc:  # pragma: no cover - aihwkit is a test dependency
+        raise ImportError("AIHWKIT model conversion needs aihwkit (pip install --no-deps aihwkit==1.1.0)") from exc
+    return AihwkitLinear, AnalogSequential
+
+
+def _grid(layer: nn.Module) -> list[list[nn.Module]]:
+    mod = layer.analog_module
+    if hasattr(mod, "array"):
+        return [list(row) for row in mod.array]
+    return [[mod]]
+
+
+def _set_module(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
+    if not path:
+        return module
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, module)
+    return model
+
+
+def _row_scale(tile: nn.Module, value: Tensor | None) -> Tensor:
+    """A per-tile scale vector ([1] or [nt]) as [nt]; None: ones."""
+    n = tile.out_size
+    dtype = tile.tile.weight.dtype
+    if value is None:
+        return torch.ones(n, dtype=dtype)
+    value = value.detach().reshape(-1).to("cpu", dtype)
+    return value.expand(n).clone() if value.numel() == 1 else value.clone()
+
+
+@torch.no_grad()
+def _from_layer(src: nn.Module, seed: int | None) -> AnalogLinear:
+    grid = _grid(src)
+    rpu = grid[0][0].rpu_config
+    hw = HardwareConfig.from_aihwkit(rpu)
+    ref = grid[0][0].tile.weight
+    array = src.analog_module
+    bias = array.bias if isinstance(getattr(array, "bias", None), Tensor) else None
+    layer = AnalogLinear(src.in_features, src.out_features, bias=bias is not None, hardware=hw, seed=seed,
+                         dtype=ref.dtype)
+    if layer.layout.in_sizes != tuple(row[0].in_size for row in grid) or layer.layout.out_sizes != tuple(
+        t.out_size for t in grid[0]
+    ):
+        raise ValueError("from_aihwkit_model: the AIHWKIT layer's tile split differs from its rpu_config's mapping")
+    n, k = src.out_features, src.in_features
+    w_norm = torch.empty(n, k, dtype=ref.dtype)
+    scales = torch.empty(layer.layout.n_in, n, dtype=ref.dtype)
+    reference = torch.empty(n, k, dtype=ref.dtype)
+    drift = torch.ones(layer.layout.n_in, layer.layout.n_out, dtype=ref.dtype)
+    programmed = False
+    k0 = 0
+    for i, row in enumerate(grid):
+        o0 = 0
+        for o, tile in enumerate(row):
+            rows, cols = slice(o0, o0 + tile.out_size), slice(k0, k0 + tile.in_size)
+            w_norm[rows, cols] = tile.tile.weight.detach().cpu()
+            scales[i, rows] = _row_scale(tile, tile.get_mapping_scales())
+            if getattr(tile, "programmed_weights", None) is not None:
+                programmed = True
+                reference[rows, cols] = tile.reference_combined_weights.detach().cpu().to(ref.dtype)
+            else:
+                reference[rows, cols] = w_norm[rows, cols]
+            alpha = getattr(tile, "alpha", None)
+            if isinstance(alpha, Tensor):
+                drift[i, o] = alpha.detach().reshape(-1)[0]
+            learned = tile.get_learned_out_scales()
+            if learned is not None:
+                value = learned.detach().reshape(-1).cpu()
+                if hw.mapping.out_scaling_columnwise:
+                    layer.out_scaling[i, rows] = value
+                else:
+                    layer.out_scaling[i, o] = value[0]
+            o0 += tile.out_size
+        k0 += row[0].in_size
+    cols = layer.layout.column_tiles()
+    # The target weights: what the tiles hold (before programming) times their scales.
+    layer.weight.copy_(reference * scales.t()[:, cols])
+    w_cur, s_cur = layer.tile_weights()
+    if not (torch.equal(w_cur, reference) and torch.equal(s_cur, scales)):
+        # AIHWKIT's mapping is no longer max|W| / omega (trained, clipped) or a division does not
+        # give the tiles back: hold them exactly.
+        layer.held_weight = reference.clone()
+        layer.held_scales = scales.clone()
+    if bias is not None:
+        layer.bias.copy_(bias.detach().cpu())
+    if programmed:
+        layer.programmed_weight = w_norm
+        layer.programmed_scales = scales
+        layer.drift_alpha = drift if rpu.drift_compensation is not None else None
+    layer.train(src.training)
+    return layer.to(ref.device)
+
+
+def from_aihwkit_model(model: nn.Module, seed: int | None = None) -> nn.Module:
+    """Replace, in place, every AIHWKIT `AnalogLinear` in `model` by a
+    `lorafusion_ext.nn.AnalogLinear` (and every `AnalogSequential` by an `nn.Sequential`).
+
+    Carried over: tile weights (programmed / drifted ones when programmed), mapping scales,
+    learned out-scaling, drift-compensation alphas, the bias and the train/eval mode, so
+    deterministic outputs are identical. A programmed layer arrives as programmed (its
+    crossbar state), without the device state that a new `drift()` needs: `program()` again
+    for drift studies. Returns the model (a new object when `model` itself was converted).
+
+    Args:
+        model: a module tree with AIHWKIT layers (their rpu_config a TorchInferenceRPUConfig).
+        seed: noise seeds of the new layers are drawn in module order from it (None: torch's RNG).
+
+    Raises:
+        ValueError: a layer's rpu_config has a field this package does not model (named).
+    """
+    AihwkitLinear, AnalogSequential = _aihwkit_classes()
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    found = [(p, m) for p, m in model.named_modules() if isinstance(m, (AihwkitLinear, AnalogSequential))]
+    for path, mod in found:
+        if isinstance(mod, AihwkitLinear):
+            layer_seed = None if gen is None else int(torch.randint(2**62, (1,), generator=gen))
+            model = _set_module(model, path, _from_layer(mod, layer_seed))
+    for path, mod in reversed(found):
+        if isinstance(mod, AnalogSequential):
+            seq = nn.Sequential()
+            for name, child in mod.named_children():
+                seq.add_module(name, child)
+            seq.train(mod.training)
+            model = _set_module(model, path, seq)
+    return model
+
+
+@torch.no_grad()
+def _to_layer(src: AnalogLinear) -> nn.Module:
+    AihwkitLinear, _ = _aihwkit_classes()
+    rpu = src.hardware.to_aihwkit()
+    rpu.runtime.data_type = _data_type(src.weight.dtype)
+    dst = AihwkitLinear(src.in_features, src.out_features, bias=src.bias is not None, rpu_config=rpu)
+    programmed = src.programmed_weight is not None
+    if programmed:
+        w_norm, scales = src.programmed_weight, src.programmed_scales
+    else:
+        w_norm, scales = (t.detach() for t in src.tile_weights())
+    target, _ = (t.detach() for t in src.tile_weights())
+    grid = _grid(dst)
+    k0 = 0
+    for i, row in enumerate(grid):
+        o0 = 0
+        for o, tile in enumerate(row):
+            rows, cols = slice(o0, o0 + tile.out_size), slice(k0, k0 + tile.in_size)
+            tile.tile.weight.data = w_norm[rows, cols].detach().cpu().clone()
+            if src.hardware.mapping.weight_scaling != "none" or src.held_scales is not None:
+                tile.set_mapping_scales(scales[i, rows].detach().cpu().clone())
+            if src.out_scaling is not None:
+                value = src.out_scaling[i, rows] if src.hardware.mapping.out_scaling_columnwise else src.out_scaling[i, o]
+                tile.set_learned_out_scales(value.detach().cpu().reshape(-1))
+            if programmed:
+                tile.reference_combined_weights = target[rows, cols].detach().cpu().clone()
+                tile.programmed_weights = w_norm[rows, cols].detach().cpu().clone()
+                if src.drift_alpha is not None:
+                    tile.alpha = src.drift_alpha[i, o].detach().cpu().reshape(1).clone()
+            o0 += tile.out_size
+        k0 += row[0].in_size
+    if src.bias is not None:
+        dst.analog_module.bias.data = src.bias.detach().cpu().clone()
+    dst.train(src.training)
+    return dst
+
+
+def _data_type(dtype: torch.dtype) -> Any:
+    from aihwkit.simulator.parameters.enums import RPUDataType
+
+    if dtype == torch.float64:
+        return RPUDataType.FLOAT64
+    if dtype == torch.float32:
+        return RPUDataType.FLOAT
+    raise ValueError(f"to_aihwkit_model: dtype {dtype} has no AIHWKIT data type; expected float32 or float64")
+
+
+def to_aihwkit_model(model: nn.Module) -> nn.Module:
+    """Replace, in place, every `lorafusion_ext.nn.AnalogLinear` in `model` by an AIHWKIT 1.1
+    `AnalogLinear` (TorchInferenceRPUConfig from `HardwareConfig.to_aihwkit`), carrying the
+    tile weights, mapping scales, learned out-scaling, programmed / drifted state (tile
+    weights and drift-compensation alphas) and bias. Returns the model (a new object when
+    `model` itself was converted).
+
+    Raises:
+        ValueError: a layer's configuration has no AIHWKIT equivalent (named).
+    """
+    found = [(p, m) for p, m in model.named_modules() if isinstance(m, AnalogLinear)]
+    for path, mod in found:
+        model = _set_module(model, path, _to_layer(mod))
+    return model
