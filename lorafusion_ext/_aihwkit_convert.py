@@ -85,15 +85,28 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         raise ValueError(f"rpu_config.{path} = {value!r} is not modelled by lorafusion_ext")
 
     f = rpu.forward
+    # AIHWKIT's torch tile runs ITERATIVE_WORST_CASE exactly as ITERATIVE (AnalogMVM.matmul
+    # only tells NONE from the rest).
     bm = {
         BoundManagementType.NONE: "none",
         BoundManagementType.ITERATIVE: "iterative_global",
+        BoundManagementType.ITERATIVE_WORST_CASE: "iterative_global",
     }.get(f.bound_management)
     if bm is None:
-        raise ValueError(f"rpu_config.forward.bound_management = {f.bound_management!r}; expected NONE or ITERATIVE")
-    nm = {NoiseManagementType.NONE: "none", NoiseManagementType.ABS_MAX: "abs_max"}.get(f.noise_management)
+        raise ValueError(
+            f"rpu_config.forward.bound_management = {f.bound_management!r}; expected NONE, ITERATIVE or "
+            "ITERATIVE_WORST_CASE (AIHWKIT's torch tile rejects SHIFT)"
+        )
+    nm = {
+        NoiseManagementType.NONE: "none",
+        NoiseManagementType.ABS_MAX: "abs_max",
+        NoiseManagementType.MAX: "max",
+    }.get(f.noise_management)
     if nm is None:
-        raise ValueError(f"rpu_config.forward.noise_management = {f.noise_management!r}; expected NONE or ABS_MAX")
+        raise ValueError(
+            f"rpu_config.forward.noise_management = {f.noise_management!r}; expected NONE, ABS_MAX or MAX "
+            "(CONSTANT is not modelled yet; AIHWKIT's torch tile rejects the others)"
+        )
 
     m = rpu.mapping
     omega = m.weight_scaling_omega or 0.0
@@ -217,6 +230,7 @@ def rpu_config_from_hardware(h: Any) -> Any:
     f.noise_management = {
         "none": NoiseManagementType.NONE,
         "abs_max": NoiseManagementType.ABS_MAX,
+        "max": NoiseManagementType.MAX,
     }[h.noise_management.mode]
     f.bound_management = {
         "none": BoundManagementType.NONE,

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
-NoiseManagementMode = Literal["none", "abs_max"]
+NoiseManagementMode = Literal["none", "abs_max", "max"]
 WeightScaling = Literal["none", "layer", "row"]
 ModifierKind = Literal["none", "add_normal"]
 ClipWhen = Literal["conversion", "update"]
 
 _BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
-_NM_CODES = {"none": 0, "abs_max": 1}
+_NM_CODES = {"none": 0, "abs_max": 1, "max": 2}
 
 
 def _check_bits(owner: str, bits: int | None) -> None:
@@ -110,8 +110,8 @@ class BoundManagement:
 
 @dataclass(frozen=True)
 class NoiseManagement:
-    """Input scaling before the DAC: `abs_max` scales each token by 1/max|x| (clamped by
-    `threshold` when > 0)."""
+    """Input scaling before the DAC: `abs_max` scales each token by 1/max|x|, `max` by
+    1/max x (signed: AIHWKIT's MAX), clamped at `threshold` when > 0; a scale <= 0 is 1."""
 
     mode: NoiseManagementMode = "abs_max"
     threshold: float = 0.0

@@ -44,8 +44,8 @@ def crossbar_tile(
     """
     m = x.shape[0]
     zero = torch.zeros(m, w.shape[0], dtype=x.dtype)
-    if hw.noise_management.mode == "abs_max":
-        a = x.abs().amax(dim=1)
+    if hw.noise_management.mode in ("abs_max", "max"):
+        a = x.abs().amax(dim=1) if hw.noise_management.mode == "abs_max" else x.amax(dim=1)
         if hw.noise_management.threshold > 0:
             a = torch.clamp(a, max=hw.noise_management.threshold)
         if bool((a == 0).all()):

@@ -71,6 +71,19 @@ T row_absmax(const T* row, int64_t n) {
   return v;
 }
 
+// max_k row_k (signed), NaN if any element is NaN (torch's max), for MAX noise management.
+template <typename T>
+T row_max(const T* row, int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+  bool nan = false;
+  for (int64_t k = 0; k < n; ++k) {
+    const T v = row[k];
+    nan |= v != v;
+    m = v > m ? v : m;
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+}
+
 // The tile's weights as the crossbar sees them: a contiguous [No, Kt] block, plus the
 // ADD_NORMAL modifier noise (std * max|W_tile| * N(0,1)) when training.
 template <typename T>
@@ -344,12 +357,14 @@ struct TileForward {
     // Abs-max noise management: one scale per row, fixed across passes.
     std::vector<T> inv_a(M, T(1));
     bool all_zero = false;
-    if (p.noise_management == NoiseManagement::kAbsMax) {
+    if (p.noise_management == NoiseManagement::kAbsMax || p.noise_management == NoiseManagement::kMax) {
+      const bool signed_max = p.noise_management == NoiseManagement::kMax;
       std::atomic<bool> any_nonzero{false};
       at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
         bool nz = false;
         for (int64_t m = b; m < e; ++m) {
-          T a = row_absmax<T>(x + m * K + t.k0, kt);
+          // AIHWKIT: all rows' a == 0 gives zeros; then a <= 0 (a negative MAX too) becomes 1.
+          T a = signed_max ? row_max<T>(x + m * K + t.k0, kt) : row_absmax<T>(x + m * K + t.k0, kt);
           if (p.nm_thres > 0.0 && a > static_cast<T>(p.nm_thres)) a = static_cast<T>(p.nm_thres);
           nz |= !(a == T(0));
           if (a <= T(0)) a = T(1);  // a zero row is not rescaled

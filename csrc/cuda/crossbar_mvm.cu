@@ -150,7 +150,7 @@ __global__ void prep_weight_kernel(const T* __restrict__ w, int64_t K, TileGeom 
 // ---------------------------------------------------------------- abs-max noise management
 template <typename T>
 __global__ void absmax_kernel(const T* __restrict__ x, int64_t M, int64_t K, TileGeom t,
-                              bool abs_max, T nm_thres, T* __restrict__ inv_a,
+                              bool abs_max, bool signed_max, T nm_thres, T* __restrict__ inv_a,
                               TileState* __restrict__ state) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
@@ -161,10 +161,11 @@ __global__ void absmax_kernel(const T* __restrict__ x, int64_t M, int64_t K, Til
       continue;
     }
     const T* row = x + m * K + t.k0;
-    T best = T(0);
+    // MAX noise management takes the signed maximum (a row of negatives has a < 0).
+    T best = signed_max ? -detail::infinity<T>() : T(0);
     bool nan = false;
     for (int64_t k = lane; k < t.kt(); k += 32) {
-      const T v = fabs(row[k]);
+      const T v = signed_max ? row[k] : fabs(row[k]);
       nan |= v != v;
       best = v > best ? v : best;
     }
@@ -463,7 +464,10 @@ cudaError_t crossbar_forward(const CrossbarForwardArgs<T>& a, const CrossbarPara
   const ForwardLayout l = forward_layout(K, N, p);
   const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
   const bool direct = tin == 1;
-  const bool abs_max = p.noise_management == NoiseManagement::kAbsMax;
+  // abs_max: a data-dependent input scale (ABS_MAX or MAX), with AIHWKIT's all-zero shortcut.
+  const bool abs_max = p.noise_management == NoiseManagement::kAbsMax ||
+                       p.noise_management == NoiseManagement::kMax;
+  const bool signed_max = p.noise_management == NoiseManagement::kMax;
   const bool scaling = p.noise_management != NoiseManagement::kNone ||
                        p.bound_management != BoundManagement::kNone;
   const int max_passes = p.bound_management == BoundManagement::kNone ? 1 : p.max_passes;
@@ -485,7 +489,7 @@ cudaError_t crossbar_forward(const CrossbarForwardArgs<T>& a, const CrossbarPara
                                     b.wt, l.ldq, stream));
       LF_CUDA_TRY(cudaMemsetAsync(b.state, 0, sizeof(TileState), stream));
       absmax_kernel<T><<<grid_cap(ceil_div(M, 8), 4096), 256, 0, stream>>>(
-          a.x, M, K, t, abs_max, static_cast<T>(p.nm_thres), b.inv_a, b.state);
+          a.x, M, K, t, abs_max, signed_max, static_cast<T>(p.nm_thres), b.inv_a, b.state);
       LF_CUDA_TRY(cudaGetLastError());
       tile_begin_kernel<T><<<1, 1, 0, stream>>>(b.state, M, abs_max);
       LF_CUDA_TRY(cudaGetLastError());

@@ -62,8 +62,8 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
   TORCH_CHECK(!(p.out_res > 0.0 && p.out_bound <= 0.0), kCrossbarOp,
               ": out_res > 0 needs out_bound > 0 (the ADC range)");
   const auto nm = static_cast<int32_t>(p.noise_management);
-  TORCH_CHECK(nm == 0 || nm == 1, kCrossbarOp, ": noise_management = ", nm,
-              "; expected 0 (none) or 1 (abs_max)");
+  TORCH_CHECK(nm >= 0 && nm <= 2, kCrossbarOp, ": noise_management = ", nm,
+              "; expected 0 (none), 1 (abs_max) or 2 (max)");
   const auto bm = static_cast<int32_t>(p.bound_management);
   TORCH_CHECK(bm >= 0 && bm <= 2, kCrossbarOp, ": bound_management = ", bm,
               "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");

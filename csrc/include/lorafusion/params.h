@@ -6,7 +6,9 @@
 namespace lorafusion {
 
 enum class BoundManagement : int32_t { kNone = 0, kIterativeGlobal = 1, kIterativePerRow = 2 };
-enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1 };
+// AIHWKIT's noise management of the torch tile: the input of row m is scaled by 1/a_m with
+// a_m = max|x_m| (kAbsMax) or max x_m (kMax, signed), clamped at nm_thres when > 0.
+enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2 };
 
 // The crossbar's parameters, defined once: (C++ type, name, default, what it is). The struct
 // below, the op's packed `float[] params` argument (this order) and the names the Python side

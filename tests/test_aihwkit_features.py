@@ -1,0 +1,145 @@
+"""Forward features of AIHWKIT 1.1's torch inference tile beyond the defaults: MAX noise
+management, ITERATIVE_WORST_CASE bound management, and a clear error for every field that is
+not modelled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lorafusion_ext as lf
+
+pytest.importorskip("aihwkit")
+from aihwkit.simulator.configs import TorchInferenceRPUConfig  # noqa: E402
+from aihwkit.simulator.parameters.enums import (  # noqa: E402
+    BoundManagementType,
+    NoiseManagementType,
+    WeightClipType,
+    WeightModifierType,
+    WeightRemapType,
+)
+from aihwkit_harness import aihwkit_layer  # noqa: E402
+
+
+def _det_rpu(nm, bm, tiles: int = 0, nm_thres: float = 0.0) -> TorchInferenceRPUConfig:
+    rpu = TorchInferenceRPUConfig()
+    rpu.forward.out_noise = 0.0
+    rpu.forward.noise_management = nm
+    rpu.forward.bound_management = bm
+    rpu.forward.nm_thres = nm_thres
+    rpu.mapping.weight_scaling_omega = 1.0
+    rpu.mapping.weight_scaling_columnwise = True
+    rpu.mapping.max_input_size = tiles
+    rpu.mapping.max_output_size = tiles
+    return rpu
+
+
+def _inputs() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 96, generator=g) * 2
+    x[3] = -x[3].abs()        # a row whose max is negative: scale 1 (AIHWKIT: a <= 0 -> 1)
+    x[5] = 0.0                # an all-zero row
+    x[7, :10] = 40.0          # saturates the ADC: several bound-management passes
+    return x
+
+
+@pytest.mark.parametrize("tiles", [0, 40], ids=["one_tile", "tiled"])
+@pytest.mark.parametrize("nm_thres", [0.0, 1.5], ids=["no_thres", "thres"])
+@pytest.mark.parametrize(
+    "nm,bm",
+    [
+        (NoiseManagementType.MAX, BoundManagementType.ITERATIVE),
+        (NoiseManagementType.MAX, BoundManagementType.NONE),
+        (NoiseManagementType.ABS_MAX, BoundManagementType.ITERATIVE_WORST_CASE),
+        (NoiseManagementType.MAX, BoundManagementType.ITERATIVE_WORST_CASE),
+    ],
+    ids=["max_iterative", "max_none", "absmax_worst_case", "max_worst_case"],
+)
+def test_noise_and_bound_management_are_bit_exact(nm, bm, nm_thres, tiles):
+    rpu = _det_rpu(nm, bm, tiles, nm_thres)
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 50)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).eval()
+    ref = aihwkit_layer(lin, rpu).eval()
+    x = _inputs()
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
+
+
+def test_max_noise_management_all_non_positive_input_gives_bias():
+    # AIHWKIT: every row's max == 0 -> exact zeros (the bias only).
+    rpu = _det_rpu(NoiseManagementType.MAX, BoundManagementType.ITERATIVE)
+    torch.manual_seed(2)
+    lin = nn.Linear(16, 8)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).eval()
+    ref = aihwkit_layer(lin, rpu).eval()
+    x = -torch.rand(4, 16)
+    x[:, 0] = 0.0
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))
+        assert torch.equal(ours(x), lin.bias.detach().expand(4, 8))
+
+
+def test_max_noise_management_trains_through_the_dac_mask():
+    rpu = _det_rpu(NoiseManagementType.MAX, BoundManagementType.ITERATIVE)
+    layer = lf.nn.AnalogLinear(12, 6, hardware=rpu, seed=0)
+    x = torch.randn(5, 12, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and layer.weight.grad is not None
+
+
+def _set(path: str, value):
+    def apply(rpu):
+        obj = rpu
+        *parents, last = path.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        setattr(obj, last, value)
+    return apply
+
+
+UNSUPPORTED = [
+    ("forward.inp_noise", 0.01),
+    ("forward.inp_asymmetry", 0.05),
+    ("forward.out_asymmetry", 0.05),
+    ("forward.out_noise_std", 0.1),
+    ("forward.inp_sto_round", True),
+    ("forward.out_sto_round", True),
+    ("forward.out_scale", 2.0),
+    ("forward.is_perfect", True),
+    ("forward.w_noise", 0.01),
+    ("forward.ir_drop", 1.0),
+    ("forward.noise_management", NoiseManagementType.CONSTANT),
+    ("forward.noise_management", NoiseManagementType.AVERAGE_ABS_MAX),
+    ("forward.bound_management", BoundManagementType.SHIFT),
+    ("modifier.type", WeightModifierType.DISCRETIZE),
+    ("modifier.type", WeightModifierType.MULT_NORMAL),
+    ("modifier.type", WeightModifierType.DISCRETIZE_ADD_NORMAL),
+    ("modifier.type", WeightModifierType.PCM_NOISE),
+    ("modifier.pdrop", 0.1),
+    ("modifier.per_batch_sample", True),
+    ("clip.type", WeightClipType.AVERAGE_CHANNEL_MAX),
+    ("remap.type", WeightRemapType.LAYERWISE_SYMMETRIC),
+    ("pre_post.input_range.enable", True),
+    ("mapping.digital_bias", False),
+]
+
+
+@pytest.mark.parametrize("path,value", UNSUPPORTED, ids=[f"{p}={v}" for p, v in UNSUPPORTED])
+def test_unmodelled_fields_raise_naming_the_field(path, value):
+    rpu = TorchInferenceRPUConfig()
+    _set(path, value)(rpu)
+    with pytest.raises(ValueError, match=path.replace(".", r"\.")):
+        lf.HardwareConfig.from_aihwkit(rpu)
+
+
+def test_unmodelled_noise_model_raises():
+    from aihwkit.inference.noise.pcm import CustomDriftPCMLikeNoiseModel  # noqa: F401
+    from aihwkit.inference.noise.hermes import HermesNoiseModel
+
+    rpu = TorchInferenceRPUConfig()
+    rpu.noise_model = HermesNoiseModel()
+    with pytest.raises(ValueError, match="noise_model = HermesNoiseModel"):
+        lf.HardwareConfig.from_aihwkit(rpu)
