@@ -40,6 +40,11 @@ def _check_nonneg(owner: str, name: str, value: float, positive: bool = False) -
         raise ValueError(f"{owner}.{name} = {value!r}; expected a value >= 0")
 
 
+def _check_finite(owner: str, name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} = {value!r}; expected a finite number")
+
+
 def _check_converter(owner: str, bits: int | None, bound: float | None) -> None:
     _check_bits(owner, bits)
     if bound is None:
@@ -57,13 +62,16 @@ def _bits_to_res(bits: int | None) -> float:
 @dataclass(frozen=True)
 class DAC:
     """Input digital-to-analog converter: `bits` (None: not quantised), clamp at ±`bound`
-    (None: no clamp; needs bits None)."""
+    (None: no clamp; needs bits None); `asymmetry`: negative inputs leave the DAC scaled by
+    1 - asymmetry (AIHWKIT's `inp_asymmetry`)."""
 
     bits: int | None = 8
     bound: float | None = 1.0
+    asymmetry: float = 0.0
 
     def __post_init__(self) -> None:
         _check_converter("dac", self.bits, self.bound)
+        _check_finite("dac", "asymmetry", self.asymmetry)
 
     @property
     def resolution(self) -> float:
@@ -74,13 +82,17 @@ class DAC:
 @dataclass(frozen=True)
 class ADC:
     """Output analog-to-digital converter: `bits` (None: not quantised), clamp at ±`bound`
-    (None: no clamp; needs bits None)."""
+    (None: no clamp; needs bits None); `asymmetry`: negative analog outputs are scaled by
+    1 - asymmetry before the noise and the ADC (AIHWKIT's `out_asymmetry`; inference only: it
+    has no gradient here)."""
 
     bits: int | None = 8
     bound: float | None = 12.0
+    asymmetry: float = 0.0
 
     def __post_init__(self) -> None:
         _check_converter("adc", self.bits, self.bound)
+        _check_finite("adc", "asymmetry", self.asymmetry)
 
     @property
     def resolution(self) -> float:
@@ -298,6 +310,8 @@ class HardwareConfig:
             and self.adc.bits is None
             and self.out_noise == 0
             and self.modifier.kind == "none"
+            and self.dac.asymmetry == 0
+            and self.adc.asymmetry == 0
         )
 
     @property
@@ -333,6 +347,8 @@ class HardwareConfig:
             "max_in": self.tiles.max_in or 0,
             "max_out": self.tiles.max_out or 0,
             "per_input_tile": False,
+            "inp_asymmetry": float(self.dac.asymmetry),
+            "out_asymmetry": float(self.adc.asymmetry),
         }
 
     def op_kwargs(self, **overrides: float | int | bool) -> dict[str, Any]:

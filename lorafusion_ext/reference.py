@@ -64,7 +64,11 @@ def crossbar_tile(
     for p in range(passes):
         s = inv_a / (2.0**p)
         xq = _quantize(x * s[:, None], hw.dac.resolution, hw.dac.bound)
+        if hw.dac.asymmetry != 0:
+            xq = torch.where(xq < 0, xq * (1.0 - hw.dac.asymmetry), xq)
         y = xq @ w.T
+        if hw.adc.asymmetry != 0:
+            y = torch.where(y < 0, y * (1.0 - hw.adc.asymmetry), y)
         if hw.out_noise > 0 and noise is not None:
             y = y + hw.out_noise * noise[p]
         if hw.adc.resolution > 0:

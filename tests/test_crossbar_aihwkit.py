@@ -180,8 +180,8 @@ def test_from_aihwkit_rejects_unmodelled_fields():
     with pytest.raises(ValueError, match="forward.inp_noise"):
         lf.HardwareConfig.from_aihwkit(rpu)
     rpu = TorchInferenceRPUConfig()
-    rpu.forward.out_asymmetry = 0.1
-    with pytest.raises(ValueError, match="forward.out_asymmetry"):
+    rpu.forward.out_noise_std = 0.1
+    with pytest.raises(ValueError, match="forward.out_noise_std"):
         lf.HardwareConfig.from_aihwkit(rpu)
     with pytest.raises(ValueError, match="TorchInferenceRPUConfig"):
         lf.HardwareConfig.from_aihwkit(object())

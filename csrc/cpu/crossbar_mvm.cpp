@@ -151,6 +151,8 @@ struct TileForward {
     const T step = dac_step(), bound = static_cast<T>(p.inp_bound);
     const bool scaling = p.noise_management != NoiseManagement::kNone ||
                          p.bound_management != BoundManagement::kNone;
+    const bool asymmetric = p.inp_asymmetry != 0.0;
+    const T asym = static_cast<T>(1.0 - p.inp_asymmetry);
     at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t m = rows[i];
@@ -161,6 +163,9 @@ struct TileForward {
           for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k] * sm, step, bound);
         } else {
           for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k], step, bound);
+        }
+        if (asymmetric) {  // AIHWKIT: after the DAC clamp, negative inputs * (1 - inp_asymmetry)
+          for (int64_t k = 0; k < kt; ++k) q[k] = q[k] < T(0) ? q[k] * asym : q[k];
         }
         if (norms) {
           // Any summation order will do (a ranking and a bound), so let it vectorise.
@@ -180,8 +185,9 @@ struct TileForward {
   // a whole pass when one output saturates, so a pass that is certain to fail need not be
   // computed. Small batches are not worth a probe; injected test noise has no known bound.
   bool probe_enabled() const {
+    // Output asymmetry rescales outputs before the ADC: the probe's bound would not hold.
     return p.bound_management == BoundManagement::kIterativeGlobal && p.max_passes > 1 &&
-           p.out_bound > 0.0 && noise_out == nullptr && M >= kProbeMinRows;
+           p.out_bound > 0.0 && noise_out == nullptr && M >= kProbeMinRows && p.out_asymmetry == 0.0;
   }
 
   // True when the pass with quantised inputs xq [M, Kt] certainly fails the global bound test,
@@ -269,6 +275,11 @@ struct TileForward {
     const T bound = p.out_bound > 0 ? static_cast<T>(p.out_bound)
                                     : std::numeric_limits<T>::infinity();
     const T sigma = static_cast<T>(p.out_noise);
+    if (p.out_asymmetry != 0.0) {  // AIHWKIT: negative outputs * (1 - out_asymmetry), then noise
+      const T asym = static_cast<T>(1.0 - p.out_asymmetry);
+      for (int64_t n = 0; n < nt; ++n) dst[n] = src[n] < T(0) ? src[n] * asym : src[n];
+      src = dst;
+    }
     if (sigma > T(0)) {
       if (noise_out) {
         const T* nz = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
@@ -532,9 +543,12 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
     // The DAC is straight-through, masked where its clamp was active. With abs-max noise
     // management |x * s| <= 1, so a DAC range that holds the largest code needs no mask.
     const double largest_code = dac_quantize<double>(1.0, 2.0 * p.inp_bound * p.inp_res, 0.0);
+    // Input asymmetry scales the gradient of negative DAC outputs: it rides on the same mask.
+    const bool asymmetric = p.inp_asymmetry != 0.0;
+    const T asym = static_cast<T>(1.0 - p.inp_asymmetry);
     const bool dac_may_clamp =
-        p.inp_bound > 0.0 && !(p.noise_management == NoiseManagement::kAbsMax &&
-                               p.nm_thres == 0.0 && largest_code <= p.inp_bound);
+        asymmetric || (p.inp_bound > 0.0 && !(p.noise_management == NoiseManagement::kAbsMax &&
+                                              p.nm_thres == 0.0 && largest_code <= p.inp_bound));
     at::Tensor xs, in_mask;
     if (grad_w.defined() || dac_may_clamp) {
       // xs: the quantised input scaled back by 1/s, the weight gradient's operand.
@@ -548,8 +562,11 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
           const T inv_s = T(1) / sm;
           for (int64_t k = 0; k < kt; ++k) {
             const T v = xp[m * K + t.k0 + k] * sm;
-            xsp[m * kt + k] = dac_quantize<T>(v, step, bound) * inv_s;
-            if (imp) imp[m * kt + k] = dac_passes_gradient<T>(v, step, bound) ? T(1) : T(0);
+            T q = dac_quantize<T>(v, step, bound);
+            const T slope = asymmetric && q < T(0) ? asym : T(1);
+            q = asymmetric && q < T(0) ? q * asym : q;
+            xsp[m * kt + k] = q * inv_s;
+            if (imp) imp[m * kt + k] = dac_passes_gradient<T>(v, step, bound) ? slope : T(0);
           }
         }
       });

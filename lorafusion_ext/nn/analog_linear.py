@@ -163,7 +163,8 @@ class AnalogLinear(nn.Linear):
         if frozen and not torch.compiler.is_compiling():
             # Frozen weights (HWA-LoRA, evaluation): map once per weight version, not per call.
             key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.hardware,
-                   None if self.held_scales is None else (self.held_scales._version, self.held_weight._version))
+                   None if self.held_scales is None else (self.held_scales.data_ptr(), self.held_scales._version,
+                                                          self.held_weight.data_ptr(), self.held_weight._version))
             cached = self.__dict__.get("_tile_cache")
             if cached is not None and cached[0] == key:
                 return cached[1], cached[2]

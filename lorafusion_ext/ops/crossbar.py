@@ -157,6 +157,11 @@ def crossbar_mvm(
     need_aux = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     )
+    if need_aux and hardware.adc.asymmetry != 0:
+        raise ValueError(
+            "crossbar_mvm: hardware.adc.asymmetry (AIHWKIT forward.out_asymmetry) is modelled for inference "
+            "only (no gradient): call under torch.no_grad() or with inputs and weights that do not require grad"
+        )
     if per_input_tile and bias is not None:
         raise ValueError("crossbar_mvm: bias must be None with per_input_tile (add it after summing the tiles)")
     kwargs = hardware.op_kwargs(per_input_tile=True) if per_input_tile else hardware.op_kwargs()
