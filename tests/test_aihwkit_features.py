@@ -193,3 +193,21 @@ def test_unmodelled_noise_model_raises():
     rpu.noise_model = HermesNoiseModel()
     with pytest.raises(ValueError, match="noise_model = HermesNoiseModel"):
         lf.HardwareConfig.from_aihwkit(rpu)
+
+
+@pytest.mark.parametrize("nm", [NoiseManagementType.ABS_MAX, NoiseManagementType.NONE], ids=["absmax", "none"])
+@pytest.mark.parametrize("inp_bound,out_bound", [(0.8, 8.0), (2.0, 20.0), (1.0, -1.0)], ids=["small", "large", "no_adc_clamp"])
+def test_non_default_converter_bounds_are_bit_exact(inp_bound, out_bound, nm):
+    rpu = _det_rpu(nm, BoundManagementType.ITERATIVE if out_bound > 0 else BoundManagementType.NONE, 40)
+    rpu.forward.inp_bound = inp_bound
+    rpu.forward.out_bound = out_bound
+    if out_bound <= 0:
+        rpu.forward.out_res = -1.0
+    torch.manual_seed(7)
+    lin = nn.Linear(96, 50)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).eval()
+    ref = aihwkit_layer(lin, rpu).eval()
+    x = _inputs() * 0.5  # with NONE, some inputs beyond the DAC range: clamped
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
