@@ -75,7 +75,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
         "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
         "mapping.max_input_size", "mapping.max_output_size",
-        "modifier.type", "modifier.std_dev", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
+        "modifier.type", "modifier.std_dev", "modifier.res", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
         "noise_model", "drift_compensation",
     }
     for path, value in _diff(rpu, TorchInferenceRPUConfig(), ""):
@@ -117,10 +117,19 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         if not mod.rel_to_actual_wmax:
             raise ValueError("rpu_config.modifier.rel_to_actual_wmax = False is not modelled by lorafusion_ext")
         modifier = hw.Modifier("add_normal", float(mod.std_dev))
+    elif mod.type == WeightModifierType.DISCRETIZE:
+        if not mod.rel_to_actual_wmax:
+            raise ValueError("rpu_config.modifier.rel_to_actual_wmax = False is not modelled by lorafusion_ext")
+        if not mod.res > 0:
+            raise ValueError(f"rpu_config.modifier.res = {mod.res!r}; expected > 0 with DISCRETIZE")
+        modifier = hw.Modifier("discretize", res=float(mod.res))
     elif mod.type == WeightModifierType.NONE:
         modifier = hw.Modifier("none")
     else:
-        raise ValueError(f"rpu_config.modifier.type = {mod.type!r}; expected NONE or ADD_NORMAL")
+        raise ValueError(
+            f"rpu_config.modifier.type = {mod.type!r}; expected NONE, ADD_NORMAL or DISCRETIZE (MULT_NORMAL is "
+            "not modelled yet; AIHWKIT's torch tile rejects the others)"
+        )
     # AIHWKIT clips and remaps in post_update_step (after each optimizer step), never at
     # conversion: clip_when="update".
     clip = rpu.clip
@@ -265,6 +274,9 @@ def rpu_config_from_hardware(h: Any) -> Any:
     if h.modifier.kind == "add_normal":
         rpu.modifier.type = WeightModifierType.ADD_NORMAL
         rpu.modifier.std_dev = h.modifier.std
+    elif h.modifier.kind == "discretize":
+        rpu.modifier.type = WeightModifierType.DISCRETIZE
+        rpu.modifier.res = h.modifier.res
     if h.device.name == "pcm":
         options = dict(h.device.options)
         reference = options.pop("prog_coeff_g_max_reference", None)

@@ -17,7 +17,7 @@ from typing import Any, Literal, Mapping
 BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
 NoiseManagementMode = Literal["none", "abs_max", "max"]
 WeightScaling = Literal["none", "layer", "row"]
-ModifierKind = Literal["none", "add_normal"]
+ModifierKind = Literal["none", "add_normal", "discretize"]
 ClipWhen = Literal["conversion", "update"]
 
 _BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
@@ -200,16 +200,22 @@ class Tiles:
 
 @dataclass(frozen=True)
 class Modifier:
-    """Training-time weight noise: `add_normal` adds std·max|W_tile|·N(0,1), redrawn each
-    forward and shared by the batch."""
+    """Training-time weight modifier (AIHWKIT's, applied in `.train()` only): `add_normal`
+    adds std·max|W_tile|·N(0,1), redrawn each forward and shared by the batch; `discretize`
+    rounds each tile's weights to steps of res·2·max|W_tile| (`res`: a resolution < 1 or a
+    number of states > 1), straight-through in the backward."""
 
     kind: ModifierKind = "none"
     std: float = 0.0
+    res: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("none", "add_normal"):
-            raise ValueError(f"modifier.kind = {self.kind!r}; expected 'none' or 'add_normal'")
+        if self.kind not in ("none", "add_normal", "discretize"):
+            raise ValueError(f"modifier.kind = {self.kind!r}; expected 'none', 'add_normal' or 'discretize'")
         _check_nonneg("modifier", "std", self.std)
+        _check_nonneg("modifier", "res", self.res)
+        if self.kind == "discretize" and self.res <= 0:
+            raise ValueError(f"modifier.res = {self.res!r} with kind 'discretize'; expected a value > 0")
 
 
 @dataclass(frozen=True)
@@ -347,6 +353,7 @@ class HardwareConfig:
             "max_in": self.tiles.max_in or 0,
             "max_out": self.tiles.max_out or 0,
             "per_input_tile": False,
+            "modifier_res": float(self.modifier.res) if self.modifier.kind == "discretize" else 0.0,
             "inp_asymmetry": float(self.dac.asymmetry),
             "out_asymmetry": float(self.adc.asymmetry),
         }

@@ -119,6 +119,10 @@ def crossbar_mvm(
             if training and hw.modifier.kind == "add_normal" and noise_weight is not None:
                 amp = hw.modifier.std * w.abs().max()
                 w = w + amp * noise_weight[o0 : o0 + nt, k0 : k0 + kt]
+            if training and hw.modifier.kind == "discretize":
+                res = 1.0 / hw.modifier.res if hw.modifier.res > 1.0 else hw.modifier.res
+                step = res * (2.0 * w.abs().max())
+                w = torch.round(w / step) * step
             noise = None
             if noise_out is not None:
                 noise = [noise_out[p, it, :, o0 : o0 + nt] for p in range(noise_out.shape[0])]

@@ -164,7 +164,6 @@ UNSUPPORTED = [
     ("forward.noise_management", NoiseManagementType.CONSTANT),
     ("forward.noise_management", NoiseManagementType.AVERAGE_ABS_MAX),
     ("forward.bound_management", BoundManagementType.SHIFT),
-    ("modifier.type", WeightModifierType.DISCRETIZE),
     ("modifier.type", WeightModifierType.MULT_NORMAL),
     ("modifier.type", WeightModifierType.DISCRETIZE_ADD_NORMAL),
     ("modifier.type", WeightModifierType.PCM_NOISE),
@@ -211,3 +210,32 @@ def test_non_default_converter_bounds_are_bit_exact(inp_bound, out_bound, nm):
     with torch.no_grad():
         a, b = ours(x), ref(x)
     assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
+
+
+@pytest.mark.parametrize("res", [1 / 62, 20.0], ids=["resolution", "states"])
+@pytest.mark.parametrize("tiles", [0, 40], ids=["one_tile", "tiled"])
+def test_discretize_modifier_is_bit_exact_in_training(res, tiles):
+    rpu = _det_rpu(NoiseManagementType.NONE, BoundManagementType.NONE, tiles)
+    rpu.modifier.type = WeightModifierType.DISCRETIZE
+    rpu.modifier.res = res
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
+    assert hw.modifier == lf.hardware.Modifier("discretize", res=res)
+    assert lf.HardwareConfig.from_aihwkit(hw.to_aihwkit()) == hw
+    torch.manual_seed(8)
+    lin = nn.Linear(96, 50)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).train()
+    ref = aihwkit_layer(lin, rpu).train()
+    x1 = _inputs() * 0.4
+    x2 = x1.clone().requires_grad_(True)
+    x1.requires_grad_(True)
+    a, b = ours(x1), ref(x2)
+    assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
+    g = torch.randn(a.shape, generator=torch.Generator().manual_seed(9))
+    a.backward(g)
+    b.backward(g)
+    assert torch.equal(x1.grad, x2.grad), f"grad x max |diff| {(x1.grad - x2.grad).abs().max().item()}"
+    with torch.no_grad():  # eval: no modifier
+        assert torch.equal(ours.eval()(x1), ref.eval()(x2))
+    w, scales = ours.tile_weights()
+    r = reference.crossbar_mvm(x1.detach(), w.detach(), scales[None], lin.bias.detach(), hw, training=True)
+    assert torch.equal(r, a.detach())

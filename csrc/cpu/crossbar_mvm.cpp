@@ -95,9 +95,22 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   if (t.k0 != 0 || t.k1 != K || t.o0 != 0 || t.o1 != N) {
     w = weight.slice(0, t.o0, t.o1).slice(1, t.k0, t.k1).contiguous();
   }
-  if (!training || p.modifier_std <= 0.0) return w;
-  // AIHWKIT: noise = (std * max|W|) * randn; W~ = W + noise, each product rounded in T.
+  if (!training || (p.modifier_std <= 0.0 && p.modifier_res <= 0.0)) return w;
   const T wmax = row_absmax<T>(w.data_ptr<T>(), w.numel());
+  if (p.modifier_res > 0.0) {
+    // AIHWKIT DISCRETIZE (UniformQuantize): step = res * (2 max|W|), W~ = round(W / step) * step.
+    const double res = p.modifier_res > 1.0 ? 1.0 / p.modifier_res : p.modifier_res;
+    const T step = static_cast<T>(res) * (T(2) * wmax);
+    at::Tensor out = at::empty_like(w);
+    const T* src = w.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    const int64_t n = w.numel();
+    at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dst[i] = lf_rint(src[i] / step) * step;
+    });
+    return out;
+  }
+  // AIHWKIT: noise = (std * max|W|) * randn; W~ = W + noise, each product rounded in T.
   const T amp = static_cast<T>(static_cast<T>(p.modifier_std) * wmax);
   at::Tensor out = at::empty_like(w);
   const int64_t no = w.size(0), kt = w.size(1);

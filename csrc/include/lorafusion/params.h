@@ -30,7 +30,8 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2 };
   X(int64_t, max_out, 0)        /* tile columns (outputs) at most; 0: one tile */          \
   X(bool, per_input_tile, false) /* y is [Tin, M, N]: each input tile's periphery output, not summed */ \
   X(double, inp_asymmetry, 0.0) /* negative DAC outputs scaled by 1 - inp_asymmetry (AIHWKIT) */  \
-  X(double, out_asymmetry, 0.0) /* negative GEMM outputs scaled by 1 - out_asymmetry, before noise and ADC */
+  X(double, out_asymmetry, 0.0) /* negative GEMM outputs scaled by 1 - out_asymmetry, before noise and ADC */ \
+  X(double, modifier_res, 0.0)  /* DISCRETIZE training modifier: step res * 2 max|W_tile|; 0: off */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {

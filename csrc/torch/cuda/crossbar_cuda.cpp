@@ -28,7 +28,10 @@ void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 }
 
 // Crossbar features the CUDA kernel does not implement yet: a clear error, never a silent skip.
-void check_cuda_features(const CrossbarParams& p) {
+void check_cuda_features(const CrossbarParams& p, bool training) {
+  TORCH_CHECK(!(training && p.modifier_res > 0.0), kOp,
+              ": the DISCRETIZE training modifier (AIHWKIT modifier.type = DISCRETIZE) is implemented in the "
+              "CPU kernel only");
   TORCH_CHECK(p.inp_asymmetry == 0.0 && p.out_asymmetry == 0.0, kOp,
               ": inp_asymmetry / out_asymmetry (AIHWKIT forward.inp_asymmetry, forward.out_asymmetry) are "
               "implemented in the CPU kernel only; got ", p.inp_asymmetry, ", ", p.out_asymmetry,
@@ -52,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     c10::ArrayRef<double> params, bool training, bool need_aux) {
   const CrossbarParams p = make_crossbar_params(params);
   check_common(x, weight, out_scales, rng, p);
-  check_cuda_features(p);
+  check_cuda_features(p, training);
   check_crossbar_bias(bias, x, weight, p);
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
@@ -110,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
     c10::ArrayRef<double> params, bool training, bool need_grad_x, bool need_grad_weight) {
   const CrossbarParams p = make_crossbar_params(params);
   check_common(x, weight, out_scales, rng, p);
-  check_cuda_features(p);
+  check_cuda_features(p, training);
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, p.max_in);
   const int64_t tiles = tin * split_count(N, p.max_out);
