@@ -465,3 +465,7 @@ def _pack_params(hw: HardwareConfig, overrides: Mapping[str, Any]) -> list[float
             "rebuild the extension (pip install --no-build-isolation -e .)"
         )
     return [float(values[n]) for n in names]
+
+
+# Public name of the mapping part (the trailing underscore avoids shadowing typing.Mapping).
+WeightMapping = Mapping_
