@@ -28,6 +28,7 @@ from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.deploy import MASK62, splitmix64
 from lorafusion_ext.nn.mapping import clip_and_remap
 from lorafusion_ext.nn.pool import PoolLayer
+from lorafusion_ext.ops import precision
 
 # Mixed into the base layer's seed so that the pool's noise streams are distinct from the base's
 # and from each other, and reproducible from the base's seed alone.
@@ -50,7 +51,8 @@ def _analog_from_weight(weight: Tensor, hardware: HardwareConfig, seed: int) -> 
         layer = AnalogLinear(in_features, out_features, bias=False, hardware=hardware,
                              device=weight.device, dtype=weight.dtype, seed=seed)
     with torch.no_grad():
-        layer.weight.copy_(clip_and_remap(weight.detach(), layer.layout, hardware))
+        # Conditioned in the compute dtype, like from_linear; a half pool stores it rounded once.
+        layer.weight.copy_(clip_and_remap(precision.upcast(weight.detach()), layer.layout, hardware))
     layer.requires_grad_(False)  # the weights and any learned out-scaling belong to the frozen pool
     return layer
 

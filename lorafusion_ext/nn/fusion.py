@@ -1,6 +1,7 @@
 """`LoRAFusionLinear`: a frozen layer plus a frozen LoRA pool fused by trainable coefficients,
-with an optional DoRA-style magnitude (docs/numerics.md, "Pooled LoRA fusion"; docs/pool_on_crossbar.md). The pool is digital
-(`PoolLayer`, the `pool_fusion` op) or on the crossbar (`AnalogPoolLayer`)."""
+with an optional DoRA-style magnitude (docs/numerics.md, "Pooled LoRA fusion"). The pool is
+digital (`PoolLayer`, the `pool_fusion` op) or on the crossbar (`AnalogPoolLayer`,
+docs/pool_on_crossbar.md)."""
 
 from __future__ import annotations
 
