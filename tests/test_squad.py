@@ -222,3 +222,30 @@ def test_squad_quick_end_to_end(tiny_model_real_vocab, tmp_path):
     assert "split by article" in table
     sweep = json.loads(open(os.path.join(d, "hwa-lora-squad.json")).read())
     assert len(sweep["values"]) == 2 and all(0.0 <= v <= 1.0 for row in sweep["values"] for v in row)
+
+
+def test_label_names_batches_and_shape_check():
+    from lorafusion_ext.data.tokenize import EncodedDataset
+
+    feats = {"input_ids": torch.arange(12).reshape(3, 4), "attention_mask": torch.tensor([[1, 1, 0, 0]] * 3)}
+    ds = EncodedDataset(feats, torch.tensor([[1, 1], [0, 0], [1, 0]]), label_names=("start_positions", "end_positions"))
+    batch = next(ds.batches(3))
+    assert batch["start_positions"].tolist() == [1, 0, 1] and batch["end_positions"].tolist() == [1, 0, 0]
+    assert "labels" not in batch and batch["input_ids"].shape == (3, 2)  # padding columns trimmed
+    with pytest.raises(ValueError, match=r"expected \[N, 2\] for label_names"):
+        EncodedDataset(feats, torch.tensor([1, 0, 1]), label_names=("start_positions", "end_positions"))
+
+
+def test_pool_for_model_leaves_out_layers_the_model_lacks(tiny_model):
+    from lorafusion_ext.nn.pool import LoRAPool
+    from lorafusion_ext.pipelines import pool_for_model
+
+    qa, _ = get_task("squad").load_model(tiny_model, seed=0)
+    names = [n for n, m in qa.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("bert.")][:2]
+    layers = {n: (torch.zeros(2, 1, 32), torch.zeros(2, 32 if "intermediate" not in n else 64, 1)) for n in names}
+    full = LoRAPool({**layers, "bert.pooler.dense": (torch.zeros(2, 1, 32), torch.zeros(2, 32, 1))}, 2.0)
+    kept = pool_for_model(full, qa)  # a span-head BERT has no pooler
+    assert kept.layer_names == names and kept.num_adapters == 2 and kept.alpha == 2.0
+    assert pool_for_model(LoRAPool(layers, 2.0), qa).layer_names == names
+    with pytest.raises(ValueError, match="not modules of the model"):
+        pool_for_model(LoRAPool({"x.y": (torch.zeros(1, 1, 4), torch.zeros(1, 4, 1))}, 1.0), qa)
