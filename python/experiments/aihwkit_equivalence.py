@@ -169,7 +169,8 @@ def run_cell(engine: str, seed: int, args: argparse.Namespace, rpu: Any, data: D
     t1 = time.perf_counter()
     acc = drift_accuracies(engine, model, lambda m: task.evaluate(m, dev)["accuracy"], args.trials, seed)
     return {
-        "engine": engine, "seed": seed, "s_per_step": train_s / args.steps, "eval_s": time.perf_counter() - t1,
+        "engine": engine, "seed": seed, "s_per_step": train_s / args.steps, "train_s": train_s,
+        "eval_s": time.perf_counter() - t1,
         "final_loss": float(sum(res.losses[-10:]) / len(res.losses[-10:])), "accuracy_unprogrammed": digital_eval,
         "accuracy_trials": acc, "accuracy": {k: sum(v) / len(v) for k, v in acc.items()},
     }
@@ -207,7 +208,7 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
     result = {
         "engines": engines, "p_value_t0": p["t0"], "p_values": p, "command": command,
         "complete": complete, "seeds": seeds, "wall_time_s": wall_s,
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "work", "report_only")},
         "hardware": hw_note, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads "
                                         f"{torch.get_num_threads()}, torch {torch.__version__}",
         "data": "SST-2 (GLUE): train split for training, dev split for evaluation",
@@ -220,7 +221,8 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
          + f" of seeds {seeds}. Rerun the command to finish (finished cells are skipped)."),
         "",
         f"Command: `{command}`  ",
-        f"Wall time of this invocation: {wall_s:.0f} s. Machine: {result['machine']}.",
+        f"Wall time of this invocation: {wall_s:.0f} s; sum over the finished cells (training + drift evaluation): "
+        f"{sum(c.get('train_s', c['s_per_step'] * args.steps) + c['eval_s'] for e in ENGINES for c in cells[e].values()):.0f} s. Machine: {result['machine']}.",
         "",
         f"Model {args.model}, SST-2, {args.steps} steps at batch {args.batch_size}, max length {args.max_length}, "
         f"LoRA r {args.rank}, alpha {args.alpha:g}, dropout {args.dropout:g} on every linear layer, LoRA lr {args.lr:g}, "
@@ -286,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/results", help="folder of aihwkit_equivalence.md / .json")
     ap.add_argument("--work", default="runs/aihwkit_equivalence", help="finished cells (resume)")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the finished cells, compute nothing")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2 steps, tiny subsets, 1 trial (a smoke run)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -299,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--glue-dir {args.glue_dir}: expected a local GLUE folder (SST-2)")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]) if argv is None else
-                                                 "python/experiments/aihwkit_equivalence.py", *(sys.argv[1:] if argv is None else argv)])
+    # The computing command (a --report-only rerun only rewrites the report of the same cells).
+    command = " ".join(shlex.quote(a) for a in ["python/experiments/aihwkit_equivalence.py",
+                                                 *(sys.argv[1:] if argv is None else argv)] if a != "--report-only")
     rpu = paper_rpu_config(args.config)
     try:
         hw = HardwareConfig.from_aihwkit(rpu)
@@ -336,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                 if cell.get("key") == key:
                     cells[engine][seed] = cell
                     continue
+            if args.report_only:
+                continue
             cell = run_cell(engine, seed, args, rpu, data)
             cell["key"] = key
             path.write_text(json.dumps(cell, indent=2))
