@@ -453,7 +453,8 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
                   "The paper's SQuAD figure (MobileBERT, F1 89.17 → 85.36 at 10 y) is for a QA-pretrained model with a "
                   "full training budget; this row is MiniLM (a sentence-embedding model) with a fresh span head and the "
                   "budget above, so its absolute level is not comparable, only its drift.", ""]
-    lines += ["![results](hwa_lora.png)", ""]
+    if c:
+        lines += ["![results](hwa_lora.png)", ""]
     return "\n".join(lines), {"cells": c, "missing": missing, "complete": not missing, "command": command,
                               "wall_time_s": wall_s, "args": {k: v for k, v in vars(a).items() if k not in ("only", "report_only")}}
 
@@ -562,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         md, js = report(r, command, time.perf_counter() - t0)
         (out / "hwa_lora.md").write_text(md)
         (out / "hwa_lora.json").write_text(json.dumps(js, indent=2))
-        plot(r, out / "hwa_lora.png")
+        if r.cells:  # no empty figure for a run with no finished cell
+            plot(r, out / "hwa_lora.png")
 
     try:
         for experiment in (baselines, placement_and_rank, hardware_change, squad, multi_task):
