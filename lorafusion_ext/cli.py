@@ -64,7 +64,10 @@ def _common(p: argparse.ArgumentParser, *, train: bool = True) -> None:
                    help=f"local GLUE folder (official layout); default ${DEFAULT_GLUE_DIR_ENV}, else the Hugging Face hub")
     p.add_argument("--hardware", default="pcm_paper", help="HardwareConfig preset (pcm_paper, pcm_tiled, ideal) or a JSON file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--max-length", "--max-seq-len", dest="max_length", type=_positive_int, default=128,
+                   help="tokens per example; for squad, per window of question + context")
+    p.add_argument("--doc-stride", type=_positive_int, default=None,
+                   help="squad: tokens shared by consecutive windows of a long context (default: max-seq-len // 3)")
     p.add_argument("--eval-examples", type=_positive_int, default=None, help="subsample the dev set")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
@@ -95,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("hwa-lora", help="train a LoRA per task through the simulated hardware")
-    p.add_argument("--task", required=True, help="GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli)")
+    p.add_argument("--task", required=True,
+                   help="GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or squad (SQuAD v1.1 extractive QA)")
     p.add_argument("--out", required=True, help="output folder (run.json, task_state.pt, results)")
     _common(p)
     _lora_args(p)
@@ -108,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _lora_args(p)
 
     p = sub.add_parser("fuse", help="LoRAFusion on a new task: train coefficients and magnitudes only")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a GLUE task or squad")
     p.add_argument("--pool", required=True, help="pool folder (from `lorafusion pool`)")
     p.add_argument("--out", required=True)
     p.add_argument("--lora-num", type=_positive_int, default=None, help="use the first K adapters of the pool")
@@ -237,7 +241,8 @@ def _train_config(args: argparse.Namespace, out: str | Path, name: str):
 def _data_config(args: argparse.Namespace):
     from lorafusion_ext.pipelines import DataConfig
 
-    return DataConfig(args.glue_dir, args.max_length, getattr(args, "train_examples", None), args.eval_examples, args.seed)
+    return DataConfig(args.glue_dir, args.max_length, getattr(args, "train_examples", None), args.eval_examples, args.seed,
+                      doc_stride=getattr(args, "doc_stride", None))
 
 
 def _lora_config(args: argparse.Namespace):
@@ -258,7 +263,8 @@ def cmd_hwa_lora(args: argparse.Namespace) -> None:
     _check_data(args, [args.task])
     record, _ = run_hwa_lora(args.task, args.model, _hardware(args.hardware), _lora_config(args),
                              _train_config(args, args.out, f"hwa-lora-{args.task}"), _data_config(args), args.out)
-    print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable}, indent=2))
+    print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable,
+                      "data": record.data}, indent=2))
 
 
 def cmd_pool(args: argparse.Namespace) -> None:
@@ -298,27 +304,41 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     record, _ = run_fusion(args.task, args.model, _hardware(args.hardware), args.pool, cfg,
                            _train_config(args, args.out, f"fuse-{args.task}"), _data_config(args), args.out,
                            lora_num=args.lora_num)
-    print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable}, indent=2))
+    print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable,
+                      "data": record.data}, indent=2))
 
 
 def cmd_drift(args: argparse.Namespace) -> None:
-    from lorafusion_ext.data.glue import task_spec
-    from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES
-    from lorafusion_ext.pipelines import DataConfig, drift_evaluation, load_run, task_data
+    from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, format_time
+    from lorafusion_ext.pipelines import drift_evaluation, eval_data, load_run
 
     out = Path(args.out)
+    rows = []
     for run in args.run:
         record, model, tok = load_run(run)
-        spec = task_spec(record.task)
-        _, _, dev = task_data(record.task, tok, DataConfig(args.glue_dir, args.max_length, 1, args.eval_examples, args.seed))
-        sweep = drift_evaluation(model, dev, spec, args.times or DEFAULT_TIMES, args.trials, args.seed,
+        data = _data_config(args)
+        task, dev = eval_data(record.task, tok, data)
+        sweep = drift_evaluation(model, dev, task, args.times or DEFAULT_TIMES, args.trials, args.seed,
                                  reprogram_each_trial=not args.paper_protocol, progress=not args.no_progress)
         name = f"{record.method}-{record.task}"
+        split = task.describe_data(data)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.md").write_text(sweep.to_markdown())
+        (out / f"{name}.md").write_text(sweep.to_markdown() + f"\nData: {split}.\n")
+        sweep.meta["data"] = split
         sweep.to_json(out / f"{name}.json")
         sweep.plot(out / f"{name}.png")
-        print(f"## {name}\n{sweep.to_markdown()}\n")
+        rows.append((name, sweep, split))
+        print(f"## {name}\n{sweep.to_markdown()}\nData: {split}.\n")
+    # One table, a row per run (a SQuAD run beside GLUE runs): main metric, mean ± std per time.
+    times = rows[0][1].times
+    lines = ["| run | metric | " + " | ".join(format_time(t) for t in times) + " |",
+             "|---|---|" + "---:|" * len(times)]
+    for name, sweep, _ in rows:
+        cells = [f"{m:.4f}" + ("" if s != s else f" ± {s:.4f}") for m, s in zip(sweep.mean, sweep.std)]
+        lines.append(f"| {name} | {sweep.metric} | " + " | ".join(cells) + " |")
+    lines += ["", f"{args.trials} trials per time ({'one programming shared' if args.paper_protocol else 'reprogrammed each trial'}), "
+              f"seed {args.seed}. Data:", *[f"- {name}: {split}" for name, _, split in rows]]
+    (out / "drift.md").write_text("\n".join(lines) + "\n")
 
 
 def cmd_cost(args: argparse.Namespace) -> None:

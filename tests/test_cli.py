@@ -95,8 +95,8 @@ def test_bench_quick(tmp_path):
 
 
 def test_cli_errors(tiny_model, tmp_path, capsys):
-    assert _run(["hwa-lora", "--task", "squad", "--out", str(tmp_path), *_small(tiny_model)]) == 1
-    assert "unknown GLUE task 'squad'" in capsys.readouterr().err
+    assert _run(["hwa-lora", "--task", "squad2", "--out", str(tmp_path), *_small(tiny_model)]) == 1
+    assert "unknown task 'squad2'" in capsys.readouterr().err
     assert _run(["hwa-lora", "--task", "qnli", "--out", str(tmp_path), *_small(tiny_model)]) == 1
     assert "QNLI train split not found" in capsys.readouterr().err
     assert _run(["fuse", "--task", "rte", "--pool", str(tmp_path / "nope"), "--out", str(tmp_path), *_small(tiny_model)]) == 2

@@ -1,4 +1,4 @@
-"""Tokenisation of GLUE examples into fixed tensors, and batching."""
+"""Tokenisation of GLUE examples into fixed tensors, and batching (shared by every task kind)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,34 @@ from lorafusion_ext.data.glue import Example
 class EncodedDataset:
     """Tokenised examples: `input_ids`, `attention_mask` (and `token_type_ids` when the
     tokenizer makes them) [N, max_length] int64, and `labels` [N] (int64, or float32 for
-    regression)."""
+    regression).
+
+    `label_names` are the model's keyword names of the labels: ("labels",) for classification
+    (`labels` [N]); several names (e.g. extractive QA's ("start_positions", "end_positions"))
+    take one column each of `labels` [N, len(label_names)].
+    """
 
     features: dict[str, Tensor]
     labels: Tensor
+    label_names: tuple[str, ...] = ("labels",)
+
+    def __post_init__(self) -> None:
+        if not self.label_names:
+            raise ValueError("EncodedDataset: label_names is empty; expected at least one name")
+        if len(self.label_names) > 1 and (self.labels.dim() != 2 or self.labels.shape[1] != len(self.label_names)):
+            raise ValueError(
+                f"EncodedDataset: labels have shape {tuple(self.labels.shape)}; expected [N, {len(self.label_names)}] "
+                f"for label_names {self.label_names}"
+            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 trim: bool = True) -> Iterator[dict[str, Tensor]]:
-        """Mini-batches (dicts of tensors incl. `labels`); `trim` cuts padding columns that no
-        row of the batch uses, so short batches cost less."""
+        """Mini-batches (dicts of tensors incl. the labels under `label_names`); `trim` cuts
+        padding columns that no row of the batch uses, so short batches cost less (label
+        positions always point at used columns)."""
         if batch_size < 1:
             raise ValueError(f"batch_size = {batch_size}; expected a positive integer")
         n = len(self)
@@ -37,7 +53,11 @@ class EncodedDataset:
             if trim and "attention_mask" in batch:
                 width = int(batch["attention_mask"].sum(1).max())
                 batch = {k: v[:, :width] for k, v in batch.items()}
-            batch["labels"] = self.labels[idx]
+            if len(self.label_names) == 1:
+                batch[self.label_names[0]] = self.labels[idx]
+            else:
+                for j, name in enumerate(self.label_names):
+                    batch[name] = self.labels[idx, j]
             yield batch
 
 

