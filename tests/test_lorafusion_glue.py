@@ -47,12 +47,20 @@ def _write_glue(root: Path, n: int = 24) -> Path:
     return root
 
 
-def test_quick_run_is_complete_and_resumable(tmp_path):
+def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     mod = _load_script()
     glue = _write_glue(tmp_path / "glue")
     out = tmp_path / "run"
     args = ["--quick", "--glue-dir", str(glue), "--out", str(out), "--threads", "1"]
+    # A partial run (the pool only) reports what is pending.
+    part = mod.main([*args, "--only", "pool/"])
+    assert not part["complete"] and "held_out/rte/lorafusion/seed0" in part["pending"]
+    assert set(part["pool"]) == {"sst2", "mrpc", "rte"}
+    assert "Incomplete" in (out / "lorafusion.md").read_text()
+    pool_lines = (out / "cells.jsonl").read_text().splitlines()
+    # The full run resumes: the pool cells are not run again.
     res = mod.main(args)
+    assert (out / "cells.jsonl").read_text().splitlines()[: len(pool_lines)] == pool_lines
     assert res["complete"], res["pending"]
     assert set(res["held_out"]) == {"sst2", "mrpc", "rte"}
     for task, methods in res["held_out"].items():
@@ -65,11 +73,16 @@ def test_quick_run_is_complete_and_resumable(tmp_path):
     rte = res["held_out"]["rte"]
     assert rte["head_only"]["trainable"] < rte["magnitude_only"]["trainable"] < rte["lorafusion"]["trainable"]
     assert rte["lorafusion"]["trainable"] < rte["hwa_lora"]["trainable"] == rte["digital_lora"]["trainable"]
-    # The seed-0 HWA-LoRA is the pool member of the task, reused.
+    # The pool is on the crossbar: LoRAFusion programs more cells once, none per task.
+    assert rte["lorafusion"]["cells_once"] > rte["hwa_lora"]["cells_once"]
+    assert rte["lorafusion"]["cells_per_task"] == rte["hwa_lora"]["cells_per_task"] == 0
     cells = mod.load_cells(out / "cells.jsonl")
+    assert cells["ablation/rte/pool_digital"]["cells_once"] == rte["hwa_lora"]["cells_once"]
+    # The seed-0 HWA-LoRA is the pool member of the task, reused.
     assert cells["held_out/rte/hwa_lora/seed0"]["reused_from"] == "pool/rte"
     assert cells["held_out/rte/hwa_lora/seed0"]["t0"] == cells["pool/rte"]["t0"]
-    assert set(res["ablations"]["ablation"]["rte"]) >= {"mode=sum", "granularity=global", "no_magnitude", "K=1"}
+    assert set(res["ablations"]["ablation"]["rte"]) == {"mode=sum", "granularity=layer", "granularity=global",
+                                                        "no_magnitude", "pool_digital", "K=1"}
     on_disk = json.loads((out / "lorafusion.json").read_text())
     assert set(on_disk) >= {"held_out", "ablations", "command", "wall_s"}
     assert "Complete" in (out / "lorafusion.md").read_text() and (out / "lorafusion.png").is_file()
@@ -78,14 +91,3 @@ def test_quick_run_is_complete_and_resumable(tmp_path):
     again = mod.main(args)
     assert len((out / "cells.jsonl").read_text().splitlines()) == n_lines
     assert again["held_out"] == res["held_out"]
-
-
-def test_partial_run_reports_pending_cells(tmp_path):
-    mod = _load_script()
-    glue = _write_glue(tmp_path / "glue")
-    out = tmp_path / "run"
-    res = mod.main(["--quick", "--glue-dir", str(glue), "--out", str(out), "--threads", "1", "--only", "pool/"])
-    assert not res["complete"] and "held_out/rte/lorafusion/seed0" in res["pending"]
-    assert set(res["pool"]) == {"sst2", "mrpc", "rte"}
-    md = (out / "lorafusion.md").read_text()
-    assert "Incomplete" in md and "pending" in md

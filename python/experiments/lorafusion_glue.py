@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -62,10 +61,11 @@ import torch
 from torch import nn
 
 from lorafusion_ext.convert import attach_lora, attach_pool, is_head, trainable_parameters
-from lorafusion_ext.cost import crossbar_cost, linear_layers
+from lorafusion_ext.cost import crossbar_cost_of
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.hardware import PRESETS, HardwareConfig
 from lorafusion_ext.models import DEFAULT_MODEL, load_classifier
+from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
 from lorafusion_ext.nn.pool import LoRAPool
 from lorafusion_ext.pipelines import DataConfig, RunRecord, drift_evaluation, load_run, save_run, task_data
 from lorafusion_ext.training.loop import TrainConfig, evaluate, train
@@ -92,10 +92,10 @@ TEN_YEARS = 315360000.0
 class Budget:
     """What every training run gets (pool members and every method alike)."""
 
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 16
     max_length: int = 64
-    train_examples: int = 2400
+    train_examples: int = 1600
     eval_examples: int = 200
     lora_lr: float = 1e-3
     head_lr: float = 1e-2
@@ -124,26 +124,11 @@ class Settings:
     export: tuple[Path, str] | None = None
 
 
-# ---------------------------------------------------------------------- analog pool support
-def analog_pool_supported() -> bool:
-    """Whether this checkout's `attach_pool` can put the pool on the crossbar."""
-    return "pool_on_crossbar" in inspect.signature(attach_pool).parameters
-
-
-def fusion_config(base: FusionConfig, pool_on_crossbar: bool | None, **changes: Any) -> FusionConfig:
-    """`base` with `changes` and the pool placement (when the checkout knows the switch)."""
-    if any(f.name == "pool_on_crossbar" for f in dataclasses.fields(FusionConfig)):
-        changes["pool_on_crossbar"] = pool_on_crossbar
-    elif pool_on_crossbar is not False:
-        raise PendingCell("this checkout's FusionConfig has no pool_on_crossbar (the analog pool is not merged yet)")
-    return dataclasses.replace(base, **changes)
-
-
-class PendingCell(Exception):
-    """A cell this checkout cannot run (it stays pending, named in the report)."""
-
-
 # ---------------------------------------------------------------------- cells
+class PendingCell(Exception):
+    """A cell that cannot run yet (e.g. its pool members are not trained): it stays pending."""
+
+
 @dataclass(frozen=True)
 class Cell:
     """One training run and its drift evaluation. `key` is unique and stable across reruns."""
@@ -309,8 +294,8 @@ def _train_magnitude_only(s: Settings, task: str, seed: int) -> tuple[nn.Module,
     pool = pool_for(s, task)
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=seed)
     _, train_set, _ = _data(s, task, tok)
-    kwargs = {"pool_on_crossbar": False} if analog_pool_supported() else {}
-    attach_pool(model, pool, mode="lorahub", magnitude=True, granularity="block", init_coeff=0.0, **kwargs)
+    attach_pool(model, pool, mode="lorahub", magnitude=True, granularity="block", init_coeff=0.0,
+                pool_on_crossbar=False)
     for c in fusion_coefficients(model):
         c.requires_grad_(False)
     mags = fusion_magnitudes(model)
@@ -326,7 +311,7 @@ def _train_lorafusion(s: Settings, cell: Cell) -> tuple[nn.Module, Any]:
     pool = pool_for(s, task, cell.param("K"))
     on_crossbar = cell.param("pool_on_crossbar", False if s.pool_digital else None)
     changes = {k: v for k, v in cell.params if k not in ("K", "pool_on_crossbar")}
-    cfg = fusion_config(s.fusion, on_crossbar, head_lr=s.budget.head_lr, **changes)
+    cfg = dataclasses.replace(s.fusion, pool_on_crossbar=on_crossbar, head_lr=s.budget.head_lr, **changes)
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=seed)
     _, train_set, _ = _data(s, task, tok)
     train_fusion(model, pool, train_set, cfg, _tcfg(s, seed, f"lorafusion {task}"), description=f"lorafusion {task}")
@@ -334,20 +319,20 @@ def _train_lorafusion(s: Settings, cell: Cell) -> tuple[nn.Module, Any]:
 
 
 # ---------------------------------------------------------------------- cost
-def cells_per_task(model: nn.Module, method: str, pool_size: int, rank: int) -> dict[str, int]:
-    """Crossbar cells programmed once and per new task for `method`, from `lorafusion_ext.cost`
-    (the analog layers of `model`; adapters are digital except LoRAFusion's pool)."""
-    layers = [(n.removesuffix(".base"), i, o) for n, i, o in linear_layers(model) if not is_head(n)]
-    layers = [(n, i, o) for n, i, o in layers if not n.endswith((".lora", ".pool"))]
-    report = crossbar_cost(layers, rank=rank, pool_size=max(pool_size, 1))
+def cells_per_task(model: nn.Module, method: str) -> dict[str, int]:
+    """Crossbar cells programmed once and per new task for `method`, from
+    `lorafusion_ext.cost.crossbar_cost_of` (counted from the analog layers `model` holds, the
+    pool's tiles included). LoRAs, heads, coefficients and magnitudes are digital."""
+    report = crossbar_cost_of(model)
     rows = {m.method: m for m in report.methods}
-    base = report.methods[0]
     if method == "lorafusion":
         row = next(m for m in report.methods if m.method.startswith("LoRAFusion"))
+        if not any(isinstance(m, AnalogPoolLayer) for m in model.modules()):
+            row = rows["base model (deploy)"]  # a digital pool occupies no cell
     elif method in ("hwa_lora", "digital_lora"):
         row = rows["HWA-LoRA (digital LoRA)"]
     else:  # head and magnitudes are digital: nothing reprogrammed
-        row = base
+        row = rows["base model (deploy)"]
     return {"cells_once": row.cells_once, "cells_per_task": row.cells_per_task}
 
 
@@ -367,10 +352,8 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         return {**rec, "key": cell.key, "reused_from": src["key"], "metric": metric, "wall_s": 0.0}
     if cell.kind == "pool":
         model, tok = train_pool_member(s, cell.task)
-        pool_size = 0
     elif cell.method == "lorafusion":
         model, tok = _train_lorafusion(s, cell)
-        pool_size = cell.param("K") or len(s.tasks) - 1
         extra["pool"] = pool_for(s, cell.task, cell.param("K")).adapter_names
         extra["pool_on_crossbar"] = cell.param("pool_on_crossbar", False if s.pool_digital else None)
     else:
@@ -378,7 +361,6 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
             "hwa_lora": _train_hwa_lora, "digital_lora": _train_digital_lora, "head_only": _train_head_only,
             "magnitude_only": _train_magnitude_only}[cell.method]
         model, tok = train_fn(s, cell.task, cell.seed)
-        pool_size = 0
     _, _, dev = _data(s, cell.task, tok)
     # The analog model's score before programming: reported for the pool members only.
     dev_metrics = evaluate(model, dev, spec.metrics) if cell.kind == "pool" else None
@@ -386,7 +368,7 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
     t0_trials = [row[0] for row in sweep.values]
     t10_trials = [row[1] for row in sweep.values]
     tr = trainable_parameters(model)
-    cost = cells_per_task(model, cell.method, pool_size, 8)
+    cost = cells_per_task(model, cell.method)
     return {
         "key": cell.key, "metric": metric, "dev": dev_metrics,
         "t0": float(sum(t0_trials) / len(t0_trials)), "t10y": float(sum(t10_trials) / len(t10_trials)),
@@ -634,8 +616,8 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--out", default="results/lorafusion_glue", help="checkpoints, pool, cells.jsonl")
     p.add_argument("--docs", default=None, help="where lorafusion.md/json/png go (default docs/results; --quick: --out)")
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--ablation-tasks", default="rte,mrpc")
-    p.add_argument("--diagnosis-task", default="rte", help="'' for none")
+    p.add_argument("--ablation-tasks", default="sst2,mrpc")
+    p.add_argument("--diagnosis-task", default="sst2", help="'' for none")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
@@ -670,8 +652,10 @@ def parse(argv: list[str] | None) -> Settings:
     if len(tasks) < 2:
         p.error(f"--tasks {a.tasks!r}: leave-one-out needs at least 2 tasks")
     abl = tuple(t for t in a.ablation_tasks.split(",") if t)
-    if a.quick and a.ablation_tasks == "rte,mrpc":
+    if a.quick and a.ablation_tasks == "sst2,mrpc":
         abl = ("rte",)
+    if a.quick and a.diagnosis_task == "sst2":
+        a.diagnosis_task = ""  # the diagnosis cells take the ablations' code path
     if any(t not in tasks for t in abl) or (a.diagnosis_task and a.diagnosis_task not in tasks):
         p.error(f"--ablation-tasks {abl} / --diagnosis-task {a.diagnosis_task!r}: expected tasks among {tasks}")
     if not os.path.isdir(a.glue_dir):
