@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import random
 import sys
 from pathlib import Path
@@ -91,3 +93,21 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     again = mod.main(args)
     assert len((out / "cells.jsonl").read_text().splitlines()) == n_lines
     assert again["held_out"] == res["held_out"]
+
+
+def test_cell_claims_share_the_queue_between_workers(tmp_path):
+    mod = _load_script()
+    assert mod.claim(tmp_path, "held_out/rte/lorafusion/seed0")
+    assert not mod.claimed_by_other(tmp_path, "held_out/rte/lorafusion/seed0")  # ours
+    # A live other process holds a claim: not ours to take.
+    path = mod._claim_path(tmp_path, "pool/sst2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(os.getppid()))
+    assert mod.claimed_by_other(tmp_path, "pool/sst2") and not mod.claim(tmp_path, "pool/sst2")
+    # A claim whose process is gone is stale and taken over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(str(dead.pid))
+    assert not mod.claimed_by_other(tmp_path, "pool/sst2") and mod.claim(tmp_path, "pool/sst2")
+    mod.release(tmp_path, "pool/sst2")
+    assert not path.exists()

@@ -164,26 +164,87 @@ DIAGNOSIS: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
 
 
 def plan(s: Settings) -> list[Cell]:
-    """Every cell of the experiment, in the order they run: pool, then the held-out methods
-    seed by seed (so that early stops leave complete seeds), then ablations and diagnosis."""
+    """Every cell of the experiment, in priority order (what runs first when several workers
+    share the queue, and what an interrupted run has finished): the pool; seed 0 of
+    `lorafusion`, `hwa_lora` (reused), `magnitude_only` and `head_only` on every task; the
+    capacity/optimisation diagnosis on `--diagnosis-task`; seed 0 of `digital_lora`; the
+    ablations; then the other seeds."""
     cells = [Cell(f"pool/{t}", "pool", t, "hwa_lora", 0) for t in s.tasks]
-    for seed in s.budget.seeds:
-        for t in s.tasks:
-            for m in METHODS:
-                cells.append(Cell(f"held_out/{t}/{m}/seed{seed}", "held_out", t, m, seed))
+
+    def held(seed: int, methods: tuple[str, ...]) -> list[Cell]:
+        return [Cell(f"held_out/{t}/{m}/seed{seed}", "held_out", t, m, seed) for m in methods for t in s.tasks]
+
+    seeds = list(s.budget.seeds)
+    first = seeds[0]
+    cells += held(first, ("lorafusion", "hwa_lora", "magnitude_only", "head_only"))
+    diag = []
+    if s.diagnosis_task:
+        diag = [Cell(f"diagnosis/{s.diagnosis_task}/{n}", "diagnosis", s.diagnosis_task, "lorafusion", first, n, p)
+                for n, p in DIAGNOSIS]
+    cells += diag[:4]
+    cells += held(first, ("digital_lora",))
     k_pool = len(s.tasks) - 1
     for t in s.ablation_tasks:
         for name, params in ABLATIONS:
-            cells.append(Cell(f"ablation/{t}/{name}", "ablation", t, "lorafusion", 0, name, params))
+            cells.append(Cell(f"ablation/{t}/{name}", "ablation", t, "lorafusion", first, name, params))
         for k in range(1, k_pool):
-            cells.append(Cell(f"ablation/{t}/K={k}", "ablation", t, "lorafusion", 0, f"K={k}", (("K", k),)))
-    if s.diagnosis_task:
-        t = s.diagnosis_task
-        for name, params in DIAGNOSIS:
-            cells.append(Cell(f"diagnosis/{t}/{name}", "diagnosis", t, "lorafusion", 0, name, params))
+            cells.append(Cell(f"ablation/{t}/K={k}", "ablation", t, "lorafusion", first, f"K={k}", (("K", k),)))
+    cells += diag[4:]
+    for seed in seeds[1:]:
+        cells += held(seed, METHODS)
     if s.only:
         cells = [c for c in cells if any(c.key.startswith(p) for p in s.only)]
     return cells
+
+
+# Several workers (processes) may share one --out: each claims a cell by creating
+# <out>/claims/<key> exclusively; a claim whose process is gone is taken over.
+def _claim_path(out: Path, key: str) -> Path:
+    return out / "claims" / key.replace("/", "__")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(out: Path, key: str) -> bool:
+    path = _claim_path(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                return False
+            if pid and _alive(pid):
+                return False
+            path.unlink(missing_ok=True)  # stale: its worker died
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def claimed_by_other(out: Path, key: str) -> bool:
+    path = _claim_path(out, key)
+    try:
+        pid = int(path.read_text() or 0)
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid() and _alive(pid)
+
+
+def release(out: Path, key: str) -> None:
+    _claim_path(out, key).unlink(missing_ok=True)
 
 
 def load_cells(path: Path) -> dict[str, dict]:
@@ -689,22 +750,38 @@ def main(argv: list[str] | None = None) -> dict:
     cells_path = s.out / "cells.jsonl"
     all_cells = plan(dataclasses.replace(s, only=()))
     cells = plan(s)
-    done = load_cells(cells_path)
-    for cell in cells:
-        done = load_cells(cells_path)
-        if cell.key in done:
+    while True:
+        ran, waiting = False, False
+        for cell in cells:
+            done = load_cells(cells_path)
+            if cell.key in done:
+                continue
+            if claimed_by_other(s.out, cell.key):
+                waiting = True
+                continue
+            if not claim(s.out, cell.key):
+                waiting = True
+                continue
+            try:
+                rec = run_cell(s, cell, done)
+            except PendingCell as why:
+                release(s.out, cell.key)
+                waiting = waiting or any(claimed_by_other(s.out, c.key) for c in cells)
+                print(f"[lorafusion_glue] {cell.key}: waits ({why})", flush=True)
+                continue
+            append_cell(cells_path, rec)
+            release(s.out, cell.key)
+            print(f"[lorafusion_glue] {cell.key}: t0 {rec['t0']:.4f} t10y {rec['t10y']:.4f} "
+                  f"({rec['metric']}, {rec['wall_s']:.0f} s)", flush=True)
+            # Other workers append cells too: the report is written from the file.
+            write_report(s, all_cells, load_cells(cells_path))
+            ran = True
+            break  # back to the top: the highest-priority cell that can run now
+        if ran:
             continue
-        try:
-            rec = run_cell(s, cell, done)
-        except PendingCell as why:
-            print(f"[lorafusion_glue] {cell.key}: pending ({why})", flush=True)
-            continue
-        append_cell(cells_path, rec)
-        print(f"[lorafusion_glue] {cell.key}: t0 {rec['t0']:.4f} t10y {rec['t10y']:.4f} "
-              f"({rec['metric']}, {rec['wall_s']:.0f} s)", flush=True)
-        # Other processes may append cells too (disjoint --only sets): report from the file.
-        done = load_cells(cells_path)
-        write_report(s, all_cells, done)
+        if not waiting:
+            break
+        time.sleep(20)  # cells of other workers (e.g. pool members) are in flight
     return write_report(s, all_cells, load_cells(cells_path))
 
 
