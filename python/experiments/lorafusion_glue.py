@@ -122,6 +122,7 @@ class Settings:
     command: str = ""
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
     export: tuple[Path, str] | None = None
+    report_only: bool = False
 
 
 # ---------------------------------------------------------------------- cells
@@ -299,11 +300,10 @@ def full_pool(s: Settings) -> LoRAPool:
         pool = LoRAPool.load(folder)
         if list(pool.adapter_names) == [task_spec(t).name for t in s.tasks]:
             return pool
-    models = []
-    for t in s.tasks:
-        if not (s.out / "pool" / t / "run.json").is_file():
-            raise PendingCell(f"pool member {t} not trained yet")
-        models.append(load_run(s.out / "pool" / t)[1])
+    missing = [t for t in s.tasks if not (s.out / "pool" / t / "run.json").is_file()]
+    if missing:
+        raise PendingCell(f"pool members {missing} not trained yet")
+    models = [load_run(s.out / "pool" / t)[1] for t in s.tasks]
     pool = pool_from_models(models, [task_spec(t).name for t in s.tasks])
     pool.save(folder)
     return pool
@@ -477,10 +477,13 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
             for c in cells if c.kind == "pool" and c.key in done}
     pending = [c.key for c in cells if c.key not in done]
     wall = sum(r.get("wall_s", 0.0) for r in done.values())
+    ends = [r["finished_at"] for r in done.values() if "finished_at" in r]
+    span = (max(ends) - min(ends)) if len(ends) > 1 else None
     return {"held_out": held, "ablations": ablations, "pool": pool, "budget": dataclasses.asdict(s.budget),
             "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
             "tasks": list(s.tasks), "complete": not pending, "pending": pending, "command": s.command,
-            "wall_s": wall, "machine": _machine()}
+            "wall_s": wall, "span_s": span,
+            "workers": len({r.get("worker") for r in done.values() if "worker" in r}), "machine": _machine()}
 
 
 def _machine() -> str:
@@ -562,14 +565,15 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         lines.append(f"| {t} | {task_spec(t).metrics[0]} | " + (
             f"{p['dev'][p['metric']]:.3f} | {p['t0']:.3f} | {p['t10y']:.3f} |" if p else "pending | pending | pending |"))
     lines += ["", "## Held-out task: mean ± std over seeds", "",
-              "| task | method | t = 0 | t = 10 y | trainable params | cells reprogrammed per task |",
-              "|---|---|---|---|---|---|"]
+              "| task | method | t = 0 | t = 10 y | trainable params | cells programmed once | cells reprogrammed per task |",
+              "|---|---|---|---|---|---|---|"]
     for t in s.tasks:
         for m in METHODS:
             e = res["held_out"][t][m]
             tr = "" if e["trainable"] is None else f"{e['trainable']:,}"
             cp = "" if e["cells_per_task"] is None else f"{e['cells_per_task']:,}"
-            lines.append(f"| {t} ({e['metric']}) | {m} | {_fmt(e['t0'])} | {_fmt(e['t10y'])} | {tr} | {cp} |")
+            co = "" if e["cells_once"] is None else f"{e['cells_once']:,}"
+            lines.append(f"| {t} ({e['metric']}) | {m} | {_fmt(e['t0'])} | {_fmt(e['t10y'])} | {tr} | {co} | {cp} |")
     gap = _gap(res, s)
     if gap:
         lines += ["", gap]
@@ -587,8 +591,10 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
                 lines.append(f"| {t} | {v} | {e['t0'][0]:.3f} | {e['t10y'][0]:.3f} | {e['trainable']:,} |")
     lines += ["", "![held-out results](lorafusion.png)", "",
               "## Reproduce", "", "```", s.command, "```", "",
-              f"Wall time of the finished cells: {res['wall_s']:.0f} s (sum over cells, each timed on its own). "
-              f"Machine: {res['machine']}."]
+              f"Wall time of the finished cells: {res['wall_s']:.0f} s (`wall_s`: the sum of each cell's own wall "
+              f"time; cells ran in {res['workers']} worker process(es) of one thread each, sharing the CPUs with "
+              f"other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
+              + f"). Machine: {res['machine']}."]
     if res["pending"]:
         lines += ["", "## Pending cells", "", ", ".join(f"`{k}`" for k in res["pending"])]
     (s.docs / "lorafusion.md").write_text("\n".join(lines) + "\n")
@@ -690,6 +696,7 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--only", default="", help="comma-separated cell-key prefixes to run (e.g. pool/,held_out/rte/)")
     p.add_argument("--export-pool", default=None, help="write the pool without --export-held-out (and its heads) here, then stop")
     p.add_argument("--export-held-out", default="sst2")
+    p.add_argument("--report", action="store_true", help="only rewrite the report from the finished cells")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny random BERT, 2 steps, tiny subsets")
@@ -735,6 +742,7 @@ def parse(argv: list[str] | None) -> Settings:
                  command=command)
     s.hardware = HardwareConfig.preset(a.hardware)
     s.export = (Path(a.export_pool), a.export_held_out) if a.export_pool else None
+    s.report_only = a.report
     return s
 
 
@@ -745,6 +753,8 @@ def main(argv: list[str] | None = None) -> dict:
         folder = export_pool(s, s.export[1], s.export[0])
         print(f"[lorafusion_glue] pool written to {folder}")
         return {"exported": str(folder)}
+    if s.report_only:
+        return write_report(s, plan(dataclasses.replace(s, only=())), load_cells(s.out / "cells.jsonl"))
     (s.out / "settings.json").write_text(json.dumps({"budget": dataclasses.asdict(s.budget), "tasks": s.tasks,
                                                      "model": s.model, "hardware": s.hardware_name}, indent=2))
     cells_path = s.out / "cells.jsonl"
@@ -769,6 +779,8 @@ def main(argv: list[str] | None = None) -> dict:
                 waiting = waiting or any(claimed_by_other(s.out, c.key) for c in cells)
                 print(f"[lorafusion_glue] {cell.key}: waits ({why})", flush=True)
                 continue
+            rec["finished_at"] = time.time()
+            rec["worker"] = os.getpid()
             append_cell(cells_path, rec)
             release(s.out, cell.key)
             print(f"[lorafusion_glue] {cell.key}: t0 {rec['t0']:.4f} t10y {rec['t10y']:.4f} "
