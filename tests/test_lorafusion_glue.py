@@ -111,3 +111,24 @@ def test_cell_claims_share_the_queue_between_workers(tmp_path):
     assert not mod.claimed_by_other(tmp_path, "pool/sst2") and mod.claim(tmp_path, "pool/sst2")
     mod.release(tmp_path, "pool/sst2")
     assert not path.exists()
+
+
+def test_pool_span_measures_what_the_other_members_can_express():
+    import torch
+
+    from lorafusion_ext.nn.pool import LoRAPool
+
+    mod = _load_script()
+    g = torch.Generator().manual_seed(0)
+    layers = {}
+    for name in ("a", "b"):
+        A = torch.randn(3, 2, 16, generator=g)
+        B = torch.randn(3, 12, 2, generator=g)
+        A[2], B[2] = A[0], 2 * B[0]  # member 2's update is twice member 0's
+        layers[name] = (A, B)
+    span = mod.pool_span(LoRAPool(layers, alpha=4.0, adapter_names=["x", "y", "z"]))
+    for key in ("explained_layer", "explained_global"):
+        assert abs(span[key]["z"] - 1) < 1e-9 and abs(span[key]["x"] - 1) < 1e-9
+        assert span[key]["y"] < 0.2  # an unrelated random update
+    assert span["explained_layer"]["y"] >= span["explained_global"]["y"] - 1e-12
+    assert abs(span["cosine"]["x"]["z"] - 1) < 1e-9

@@ -102,6 +102,11 @@ class Budget:
     seeds: tuple[int, ...] = (0, 1, 2)
     trials: int = 3
     data_seed: int = 0
+    #: steps of the pool members (None: `steps`; then a member is also the seed-0 `hwa_lora`
+    #: of its task; otherwise that seed is trained on its own with `steps`).
+    pool_steps: int | None = None
+    #: examples the pool members draw from (None: `train_examples`).
+    pool_train_examples: int | None = None
 
 
 @dataclass
@@ -266,14 +271,21 @@ def append_cell(path: Path, rec: dict) -> None:
 
 
 # ---------------------------------------------------------------------- training per method
-def _data(s: Settings, task: str, tokenizer: Any):
+def _data(s: Settings, task: str, tokenizer: Any, pool: bool = False):
     b = s.budget
-    return task_data(task, tokenizer, DataConfig(s.glue_dir, b.max_length, b.train_examples, b.eval_examples, b.data_seed))
+    n = b.pool_train_examples if pool and b.pool_train_examples else b.train_examples
+    return task_data(task, tokenizer, DataConfig(s.glue_dir, b.max_length, n, b.eval_examples, b.data_seed))
 
 
-def _tcfg(s: Settings, seed: int, desc: str) -> TrainConfig:
-    return TrainConfig(steps=s.budget.steps, batch_size=s.budget.batch_size, seed=seed, progress=s.progress,
-                       run_name=desc)
+def _tcfg(s: Settings, seed: int, desc: str, pool: bool = False) -> TrainConfig:
+    steps = s.budget.pool_steps if pool and s.budget.pool_steps else s.budget.steps
+    return TrainConfig(steps=steps, batch_size=s.budget.batch_size, seed=seed, progress=s.progress, run_name=desc)
+
+
+def _pool_is_hwa_seed0(s: Settings) -> bool:
+    b = s.budget
+    return (b.pool_steps in (None, b.steps) and b.pool_train_examples in (None, b.train_examples)
+            and b.seeds and b.seeds[0] == 0)
 
 
 def _lora_cfg(s: Settings) -> HWALoRAConfig:
@@ -284,9 +296,9 @@ def train_pool_member(s: Settings, task: str) -> tuple[nn.Module, Any]:
     """HWA-LoRA on `task`, seed 0, saved to <out>/pool/<task>."""
     spec = task_spec(task)
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=0)
-    _, train_set, dev = _data(s, task, tok)
+    _, train_set, dev = _data(s, task, tok, pool=True)
     cfg = _lora_cfg(s)
-    train_hwa_lora(model, train_set, cfg, _tcfg(s, 0, f"pool {task}"), description=f"pool {task}")
+    train_hwa_lora(model, train_set, cfg, _tcfg(s, 0, f"pool {task}", pool=True), description=f"pool {task}")
     record = RunRecord("hwa-lora", spec.name, s.model, s.hardware.to_dict(), 0, lora=dataclasses.asdict(cfg),
                        metrics=evaluate(model, dev, spec.metrics), trainable=trainable_parameters(model))
     save_run(s.out / "pool" / task, record, model)
@@ -403,7 +415,7 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
     spec = task_spec(cell.task)
     metric = spec.metrics[0]
     extra: dict[str, Any] = {}
-    if cell.kind == "held_out" and cell.method == "hwa_lora" and cell.seed == 0:
+    if cell.kind == "held_out" and cell.method == "hwa_lora" and cell.seed == 0 and _pool_is_hwa_seed0(s):
         # The pool member of this task is this run (same recipe, budget, seed): reuse it.
         src = done.get(f"pool/{cell.task}")
         if src is None:
@@ -525,6 +537,8 @@ def _plot(path: Path, res: dict) -> None:
 
 def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     res = collect(s, cells, done)
+    if (s.out / "pool" / "all" / "pool.safetensors").is_file():
+        res["pool_span"] = pool_span(LoRAPool.load(s.out / "pool" / "all"))
     s.docs.mkdir(parents=True, exist_ok=True)
     (s.docs / "lorafusion.json").write_text(json.dumps(res, indent=2) + "\n")
     _plot(s.docs / "lorafusion.png", res)
@@ -542,7 +556,10 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         f"{', '.join(s.tasks)}; each held out in turn, the pool being the HWA-LoRAs of the others "
         f"(K = {len(s.tasks) - 1}).",
         "",
-        f"Budget, identical for every method and every pool member: {b.steps} steps of batch {b.batch_size}, "
+        ("Budget, identical for every method and every pool member: " if _pool_is_hwa_seed0(s) else
+         f"Pool members: {b.pool_steps or b.steps} steps on at most {b.pool_train_examples or b.train_examples} "
+         "examples. Budget, identical for every method on the held-out task: ")
+        + f"{b.steps} steps of batch {b.batch_size}, "
         f"sequence length {b.max_length}, at most {b.train_examples} training examples (a fixed subsample, "
         f"seed {b.data_seed}), head learning rate {b.head_lr:g}; LoRA (rank 8, alpha 32, all linear layers) "
         f"learning rate {b.lora_lr:g}; LoRAFusion `FusionConfig` {_fusion_text(s.fusion)}. Dev metric on at most "
@@ -589,6 +606,17 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
                 lines.append(f"| {t} | reference (`lorafusion` seed 0) | {ref['t0']:.3f} | {ref['t10y']:.3f} | {ref['trainable']:,} |")
             for v, e in variants.items():
                 lines.append(f"| {t} | {v} | {e['t0'][0]:.3f} | {e['t10y'][0]:.3f} | {e['trainable']:,} |")
+    span = res.get("pool_span")
+    if span:
+        lines += ["", "## What the pool can express (weights only, no training)", "",
+                  "Fraction of each task's own HWA-LoRA update ΔW = s·B·A that the other pool members can "
+                  "reproduce by least squares (`pool_span`): per-layer coefficients (`sum` mode) and one global "
+                  "vector; and the largest cosine similarity of its flattened update with another member's.", "",
+                  "| held-out task | explained, per-layer c | explained, global c | max cosine to another member |",
+                  "|---|---|---|---|"]
+        for t in span["members"]:
+            cos = max(v for k, v in span["cosine"][t].items() if k != t)
+            lines.append(f"| {t} | {span['explained_layer'][t]:.3f} | {span['explained_global'][t]:.3f} | {cos:.3f} |")
     lines += ["", "![held-out results](lorafusion.png)", "",
               "## Reproduce", "", "```", s.command, "```", "",
               f"Wall time of the finished cells: {res['wall_s']:.0f} s (`wall_s`: the sum of each cell's own wall "
@@ -616,6 +644,45 @@ def _gap(res: dict, s: Settings) -> str:
         return ""
     return (f"Mean gap `hwa_lora` − `lorafusion` at t = 0 over {len(diffs)} task(s) with both: "
             f"{sum(diffs) / len(diffs):.1f} points (metric × 100).")
+
+
+# ---------------------------------------------------------------------- pool span (diagnosis)
+@torch.no_grad()
+def pool_span(pool: LoRAPool) -> dict:
+    """How much of each member's weight update ΔW_T = s B_T A_T the other members can express.
+
+    For held-out T, per layer: the least-squares fit min_c ‖ΔW_T − Σ_k c_k ΔW_k‖_F over the
+    other members k (`sum` mode with one coefficient per layer: a superset of what `block`
+    and `global` coefficients can reach); `explained_layer` is 1 − Σ residual² / Σ ‖ΔW_T‖²
+    over the layers; `explained_global` the same with one coefficient vector for the whole
+    model. `cosine` is the cosine similarity of the flattened updates of every member pair.
+    A small explained fraction means the pool cannot reproduce the held-out task's own LoRA
+    update: the fusion must find another solution or rely on magnitudes and head."""
+    names = list(pool.adapter_names)
+    K = len(names)
+    flat = {n: (pool.layer(n).B.double() @ pool.layer(n).A.double()).reshape(K, -1) for n in pool.layer_names}
+    gram_layers = {n: v @ v.t() for n, v in flat.items()}  # [K, K] per layer
+    gram_total = sum(gram_layers.values())
+    out: dict[str, Any] = {"members": names, "explained_layer": {}, "explained_global": {}}
+    for t in range(K):
+        others = [k for k in range(K) if k != t]
+        target_sq = float(gram_total[t, t])
+        res_layer = 0.0
+        for g in gram_layers.values():
+            G = g[others][:, others]
+            b = g[others, t]
+            c = torch.linalg.lstsq(G, b.unsqueeze(1)).solution.squeeze(1)
+            res_layer += float(g[t, t] - 2 * c @ b + c @ G @ c)
+        G = gram_total[others][:, others]
+        b = gram_total[others, t]
+        c = torch.linalg.lstsq(G, b.unsqueeze(1)).solution.squeeze(1)
+        res_global = float(gram_total[t, t] - 2 * c @ b + c @ G @ c)
+        out["explained_layer"][names[t]] = 1 - res_layer / target_sq
+        out["explained_global"][names[t]] = 1 - res_global / target_sq
+    norms = gram_total.diagonal().sqrt()
+    out["cosine"] = {names[i]: {names[j]: float(gram_total[i, j] / (norms[i] * norms[j])) for j in range(K)}
+                     for i in range(K)}
+    return out
 
 
 # ---------------------------------------------------------------------- the demo's pool
@@ -692,6 +759,10 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--eval-examples", type=int, default=None)
     p.add_argument("--seeds", default=None, help="comma-separated, default 0,1,2")
     p.add_argument("--trials", type=int, default=None)
+    p.add_argument("--pool-steps", type=int, default=None,
+                   help="steps of the pool members (default --steps; when they differ, the pool members are not "
+                        "reused as the seed-0 hwa_lora)")
+    p.add_argument("--pool-train-examples", type=int, default=None)
     p.add_argument("--pool-digital", action="store_true", help="run LoRAFusion's pool digitally (ablation)")
     p.add_argument("--only", default="", help="comma-separated cell-key prefixes to run (e.g. pool/,held_out/rte/)")
     p.add_argument("--export-pool", default=None, help="write the pool without --export-held-out (and its heads) here, then stop")
@@ -704,7 +775,8 @@ def parse(argv: list[str] | None) -> Settings:
     b = Budget()
     if a.quick:
         b = Budget(steps=2, batch_size=4, max_length=24, train_examples=16, eval_examples=8, seeds=(0, 1), trials=1)
-    for name in ("steps", "batch_size", "max_length", "train_examples", "eval_examples", "trials"):
+    for name in ("steps", "batch_size", "max_length", "train_examples", "eval_examples", "trials", "pool_steps",
+                 "pool_train_examples"):
         v = getattr(a, name)
         if v is not None:
             if v < 1:
