@@ -128,6 +128,7 @@ class Settings:
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
     export: tuple[Path, str] | None = None
     report_only: bool = False
+    import_from: Path | None = None
 
 
 # ---------------------------------------------------------------------- cells
@@ -201,6 +202,43 @@ def plan(s: Settings) -> list[Cell]:
     if s.only:
         cells = [c for c in cells if any(c.key.startswith(p) for p in s.only)]
     return cells
+
+
+# Cells that do not depend on the pool's content, imported from another run (--import-from)
+# with the same per-task budget: the same training, seed and data give the same result.
+POOL_FREE = ("hwa_lora", "digital_lora", "head_only", "magnitude_only")  # magnitude_only: c = 0, Δy = 0
+
+
+def _held_out_budget(budget: dict) -> dict:
+    return {k: v for k, v in budget.items() if k not in ("pool_steps", "pool_train_examples", "seeds")}
+
+
+def import_cells(s: Settings, source: Path) -> int:
+    """Append to this run's cells the pool-free held-out cells of the run in `source` (and its
+    seed-0 pool members as seed-0 `hwa_lora`) when that run's per-task budget, model and
+    hardware equal this one's. Returns how many were imported."""
+    theirs = json.loads((source / "settings.json").read_text())
+    mine = {"budget": dataclasses.asdict(s.budget), "model": s.model, "hardware": s.hardware_name}
+    if (_held_out_budget(theirs["budget"]) != _held_out_budget(mine["budget"]) or theirs["model"] != mine["model"]
+            or theirs["hardware"] != mine["hardware"]):
+        raise ValueError(f"--import-from {source}: its budget/model/hardware differ from this run's; nothing imported")
+    their_pool_is_hwa = theirs["budget"].get("pool_steps") in (None, theirs["budget"]["steps"]) and \
+        theirs["budget"].get("pool_train_examples") in (None, theirs["budget"]["train_examples"])
+    cells_path = s.out / "cells.jsonl"
+    done, source_cells = load_cells(cells_path), load_cells(source / "cells.jsonl")
+    count = 0
+    for key, rec in source_cells.items():
+        target = None
+        parts = key.split("/")
+        if parts[0] == "held_out" and parts[2] in POOL_FREE and "reused_from" not in rec:
+            target = key
+        elif parts[0] == "pool" and their_pool_is_hwa:
+            target = f"held_out/{parts[1]}/hwa_lora/seed0"
+        if target and target not in done:
+            append_cell(cells_path, {**rec, "key": target, "imported_from": f"{source}:{key}"})
+            done[target] = rec
+            count += 1
+    return count
 
 
 # Several workers (processes) may share one --out: each claims a cell by creating
@@ -768,6 +806,8 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--export-pool", default=None, help="write the pool without --export-held-out (and its heads) here, then stop")
     p.add_argument("--export-held-out", default="sst2")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the finished cells")
+    p.add_argument("--import-from", default=None,
+                   help="another run's --out: import its pool-free held-out cells (same per-task budget)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny random BERT, 2 steps, tiny subsets")
@@ -815,6 +855,7 @@ def parse(argv: list[str] | None) -> Settings:
     s.hardware = HardwareConfig.preset(a.hardware)
     s.export = (Path(a.export_pool), a.export_held_out) if a.export_pool else None
     s.report_only = a.report
+    s.import_from = Path(a.import_from) if a.import_from else None
     return s
 
 
@@ -826,14 +867,24 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[lorafusion_glue] pool written to {folder}")
         return {"exported": str(folder)}
     if s.report_only:
+        settings_path = s.out / "settings.json"
+        if settings_path.is_file():  # the command that ran the cells, not this report call
+            s.command = json.loads(settings_path.read_text()).get("command", s.command)
+        if s.import_from is not None:
+            import_cells(s, s.import_from)
         return write_report(s, plan(dataclasses.replace(s, only=())), load_cells(s.out / "cells.jsonl"))
     (s.out / "settings.json").write_text(json.dumps({"budget": dataclasses.asdict(s.budget), "tasks": s.tasks,
-                                                     "model": s.model, "hardware": s.hardware_name}, indent=2))
+                                                     "model": s.model, "hardware": s.hardware_name,
+                                                     "command": s.command}, indent=2))
     cells_path = s.out / "cells.jsonl"
     all_cells = plan(dataclasses.replace(s, only=()))
     cells = plan(s)
     while True:
         ran, waiting = False, False
+        if s.import_from is not None:
+            n = import_cells(s, s.import_from)
+            if n:
+                print(f"[lorafusion_glue] imported {n} pool-free cells from {s.import_from}", flush=True)
         for cell in cells:
             done = load_cells(cells_path)
             if cell.key in done:
