@@ -188,14 +188,18 @@ def plan(s: Settings) -> list[Cell]:
     if s.diagnosis_task:
         diag = [Cell(f"diagnosis/{s.diagnosis_task}/{n}", "diagnosis", s.diagnosis_task, "lorafusion", first, n, p)
                 for n, p in DIAGNOSIS]
-    cells += diag[:4]
-    cells += held(first, ("digital_lora",))
     k_pool = len(s.tasks) - 1
+    ablations = []
     for t in s.ablation_tasks:
         for name, params in ABLATIONS:
-            cells.append(Cell(f"ablation/{t}/{name}", "ablation", t, "lorafusion", first, name, params))
+            ablations.append(Cell(f"ablation/{t}/{name}", "ablation", t, "lorafusion", first, name, params))
         for k in range(1, k_pool):
-            cells.append(Cell(f"ablation/{t}/K={k}", "ablation", t, "lorafusion", first, f"K={k}", (("K", k),)))
+            ablations.append(Cell(f"ablation/{t}/K={k}", "ablation", t, "lorafusion", first, f"K={k}", (("K", k),)))
+    # Capacity vs optimisation first: coefficients only, then the learning-rate sweeps.
+    early = [c for c in ablations if c.variant == "no_magnitude"][:1]
+    cells += early + diag[:4]
+    cells += held(first, ("digital_lora",))
+    cells += [c for c in ablations if c not in early]
     cells += diag[4:]
     for seed in seeds[1:]:
         cells += held(seed, METHODS)
@@ -461,6 +465,11 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         rec = {k: v for k, v in src.items() if k in ("t0", "t10y", "t0_trials", "t10y_trials", "trainable",
                                                        "cells_once", "cells_per_task", "dev")}
         return {**rec, "key": cell.key, "reused_from": src["key"], "metric": metric, "wall_s": 0.0}
+    if s.import_from is not None and cell.kind == "held_out" and cell.method in POOL_FREE:
+        theirs = [cell.key] + ([f"pool/{cell.task}"] if cell.method == "hwa_lora" and cell.seed == 0 else [])
+        busy = [k for k in theirs if claimed_by_other(s.import_from, k)]
+        if busy:  # the imported run is computing it: wait for the import instead of repeating it
+            raise PendingCell(f"{busy[0]} is running in {s.import_from}")
     if cell.kind == "pool":
         model, tok = train_pool_member(s, cell.task)
     elif cell.method == "lorafusion":
@@ -899,7 +908,8 @@ def main(argv: list[str] | None = None) -> dict:
                 rec = run_cell(s, cell, done)
             except PendingCell as why:
                 release(s.out, cell.key)
-                waiting = waiting or any(claimed_by_other(s.out, c.key) for c in cells)
+                waiting = waiting or any(claimed_by_other(s.out, c.key) for c in cells) or (
+                    s.import_from is not None and any(claimed_by_other(s.import_from, c.key) for c in all_cells))
                 print(f"[lorafusion_glue] {cell.key}: waits ({why})", flush=True)
                 continue
             rec["finished_at"] = time.time()
