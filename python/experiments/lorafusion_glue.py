@@ -756,8 +756,8 @@ def export_pool(s: Settings, held_out: str, folder: Path) -> Path:
     settings = json.loads((s.out / "settings.json").read_text())
     provenance = {
         "source": "python/experiments/lorafusion_glue.py (pool members: HWA-LoRA per task, seed 0)",
-        "regenerate": f"python python/experiments/lorafusion_glue.py --glue-dir GLUE --out {s.out} --only pool/ "
-                      f"&& python python/experiments/lorafusion_glue.py --glue-dir GLUE --out {s.out} "
+        "regenerate": f"{settings.get('command', 'python python/experiments/lorafusion_glue.py ...')} --only pool/ && "
+                      f"python python/experiments/lorafusion_glue.py --glue-dir GLUE --out {s.out} "
                       f"--export-pool {folder} --export-held-out {held_out}",
         "model": settings["model"], "hardware": settings["hardware"], "budget": settings["budget"],
         "held_out": task_spec(held_out).name, "members": members,
