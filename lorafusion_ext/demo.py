@@ -254,6 +254,8 @@ def run_demo(cfg: DemoConfig, hardware: HardwareConfig) -> str:
                   for k, s in sweeps.items()},
         "switching": {k: {"times": s.times, "values": s.values} for k, s in switching.items()},
         "trainable_ratio": fus_count / lora_count,
+        "pool_on_crossbar": _pool_on_crossbar(fus_model),
+        "pool_origin": pool_origin,
         "cost": json.loads(cost.to_json()),
         "wall_time_s": elapsed,
         "torch_threads": torch.get_num_threads(),

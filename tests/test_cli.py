@@ -85,6 +85,7 @@ def test_demo_quick(tiny_model, tmp_path):
         assert (out / name).is_file()
     res = json.loads((out / "results.json").read_text())
     assert set(res["drift"]) == {"HWA-LoRA", "LoRAFusion"} and 0 < res["trainable_ratio"] < 1
+    assert res["pool_on_crossbar"]  # the demo's LoRAFusion programs its pool with the model
     assert set(res["switching"]) == {"mean", "sst2", "mrpc", "rte"}
 
 
