@@ -535,12 +535,14 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     pool = {c.task: {k: done[c.key][k] for k in ("metric", "dev", "t0", "t10y")}
             for c in cells if c.kind == "pool" and c.key in done}
     pending = [c.key for c in cells if c.key not in done]
+    imported = {k: r["imported_from"] for k, r in done.items() if "imported_from" in r}
     wall = sum(r.get("wall_s", 0.0) for r in done.values())
     ends = [r["finished_at"] for r in done.values() if "finished_at" in r]
     span = (max(ends) - min(ends)) if len(ends) > 1 else None
     return {"held_out": held, "ablations": ablations, "pool": pool, "budget": dataclasses.asdict(s.budget),
             "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
-            "tasks": list(s.tasks), "complete": not pending, "pending": pending, "command": s.command,
+            "tasks": list(s.tasks), "complete": not pending, "pending": pending, "imported": imported,
+            "command": s.command,
             "wall_s": wall, "span_s": span,
             "workers": len({r.get("worker") for r in done.values() if "worker" in r}), "machine": _machine()}
 
@@ -670,6 +672,10 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
               f"time; cells ran in {res['workers']} worker process(es) of one thread each, sharing the CPUs with "
               f"other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
               + f"). Machine: {res['machine']}."]
+    if res["imported"]:
+        lines += ["", f"{len(res['imported'])} cells were imported (`--import-from`) from a run with the same per-task "
+                  "budget, model and hardware (same training, seed and data, so the same result); the JSON's "
+                  "`imported` maps each to its source."]
     if res["pending"]:
         lines += ["", "## Pending cells", "", ", ".join(f"`{k}`" for k in res["pending"])]
     (s.docs / "lorafusion.md").write_text("\n".join(lines) + "\n")
