@@ -37,6 +37,20 @@ members are saved under `<out>/pool/<task>` (a saved run) and `<out>/pool/all` (
 After every cell the report (`lorafusion.md`, `lorafusion.json`, `lorafusion.png` in `--docs`)
 is rewritten from the cells done so far, listing the cells still pending.
 
+Budget (defaults): 100 steps of batch 16, sequence length 64 (batches trimmed to their longest
+row), a fixed subsample of 1600 training examples (seed 0), 200 dev examples, 3 seeds, 3 drift
+trials at t = 0 and 10 y; LoRA lr 1e-3, head lr 1e-2 for every method. Measured on this
+project's 2-core machine (one thread per worker): an analog MiniLM step costs 1.0 (SST-2) to
+1.6 (RTE) CPU-s, a cell's evaluation (7 passes over 200 examples) about 40 CPU-s, so a cell
+about 150-200 CPU-s and the 97 held-out/ablation/diagnosis cells plus 5 pool members about
+16,000 CPU-s with the pool members reused as seed-0 HWA-LoRAs (2.2 h on 2 cores with 2 workers),
+about 19,000 CPU-s (2.6 h) with `--pool-steps 300 --pool-train-examples 4800` (pool members
+trained longer, not reused). These are estimates from the per-step costs, not a timed full run.
+
+Several workers may share one `--out` (each claims the next cell); start one per core:
+    for i in 1 2; do OMP_NUM_THREADS=1 python python/experiments/lorafusion_glue.py \
+        --glue-dir ../shared/data/glue --out results/lfglue --threads 1 & done
+
 Usage:
     python python/experiments/lorafusion_glue.py --glue-dir ../shared/data/glue
     python python/experiments/lorafusion_glue.py --quick --glue-dir DIR --out /tmp/q   # smoke run
