@@ -674,11 +674,11 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         lines += ["", "## What the pool can express (weights only, no training)", "",
                   "Fraction of each task's own HWA-LoRA update ΔW = s·B·A that the other pool members can "
                   "reproduce by least squares (`pool_span`): per-layer coefficients (`sum` mode) and one global "
-                  "vector; and the largest cosine similarity of its flattened update with another member's.", "",
-                  "| held-out task | explained, per-layer c | explained, global c | max cosine to another member |",
+                  "vector; and the largest |cosine similarity| of its flattened update with another member's.", "",
+                  "| held-out task | explained, per-layer c | explained, global c | max abs cosine to another member |",
                   "|---|---|---|---|"]
         for t in span["members"]:
-            cos = max(v for k, v in span["cosine"][t].items() if k != t)
+            cos = max(abs(v) for k, v in span["cosine"][t].items() if k != t)
             lines.append(f"| {t} | {span['explained_layer'][t]:.3f} | {span['explained_global'][t]:.3f} | {cos:.3f} |")
     lines += ["", "![held-out results](lorafusion.png)", "",
               "## Reproduce", "", "```", s.command, "```", "",
@@ -901,6 +901,11 @@ def main(argv: list[str] | None = None) -> dict:
             s.command = json.loads(settings_path.read_text()).get("command", s.command)
         if s.import_from is not None:
             import_cells(s, s.import_from)
+        done = load_cells(s.out / "cells.jsonl")
+        for t in s.tasks:  # the seed-0 hwa_lora that a finished pool member already is
+            key = f"held_out/{t}/hwa_lora/seed0"
+            if _pool_is_hwa_seed0(s) and key not in done and f"pool/{t}" in done:
+                append_cell(s.out / "cells.jsonl", run_cell(s, Cell(key, "held_out", t, "hwa_lora", 0), done))
         return write_report(s, plan(dataclasses.replace(s, only=())), load_cells(s.out / "cells.jsonl"))
     (s.out / "settings.json").write_text(json.dumps({"budget": dataclasses.asdict(s.budget), "tasks": s.tasks,
                                                      "model": s.model, "hardware": s.hardware_name,
