@@ -485,7 +485,13 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         if busy:  # the imported run is computing it: wait for the import instead of repeating it
             raise PendingCell(f"{busy[0]} is running in {s.import_from}")
     if cell.kind == "pool":
-        model, tok = train_pool_member(s, cell.task)
+        saved = s.out / "pool" / cell.task
+        if (saved / "run.json").is_file() and (saved / "task_state.pt").is_file():
+            # Trained and saved before an interruption: evaluate the saved member, do not retrain.
+            record, model, tok = load_run(saved)
+            extra["dev_at_save"] = record.metrics
+        else:
+            model, tok = train_pool_member(s, cell.task)
     elif cell.method == "lorafusion":
         model, tok = _train_lorafusion(s, cell)
         extra["pool"] = pool_for(s, cell.task, cell.param("K")).adapter_names
@@ -497,7 +503,9 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         model, tok = train_fn(s, cell.task, cell.seed)
     _, _, dev = _data(s, cell.task, tok)
     # The analog model's score before programming: reported for the pool members only.
-    dev_metrics = evaluate(model, dev, spec.metrics) if cell.kind == "pool" else None
+    dev_metrics = None
+    if cell.kind == "pool":
+        dev_metrics = extra.pop("dev_at_save", None) or evaluate(model, dev, spec.metrics)
     sweep = drift_evaluation(model, dev, spec, (0.0, TEN_YEARS), s.budget.trials, seed=cell.seed, progress=False)
     t0_trials = [row[0] for row in sweep.values]
     t10_trials = [row[1] for row in sweep.values]
