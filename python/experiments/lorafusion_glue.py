@@ -64,6 +64,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -782,16 +783,20 @@ def export_pool(s: Settings, held_out: str, folder: Path) -> Path:
     pool.save(folder)
     save_file(heads, str(folder / HEADS))
     settings = json.loads((s.out / "settings.json").read_text())
+    # The run's own command, less what the pool does not depend on (imports from another run).
+    pool_command = re.sub(r" --import-from \S+", "", settings.get("command", "python python/experiments/lorafusion_glue.py"))
     provenance = {
         "source": "python/experiments/lorafusion_glue.py (pool members: HWA-LoRA per task, seed 0)",
-        "regenerate": f"{settings.get('command', 'python python/experiments/lorafusion_glue.py ...')} --only pool/ && "
-                      f"python python/experiments/lorafusion_glue.py --glue-dir GLUE --out {s.out} "
-                      f"--export-pool {folder} --export-held-out {held_out}",
+        "regenerate": f"{pool_command} --only pool/ && python python/experiments/lorafusion_glue.py "
+                      f"--glue-dir {shlex.quote(s.glue_dir)} --out {s.out} --export-pool {folder} "
+                      f"--export-held-out {held_out}",
         "model": settings["model"], "hardware": settings["hardware"], "budget": settings["budget"],
         "held_out": task_spec(held_out).name, "members": members,
         "lora": {"rank": pool.rank, "alpha": pool.alpha, "targets": "every linear layer but the head"},
     }
     (folder / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
+    for f in folder.iterdir():
+        f.chmod(0o644)  # shipped in the package: readable by every user
     return folder
 
 
