@@ -640,7 +640,8 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         "",
         "Methods: `lorafusion` (pool fused by coefficients + DoRA magnitudes, pool "
         + ("digital: `--pool-digital`" if s.pool_digital else "on the crossbar") + "), `hwa_lora` (LoRA trained "
-        "through the hardware; its seed-0 run is the pool member of that task, reused), `digital_lora` (the same "
+        "through the hardware" + ("; its seed-0 run is the pool member of that task, reused" if _pool_is_hwa_seed0(s)
+                                  else "") + "), `digital_lora` (the same "
         "LoRA recipe trained on the digital model, then deployed with the pretrained weights on the crossbar), "
         "`head_only` (only the head), `magnitude_only` (DoRA magnitudes + head, coefficients frozen at 0).",
         "",
@@ -696,9 +697,12 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
               f"other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
               + f"). Machine: {res['machine']}."]
     if res["imported"]:
+        source_cmd = ""
+        if s.import_from is not None and (s.import_from / "settings.json").is_file():
+            source_cmd = json.loads((s.import_from / "settings.json").read_text()).get("command", "")
         lines += ["", f"{len(res['imported'])} cells were imported (`--import-from`) from a run with the same per-task "
                   "budget, model and hardware (same training, seed and data, so the same result); the JSON's "
-                  "`imported` maps each to its source."]
+                  "`imported` maps each to its source" + (f", written by `{source_cmd}`" if source_cmd else "") + "."]
     if res["pending"]:
         lines += ["", "## Pending cells", "", ", ".join(f"`{k}`" for k in res["pending"])]
     (s.docs / "lorafusion.md").write_text("\n".join(lines) + "\n")
