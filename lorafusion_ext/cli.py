@@ -154,14 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the embedded default: pool on GLUE tasks, fusion vs HWA-LoRA on a held-out task, "
                        "drift, cost")
     p.add_argument("--out", default="results/demo")
-    p.add_argument("--pool-tasks", default="mrpc,cola,stsb", help="source tasks of the pool")
+    p.add_argument("--pool", default="packaged",
+                   help="'packaged': the pool shipped in the package (CoLA, MRPC, STS-B, RTE on MiniLM, trained by "
+                        "python/experiments/lorafusion_glue.py); 'train': train one on --pool-tasks; or a pool folder "
+                        "written by that script's --export-pool")
+    p.add_argument("--pool-tasks", default="mrpc,cola,stsb", help="source tasks of a trained pool (--pool train)")
     p.add_argument("--task", default="sst2", help="held-out task")
     p.add_argument("--steps", type=_positive_int, default=100, help="training steps per task")
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="LoRA learning rate (the paper's 2e-4 needs longer runs)")
-    p.add_argument("--head-lr", type=_positive_float, default=3e-2,
+    p.add_argument("--head-lr", type=_positive_float, default=1e-2,
                    help="learning rate of the classification head, both methods (the recipes' 1e-3 needs longer runs)")
-    p.add_argument("--train-examples", type=_positive_int, default=2000)
+    p.add_argument("--train-examples", type=_positive_int, default=1600)
     p.add_argument("--trials", type=_positive_int, default=3)
     p.add_argument("--quick", action="store_true", help="a few steps on tiny subsets (a smoke run)")
     p.add_argument("--log", choices=["wandb"], default=None)
@@ -387,7 +391,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     # Before any model is loaded: without a GLUE folder the data comes from `datasets` (online).
     _check_data(args, [t for t in args.pool_tasks.split(",") if t] + [args.task])
     cfg = DemoConfig(
-        out=args.out, model=args.model, glue_dir=args.glue_dir, pool_tasks=tuple(t for t in args.pool_tasks.split(",") if t),
+        out=args.out, model=args.model, glue_dir=args.glue_dir, pool=args.pool, pool_tasks=tuple(t for t in args.pool_tasks.split(",") if t),
         task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         train_examples=args.train_examples,
         eval_examples=args.eval_examples, max_length=args.max_length, trials=args.trials, seed=args.seed,

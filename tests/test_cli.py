@@ -80,11 +80,12 @@ def test_every_subcommand_end_to_end(tiny_model, tmp_path, capsys):
 def test_demo_quick(tiny_model, tmp_path):
     out = tmp_path / "demo"
     assert _run(["demo", "--quick", "--model", tiny_model, "--glue-dir", GLUE_DIR, "--out", str(out),
-                 "--pool-tasks", "sst2,mrpc", "--task", "rte", "--no-progress", "--max-length", "24"]) == 0
+                 "--pool", "train", "--pool-tasks", "sst2,mrpc", "--task", "rte", "--no-progress", "--max-length", "24"]) == 0
     for name in ("report.md", "results.json", "drift.png"):
         assert (out / name).is_file()
     res = json.loads((out / "results.json").read_text())
     assert set(res["drift"]) == {"HWA-LoRA", "LoRAFusion"} and 0 < res["trainable_ratio"] < 1
+    assert res["pool_on_crossbar"]  # the demo's LoRAFusion programs its pool with the model
     assert set(res["switching"]) == {"mean", "sst2", "mrpc", "rte"}
 
 

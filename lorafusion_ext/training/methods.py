@@ -136,6 +136,17 @@ def _init_coefficients(coeffs: list[nn.Parameter], init: str, generator: torch.G
                 raise ValueError(f"FusionConfig.init = {init!r}; expected 'xavier_uniform' or 'uniform_1_over_k'")
 
 
+@torch.no_grad()
+def init_magnitudes(model: nn.Module) -> None:
+    """Set every LoRAFusion magnitude to its layer's current row norm ‖W0 + ΔW‖ (DoRA's
+    initialisation, as peft computes it with the adapter's delta included), so that the fused
+    layer starts as exactly W0 x + Δy whatever the initial coefficients. Call it after
+    (re)initialising the coefficients."""
+    for m in model.modules():
+        if isinstance(m, LoRAFusionLinear) and m.magnitude is not None:
+            m.magnitude.copy_(m.weight_norm().to(m.magnitude.dtype).expand_as(m.magnitude))
+
+
 def train_fusion(model: nn.Module, pool: LoRAPool, data: EncodedDataset, cfg: FusionConfig, tcfg: TrainConfig,
                  description: str = "fuse") -> TrainResult:
     """LoRAFusion on a new task: attach the frozen `pool` to `model` (in place) and train only
@@ -144,6 +155,9 @@ def train_fusion(model: nn.Module, pool: LoRAPool, data: EncodedDataset, cfg: Fu
                 pool_on_crossbar=cfg.pool_on_crossbar)
     coeffs = fusion_coefficients(model)
     _init_coefficients(coeffs, cfg.init, torch.Generator().manual_seed(tcfg.seed))
+    # attach_pool set m = ‖W0‖ for its own initial coefficients; with the ones drawn here the
+    # fused layer would start rescaled by ‖W0‖ / ‖W0 + ΔW‖ per row instead of at W0 + ΔW.
+    init_magnitudes(model)
     mags = fusion_magnitudes(model)
     taken = {id(p) for p in coeffs + mags}
     head = _head_params(model, taken)

@@ -1,0 +1,134 @@
+"""Smoke run of the LoRAFusion GLUE experiment (`python/experiments/lorafusion_glue.py --quick`)
+on a tiny random BERT and a tiny synthetic GLUE folder written here (so the test neither needs
+nor reads the shared GLUE copy): every cell runs, the JSON has the issue's shape, and a rerun
+skips the finished cells."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "python" / "experiments" / "lorafusion_glue.py"
+WORDS = "the a movie film good bad man woman said company year new one two people".split()
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("lorafusion_glue", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+
+
+def _write_glue(root: Path, n: int = 24) -> Path:
+    """SST-2, MRPC and RTE in the official GLUE TSV layout, random sentences and labels."""
+    rng = random.Random(0)
+    for split in ("train", "dev"):
+        rows = {"SST-2": ["sentence\tlabel"], "MRPC": ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"],
+                "RTE": ["index\tsentence1\tsentence2\tlabel"]}
+        for i in range(n):
+            rows["SST-2"].append(f"{_sentence(rng)}\t{i % 2}")
+            rows["MRPC"].append(f"{i % 2}\t{i}\t{i + 1}\t{_sentence(rng)}\t{_sentence(rng)}")
+            rows["RTE"].append(f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{('entailment', 'not_entailment')[i % 2]}")
+        for folder, lines in rows.items():
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
+    mod = _load_script()
+    glue = _write_glue(tmp_path / "glue")
+    out = tmp_path / "run"
+    args = ["--quick", "--glue-dir", str(glue), "--out", str(out), "--threads", "1"]
+    # A partial run (the pool only) reports what is pending.
+    part = mod.main([*args, "--only", "pool/"])
+    assert not part["complete"] and "held_out/rte/lorafusion/seed0" in part["pending"]
+    assert set(part["pool"]) == {"sst2", "mrpc", "rte"}
+    assert "Incomplete" in (out / "lorafusion.md").read_text()
+    pool_lines = (out / "cells.jsonl").read_text().splitlines()
+    # The full run resumes: the pool cells are not run again.
+    res = mod.main(args)
+    assert (out / "cells.jsonl").read_text().splitlines()[: len(pool_lines)] == pool_lines
+    assert res["complete"], res["pending"]
+    assert set(res["held_out"]) == {"sst2", "mrpc", "rte"}
+    for task, methods in res["held_out"].items():
+        assert set(methods) == set(mod.METHODS)
+        for name, e in methods.items():
+            assert len(e["t0"]) == len(e["t10y"]) == 2, (task, name)
+            assert all(0.0 <= v <= 1.0 for v in e["t0"] + e["t10y"]), (task, name)
+            assert e["trainable"] > 0
+    # Fewer trainable parameters for the fusion than for a LoRA; the head alone is the least.
+    rte = res["held_out"]["rte"]
+    assert rte["head_only"]["trainable"] < rte["magnitude_only"]["trainable"] < rte["lorafusion"]["trainable"]
+    assert rte["lorafusion"]["trainable"] < rte["hwa_lora"]["trainable"] == rte["digital_lora"]["trainable"]
+    # The pool is on the crossbar: LoRAFusion programs more cells once, none per task.
+    assert rte["lorafusion"]["cells_once"] > rte["hwa_lora"]["cells_once"]
+    assert rte["lorafusion"]["cells_per_task"] == rte["hwa_lora"]["cells_per_task"] == 0
+    cells = mod.load_cells(out / "cells.jsonl")
+    assert cells["ablation/rte/pool_digital"]["cells_once"] == rte["hwa_lora"]["cells_once"]
+    # The seed-0 HWA-LoRA is the pool member of the task, reused.
+    assert cells["held_out/rte/hwa_lora/seed0"]["reused_from"] == "pool/rte"
+    assert cells["held_out/rte/hwa_lora/seed0"]["t0"] == cells["pool/rte"]["t0"]
+    assert set(res["ablations"]["ablation"]["rte"]) == {"mode=sum", "granularity=layer", "granularity=global",
+                                                        "no_magnitude", "pool_digital", "K=1"}
+    on_disk = json.loads((out / "lorafusion.json").read_text())
+    assert set(on_disk) >= {"held_out", "ablations", "command", "wall_s"}
+    assert "Complete" in (out / "lorafusion.md").read_text() and (out / "lorafusion.png").is_file()
+    # Rerun: every cell is skipped, nothing is appended.
+    n_lines = len((out / "cells.jsonl").read_text().splitlines())
+    again = mod.main(args)
+    assert len((out / "cells.jsonl").read_text().splitlines()) == n_lines
+    assert again["held_out"] == res["held_out"]
+
+
+def test_cell_claims_share_the_queue_between_workers(tmp_path):
+    mod = _load_script()
+    assert mod.claim(tmp_path, "held_out/rte/lorafusion/seed0")
+    assert not mod.claimed_by_other(tmp_path, "held_out/rte/lorafusion/seed0")  # ours
+    # A live other process holds a claim: not ours to take.
+    path = mod._claim_path(tmp_path, "pool/sst2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(os.getppid()))
+    assert mod.claimed_by_other(tmp_path, "pool/sst2") and not mod.claim(tmp_path, "pool/sst2")
+    # A claim whose process is gone is stale and taken over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(str(dead.pid))
+    assert not mod.claimed_by_other(tmp_path, "pool/sst2") and mod.claim(tmp_path, "pool/sst2")
+    mod.release(tmp_path, "pool/sst2")
+    assert not path.exists()
+
+
+def test_pool_span_measures_what_the_other_members_can_express():
+    import torch
+
+    from lorafusion_ext.nn.pool import LoRAPool
+
+    mod = _load_script()
+    g = torch.Generator().manual_seed(0)
+    layers = {}
+    for name in ("a", "b"):
+        A = torch.randn(3, 2, 16, generator=g)
+        B = torch.randn(3, 12, 2, generator=g)
+        A[2], B[2] = A[0], 2 * B[0]  # member 2's update is twice member 0's
+        layers[name] = (A, B)
+    span = mod.pool_span(LoRAPool(layers, alpha=4.0, adapter_names=["x", "y", "z"]))
+    for key in ("explained_layer", "explained_global"):
+        assert abs(span[key]["z"] - 1) < 1e-9 and abs(span[key]["x"] - 1) < 1e-9
+        assert span[key]["y"] < 0.2  # an unrelated random update
+    assert span["explained_layer"]["y"] >= span["explained_global"]["y"] - 1e-12
+    assert abs(span["cosine"]["x"]["z"] - 1) < 1e-9
