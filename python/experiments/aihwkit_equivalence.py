@@ -97,6 +97,22 @@ def _swap_bases(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> Non
             m.base = make(m.base)
 
 
+class AihwkitLoRA(nn.Module):
+    """y = base(x) + s · B A dropout(x) around an AIHWKIT AnalogLinear (whose `weight` is not a
+    tensor, so LoRALinear's dtype checks do not apply); takes over a LoRALinear's `lora_A`,
+    `lora_B`, scale and dropout, the same Parameter objects."""
+
+    def __init__(self, base: nn.Module, lora: LoRALinear) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_A, self.lora_B = lora.lora_A, lora.lora_B
+        self.scaling = lora.scaling
+        self.dropout = lora.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+
+
 def build_model(engine: str, model_id: str, rpu: Any, seed: int, rank: int, alpha: float, dropout: float) -> tuple[nn.Module, Any]:
     """The SST-2 classifier with a LoRA on every linear layer whose base is analog on `engine`.
 
@@ -113,7 +129,11 @@ def build_model(engine: str, model_id: str, rpu: Any, seed: int, rank: int, alph
     elif engine == "aihwkit":
         from aihwkit.nn import AnalogLinear as AihwkitLinear
 
-        _swap_bases(model, lambda lin: AihwkitLinear.from_digital(lin, copy.deepcopy(rpu)))
+        for path, m in list(model.named_modules()):
+            if isinstance(m, LoRALinear) and type(m.base) is nn.Linear:
+                parent, _, name = path.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, name,
+                        AihwkitLoRA(AihwkitLinear.from_digital(m.base, copy.deepcopy(rpu)), m))
     else:
         raise ValueError(f"engine = {engine!r}; expected one of {ENGINES}")
     for path, p in model.named_parameters():  # LoRA and head only (out-scaling frozen too)
