@@ -33,10 +33,12 @@ class PackagedPool:
 
     @property
     def model(self) -> str:
+        """The Hugging Face model id the members were trained on."""
         return str(self.provenance["model"])
 
     @property
     def tasks(self) -> list[str]:
+        """The members' GLUE task names, in pool order."""
         return list(self.pool.adapter_names)
 
 
