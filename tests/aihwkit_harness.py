@@ -11,6 +11,22 @@ from torch import Tensor, nn
 from lorafusion_ext.reference import split_sizes
 
 
+def noiseless_rpu(tiles: int, learn: bool, columnwise: bool = False):
+    """A `TorchInferenceRPUConfig` without output noise, mapped per column at omega 1, on
+    `tiles`×`tiles` tiles (0: one tile), with or without learned out-scaling."""
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+
+    rpu = TorchInferenceRPUConfig()
+    rpu.forward.out_noise = 0.0
+    rpu.mapping.weight_scaling_omega = 1.0
+    rpu.mapping.weight_scaling_columnwise = True
+    rpu.mapping.max_input_size = tiles
+    rpu.mapping.max_output_size = tiles
+    rpu.mapping.learn_out_scaling = learn
+    rpu.mapping.out_scaling_columnwise = columnwise
+    return rpu
+
+
 def aihwkit_layer(linear: nn.Linear, rpu_config) -> nn.Module:
     """AIHWKIT 1.1 AnalogLinear with `linear`'s weights (a tile array when the config splits)."""
     from aihwkit.nn import AnalogLinear as AihwkitLinear

@@ -13,19 +13,12 @@ from lorafusion_ext.hardware import Modifier
 pytest.importorskip("aihwkit")
 from aihwkit.simulator.configs import TorchInferenceRPUConfig  # noqa: E402
 from aihwkit.simulator.parameters.enums import WeightClipType, WeightRemapType  # noqa: E402
-from aihwkit_harness import aihwkit_layer, freeze_analog_weights, set_alphas, tile_grid  # noqa: E402
+from aihwkit_harness import aihwkit_layer, noiseless_rpu, freeze_analog_weights, set_alphas, tile_grid  # noqa: E402
 
 
 def _rpu(clip: str, remap: bool, tiles: int = 0, learn: bool = False, columnwise: bool = False,
          fixed: float = -1.0) -> TorchInferenceRPUConfig:
-    rpu = TorchInferenceRPUConfig()
-    rpu.forward.out_noise = 0.0
-    rpu.mapping.weight_scaling_omega = 1.0
-    rpu.mapping.weight_scaling_columnwise = True
-    rpu.mapping.max_input_size = tiles
-    rpu.mapping.max_output_size = tiles
-    rpu.mapping.learn_out_scaling = learn
-    rpu.mapping.out_scaling_columnwise = columnwise
+    rpu = noiseless_rpu(tiles, learn, columnwise)
     if clip == "gauss":
         rpu.clip.type = WeightClipType.LAYER_GAUSSIAN
         rpu.clip.sigma = 2.5

@@ -13,17 +13,12 @@ pytest.importorskip("aihwkit")
 from aihwkit.nn import AnalogLinear as AihwkitLinear  # noqa: E402
 from aihwkit.nn import AnalogSequential  # noqa: E402
 from aihwkit.simulator.configs import TorchInferenceRPUConfig  # noqa: E402
+from aihwkit_harness import noiseless_rpu  # noqa: E402
 from aihwkit.simulator.parameters.enums import WeightClipType, WeightRemapType  # noqa: E402
 
 
 def _rpu(tiles: int = 32, learn: bool = True) -> TorchInferenceRPUConfig:
-    rpu = TorchInferenceRPUConfig()
-    rpu.forward.out_noise = 0.0
-    rpu.mapping.weight_scaling_omega = 1.0
-    rpu.mapping.weight_scaling_columnwise = True
-    rpu.mapping.max_input_size = tiles
-    rpu.mapping.max_output_size = tiles
-    rpu.mapping.learn_out_scaling = learn
+    rpu = noiseless_rpu(tiles, learn)
     rpu.clip.type = WeightClipType.LAYER_GAUSSIAN
     rpu.clip.sigma = 2.5
     rpu.remap.type = WeightRemapType.NONE
