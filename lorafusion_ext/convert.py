@@ -74,15 +74,37 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
+#: Module names of language-model output layers, never converted or adapted (besides whatever
+#: `get_output_embeddings()` returns).
+LM_HEAD_NAMES: tuple[str, ...] = ("lm_head",)
+
+
+def output_embedding_paths(model: nn.Module) -> set[str]:
+    """Paths of the model's output embedding (`lm_head` of a causal LM or T5): it stays digital
+    and un-adapted, as in AIHWKIT-Lightning's LLM recipes, because it is usually tied to the
+    input embeddings (one tensor: converting it would untie them) and is the largest layer."""
+    found = {p for p, m in model.named_modules() if p.rsplit(".", 1)[-1] in LM_HEAD_NAMES}
+    getter = getattr(model, "get_output_embeddings", None)
+    if callable(getter):
+        try:
+            out = getter()
+        except (NotImplementedError, AttributeError):
+            out = None
+        if isinstance(out, nn.Module):
+            found |= {p for p, m in model.named_modules() if m is out}
+    return found
+
+
 def _linear_layers(model: nn.Module, patterns: Targets, where: str, heads: Sequence[str]) -> list[tuple[str, nn.Linear]]:
     compiled = _check_patterns(patterns, where)
     # The base layer inside an adapter wrapper is not a target of its own.
     wrapped = tuple(p + "." for p, m in model.named_modules() if isinstance(m, AdaptedLinear))
+    lm_heads = output_embedding_paths(model)
     found = [
         (path, mod)
         for path, mod in model.named_modules()
         if isinstance(mod, nn.Linear) and not is_head(path, heads) and _matches(path, compiled)
-        and not (wrapped and path.startswith(wrapped))
+        and not (wrapped and path.startswith(wrapped)) and path not in lm_heads
     ]
     if not found:
         raise ValueError(f"{where}: no nn.Linear layer matches targets {list(patterns)}; check the module names (model.named_modules())")
@@ -103,8 +125,9 @@ def convert_to_analog(
     heads: Sequence[str] = HEAD_NAMES,
     seed: int | None = None,
 ) -> nn.Module:
-    """Replace, in place, every nn.Linear whose path matches `targets` (heads excluded: they
-    stay digital) by an `AnalogLinear` with the same weights. Returns `model`.
+    """Replace, in place, every nn.Linear whose path matches `targets` (heads and the output
+    embedding `lm_head` excluded: they stay digital) by an `AnalogLinear` with the same
+    weights. Returns `model`.
 
     `hardware` is a HardwareConfig or an AIHWKIT `TorchInferenceRPUConfig` (`rpu_config`).
 

