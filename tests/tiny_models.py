@@ -49,3 +49,51 @@ def tiny_bert(folder, dropout: float = 0.1, max_positions: int = 128, tokenizer_
                                   classifier_dropout=dropout)
     transformers.BertModel(cfg).save_pretrained(folder)
     return str(folder)
+
+
+def byte_tokenizer():
+    """A fast byte-level tokenizer (259 tokens: <pad> 0, <s> 1, </s> 2, then the 256 bytes):
+    lossless on any text, case and whitespace kept, no file or download needed."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(sorted(ByteLevel.alphabet()))}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                pad_token="<pad>")
+
+
+def tiny_llama(folder, layers: int = 2) -> str:
+    """Save a tiny random Llama (hidden 32, GQA 4/2 heads, tied embeddings) with the byte
+    tokenizer under `folder`; returns the folder."""
+    import torch
+    import transformers
+
+    folder = Path(folder)
+    tok = byte_tokenizer()
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_t5(folder, layers: int = 2) -> str:
+    """Save a tiny random T5 (d_model 32, 4 heads) with the byte tokenizer under `folder`;
+    returns the folder."""
+    import torch
+    import transformers
+
+    folder = Path(folder)
+    tok = byte_tokenizer()
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_heads=4,
+                                decoder_start_token_id=0, pad_token_id=0, eos_token_id=2, dropout_rate=0.0)
+    transformers.T5ForConditionalGeneration(cfg).save_pretrained(folder)
+    return str(folder)

@@ -1,4 +1,5 @@
-"""Tokenisation of GLUE examples into fixed tensors, and batching (shared by every task kind)."""
+"""Tokenisation of GLUE examples into fixed tensors, and batching (shared by every task kind;
+language-modelling datasets carry one label per token)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,30 @@ class EncodedDataset:
     `label_names` are the model's keyword names of the labels: ("labels",) for classification
     (`labels` [N]); several names (e.g. extractive QA's ("start_positions", "end_positions"))
     take one column each of `labels` [N, len(label_names)].
+
+    `token_labels` says that `labels` [N, T] holds one label per token (language modelling;
+    -100 where no loss is taken), and how its columns relate to the inputs: "aligned" (a causal
+    LM: column j labels input column j, T = max_length) or "target" (a seq2seq decoder's
+    target tokens, T of its own). None: one label per example.
     """
 
     features: dict[str, Tensor]
     labels: Tensor
     label_names: tuple[str, ...] = ("labels",)
+    token_labels: str | None = None
 
     def __post_init__(self) -> None:
         if not self.label_names:
             raise ValueError("EncodedDataset: label_names is empty; expected at least one name")
+        if self.token_labels not in (None, "aligned", "target"):
+            raise ValueError(f"EncodedDataset: token_labels = {self.token_labels!r}; expected None, 'aligned' or 'target'")
+        if self.token_labels is not None and (self.labels.dim() != 2 or len(self.label_names) != 1):
+            raise ValueError(f"EncodedDataset: token labels need labels [N, T] under one name; got shape "
+                             f"{tuple(self.labels.shape)} under {self.label_names}")
+        if self.token_labels == "aligned" and "input_ids" in self.features and \
+                self.features["input_ids"].shape[1] != self.labels.shape[1]:
+            raise ValueError(f"EncodedDataset: aligned token labels have {self.labels.shape[1]} columns but the inputs "
+                             f"{self.features['input_ids'].shape[1]}; expected the same")
         if len(self.label_names) > 1 and (self.labels.dim() != 2 or self.labels.shape[1] != len(self.label_names)):
             raise ValueError(
                 f"EncodedDataset: labels have shape {tuple(self.labels.shape)}; expected [N, {len(self.label_names)}] "
@@ -50,11 +66,18 @@ class EncodedDataset:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             batch = {k: v[idx] for k, v in self.features.items()}
+            labels = self.labels[idx]
             if trim and "attention_mask" in batch:
                 width = int(batch["attention_mask"].sum(1).max())
                 batch = {k: v[:, :width] for k, v in batch.items()}
+                if self.token_labels == "aligned":
+                    labels = labels[:, :width].contiguous()
+            if trim and self.token_labels == "target":
+                used = (labels != -100).any(0).nonzero()
+                # contiguous: models .view() their labels
+                labels = labels[:, : int(used.max()) + 1 if len(used) else 1].contiguous()
             if len(self.label_names) == 1:
-                batch[self.label_names[0]] = self.labels[idx]
+                batch[self.label_names[0]] = labels
             else:
                 for j, name in enumerate(self.label_names):
                     batch[name] = self.labels[idx, j]

@@ -1,7 +1,7 @@
 """What every task kind provides to the pipelines: its model, its data and its evaluation.
 
-Two kinds exist: sequence classification / regression (GLUE) and extractive question answering
-(SQuAD). A task object is stateless apart from its definition; the pipelines (`pipelines.py`)
+Three kinds exist: sequence classification / regression (GLUE), extractive question answering
+(SQuAD) and generation with a causal or seq2seq language model (BIG-Bench Hard). A task object is stateless apart from its definition; the pipelines (`pipelines.py`)
 build models, train and evaluate through it without knowing the kind.
 """
 
@@ -18,6 +18,7 @@ from lorafusion_ext.data.tokenize import EncodedDataset
 #: Task kinds.
 CLASSIFICATION = "classification"
 EXTRACTIVE_QA = "extractive_qa"
+GENERATION = "generation"
 
 
 @dataclass
@@ -33,6 +34,8 @@ class DataConfig:
         seed: seeds the subsampling.
         doc_stride: tokens shared by consecutive windows of a long context (extractive QA);
             None: max_length // 3 (128 at 384, the usual SQuAD recipe).
+        data_dir: a local folder of the generation tasks' data (BBH: `<task>.json` files);
+            None: the Hugging Face hub.
     """
 
     glue_dir: str | None = None
@@ -41,6 +44,7 @@ class DataConfig:
     eval_examples: int | None = None
     seed: int = 0
     doc_stride: int | None = None
+    data_dir: str | None = None
 
     @property
     def stride(self) -> int:
@@ -53,7 +57,7 @@ class Task(ABC):
 
     Attributes:
         name: the task's name ("sst2", "squad").
-        kind: CLASSIFICATION or EXTRACTIVE_QA.
+        kind: CLASSIFICATION, EXTRACTIVE_QA or GENERATION.
         metrics: metric names; the first is the main metric (drift tables, sweeps).
     """
 
