@@ -262,10 +262,7 @@ def _resolve_defaults(args: argparse.Namespace, tasks: Sequence[str]) -> None:
     """--model and --max-length by task kind, when not given."""
     from lorafusion_ext.models import DEFAULT_LLM, DEFAULT_MODEL
 
-    try:
-        generation = _is_generation(tasks)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    generation = _is_generation(tasks)  # an unknown task name: get_task's ValueError, as everywhere
     if getattr(args, "model", None) is None:
         args.model = DEFAULT_LLM if generation else DEFAULT_MODEL
     if getattr(args, "max_length", None) is None:

@@ -17,31 +17,19 @@ from lorafusion_ext.data import encode, load_glue  # noqa: E402
 from lorafusion_ext.data.glue import task_spec  # noqa: E402
 from lorafusion_ext.hardware import HardwareConfig  # noqa: E402
 from lorafusion_ext.training import HWALoRAConfig, TrainConfig, analog_classifier, train_hwa_lora  # noqa: E402
+from tiny_models import tiny_bert  # noqa: E402
 
 GLUE_DIR = os.environ.get(
     "LORAFUSION_GLUE_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "glue")
 )
 pytestmark = pytest.mark.skipif(not os.path.isdir(GLUE_DIR), reason=f"GLUE folder not found at {GLUE_DIR}")
 
-WORDS = ("the a an is was of and to in it that he she they not no yes good bad movie film man woman said "
-         "company year new first one two people will would can could").split()
 
 
 def _tiny_bert(folder, dropout: float = 0.1) -> str:
-    """A 2-layer BERT (hidden 32) and a small word-piece vocabulary, saved as a local model."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
-             *"abcdefghijklmnopqrstuvwxyz.,'"]
-    (folder / "vocab.txt").write_text("\n".join(vocab))
-    tok = transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    tok.save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                                  attention_probs_dropout_prob=dropout, classifier_dropout=dropout)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    return str(folder)
+    """A 2-layer BERT (hidden 32) and a small word-piece vocabulary, saved as a local model
+    (`tiny_models.tiny_bert`: its vocabulary goes in as a dict, which transformers 5 keeps)."""
+    return tiny_bert(folder, dropout=dropout, max_positions=64)
 
 
 @pytest.fixture(scope="module")
