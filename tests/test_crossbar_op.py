@@ -201,7 +201,7 @@ def _clamp_ste(v, bound):
 
 
 def _ste_reference(x, wn, ms, hw):
-    """Autograd through DESIGN.md's straight-through estimator, in plain torch."""
+    """Autograd through the straight-through estimator (docs/numerics.md), in plain torch."""
     a = x.detach().abs().amax(1, keepdim=True)
     s = 1.0 / torch.where(a == 0, torch.ones_like(a), a)
     if hw.noise_management.mode == "none":

@@ -1,4 +1,4 @@
-"""program() / drift() / unprogram() on AnalogLinear and on module trees (DESIGN.md section 5).
+"""program() / drift() / unprogram() on AnalogLinear and on module trees (docs/numerics.md, "Programming, drift and drift compensation").
 
 Layer-level parity with AIHWKIT 1.1 (`AnalogLinear.program_analog_weights` /
 `drift_analog_weights` with the `TorchInferenceRPUConfig` of `HardwareConfig.to_aihwkit()`):
