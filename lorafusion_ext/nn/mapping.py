@@ -107,15 +107,20 @@ def clip_and_remap(weight: Tensor, layout: TileLayout, hw: HardwareConfig, max_i
         scales = mapping_scales(w, layout, hw)
         wn = normalise(w, scales, layout)
         # One clip level per tile (AIHWKIT LAYER_GAUSSIAN: sigma * std of the tile weights).
-        limit = torch.empty_like(wn)
-        k0 = 0
-        rows = layout.row_tiles(w.device)
-        for it, kt in enumerate(layout.in_sizes):
-            block = wn[:, k0 : k0 + kt]
-            for ot in range(layout.n_out):
-                sel = rows == ot
-                limit[sel, k0 : k0 + kt] = clip_level(block[sel], hw)
-            k0 += kt
+        if layout.n_in == 1 and layout.n_out == 1:
+            # One tile: the level broadcasts (the same values as a filled [out, in] limit,
+            # without building it: an LLM has hundreds of layers to condition).
+            limit = torch.as_tensor(clip_level(wn, hw), dtype=wn.dtype, device=wn.device)
+        else:
+            limit = torch.empty_like(wn)
+            k0 = 0
+            rows = layout.row_tiles(w.device)
+            for it, kt in enumerate(layout.in_sizes):
+                block = wn[:, k0 : k0 + kt]
+                for ot in range(layout.n_out):
+                    sel = rows == ot
+                    limit[sel, k0 : k0 + kt] = clip_level(block[sel], hw)
+                k0 += kt
         clipped = torch.maximum(torch.minimum(wn, limit), -limit)
         new_w = clipped * scales.t()[:, cols]
         if torch.equal(new_w, w):
