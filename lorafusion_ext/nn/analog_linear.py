@@ -249,12 +249,13 @@ class AnalogLinear(nn.Linear):
         x2 = x.reshape(-1, self.in_features).to(w_norm.dtype).contiguous()
         if x2.shape[0] == 0:
             raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
-        rng = self.rng_state.clone()
-        self.rng_state.add_(step)
+        # The op reads (seed, calls) before it returns; the counter moves on after the call.
         with torch._C._AutoDispatchBelowAutograd():
             y = torch.ops.lorafusion.crossbar_mvm.default(
-                x2, w_norm, out_scales, bias, rng, None, None, params=params, training=self.training, need_aux=False,
+                x2, w_norm, out_scales, bias, self.rng_state, None, None, params=params, training=self.training,
+                need_aux=False,
             )[0]
+        self.rng_state.add_(step)
         return y.reshape(*lead, self.out_features).to(out_dtype)
 
     def forward(self, x: Tensor) -> Tensor:
