@@ -2,13 +2,13 @@
 simple question, and generates through analog layers with a KV cache.
 
 Slow, and part of the CI suite (issue 13: it runs in CI if it takes < 60 s). The analog test
-converts the first two decoder blocks (14 linear layers), not all 30: converting the whole
-model (pcm_paper's 3-sigma clip and remap, iterated per layer) took 31-50 s alone on the 2-core
-development VM under load, which with the one-time GGUF conversion into an empty cache (19 s)
-put the file over 60 s (61-65 s measured). The whole analog model generates in
-`python/bench/llm.py`, which prints its answer. This file, measured with `OMP_NUM_THREADS=2`
-on that VM (load average about 4 from another job): 42 s with an empty cache (GGUF conversion
-17 s, analog generation 16 s, digital generation 6 s), 32 s with a warm one.
+converts the first two decoder blocks (14 linear layers), not all 30. Measured with
+`OMP_NUM_THREADS=2` on the 2-core development VM while another job kept it loaded (load
+average about 4.5), with an empty cache: this file 42 s (the one-time GGUF conversion 17 s,
+analog generation 16 s, digital generation 6 s; 32 s with a warm cache); the same file with the
+whole model analog 96 s (its analog test 66 s: conversion of 210 layers, then 10 tokens through
+all of them, which also answered "Paris"). The whole analog model generates in
+`python/bench/llm.py`, which prints its answer.
 """
 
 from __future__ import annotations
