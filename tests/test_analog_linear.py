@@ -158,3 +158,36 @@ def test_cached_mapping_follows_in_place_weight_edits():
         assert not torch.equal(after, before)
         layer.load_state_dict({**layer.state_dict(), "weight": layer.weight / 2})
         assert torch.equal(layer(x), before)
+
+
+@pytest.mark.parametrize("hw", [PAPER, lf.HardwareConfig.preset("pcm_tiled").replace(tiles=Tiles(8, 4)),
+                                PAPER.replace(mapping=Mapping_("row", 1.0, learn_out_scaling=True))],
+                         ids=["paper", "tiled", "out_scaling"])
+@pytest.mark.parametrize("programmed", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_no_grad_path_gives_the_bits_of_the_gradient_path(hw, programmed, training):
+    # Generation runs under no_grad through a leaner path (operands built once per layer
+    # state, one token at a time): same noise, same bits, same RNG counter as with gradients.
+    torch.manual_seed(0)
+    layer = lf.nn.AnalogLinear(12, 6, hardware=hw, seed=3)
+    if layer.out_scaling is not None:
+        with torch.no_grad():
+            layer.out_scaling.uniform_(0.5, 1.5)
+    if programmed:
+        layer.program(torch.Generator().manual_seed(1)).drift(3600.0, torch.Generator().manual_seed(2))
+    layer.train(training)
+    twin = copy.deepcopy(layer)
+    for m in (1, 5, 1):  # a prompt-like call between one-token calls
+        x = torch.randn(2, m, 12)
+        with torch.no_grad():
+            fast = layer(x)
+        slow = twin(x.clone().requires_grad_(True))
+        assert torch.equal(fast, slow.detach())
+        assert torch.equal(layer.rng_state, twin.rng_state)
+    # An in-place edit (here of the bias) is seen by the next no-grad call.
+    with torch.no_grad():
+        layer.bias.add_(1.0)
+        twin.bias.add_(1.0)
+        x = torch.randn(1, 12)
+        fast = layer(x)
+    assert torch.equal(fast, twin(x.clone().requires_grad_(True)).detach())

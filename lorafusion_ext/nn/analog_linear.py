@@ -187,6 +187,77 @@ class AnalogLinear(nn.Linear):
             self.__dict__["_tile_cache"] = (key, w_norm.detach(), scales.detach())
         return w_norm, scales
 
+    def _operands(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(normalised tile weights [out, in], digital scale rows [S, n_in_tiles, out], learned
+        out-scaling still to apply outside the op or None), in `compute_dtype`. A constant
+        learned scale (no gradient wanted) is folded into the scale rows."""
+        if self.programmed_weight is not None:
+            # The crossbar holds what was programmed; editing `weight` needs a new program().
+            w_norm, scales = precision.upcast(self.programmed_weight), precision.upcast(self.programmed_scales)
+        else:
+            w_norm, scales = self.tile_weights()
+        rows = [scales]
+        if not self.training and self.drift_alpha is not None:
+            rows.append(precision.upcast(self.drift_alpha)[:, self.layout.row_tiles(device)])
+        if self.hardware.mapping.weight_scaling == "none" and len(rows) == 1:
+            rows = []
+        if not rows:
+            out_scales = scales.new_empty((0, self.layout.n_in, self.out_features))
+        elif len(rows) == 1:
+            out_scales = rows[0].unsqueeze(0)
+        else:
+            out_scales = torch.stack(rows)
+        alpha = self.out_scaling
+        if alpha is not None and not (alpha.requires_grad and torch.is_grad_enabled()):
+            # A constant learned scale is one more periphery scale row: the fused kernel applies
+            # it after the mapping (and drift) scales, before the input tiles are summed.
+            out_scales = torch.cat([out_scales, precision.upcast(expand_out_scaling(alpha, self.layout))[None]])
+            alpha = None
+        return w_norm, out_scales, alpha
+
+    def _inference_key(self) -> tuple:
+        """What the operands of a no-gradient call depend on: every tensor they are computed
+        from (storage and in-place version), the mode and the hardware object."""
+        def ver(t: Tensor | None) -> tuple | None:
+            return None if t is None else (t.data_ptr(), t._version, t.dtype, t.device)
+        buffers, params = self._buffers, self._parameters
+        return (self.training, id(self.hardware), ver(params["weight"]), ver(params["bias"]),
+                ver(params["out_scaling"]), ver(buffers["programmed_weight"]), ver(buffers["programmed_scales"]),
+                ver(buffers["drift_alpha"]), ver(buffers["held_weight"]), ver(buffers["held_scales"]))
+
+    def _forward_no_grad(self, x: Tensor) -> Tensor:
+        """The forward when no gradient is wanted (generation, evaluation): the same op call with
+        the same operands as `forward`'s general path, bit for bit, with the per-call Python
+        work cut down for one-token decode steps (M = 1), where it would cost more than the
+        MVM. The operands (tile weights, scale rows, bias, the op's parameters) are built once
+        per state of the layer (`_inference_key`) and the op is called below autograd."""
+        key = self._inference_key()
+        plan = self.__dict__.get("_inference_plan")
+        if plan is None or plan[0] != key or plan[1] is not self.hardware:
+            with torch.no_grad():
+                w_norm, out_scales, _ = self._operands(x.device)
+                bias = precision.upcast(self.bias)
+                plan = (key, self.hardware, w_norm.detach().contiguous(), out_scales.detach().contiguous(),
+                        None if bias is None else bias.detach().contiguous(), self.hardware.op_kwargs()["params"],
+                        torch.tensor([0, 1], dtype=torch.int64, device=self.rng_state.device))
+            self.__dict__["_inference_plan"] = plan
+        _, _, w_norm, out_scales, bias, params, step = plan
+        if w_norm.device != x.device:
+            raise ValueError(f"AnalogLinear: input is on {x.device}; expected the layer's device ({w_norm.device})")
+        out_dtype = x.dtype
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).to(w_norm.dtype).contiguous()
+        if x2.shape[0] == 0:
+            raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
+        # The op reads (seed, calls) before it returns; the counter moves on after the call.
+        with torch._C._AutoDispatchBelowAutograd():
+            y = torch.ops.lorafusion.crossbar_mvm.default(
+                x2, w_norm, out_scales, bias, self.rng_state, None, None, params=params, training=self.training,
+                need_aux=False,
+            )[0]
+        self.rng_state.add_(step)
+        return y.reshape(*lead, self.out_features).to(out_dtype)
+
     def forward(self, x: Tensor) -> Tensor:
         """y [..., out_features] for x [..., in_features] (same dtype as the layer): the crossbar
         MVM of the programmed weights when programmed, else of the current target weights."""
@@ -200,34 +271,15 @@ class AnalogLinear(nn.Linear):
             raise ValueError(
                 f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}; expected {allowed}"
             )
+        if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and self._wants_grad(x)):
+            return self._forward_no_grad(x)
         out_dtype = x.dtype
         x = x.to(cdt)
-        if self.programmed_weight is not None:
-            # The crossbar holds what was programmed; editing `weight` needs a new program().
-            w_norm, scales = precision.upcast(self.programmed_weight), precision.upcast(self.programmed_scales)
-        else:
-            w_norm, scales = self.tile_weights()
-        rows = [scales]
-        if not self.training and self.drift_alpha is not None:
-            rows.append(precision.upcast(self.drift_alpha)[:, self.layout.row_tiles(x.device)])
-        if self.hardware.mapping.weight_scaling == "none" and len(rows) == 1:
-            rows = []
-        if not rows:
-            out_scales = scales.new_empty((0, self.layout.n_in, self.out_features))
-        elif len(rows) == 1:
-            out_scales = rows[0].unsqueeze(0)
-        else:
-            out_scales = torch.stack(rows)
+        w_norm, out_scales, alpha = self._operands(x.device)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
             raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
-        alpha = self.out_scaling
-        if alpha is not None and not (alpha.requires_grad and torch.is_grad_enabled()):
-            # A constant learned scale is one more periphery scale row: the fused kernel applies
-            # it after the mapping (and drift) scales, before the input tiles are summed.
-            out_scales = torch.cat([out_scales, precision.upcast(expand_out_scaling(alpha, self.layout))[None]])
-            alpha = None
         if alpha is None:
             y = crossbar_mvm(
                 x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), precision.upcast(self.bias),
@@ -245,6 +297,10 @@ class AnalogLinear(nn.Linear):
         if self.bias is not None:
             y = y + precision.upcast(self.bias)
         return y.reshape(*lead, self.out_features).to(out_dtype)
+
+    def _wants_grad(self, x: Tensor) -> bool:
+        """Whether a gradient may flow through this call (x or a parameter requires one)."""
+        return x.requires_grad or any(p is not None and p.requires_grad for p in self._parameters.values())
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:

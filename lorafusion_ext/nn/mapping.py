@@ -3,6 +3,7 @@ normalised weights that go onto the crossbar (docs/numerics.md, weight mapping).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +103,8 @@ def clip_and_remap(weight: Tensor, layout: TileLayout, hw: HardwareConfig, max_i
     if not hw.mapping.clips or hw.mapping.clip_when != "conversion":
         return weight.clone()
     w = weight.clone()
+    if layout.n_in == 1 and layout.n_out == 1:
+        return _clip_and_remap_one_tile(w, layout, hw, max_iter)
     cols = layout.column_tiles(w.device)
     for _ in range(max_iter):
         scales = mapping_scales(w, layout, hw)
@@ -121,4 +124,28 @@ def clip_and_remap(weight: Tensor, layout: TileLayout, hw: HardwareConfig, max_i
         if torch.equal(new_w, w):
             break
         w = new_w
+    return w
+
+
+def _clip_and_remap_one_tile(w: Tensor, layout: TileLayout, hw: HardwareConfig, max_iter: int) -> Tensor:
+    """`clip_and_remap` of a layer on one tile, on `w` (a copy it may overwrite): the same
+    operations and values, the clip level broadcast rather than filled into an [out, in] limit,
+    and the step computed in place. An LLM conditions hundreds of such layers, often over ten
+    iterations each; fresh [out, in] buffers per step cost about as much as the arithmetic."""
+    wn = torch.empty_like(w)
+    for _ in range(max_iter):
+        scales = mapping_scales(w, layout, hw)
+        column = scales[0][:, None]
+        torch.div(w, column, out=wn)
+        limit = torch.as_tensor(clip_level(wn, hw), dtype=wn.dtype, device=wn.device)
+        if 0.0 <= float(limit) < math.inf:
+            # max(min(v, L), -L) == clamp(v, -L, L) for any v once 0 <= L < inf: one pass.
+            torch.clamp(wn, -limit, limit, out=wn)
+        else:  # a NaN or infinite level: keep the two-sided form's NaN / inf behaviour
+            torch.minimum(wn, limit, out=wn)
+            torch.maximum(wn, -limit, out=wn)
+        wn.mul_(column)
+        if torch.equal(wn, w):
+            break
+        w, wn = wn, w
     return w
