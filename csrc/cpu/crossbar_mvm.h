@@ -1,4 +1,4 @@
-// CPU crossbar MVM (ATen + at::parallel_for). See DESIGN.md section 4.
+// CPU crossbar MVM (ATen + at::parallel_for). See docs/numerics.md, "The crossbar MVM".
 #pragma once
 #include <ATen/ATen.h>
 #include <lorafusion/params.h>

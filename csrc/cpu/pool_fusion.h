@@ -1,4 +1,4 @@
-// CPU pooled LoRA fusion (ATen + at::parallel_for). See DESIGN.md section 6.
+// CPU pooled LoRA fusion (ATen + at::parallel_for). See docs/numerics.md, "Pooled LoRA fusion".
 #pragma once
 #include <ATen/ATen.h>
 

@@ -4,7 +4,7 @@
 //   - gemm_tf32_nt: tensor cores (mma.sync m16n8k8 TF32, fp32 accumulate), cp.async 3-stage
 //     pipeline; sm_80+ (the only targets we build).
 //   - gemm_simt_nt: exact fp32/fp64 FMA tiles (register-blocked outer products).
-// CUDA headers only, no torch (DESIGN.md section 2). No cuBLAS: it is not available at
+// CUDA headers only, no torch (docs/architecture.md). No cuBLAS: it is not available at
 // compile time on every machine that builds these files.
 #pragma once
 #include <cuda_runtime.h>

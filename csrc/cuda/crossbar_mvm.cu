@@ -1,4 +1,4 @@
-// CUDA crossbar MVM (DESIGN.md section 4): the CPU kernel's algorithm (csrc/cpu/crossbar_mvm.cpp)
+// CUDA crossbar MVM (docs/numerics.md, "The crossbar MVM"): the CPU kernel's algorithm (csrc/cpu/crossbar_mvm.cpp)
 // with the same floating-point operations outside the GEMM, so that one seed gives the same
 // noise on both devices and outputs that differ only by the GEMM's summation order.
 //

@@ -1,6 +1,6 @@
 // Plain C++ launch API of the lorafusion CUDA kernels: raw device pointers, sizes, the
-// parameter structs of lorafusion/params.h and a cudaStream_t. No torch here (DESIGN.md
-// section 2): csrc/torch/cuda/*.cpp checks the tensors and calls these functions.
+// parameter structs of lorafusion/params.h and a cudaStream_t. No torch here (docs/architecture.md):
+// csrc/torch/cuda/*.cpp checks the tensors and calls these functions.
 //
 // Conventions
 // - Every pointer is a device pointer unless said otherwise; tensors are contiguous row-major.
@@ -22,7 +22,7 @@
 
 namespace lorafusion::cuda {
 
-// ---------------------------------------------------------------- crossbar_mvm (DESIGN.md 4)
+// ---------------------------------------------------------------- crossbar_mvm (docs/numerics.md)
 template <typename T>
 struct CrossbarForwardArgs {
   const T* x = nullptr;           // [M, K]
@@ -82,7 +82,7 @@ cudaError_t philox_normal(const int64_t* rng, uint32_t stream_id, uint32_t pass_
                           uint32_t tile, uint64_t start, int64_t count, float* out,
                           cudaStream_t stream);
 
-// ---------------------------------------------------------------- pool_fusion (DESIGN.md 6)
+// ---------------------------------------------------------------- pool_fusion (docs/numerics.md)
 enum class PoolModeCode : int32_t { kSum = 0, kLoraHub = 1 };
 
 // lorahub with one shared coefficient vector merges the pool (hidden = h [M, r]); every other

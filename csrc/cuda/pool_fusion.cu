@@ -1,4 +1,4 @@
-// CUDA pooled LoRA fusion (DESIGN.md section 6), the CPU op's algorithm (csrc/cpu/pool_fusion.cpp):
+// CUDA pooled LoRA fusion (docs/numerics.md, "Pooled LoRA fusion"), the CPU op's algorithm (csrc/cpu/pool_fusion.cpp):
 // the pool is stacked (A_cat [K·r, d_in] is A itself; B_cat [d_out, K·r] one permuted copy), and
 //   sum / per-row tasks:  H = x A_catᵀ with the coefficient scaling fused into the shrink GEMM's
 //                         epilogue (S = s (c_row ⊗ 1_r) ⊙ H, the row's coefficients gathered by

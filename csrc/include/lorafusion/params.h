@@ -14,7 +14,7 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2 };
 // below, the op's packed `float[] params` argument (this order) and the names the Python side
 // reads (`lorafusion_ext._C.crossbar_param_names`) are all generated from this list, so a new
 // parameter is one line here and one entry in `HardwareConfig.op_kwargs`.
-// All values are in normalised units (DESIGN.md section 4).
+// All values are in normalised units (docs/numerics.md).
 #define LORAFUSION_CROSSBAR_PARAMS(X)                                                        \
   X(double, inp_res, 0.0)       /* DAC step in units of the input range (1/254: 8 bit); 0: none */ \
   X(double, inp_bound, 1.0)     /* DAC clamp; 0: none */                                   \
