@@ -185,6 +185,16 @@ DIAGNOSIS: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
 )
 
 
+# The other side of the learning-rate diagnosis (no tuning one side only): HWA-LoRA's LoRA lr
+# and the magnitudes-only baseline's lr moved like LoRAFusion's magnitude lr, and that move
+# repeated on the second ablation task. (method, variant, params); seed 0.
+BALANCE: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
+    ("lorafusion", "magnitude_lr=0.02", (("magnitude_lr", 2e-2),)),
+    ("hwa_lora", "hwa_lora lora_lr=0.003", (("lora_lr", 3e-3),)),
+    ("magnitude_only", "magnitude_only magnitude_lr=0.02", (("magnitude_lr", 2e-2),)),
+)
+
+
 def plan(s: Settings) -> list[Cell]:
     """Every cell of the experiment, in priority order (what runs first when several workers
     share the queue, and what an interrupted run has finished): the pool; seed 0 of
@@ -217,6 +227,10 @@ def plan(s: Settings) -> list[Cell]:
     cells += early + diag[:4]
     for seed in seeds[1:]:
         cells += held(seed, METHODS)
+    if s.diagnosis_task:
+        for t in dict.fromkeys((s.diagnosis_task, *s.ablation_tasks)):
+            cells += [Cell(f"diagnosis/{t}/{v}", "diagnosis", t, m, first, v, p) for m, v, p in BALANCE
+                      if f"diagnosis/{t}/{v}" not in {c.key for c in diag}]
     cells += [c for c in ablations if c not in early]
     cells += diag[4:]
     if s.only:
@@ -412,15 +426,17 @@ def _train_digital_lora(s: Settings, task: str, seed: int) -> tuple[nn.Module, A
     return model, tok
 
 
-def _train_hwa_lora(s: Settings, task: str, seed: int) -> tuple[nn.Module, Any]:
+def _train_hwa_lora(s: Settings, task: str, seed: int, lora_lr: float | None = None) -> tuple[nn.Module, Any]:
     spec = task_spec(task)
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=seed)
     _, train_set, _ = _data(s, task, tok)
-    train_hwa_lora(model, train_set, _lora_cfg(s), _tcfg(s, seed, f"hwa_lora {task}"), description=f"hwa_lora {task}")
+    cfg = _lora_cfg(s) if lora_lr is None else dataclasses.replace(_lora_cfg(s), lr=lora_lr)
+    train_hwa_lora(model, train_set, cfg, _tcfg(s, seed, f"hwa_lora {task}"), description=f"hwa_lora {task}")
     return model, tok
 
 
-def _train_magnitude_only(s: Settings, task: str, seed: int) -> tuple[nn.Module, Any]:
+def _train_magnitude_only(s: Settings, task: str, seed: int, magnitude_lr: float | None = None
+                          ) -> tuple[nn.Module, Any]:
     spec = task_spec(task)
     pool = pool_for(s, task)
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=seed)
@@ -431,7 +447,8 @@ def _train_magnitude_only(s: Settings, task: str, seed: int) -> tuple[nn.Module,
         c.requires_grad_(False)
     mags = fusion_magnitudes(model)
     head = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in mags)]
-    opt = torch.optim.Adam([{"params": mags, "lr": s.fusion.magnitude_lr}, {"params": head, "lr": s.budget.head_lr}])
+    lr = s.fusion.magnitude_lr if magnitude_lr is None else magnitude_lr
+    opt = torch.optim.Adam([{"params": mags, "lr": lr}, {"params": head, "lr": s.budget.head_lr}])
     train(model, train_set, opt, _tcfg(s, seed, f"magnitude_only {task}"), description=f"magnitude_only {task}")
     return model, tok
 
@@ -502,7 +519,7 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         train_fn: Callable[[Settings, str, int], tuple[nn.Module, Any]] = {
             "hwa_lora": _train_hwa_lora, "digital_lora": _train_digital_lora, "head_only": _train_head_only,
             "magnitude_only": _train_magnitude_only}[cell.method]
-        model, tok = train_fn(s, cell.task, cell.seed)
+        model, tok = train_fn(s, cell.task, cell.seed, **dict(cell.params))
     _, _, dev = _data(s, cell.task, tok)
     # The analog model's score before programming: reported for the pool members only.
     dev_metrics = None
