@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the pool digital (fp32, no hardware effects; an ablation) instead of on the crossbar")
     p.add_argument("--coeff-lr", type=_positive_float, default=0.02)
     p.add_argument("--l1", type=_nonneg_float, default=5e-4)
-    p.add_argument("--magnitude-lr", type=_positive_float, default=5e-3)
+    p.add_argument("--magnitude-lr", type=_positive_float, default=2e-2,
+                   help="DoRA magnitudes' learning rate (published: 5e-3; why 2e-2: docs/lorafusion_gap.md)")
     p.add_argument("--head-lr", type=_positive_float, default=1e-3)
     _common(p)
 

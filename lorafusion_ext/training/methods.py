@@ -41,16 +41,18 @@ class HWALoRAConfig:
 
 @dataclass
 class FusionConfig:
-    """LoRAFusion recipe (published defaults): coefficients Adam lr 0.02 with an L1 penalty of
-    5e-4 on mean |c| and Xavier-uniform initialisation, one coefficient vector per transformer
-    block; DoRA magnitudes Adam lr 5e-3; the digital head at `head_lr`."""
+    """LoRAFusion recipe: coefficients Adam lr 0.02 with an L1 penalty of 5e-4 on mean |c| and
+    Xavier-uniform initialisation, one coefficient vector per transformer block (the published
+    defaults); DoRA magnitudes Adam lr 2e-2 (published: 5e-3; raised on the evidence of the GLUE
+    experiment, where the magnitudes carry what fusion learns and 5e-3 left them under-trained:
+    docs/lorafusion_gap.md); the digital head at `head_lr`."""
 
     mode: str = "lorahub"
     granularity: str = "block"
     magnitude: bool = True
     coeff_lr: float = 0.02
     l1: float = 5e-4
-    magnitude_lr: float = 5e-3
+    magnitude_lr: float = 2e-2
     head_lr: float = 1e-3
     init: str = "xavier_uniform"
     #: where the pool lives (`attach_pool`): None = on the crossbar when the base is analog.
