@@ -45,7 +45,10 @@ project's 2-core machine (one thread per worker): an analog MiniLM step costs 1.
 about 150-200 CPU-s and the 97 held-out/ablation/diagnosis cells plus 5 pool members about
 16,000 CPU-s with the pool members reused as seed-0 HWA-LoRAs (2.2 h on 2 cores with 2 workers),
 about 19,000 CPU-s (2.6 h) with `--pool-steps 300 --pool-train-examples 4800` (pool members
-trained longer, not reused). These are estimates from the per-step costs, not a timed full run.
+trained longer, not reused). Measured, the main run of docs/results/lorafusion.md (107 cells with
+the balance diagnosis, 300-step pool, on a 2-core machine shared with other jobs): its cells'
+own wall times sum to 30,160 s, 4.2 h with 2 workers: over the 2.5 h target; `--seeds 0,1`,
+`--ablation-tasks sst2` or `--diagnosis-task ''` are the knobs that cut it.
 
 Several workers may share one `--out` (each claims the next cell); start one per core:
     for i in 1 2; do OMP_NUM_THREADS=1 python python/experiments/lorafusion_glue.py \
