@@ -21,35 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from paired_timing import paired
 
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn import AnalogPoolLayer
 from lorafusion_ext.nn.analog_pool import pool_seeds
 
 SHAPES = ((384, 384), (384, 1536), (1536, 384))
-
-
-def paired(ref: Callable[[], object], cand: Callable[[], object], rounds: int) -> dict[str, float]:
-    """Median per-round ratio cand/ref, and the median times (ms)."""
-    ref(), cand()  # warm-up
-    ratios, t_ref, t_cand = [], [], []
-    for _ in range(rounds):
-        s = time.perf_counter()
-        ref()
-        a = time.perf_counter() - s
-        s = time.perf_counter()
-        cand()
-        b = time.perf_counter() - s
-        t_ref.append(a)
-        t_cand.append(b)
-        ratios.append(b / a)
-    return {"ref_ms": statistics.median(t_ref) * 1e3, "cand_ms": statistics.median(t_cand) * 1e3,
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
 def pool_stage(M: int, K: int, r: int, d_in: int, d_out: int, rounds: int, mode: str) -> dict[str, float]:

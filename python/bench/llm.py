@@ -26,32 +26,13 @@ import copy
 import inspect
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from paired_timing import paired
 
 PROMPT = "What is the capital of France? Answer in one sentence."
 CACHE_ARG = "past_key_values"  # "cache" in transformers versions that renamed it (set in main)
-
-
-def paired(ref: Callable[[], object], cand: Callable[[], object], rounds: int) -> dict[str, float]:
-    """Median per-round ratio cand/ref, and the median times (ms)."""
-    ref(), cand()  # warm-up
-    ratios, t_ref, t_cand = [], [], []
-    for _ in range(rounds):
-        s = time.perf_counter()
-        ref()
-        a = time.perf_counter() - s
-        s = time.perf_counter()
-        cand()
-        b = time.perf_counter() - s
-        t_ref.append(a)
-        t_cand.append(b)
-        ratios.append(b / a)
-    return {"ref_ms": statistics.median(t_ref) * 1e3, "cand_ms": statistics.median(t_cand) * 1e3,
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
 @torch.no_grad()
