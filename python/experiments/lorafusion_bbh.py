@@ -62,7 +62,11 @@ from lorafusion_ext.nn.pool import LoRAPool
 from lorafusion_ext.pipelines import drift_evaluation, load_run, run_hwa_lora
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig
-from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, analog_model, train_fusion
+from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, analog_model, train_fusion, train_hwa_lora
+
+# The folder's shared modules, also when a test loads this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cell_log import append_cell, load_cells  # noqa: E402
 
 POOL_TASKS = ("multistep_arithmetic_two", "object_counting", "hyperbaton", "word_sorting", "dyck_languages",
               "date_understanding", "navigate")
@@ -111,17 +115,6 @@ def plan(s: Settings) -> list[tuple[str, str, str, int]]:
     for seed in s.budget.seeds:
         cells += [(f"held_out/{t}/{m}/seed{seed}", m, t, seed) for t in s.held_out for m in METHODS]
     return cells
-
-
-def load_cells(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            out[rec["key"]] = rec
-    return out
 
 
 def _data(s: Settings, train_examples: int) -> DataConfig:
@@ -175,8 +168,6 @@ def held_out_cell(s: Settings, method: str, task: str, seed: int) -> dict:
         train_fusion(model, pool, train_set, FusionConfig(coeff_lr=s.budget.coeff_lr), tcfg, description=f"fuse {task}")
         extra["pool"] = list(pool.adapter_names)
     elif method == "hwa_lora":
-        from lorafusion_ext.training.methods import train_hwa_lora
-
         train_hwa_lora(model, train_set, _lora(s), tcfg, description=f"hwa-lora {task}")
     if method == "digital_base":
         value = t.evaluate(model, dev)["exact_match"]
@@ -362,8 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             rec = run_cell(s, key, kind, task, seed)
             rec["finished_at"] = time.time()
-            with cells_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_cell(cells_path, rec)
             print(f"[lorafusion_bbh] {key}: t0 {rec['t0']:.3f}" +
                   (f" t10y {rec['t10y']:.3f}" if "t10y" in rec else "") + f" ({rec['wall_s']:.0f} s)", flush=True)
             write_report(s, load_cells(cells_path))

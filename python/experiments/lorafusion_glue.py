@@ -100,6 +100,10 @@ from lorafusion_ext.training.methods import (
     train_hwa_lora,
 )
 
+# The folder's shared modules, also when a test loads this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cell_log import append_cell, load_cells  # noqa: E402
+
 TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
 METHODS = ("lorafusion", "hwa_lora", "digital_lora", "head_only", "magnitude_only")
 TEN_YEARS = 315360000.0
@@ -330,23 +334,6 @@ def claimed_by_other(out: Path, key: str) -> bool:
 
 def release(out: Path, key: str) -> None:
     _claim_path(out, key).unlink(missing_ok=True)
-
-
-def load_cells(path: Path) -> dict[str, dict]:
-    done: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["key"]] = rec
-    return done
-
-
-def append_cell(path: Path, rec: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------- training per method
