@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -35,13 +36,9 @@ def t5_dir(tmp_path_factory) -> str:
     return tiny_t5(tmp_path_factory.mktemp("tiny_t5"))
 
 
-class _Marked:
+def _marked(seq2seq: bool):
     """A byte tokenizer marked as belonging to a causal or seq2seq model."""
-
-    def __new__(cls, seq2seq: bool):
-        tok = byte_tokenizer()
-        config = type("C", (), {"is_encoder_decoder": seq2seq})()
-        return mark_model_kind(tok, type("M", (), {"config": config})())
+    return mark_model_kind(byte_tokenizer(), SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=seq2seq)))
 
 
 # ---------------------------------------------------------------------- data
@@ -75,7 +72,7 @@ def test_bbh_errors_name_the_argument(tmp_path):
 
 
 def test_causal_loss_mask_covers_the_answer_tokens_only():
-    tok = _Marked(seq2seq=False)
+    tok = _marked(seq2seq=False)
     data = encode_generation([GenerationExample("1 + 1 =", "2"), GenerationExample("x", "Yes")], tok, max_length=64)
     assert data.token_labels == "aligned"
     prompt = tok(format_prompt("1 + 1 ="))["input_ids"]
@@ -91,7 +88,7 @@ def test_causal_loss_mask_covers_the_answer_tokens_only():
 
 
 def test_long_prompts_lose_their_beginning_never_the_answer():
-    tok = _Marked(seq2seq=False)
+    tok = _marked(seq2seq=False)
     data = encode_generation([GenerationExample("a" * 200 + " END?", "(B)")], tok, max_length=40)
     ids = data.features["input_ids"][0].tolist()
     text = tok.decode(ids)
@@ -101,7 +98,7 @@ def test_long_prompts_lose_their_beginning_never_the_answer():
 
 
 def test_seq2seq_layout_puts_the_answer_in_the_decoder_labels():
-    tok = _Marked(seq2seq=True)
+    tok = _marked(seq2seq=True)
     data = encode_generation([GenerationExample("q?", "Yes"), GenerationExample("q2?", "No")], tok, max_length=64)
     assert data.token_labels == "target"
     assert data.labels[0].tolist() == tok("Yes", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
