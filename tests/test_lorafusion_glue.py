@@ -93,6 +93,19 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     again = mod.main(args)
     assert len((out / "cells.jsonl").read_text().splitlines()) == n_lines
     assert again["held_out"] == res["held_out"]
+    # The run cannot be resumed with another magnitude lr (its cells would mix two recipes)...
+    with pytest.raises(ValueError, match="--magnitude-lr"):
+        mod.main([*args, "--magnitude-lr", "0.05"])
+    # ...but a new run imports what does not depend on it: the pool members (copied, so its
+    # LoRAFusion cells fuse the same pool) and the pool-free methods except magnitude_only.
+    other = tmp_path / "other"
+    mod.main(["--quick", "--glue-dir", str(glue), "--out", str(other), "--threads", "1", "--import-from", str(out),
+              "--model", str(out / "tiny_bert"), "--magnitude-lr", "0.05", "--report"])
+    imported = mod.load_cells(other / "cells.jsonl")
+    assert {f"pool/{t}" for t in ("sst2", "mrpc", "rte")} <= set(imported)
+    assert (other / "pool" / "rte" / "run.json").is_file()
+    assert imported["held_out/rte/digital_lora/seed1"]["t0"] == cells["held_out/rte/digital_lora/seed1"]["t0"]
+    assert not any("/magnitude_only/" in k or "/lorafusion/" in k or k.startswith("ablation/") for k in imported)
 
 
 def test_cell_claims_share_the_queue_between_workers(tmp_path):

@@ -196,6 +196,16 @@ def run_cell(engine: str, seed: int, args: argparse.Namespace, rpu: Any, data: D
     }
 
 
+def _load_finished(cells: dict[str, dict[int, dict]], work: Path, seeds: list[int], key: dict) -> None:
+    for engine in ENGINES:
+        for seed in seeds:
+            path = work / f"{engine}_seed{seed}.json"
+            if seed not in cells[engine] and path.is_file():
+                cell = json.loads(path.read_text())
+                if cell.get("key") == key:
+                    cells[engine][seed] = cell
+
+
 # ---------------------------------------------------------------------- report
 def _mean_std(v: list[float]) -> tuple[float, float]:
     m = sum(v) / len(v)
@@ -308,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/results", help="folder of aihwkit_equivalence.md / .json")
     ap.add_argument("--work", default="runs/aihwkit_equivalence", help="finished cells (resume)")
+    ap.add_argument("--engines", default=",".join(ENGINES),
+                    help="engines this process trains (comma-separated; the report covers both): one process "
+                         "per engine shares --work")
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished cells, compute nothing")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2 steps, tiny subsets, 1 trial (a smoke run)")
     ap.add_argument("--no-progress", action="store_true")
@@ -318,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         args.train_examples, args.eval_examples = args.train_examples or 16, args.eval_examples or 8
     if args.seeds < 2:
         ap.error(f"--seeds {args.seeds}: the significance test needs >= 2 seeds per engine (the issue asks for >= 3)")
+    run_engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    if not run_engines or any(e not in ENGINES for e in run_engines):
+        ap.error(f"--engines {args.engines!r}: expected a comma-separated subset of {ENGINES}")
     if args.glue_dir is None or not os.path.isdir(args.glue_dir):
         ap.error(f"--glue-dir {args.glue_dir}: expected a local GLUE folder (SST-2)")
     torch.set_num_threads(args.threads)
@@ -350,25 +366,27 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    key = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "max_length", "rank", "alpha", "dropout",
+                                          "lr", "head_lr", "train_examples", "eval_examples", "trials")}
     for seed in seeds:
         for engine in ENGINES:
             path = work / f"{engine}_seed{seed}.json"
-            key = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "max_length", "rank", "alpha", "dropout",
-                                                  "lr", "head_lr", "train_examples", "eval_examples", "trials")}
             if path.is_file():
                 cell = json.loads(path.read_text())
                 if cell.get("key") == key:
                     cells[engine][seed] = cell
                     continue
-            if args.report_only:
+            if args.report_only or engine not in run_engines:
                 continue
             cell = run_cell(engine, seed, args, rpu, data)
             cell["key"] = key
             path.write_text(json.dumps(cell, indent=2))
             cells[engine][seed] = cell
+            _load_finished(cells, work, seeds, key)  # the other engine's process may have finished cells
             result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
             (out / "aihwkit_equivalence.json").write_text(json.dumps(result, indent=2))
             (out / "aihwkit_equivalence.md").write_text(md)
+    _load_finished(cells, work, seeds, key)
     result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
     (out / "aihwkit_equivalence.json").write_text(json.dumps(result, indent=2))
     (out / "aihwkit_equivalence.md").write_text(md)

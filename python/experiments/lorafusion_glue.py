@@ -11,7 +11,8 @@ heads digital):
 2. **Held-out task T.** The pool is the members of the other tasks (in `--tasks` order).
    Methods, each with the same steps, batch size, training examples and head learning rate:
    - `lorafusion`: the pool fused by trained coefficients and DoRA magnitudes
-     (`train_fusion`, `RUN_FUSION`: the published recipe, magnitude lr 5e-3), the pool on the crossbar when the checkout's
+     (`train_fusion`, `FusionConfig` defaults; `--magnitude-lr` sets the magnitudes' lr, also
+     `magnitude_only`'s), the pool on the crossbar when the checkout's
      `attach_pool` supports it (`pool_on_crossbar=None`);
    - `hwa_lora`: a LoRA trained through the hardware (the pool members' recipe);
    - `digital_lora`: the same LoRA recipe trained on the digital model (no hardware: no
@@ -69,11 +70,12 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -107,10 +109,8 @@ from cell_log import append_cell, load_cells  # noqa: E402
 TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
 METHODS = ("lorafusion", "hwa_lora", "digital_lora", "head_only", "magnitude_only")
 TEN_YEARS = 315360000.0
-# The fusion recipe every cell of docs/results/lorafusion.md ran with: the published defaults,
-# magnitude lr 5e-3 included. FusionConfig's default magnitude lr became 2e-2 on this run's
-# evidence (docs/lorafusion_gap.md); pinned here so that a rerun resumes the same experiment.
-RUN_FUSION = FusionConfig(magnitude_lr=5e-3)
+# Runs whose settings.json predates the recorded fusion recipe ran the published magnitude lr.
+LEGACY_MAGNITUDE_LR = 5e-3
 
 
 # ---------------------------------------------------------------------- configuration
@@ -258,31 +258,60 @@ def _held_out_budget(budget: dict) -> dict:
     return {k: v for k, v in budget.items() if k not in ("pool_steps", "pool_train_examples", "seeds")}
 
 
+def _pool_budget(budget: dict) -> tuple:
+    return (budget.get("pool_steps") or budget["steps"], budget.get("pool_train_examples") or budget["train_examples"])
+
+
+def check_resume(s: Settings) -> None:
+    """Refuse to continue a run in `--out` with another magnitude lr: its finished cells would be
+    mixed with cells of a different recipe."""
+    path = s.out / "settings.json"
+    if not path.is_file():
+        return
+    theirs = json.loads(path.read_text()).get("magnitude_lr", LEGACY_MAGNITUDE_LR)
+    if theirs != s.fusion.magnitude_lr:
+        raise ValueError(f"--magnitude-lr {s.fusion.magnitude_lr:g}: the run in {s.out} used {theirs:g}; "
+                         f"pass --magnitude-lr {theirs:g} to resume it, or another --out")
+
+
 def import_cells(s: Settings, source: Path) -> int:
-    """Append to this run's cells the pool-free held-out cells of the run in `source` (and its
-    seed-0 pool members as seed-0 `hwa_lora`) when that run's per-task budget, model and
-    hardware equal this one's. Returns how many were imported."""
+    """Append to this run's cells the pool-free held-out cells of the run in `source` when that
+    run's per-task budget, model and hardware equal this one's: `hwa_lora`, `digital_lora`,
+    `head_only`, and `magnitude_only` when it ran with this run's magnitude lr. Its pool members
+    are imported too (copied to <out>/pool) when they had this run's tasks and pool budget, and
+    become seed-0 `hwa_lora` cells when they were trained with the per-task budget. Returns how
+    many cells were imported."""
     theirs = json.loads((source / "settings.json").read_text())
     mine = {"budget": dataclasses.asdict(s.budget), "model": s.model, "hardware": s.hardware_name}
     if (_held_out_budget(theirs["budget"]) != _held_out_budget(mine["budget"]) or theirs["model"] != mine["model"]
             or theirs["hardware"] != mine["hardware"]):
         raise ValueError(f"--import-from {source}: its budget/model/hardware differ from this run's; nothing imported")
-    their_pool_is_hwa = theirs["budget"].get("pool_steps") in (None, theirs["budget"]["steps"]) and \
-        theirs["budget"].get("pool_train_examples") in (None, theirs["budget"]["train_examples"])
+    their_pool_is_hwa = _pool_budget(theirs["budget"]) == (theirs["budget"]["steps"], theirs["budget"]["train_examples"])
+    same_pool = (_pool_budget(theirs["budget"]) == _pool_budget(mine["budget"])
+                 and tuple(theirs.get("tasks", ())) == tuple(s.tasks))
+    same_magnitude_lr = theirs.get("magnitude_lr", LEGACY_MAGNITUDE_LR) == s.fusion.magnitude_lr
     cells_path = s.out / "cells.jsonl"
     done, source_cells = load_cells(cells_path), load_cells(source / "cells.jsonl")
     count = 0
     for key, rec in source_cells.items():
-        target = None
+        targets = []
         parts = key.split("/")
-        if parts[0] == "held_out" and parts[2] in POOL_FREE and "reused_from" not in rec:
-            target = key
-        elif parts[0] == "pool" and their_pool_is_hwa:
-            target = f"held_out/{parts[1]}/hwa_lora/seed0"
-        if target and target not in done:
-            append_cell(cells_path, {**rec, "key": target, "imported_from": f"{source}:{key}"})
-            done[target] = rec
-            count += 1
+        if (parts[0] == "held_out" and parts[2] in POOL_FREE and "reused_from" not in rec
+                and (parts[2] != "magnitude_only" or same_magnitude_lr)):
+            targets.append(key)
+        elif parts[0] == "pool":
+            if their_pool_is_hwa:
+                targets.append(f"held_out/{parts[1]}/hwa_lora/seed0")
+            if same_pool and (source / "pool" / parts[1] / "run.json").is_file():
+                dest = s.out / "pool" / parts[1]
+                if not (dest / "run.json").is_file():
+                    shutil.copytree(source / "pool" / parts[1], dest, dirs_exist_ok=True)
+                targets.append(key)
+        for target in targets:
+            if target not in done:
+                append_cell(cells_path, {**rec, "key": target, "imported_from": f"{source}:{key}"})
+                done[target] = rec
+                count += 1
     return count
 
 
@@ -861,6 +890,9 @@ def parse(argv: list[str] | None) -> Settings:
                    help="steps of the pool members (default --steps; when they differ, the pool members are not "
                         "reused as the seed-0 hwa_lora)")
     p.add_argument("--pool-train-examples", type=int, default=None)
+    p.add_argument("--magnitude-lr", type=float, default=FusionConfig().magnitude_lr,
+                   help="learning rate of the DoRA magnitudes (lorafusion and magnitude_only); "
+                        "docs/results/lorafusion_magnitude_lr_5e-3.md ran 5e-3")
     p.add_argument("--pool-digital", action="store_true", help="run LoRAFusion's pool digitally (ablation)")
     p.add_argument("--only", default="", help="comma-separated cell-key prefixes to run (e.g. pool/,held_out/rte/)")
     p.add_argument("--export-pool", default=None, help="write the pool without --export-held-out (and its heads) here, then stop")
@@ -909,7 +941,8 @@ def parse(argv: list[str] | None) -> Settings:
     argv_list = sys.argv[1:] if argv is None else argv
     command = "python python/experiments/lorafusion_glue.py " + " ".join(shlex.quote(x) for x in argv_list)
     s = Settings(model=model, glue_dir=a.glue_dir, hardware_name=a.hardware, out=out, docs=docs, tasks=tasks,
-                 ablation_tasks=abl, diagnosis_task=a.diagnosis_task or None, budget=b, fusion=RUN_FUSION,
+                 ablation_tasks=abl, diagnosis_task=a.diagnosis_task or None, budget=b,
+                 fusion=FusionConfig(magnitude_lr=a.magnitude_lr),
                  pool_digital=a.pool_digital, only=tuple(x for x in a.only.split(",") if x), progress=a.progress,
                  command=command)
     s.hardware = HardwareConfig.preset(a.hardware)
@@ -938,8 +971,10 @@ def main(argv: list[str] | None = None) -> dict:
             if _pool_is_hwa_seed0(s) and key not in done and f"pool/{t}" in done:
                 append_cell(s.out / "cells.jsonl", run_cell(s, Cell(key, "held_out", t, "hwa_lora", 0), done))
         return write_report(s, plan(dataclasses.replace(s, only=())), load_cells(s.out / "cells.jsonl"))
+    check_resume(s)
     (s.out / "settings.json").write_text(json.dumps({"budget": dataclasses.asdict(s.budget), "tasks": s.tasks,
                                                      "model": s.model, "hardware": s.hardware_name,
+                                                     "magnitude_lr": s.fusion.magnitude_lr,
                                                      "command": s.command}, indent=2))
     cells_path = s.out / "cells.jsonl"
     all_cells = plan(dataclasses.replace(s, only=()))
