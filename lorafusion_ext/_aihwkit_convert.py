@@ -102,11 +102,12 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         NoiseManagementType.NONE: "none",
         NoiseManagementType.ABS_MAX: "abs_max",
         NoiseManagementType.MAX: "max",
+        NoiseManagementType.CONSTANT: "constant",
     }.get(f.noise_management)
     if nm is None:
         raise ValueError(
-            f"rpu_config.forward.noise_management = {f.noise_management!r}; expected NONE, ABS_MAX or MAX "
-            "(CONSTANT is not modelled yet; AIHWKIT's torch tile rejects the others)"
+            f"rpu_config.forward.noise_management = {f.noise_management!r}; expected NONE, ABS_MAX, MAX or "
+            "CONSTANT (AIHWKIT's torch tile rejects the others)"
         )
 
     m = rpu.mapping
@@ -123,12 +124,14 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         if not mod.res > 0:
             raise ValueError(f"rpu_config.modifier.res = {mod.res!r}; expected > 0 with DISCRETIZE")
         modifier = hw.Modifier("discretize", res=float(mod.res))
-    elif mod.type == WeightModifierType.NONE:
+    elif mod.type == WeightModifierType.MULT_NORMAL:
+        modifier = hw.Modifier("mult_normal", float(mod.std_dev))
+    elif mod.type in (WeightModifierType.NONE, WeightModifierType.COPY):
         modifier = hw.Modifier("none")
     else:
         raise ValueError(
-            f"rpu_config.modifier.type = {mod.type!r}; expected NONE, ADD_NORMAL or DISCRETIZE (MULT_NORMAL is "
-            "not modelled yet; AIHWKIT's torch tile rejects the others)"
+            f"rpu_config.modifier.type = {mod.type!r}; expected NONE, COPY, ADD_NORMAL, MULT_NORMAL or DISCRETIZE "
+            "(AIHWKIT's torch tile rejects the others)"
         )
     # AIHWKIT clips and remaps in post_update_step (after each optimizer step), never at
     # conversion: clip_when="update".
@@ -245,6 +248,7 @@ def rpu_config_from_hardware(h: Any) -> Any:
         "none": NoiseManagementType.NONE,
         "abs_max": NoiseManagementType.ABS_MAX,
         "max": NoiseManagementType.MAX,
+        "constant": NoiseManagementType.CONSTANT,
     }[h.noise_management.mode]
     f.bound_management = {
         "none": BoundManagementType.NONE,
@@ -273,6 +277,9 @@ def rpu_config_from_hardware(h: Any) -> Any:
             rpu.remap.type = WeightRemapType.CHANNELWISE_SYMMETRIC
     if h.modifier.kind == "add_normal":
         rpu.modifier.type = WeightModifierType.ADD_NORMAL
+        rpu.modifier.std_dev = h.modifier.std
+    elif h.modifier.kind == "mult_normal":
+        rpu.modifier.type = WeightModifierType.MULT_NORMAL
         rpu.modifier.std_dev = h.modifier.std
     elif h.modifier.kind == "discretize":
         rpu.modifier.type = WeightModifierType.DISCRETIZE

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
-NoiseManagementMode = Literal["none", "abs_max", "max"]
+NoiseManagementMode = Literal["none", "abs_max", "max", "constant"]
 WeightScaling = Literal["none", "layer", "row"]
-ModifierKind = Literal["none", "add_normal", "discretize"]
+ModifierKind = Literal["none", "add_normal", "mult_normal", "discretize"]
 ClipWhen = Literal["conversion", "update"]
 
 _BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
-_NM_CODES = {"none": 0, "abs_max": 1, "max": 2}
+_NM_CODES = {"none": 0, "abs_max": 1, "max": 2, "constant": 3}
 
 
 def _check_bits(owner: str, bits: int | None) -> None:
@@ -123,7 +123,9 @@ class BoundManagement:
 @dataclass(frozen=True)
 class NoiseManagement:
     """Input scaling before the DAC: `abs_max` scales each token by 1/max|x|, `max` by
-    1/max x (signed: AIHWKIT's MAX), clamped at `threshold` when > 0; a scale <= 0 is 1."""
+    1/max x (signed: AIHWKIT's MAX), clamped at `threshold` when > 0; a scale <= 0 is 1.
+    `constant` scales every token by 1/`threshold` (by 1 when `threshold` is 0), as AIHWKIT's
+    CONSTANT; the output is scaled back."""
 
     mode: NoiseManagementMode = "abs_max"
     threshold: float = 0.0
@@ -201,7 +203,8 @@ class Tiles:
 @dataclass(frozen=True)
 class Modifier:
     """Training-time weight modifier (AIHWKIT's, applied in `.train()` only): `add_normal`
-    adds std·max|W_tile|·N(0,1), redrawn each forward and shared by the batch; `discretize`
+    adds std·max|W_tile|·N(0,1), redrawn each forward and shared by the batch; `mult_normal`
+    adds W·std·N(0,1) (relative to each weight, no max|W|), redrawn likewise; `discretize`
     rounds each tile's weights to steps of res·2·max|W_tile| (`res`: a resolution < 1 or a
     number of states > 1), straight-through in the backward."""
 
@@ -210,8 +213,9 @@ class Modifier:
     res: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("none", "add_normal", "discretize"):
-            raise ValueError(f"modifier.kind = {self.kind!r}; expected 'none', 'add_normal' or 'discretize'")
+        if self.kind not in ("none", "add_normal", "mult_normal", "discretize"):
+            raise ValueError(
+                f"modifier.kind = {self.kind!r}; expected 'none', 'add_normal', 'mult_normal' or 'discretize'")
         _check_nonneg("modifier", "std", self.std)
         _check_nonneg("modifier", "res", self.res)
         if self.kind == "discretize" and self.res <= 0:
@@ -354,6 +358,7 @@ class HardwareConfig:
             "max_out": self.tiles.max_out or 0,
             "per_input_tile": False,
             "modifier_res": float(self.modifier.res) if self.modifier.kind == "discretize" else 0.0,
+            "modifier_mult_std": float(self.modifier.std) if self.modifier.kind == "mult_normal" else 0.0,
             "inp_asymmetry": float(self.dac.asymmetry),
             "out_asymmetry": float(self.adc.asymmetry),
         }

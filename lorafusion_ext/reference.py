@@ -52,8 +52,13 @@ def crossbar_tile(
             return zero, torch.ones(m, dtype=x.dtype), 1
         a = torch.where(a <= 0, torch.ones_like(a), a)
         inv_a = 1.0 / a
+    elif hw.noise_management.mode == "constant" and hw.noise_management.threshold > 0:
+        # AIHWKIT keeps this scale in a Python float: rounded to x's dtype where it multiplies
+        # x, and the output is scaled back by 2^pass / (1 / threshold) computed in double.
+        inv_a = torch.full((m,), 1.0 / hw.noise_management.threshold, dtype=x.dtype)
     else:
         inv_a = torch.ones(m, dtype=x.dtype)
+    constant = hw.noise_management.mode == "constant" and hw.noise_management.threshold > 0
     bound = hw.adc.bound if hw.adc.bound is not None else float("inf")
     passes = hw.max_passes
     per_row = hw.bound_management.mode == "iterative_per_row"
@@ -83,7 +88,9 @@ def crossbar_tile(
             take = pending.clone()
         else:
             take = torch.zeros_like(pending)
-        out[take] = (y * (1.0 / s)[:, None])[take]
+        back = (torch.full_like(s, (1.0 / (1.0 / hw.noise_management.threshold)) * 2.0**p) if constant
+                else 1.0 / s)
+        out[take] = (y * back[:, None])[take]
         s_final[take] = s[take]
         pending &= ~take
         used = p + 1
@@ -119,6 +126,8 @@ def crossbar_mvm(
             if training and hw.modifier.kind == "add_normal" and noise_weight is not None:
                 amp = hw.modifier.std * w.abs().max()
                 w = w + amp * noise_weight[o0 : o0 + nt, k0 : k0 + kt]
+            if training and hw.modifier.kind == "mult_normal" and noise_weight is not None:
+                w = w + (w * hw.modifier.std) * noise_weight[o0 : o0 + nt, k0 : k0 + kt]
             if training and hw.modifier.kind == "discretize":
                 res = 1.0 / hw.modifier.res if hw.modifier.res > 1.0 else hw.modifier.res
                 step = res * (2.0 * w.abs().max())

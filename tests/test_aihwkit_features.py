@@ -1,6 +1,6 @@
-"""Forward features of AIHWKIT 1.1's torch inference tile beyond the defaults: MAX noise
-management, ITERATIVE_WORST_CASE bound management, and a clear error for every field that is
-not modelled."""
+"""Forward features of AIHWKIT 1.1's torch inference tile beyond the defaults: MAX and CONSTANT
+noise management, ITERATIVE_WORST_CASE bound management, the MULT_NORMAL and DISCRETIZE
+modifiers, and a clear error for every field that is not modelled."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from aihwkit.simulator.parameters.enums import (  # noqa: E402
     WeightModifierType,
     WeightRemapType,
 )
-from aihwkit_harness import aihwkit_layer  # noqa: E402
+from aihwkit_harness import aihwkit_layer, injected_noise  # noqa: E402
+from scipy import stats  # noqa: E402
 
 
 def _det_rpu(nm, bm, tiles: int = 0, nm_thres: float = 0.0) -> TorchInferenceRPUConfig:
@@ -161,10 +162,8 @@ UNSUPPORTED = [
     ("forward.is_perfect", True),
     ("forward.w_noise", 0.01),
     ("forward.ir_drop", 1.0),
-    ("forward.noise_management", NoiseManagementType.CONSTANT),
     ("forward.noise_management", NoiseManagementType.AVERAGE_ABS_MAX),
     ("forward.bound_management", BoundManagementType.SHIFT),
-    ("modifier.type", WeightModifierType.MULT_NORMAL),
     ("modifier.type", WeightModifierType.DISCRETIZE_ADD_NORMAL),
     ("modifier.type", WeightModifierType.PCM_NOISE),
     ("modifier.pdrop", 0.1),
@@ -239,3 +238,82 @@ def test_discretize_modifier_is_bit_exact_in_training(res, tiles):
     w, scales = ours.tile_weights()
     r = reference.crossbar_mvm(x1.detach(), w.detach(), scales[None], lin.bias.detach(), hw, training=True)
     assert torch.equal(r, a.detach())
+
+
+@pytest.mark.parametrize("tiles", [0, 40], ids=["one_tile", "tiled"])
+@pytest.mark.parametrize("bm", [BoundManagementType.NONE, BoundManagementType.ITERATIVE], ids=["no_bm", "iterative"])
+@pytest.mark.parametrize("nm_thres", [0.0, 1.5, 3.7, 0.3], ids=["unit", "thres_1.5", "thres_3.7", "thres_0.3"])
+def test_constant_noise_management_is_bit_exact(nm_thres, bm, tiles):
+    rpu = _det_rpu(NoiseManagementType.CONSTANT, bm, tiles, nm_thres)
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
+    assert hw.noise_management == lf.hardware.NoiseManagement("constant", nm_thres)
+    assert lf.HardwareConfig.from_aihwkit(hw.to_aihwkit()) == hw
+    torch.manual_seed(12)
+    lin = nn.Linear(96, 50)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).eval()
+    ref = aihwkit_layer(lin, rpu).eval()
+    x1 = _inputs() * 0.5  # some inputs beyond the DAC range once scaled by 1 / nm_thres
+    x2 = x1.clone().requires_grad_(True)
+    x1.requires_grad_(True)
+    a, b = ours(x1), ref(x2)
+    assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
+    g = torch.randn(a.shape, generator=torch.Generator().manual_seed(13))
+    a.backward(g)
+    b.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    w, scales = ours.tile_weights()
+    r = reference.crossbar_mvm(x1.detach(), w.detach(), scales[None], lin.bias.detach(), hw)
+    assert torch.equal(r, a.detach())
+
+
+def _mult_rpu(tiles: int) -> TorchInferenceRPUConfig:
+    rpu = _det_rpu(NoiseManagementType.ABS_MAX, BoundManagementType.ITERATIVE, tiles)
+    rpu.modifier.type = WeightModifierType.MULT_NORMAL
+    rpu.modifier.std_dev = 0.08
+    return rpu
+
+
+@pytest.mark.parametrize("tiles", [0, 40], ids=["one_tile", "tiled"])
+def test_mult_normal_modifier_with_injected_noise_is_bit_exact(tiles):
+    rpu = _mult_rpu(tiles)
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
+    assert hw.modifier == lf.hardware.Modifier("mult_normal", 0.08)
+    assert lf.HardwareConfig.from_aihwkit(hw.to_aihwkit()) == hw
+    torch.manual_seed(14)
+    lin = nn.Linear(96, 50)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).train()
+    ref = aihwkit_layer(lin, rpu).train()
+    gen = torch.Generator().manual_seed(15)
+    x = _inputs() * 0.4
+    noise_w = torch.randn(50, 96, generator=gen)
+    w, scales = ours.tile_weights()
+    with torch.no_grad():
+        a = lf.ops.crossbar_mvm(x, w.contiguous(), scales[None].contiguous(), ours.bias, torch.tensor([0, 0]), hw,
+                                training=True, noise_weight=noise_w)
+        with injected_noise(ref, None, noise_w):
+            b = ref(x)
+        r = reference.crossbar_mvm(x, w, scales[None], lin.bias, hw, noise_weight=noise_w, training=True)
+    assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
+    assert torch.equal(a, r)
+    with torch.no_grad():  # eval: no modifier
+        assert torch.equal(ours.eval()(x), ref.eval()(x))
+
+
+def test_mult_normal_modifier_statistics_match_aihwkit():
+    rpu = _mult_rpu(0)
+    torch.manual_seed(16)
+    lin = nn.Linear(64, 64)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=3).train()
+    ref = aihwkit_layer(lin, rpu).train()
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(17)) * 0.3
+    with torch.no_grad():
+        clean = ours.eval()(x)
+        ours.train()
+        torch.manual_seed(18)
+        # Fresh weight noise each forward (each simulator's own RNG); 24 draws of 4096 outputs.
+        err_ours = torch.cat([(ours(x) - clean).flatten() for _ in range(24)])
+        err_ref = torch.cat([(ref(x) - clean).flatten() for _ in range(24)])
+    assert err_ref.std() > 1e-3  # the modifier is on
+    assert abs(err_ours.mean() - err_ref.mean()) < 0.02 * err_ref.std()
+    assert abs(err_ours.std() / err_ref.std() - 1) < 0.02
+    assert stats.ks_2samp(err_ours.numpy(), err_ref.numpy()).pvalue > 1e-3

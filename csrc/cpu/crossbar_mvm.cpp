@@ -95,7 +95,30 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   if (t.k0 != 0 || t.k1 != K || t.o0 != 0 || t.o1 != N) {
     w = weight.slice(0, t.o0, t.o1).slice(1, t.k0, t.k1).contiguous();
   }
-  if (!training || (p.modifier_std <= 0.0 && p.modifier_res <= 0.0)) return w;
+  if (!training || (p.modifier_std <= 0.0 && p.modifier_res <= 0.0 && p.modifier_mult_std <= 0.0)) return w;
+  if (p.modifier_mult_std > 0.0) {
+    // AIHWKIT MULT_NORMAL: noise = (W * std) * randn; W~ = W + noise (no max|W| involved).
+    const T sd = static_cast<T>(p.modifier_mult_std);
+    at::Tensor out = at::empty_like(w);
+    const int64_t no = w.size(0), kt = w.size(1);
+    const T* src = w.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    const NoiseKey key = make_noise_key(seed, offset, kStreamWeight, 0, 0);
+    const T* injected = noise_weight ? noise_weight->data_ptr<T>() : nullptr;
+    at::parallel_for(0, no, 4, [&](int64_t begin, int64_t end) {
+      std::vector<float> normals(kt);
+      for (int64_t o = begin; o < end; ++o) {
+        const int64_t go = t.o0 + o;
+        if (!injected) fill_normals(key, static_cast<uint64_t>(go) * K + t.k0, kt, normals.data());
+        for (int64_t k = 0; k < kt; ++k) {
+          const T n = injected ? injected[go * K + t.k0 + k] : static_cast<T>(normals[k]);
+          const T v = src[o * kt + k];
+          dst[o * kt + k] = v + (v * sd) * n;
+        }
+      }
+    });
+    return out;
+  }
   const T wmax = row_absmax<T>(w.data_ptr<T>(), w.numel());
   if (p.modifier_res > 0.0) {
     // AIHWKIT DISCRETIZE (UniformQuantize): step = res * (2 max|W|), W~ = round(W / step) * step.
@@ -330,7 +353,7 @@ struct TileForward {
   // Digital periphery of one row in place: v * fl(1/s), then each scale row, then the bias.
   void periphery_row(const TileRange& t, T s_m, T* row, const T* bias) const {
     const int64_t nt = t.o1 - t.o0;
-    const T inv_s = T(1) / s_m;
+    const T inv_s = back_scale<T>(p, s_m);
     for (int64_t n = 0; n < nt; ++n) row[n] = row[n] * inv_s;
     for (int64_t j = 0; j < S; ++j) {
       const T* sc = out_scales + (j * tin + t.it) * N + t.o0;
@@ -397,6 +420,9 @@ struct TileForward {
         if (nz) any_nonzero.store(true, std::memory_order_relaxed);
       });
       all_zero = !any_nonzero.load();
+    } else if (p.noise_management == NoiseManagement::kConstant && p.nm_thres > 0.0) {
+      // AIHWKIT: scale = 1 / nm_thres in double, rounded to T where it multiplies the input.
+      std::fill(inv_a.begin(), inv_a.end(), static_cast<T>(1.0 / p.nm_thres));
     }
     T* s_tile = s_out + t.index * M;
     int32_t* passes_tile = passes + t.index * M;
@@ -572,7 +598,7 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
       at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
         for (int64_t m = b; m < e; ++m) {
           const T sm = scaling ? st[m] : T(1);
-          const T inv_s = T(1) / sm;
+          const T inv_s = back_scale<T>(p, sm);
           for (int64_t k = 0; k < kt; ++k) {
             const T v = xp[m * K + t.k0 + k] * sm;
             T q = dac_quantize<T>(v, step, bound);

@@ -55,6 +55,11 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
   nonneg(p.out_noise, "out_noise");
   nonneg(p.nm_thres, "nm_thres");
   nonneg(p.modifier_std, "modifier_std");
+  nonneg(p.modifier_mult_std, "modifier_mult_std");
+  nonneg(p.modifier_res, "modifier_res");
+  TORCH_CHECK((p.modifier_std > 0.0) + (p.modifier_res > 0.0) + (p.modifier_mult_std > 0.0) <= 1, kCrossbarOp,
+              ": modifier_std = ", p.modifier_std, ", modifier_res = ", p.modifier_res, ", modifier_mult_std = ",
+              p.modifier_mult_std, "; expected at most one training modifier (AIHWKIT has one modifier.type)");
   TORCH_CHECK(p.inp_res < 1.0 && p.out_res < 1.0, kCrossbarOp, ": inp_res = ", p.inp_res, ", out_res = ",
               p.out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
   TORCH_CHECK(!(p.inp_res > 0.0 && p.inp_bound <= 0.0), kCrossbarOp,
@@ -62,8 +67,8 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
   TORCH_CHECK(!(p.out_res > 0.0 && p.out_bound <= 0.0), kCrossbarOp,
               ": out_res > 0 needs out_bound > 0 (the ADC range)");
   const auto nm = static_cast<int32_t>(p.noise_management);
-  TORCH_CHECK(nm >= 0 && nm <= 2, kCrossbarOp, ": noise_management = ", nm,
-              "; expected 0 (none), 1 (abs_max) or 2 (max)");
+  TORCH_CHECK(nm >= 0 && nm <= 3, kCrossbarOp, ": noise_management = ", nm,
+              "; expected 0 (none), 1 (abs_max), 2 (max) or 3 (constant)");
   const auto bm = static_cast<int32_t>(p.bound_management);
   TORCH_CHECK(bm >= 0 && bm <= 2, kCrossbarOp, ": bound_management = ", bm,
               "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");

@@ -7,8 +7,9 @@ namespace lorafusion {
 
 enum class BoundManagement : int32_t { kNone = 0, kIterativeGlobal = 1, kIterativePerRow = 2 };
 // AIHWKIT's noise management of the torch tile: the input of row m is scaled by 1/a_m with
-// a_m = max|x_m| (kAbsMax) or max x_m (kMax, signed), clamped at nm_thres when > 0.
-enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2 };
+// a_m = max|x_m| (kAbsMax) or max x_m (kMax, signed), clamped at nm_thres when > 0, or
+// a_m = nm_thres for every row (kConstant; 1 when nm_thres is 0).
+enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2, kConstant = 3 };
 
 // The crossbar's parameters, defined once: (C++ type, name, default, what it is). The struct
 // below, the op's packed `float[] params` argument (this order) and the names the Python side
@@ -31,7 +32,8 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2 };
   X(bool, per_input_tile, false) /* y is [Tin, M, N]: each input tile's periphery output, not summed */ \
   X(double, inp_asymmetry, 0.0) /* negative DAC outputs scaled by 1 - inp_asymmetry (AIHWKIT) */  \
   X(double, out_asymmetry, 0.0) /* negative GEMM outputs scaled by 1 - out_asymmetry, before noise and ADC */ \
-  X(double, modifier_res, 0.0)  /* DISCRETIZE training modifier: step res * 2 max|W_tile|; 0: off */
+  X(double, modifier_res, 0.0)  /* DISCRETIZE training modifier: step res * 2 max|W_tile|; 0: off */ \
+  X(double, modifier_mult_std, 0.0) /* MULT_NORMAL training modifier: W + W * std * N(0,1); 0: off */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {
@@ -50,6 +52,19 @@ inline constexpr int64_t kCrossbarParamCount =
     static_cast<int64_t>(sizeof(kCrossbarParamNames) / sizeof(kCrossbarParamNames[0]));
 
 // Balanced split of `size` into chunks of at most `max_size`, as AIHWKIT's tile array.
+// What the periphery multiplies a row's output by to undo its input scale s_m (AIHWKIT:
+// output *= out_scale / scale). ABS_MAX and MAX hold the scale in a tensor, so the quotient is
+// taken in T. CONSTANT holds it in a Python float, (1 / nm_thres) / 2^pass, so the quotient is
+// 2^pass / (1 / nm_thres) in double, rounded once to T; 2^pass = (1 / nm_thres)_T / s_m exactly.
+template <typename T>
+inline T back_scale(const CrossbarParams& p, T s_m) {
+  if (p.noise_management == NoiseManagement::kConstant && p.nm_thres > 0.0) {
+    const T c = static_cast<T>(1.0 / p.nm_thres);
+    return static_cast<T>((1.0 / (1.0 / p.nm_thres)) * static_cast<double>(c / s_m));
+  }
+  return T(1) / s_m;
+}
+
 inline int64_t split_count(int64_t size, int64_t max_size) {
   if (max_size <= 0 || size <= max_size) return 1;
   return (size + max_size - 1) / max_size;

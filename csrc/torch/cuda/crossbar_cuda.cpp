@@ -36,6 +36,12 @@ void check_cuda_features(const CrossbarParams& p, bool training) {
               ": inp_asymmetry / out_asymmetry (AIHWKIT forward.inp_asymmetry, forward.out_asymmetry) are "
               "implemented in the CPU kernel only; got ", p.inp_asymmetry, ", ", p.out_asymmetry,
               " on a CUDA tensor");
+  TORCH_CHECK(!(training && p.modifier_mult_std > 0.0), kOp,
+              ": the MULT_NORMAL training modifier (AIHWKIT modifier.type = MULT_NORMAL) is implemented in the "
+              "CPU kernel only");
+  TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kOp,
+              ": CONSTANT noise management (AIHWKIT forward.noise_management = CONSTANT) is implemented in the "
+              "CPU kernel only");
 }
 
 // The kernels read (seed, offset) from device memory; a CPU rng is copied over (not during
