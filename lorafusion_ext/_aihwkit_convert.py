@@ -151,14 +151,21 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
             f"rpu_config.clip.type = {clip.type!r}; expected NONE, FIXED_VALUE or LAYER_GAUSSIAN "
             "(AIHWKIT's torch tile does not implement AVERAGE_CHANNEL_MAX)"
         )
-    if rpu.remap.type not in (WeightRemapType.NONE, WeightRemapType.CHANNELWISE_SYMMETRIC):
-        raise ValueError(f"rpu_config.remap.type = {rpu.remap.type!r}; expected NONE or CHANNELWISE_SYMMETRIC")
-    remap = rpu.remap.type == WeightRemapType.CHANNELWISE_SYMMETRIC
-    if remap and not (m.weight_scaling_columnwise and omega == 1.0):
+    remap_types = (WeightRemapType.NONE, WeightRemapType.CHANNELWISE_SYMMETRIC, WeightRemapType.LAYERWISE_SYMMETRIC)
+    if rpu.remap.type not in remap_types:
         raise ValueError(
-            "rpu_config.remap.type = CHANNELWISE_SYMMETRIC is modelled with mapping.weight_scaling_omega = 1 "
-            f"and mapping.weight_scaling_columnwise = True (got {omega!r}, {m.weight_scaling_columnwise!r}): "
-            "a remap makes every tile row's max |w| 1"
+            f"rpu_config.remap.type = {rpu.remap.type!r}; expected NONE, CHANNELWISE_SYMMETRIC or LAYERWISE_SYMMETRIC"
+        )
+    remap = rpu.remap.type != WeightRemapType.NONE
+    # The remap makes every tile row (channelwise) or every tile (layerwise) max |w| 1, which is
+    # what the mapping per row (per tile) at omega 1 gives when it is recomputed from the remapped
+    # weights: so each remap is modelled with that mapping from the start.
+    columnwise = rpu.remap.type == WeightRemapType.CHANNELWISE_SYMMETRIC
+    if remap and not (bool(m.weight_scaling_columnwise) == columnwise and omega == 1.0):
+        raise ValueError(
+            f"rpu_config.remap.type = {rpu.remap.type.name} is modelled with mapping.weight_scaling_omega = 1 "
+            f"and mapping.weight_scaling_columnwise = {columnwise} (got {omega!r}, {m.weight_scaling_columnwise!r}): "
+            f"a remap makes every {'tile row' if columnwise else 'tile'}'s max |w| 1"
         )
 
     nmodel = rpu.noise_model
@@ -274,7 +281,8 @@ def rpu_config_from_hardware(h: Any) -> Any:
             rpu.clip.type = WeightClipType.FIXED_VALUE
             rpu.clip.fixed_value = h.mapping.clip_fixed
         if h.mapping.remap:
-            rpu.remap.type = WeightRemapType.CHANNELWISE_SYMMETRIC
+            rpu.remap.type = (WeightRemapType.CHANNELWISE_SYMMETRIC if h.mapping.weight_scaling == "row"
+                              else WeightRemapType.LAYERWISE_SYMMETRIC)
     if h.modifier.kind == "add_normal":
         rpu.modifier.type = WeightModifierType.ADD_NORMAL
         rpu.modifier.std_dev = h.modifier.std

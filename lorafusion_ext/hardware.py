@@ -145,7 +145,9 @@ class Mapping_:
 
     Clipping of each tile's normalised weights at min(clip_sigma·std, clip_fixed) (a term
     that is 0 is off; clip_sigma 0 with clip_fixed > 0 is AIHWKIT's FIXED_VALUE clip) and
-    `remap` (re-normalise each tile row to max 1), applied when `clip_when` says:
+    `remap` (re-normalise to max |W| 1 each tile row with weight_scaling "row": AIHWKIT's
+    CHANNELWISE_SYMMETRIC; each tile with "layer": LAYERWISE_SYMMETRIC), applied when
+    `clip_when` says:
 
     - "conversion": once, at `from_linear`, iterated to the fixed point (this package's
       `pcm_paper` recipe);
@@ -173,10 +175,11 @@ class Mapping_:
         _check_nonneg("mapping", "clip_fixed", self.clip_fixed)
         if self.clip_when not in ("conversion", "update"):
             raise ValueError(f"mapping.clip_when = {self.clip_when!r}; expected 'conversion' or 'update'")
-        if self.remap and self.clip_when == "update" and (self.weight_scaling != "row" or self.omega != 1.0):
+        if self.remap and self.clip_when == "update" and (self.weight_scaling == "none" or self.omega != 1.0):
             raise ValueError(
-                "mapping.remap with clip_when='update' needs weight_scaling='row' and omega=1 (a remapped "
-                f"row has max |W| = 1); got weight_scaling={self.weight_scaling!r}, omega={self.omega}"
+                "mapping.remap with clip_when='update' needs weight_scaling='row' (channelwise) or 'layer' "
+                "(layerwise) and omega=1 (a remapped row or tile has max |W| = 1); got "
+                f"weight_scaling={self.weight_scaling!r}, omega={self.omega}"
             )
 
     @property

@@ -16,7 +16,7 @@ from aihwkit.simulator.parameters.enums import WeightClipType, WeightRemapType  
 from aihwkit_harness import aihwkit_layer, noiseless_rpu, freeze_analog_weights, set_alphas, tile_grid  # noqa: E402
 
 
-def _rpu(clip: str, remap: bool, tiles: int = 0, learn: bool = False, columnwise: bool = False,
+def _rpu(clip: str, remap: bool | str, tiles: int = 0, learn: bool = False, columnwise: bool = False,
          fixed: float = -1.0) -> TorchInferenceRPUConfig:
     rpu = noiseless_rpu(tiles, learn, columnwise)
     if clip == "gauss":
@@ -26,7 +26,10 @@ def _rpu(clip: str, remap: bool, tiles: int = 0, learn: bool = False, columnwise
     elif clip == "fixed":
         rpu.clip.type = WeightClipType.FIXED_VALUE
         rpu.clip.fixed_value = 0.6
-    if remap:
+    if remap == "layer":  # LAYERWISE_SYMMETRIC, with one mapping scale per tile
+        rpu.remap.type = WeightRemapType.LAYERWISE_SYMMETRIC
+        rpu.mapping.weight_scaling_columnwise = False
+    elif remap:
         rpu.remap.type = WeightRemapType.CHANNELWISE_SYMMETRIC
     return rpu
 
@@ -67,6 +70,10 @@ CASES = {
     "gauss_remap_tiled": dict(clip="gauss", remap=True, tiles=64),
     "gauss_tiled_learned": dict(clip="gauss", remap=False, tiles=64, learn=True),
     "paper_tiled": dict(clip="gauss", remap=True, tiles=64, learn=True, columnwise=True),
+    "layer_remap": dict(clip="none", remap="layer"),
+    "gauss_layer_remap_tiled_learned": dict(clip="gauss", remap="layer", tiles=64, learn=True),
+    "gauss_layer_remap_tiled_learned_columnwise": dict(clip="gauss", remap="layer", tiles=64, learn=True,
+                                                       columnwise=True),
 }
 
 
@@ -150,3 +157,13 @@ def test_weight_training_with_clip_stays_close_to_aihwkit():
     # Seen: 62 % of the outputs equal, the rest within 2.4e-7 of outputs up to 2.3 (a rounding
     # of the weights, never an ADC step).
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6 * b.abs().max().item())
+
+
+def test_remap_needs_the_matching_mapping():
+    rpu = _rpu("gauss", "layer")
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
+    assert hw.mapping.remap and hw.mapping.weight_scaling == "layer"
+    assert hw.to_aihwkit().remap.type == WeightRemapType.LAYERWISE_SYMMETRIC
+    rpu.mapping.weight_scaling_columnwise = True  # per-row mapping, per-tile remap: not modelled
+    with pytest.raises(ValueError, match="LAYERWISE_SYMMETRIC.*weight_scaling_columnwise = False"):
+        lf.HardwareConfig.from_aihwkit(rpu)

@@ -169,7 +169,6 @@ UNSUPPORTED = [
     ("modifier.pdrop", 0.1),
     ("modifier.per_batch_sample", True),
     ("clip.type", WeightClipType.AVERAGE_CHANNEL_MAX),
-    ("remap.type", WeightRemapType.LAYERWISE_SYMMETRIC),
     ("pre_post.input_range.enable", True),
     ("mapping.digital_bias", False),
 ]
