@@ -71,7 +71,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "forward.inp_res", "forward.inp_bound", "forward.out_res", "forward.out_bound",
         "forward.out_noise", "forward.bound_management", "forward.noise_management",
         "forward.nm_thres", "forward.max_bm_factor", "forward.max_bm_res",
-        "forward.inp_asymmetry", "forward.out_asymmetry",
+        "forward.inp_asymmetry", "forward.out_asymmetry", "forward.inp_noise",
         "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
         "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
         "mapping.max_input_size", "mapping.max_output_size",
@@ -202,7 +202,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
 
     return cls(
         dac=hw.DAC(_res_to_bits(f.inp_res, "forward.inp_res"), float(f.inp_bound) if f.inp_bound > 0 else None,
-                   asymmetry=float(f.inp_asymmetry)),
+                   asymmetry=float(f.inp_asymmetry), noise=max(float(f.inp_noise), 0.0)),
         adc=hw.ADC(_res_to_bits(f.out_res, "forward.out_res"), float(f.out_bound) if f.out_bound > 0 else None,
                    asymmetry=float(f.out_asymmetry)),
         out_noise=float(f.out_noise),
@@ -247,6 +247,7 @@ def rpu_config_from_hardware(h: Any) -> Any:
     f.out_bound = h.adc.bound if h.adc.bound is not None else -1.0
     f.out_noise = h.out_noise
     f.inp_asymmetry = h.dac.asymmetry
+    f.inp_noise = h.dac.noise
     f.out_asymmetry = h.adc.asymmetry
     f.nm_thres = h.noise_management.threshold
     f.max_bm_factor = h.bound_management.max_factor

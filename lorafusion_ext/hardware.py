@@ -62,16 +62,20 @@ def _bits_to_res(bits: int | None) -> float:
 @dataclass(frozen=True)
 class DAC:
     """Input digital-to-analog converter: `bits` (None: not quantised), clamp at ±`bound`
-    (None: no clamp; needs bits None); `asymmetry`: negative inputs leave the DAC scaled by
-    1 - asymmetry (AIHWKIT's `inp_asymmetry`)."""
+    (None: no clamp; needs bits None); `noise`: std of a Gaussian added to every DAC output
+    after the clamp, in units of the DAC range, fresh per element, pass and tile (AIHWKIT's
+    `inp_noise`; CPU kernel); `asymmetry`: negative inputs (noise included) leave the DAC
+    scaled by 1 - asymmetry (AIHWKIT's `inp_asymmetry`)."""
 
     bits: int | None = 8
     bound: float | None = 1.0
     asymmetry: float = 0.0
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         _check_converter("dac", self.bits, self.bound)
         _check_finite("dac", "asymmetry", self.asymmetry)
+        _check_nonneg("dac", "noise", self.noise)
 
     @property
     def resolution(self) -> float:
@@ -322,6 +326,7 @@ class HardwareConfig:
             self.dac.bits is None
             and self.adc.bits is None
             and self.out_noise == 0
+            and self.dac.noise == 0
             and self.modifier.kind == "none"
             and self.dac.asymmetry == 0
             and self.adc.asymmetry == 0
@@ -363,6 +368,7 @@ class HardwareConfig:
             "modifier_res": float(self.modifier.res) if self.modifier.kind == "discretize" else 0.0,
             "modifier_mult_std": float(self.modifier.std) if self.modifier.kind == "mult_normal" else 0.0,
             "inp_asymmetry": float(self.dac.asymmetry),
+            "inp_noise": float(self.dac.noise),
             "out_asymmetry": float(self.adc.asymmetry),
         }
 

@@ -113,7 +113,13 @@ def crossbar_mvm(
 
     Shapes as the op: x [M, K], w_norm [N, K], out_scales [S, Tin, N], noise_out
     [max_passes, Tin, M, N] standard normals, noise_weight [N, K] standard normals.
+
+    Raises:
+        ValueError: `hw.dac.noise` > 0 (input noise has no explicit-noise argument here).
     """
+    if hw.dac.noise > 0:
+        raise ValueError(f"reference.crossbar_mvm: hw.dac.noise = {hw.dac.noise} (input noise) is not modelled by "
+                         "the reference; compare the op against AIHWKIT statistically instead")
     k_sizes = split_sizes(w_norm.shape[1], hw.tiles.max_in)
     n_sizes = split_sizes(w_norm.shape[0], hw.tiles.max_out)
     y = None

@@ -154,7 +154,6 @@ def _set(path: str, value):
 
 
 UNSUPPORTED = [
-    ("forward.inp_noise", 0.01),
     ("forward.out_noise_std", 0.1),
     ("forward.inp_sto_round", True),
     ("forward.out_sto_round", True),
@@ -316,3 +315,57 @@ def test_mult_normal_modifier_statistics_match_aihwkit():
     assert abs(err_ours.mean() - err_ref.mean()) < 0.02 * err_ref.std()
     assert abs(err_ours.std() / err_ref.std() - 1) < 0.02
     assert stats.ks_2samp(err_ours.numpy(), err_ref.numpy()).pvalue > 1e-3
+
+
+def test_input_noise_statistics_match_aihwkit():
+    rpu = _det_rpu(NoiseManagementType.ABS_MAX, BoundManagementType.ITERATIVE, 40)
+    rpu.forward.inp_noise = 0.05
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
+    assert hw.dac.noise == 0.05 and lf.HardwareConfig.from_aihwkit(hw.to_aihwkit()) == hw
+    torch.manual_seed(19)
+    lin = nn.Linear(96, 50)
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=4).eval()
+    ref = aihwkit_layer(lin, rpu).eval()
+    clean_rpu = _det_rpu(NoiseManagementType.ABS_MAX, BoundManagementType.ITERATIVE, 40)
+    clean = lf.nn.AnalogLinear.from_linear(lin, clean_rpu, seed=4).eval()
+    x = _inputs()
+    x[5] = 0.0  # a zero row still gets input noise (AIHWKIT skips its all-zero shortcut then)
+    with torch.no_grad():
+        y0 = clean(x)
+        torch.manual_seed(20)
+        # A row's outputs share its input noise: many draws, so that the samples are many.
+        err_ours = torch.cat([(ours(x) - y0).flatten() for _ in range(64)])
+        err_ref = torch.cat([(ref(x) - y0).flatten() for _ in range(64)])
+    assert err_ref.std() > 1e-2
+    assert abs(err_ours.mean() - err_ref.mean()) < 0.02 * err_ref.std()
+    assert abs(err_ours.std() / err_ref.std() - 1) < 0.02
+    assert stats.ks_2samp(err_ours.numpy(), err_ref.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("nm,bm", [("none", "none"), ("abs_max", "iterative_global"), ("constant", "iterative_per_row")])
+def test_input_noise_backward_uses_the_forward_noise(nm, bm):
+    # The backward regenerates the input noise of each row's accepted pass: with W = I the
+    # forward returns the noisy DAC outputs u themselves, so dL/dW = gᵀ u and, with input
+    # asymmetry, dL/dx = (g W) · (1 - asymmetry where u < 0).
+    from lorafusion_ext.hardware import ADC, DAC, BoundManagement, NoiseManagement
+
+    k = 48
+    hw = lf.HardwareConfig(dac=DAC(bits=None, bound=None, noise=0.2), adc=ADC(bits=None, bound=None), out_noise=0.0,
+                           noise_management=NoiseManagement(nm, 2.0 if nm == "constant" else 0.0),
+                           bound_management=BoundManagement(bm))
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(16, k, generator=g, dtype=torch.float64)
+    rng = torch.tensor([5, 9])
+    scales = torch.ones(1, 1, k, dtype=torch.float64)
+    u = lf.ops.crossbar_mvm(x, torch.eye(k, dtype=torch.float64), scales, None, rng, hw)
+    assert (u - x).abs().max() > 0.05  # the noise is on
+    w = (torch.randn(k, k, generator=g, dtype=torch.float64) * 0.3).requires_grad_(True)
+    gy = torch.randn(16, k, generator=g, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    lf.ops.crossbar_mvm(xg, w, scales, None, rng, hw).backward(gy)
+    torch.testing.assert_close(w.grad, gy.t() @ u)
+    torch.testing.assert_close(xg.grad, gy @ w.detach())
+    asym = hw.replace(dac=DAC(bits=None, bound=None, noise=0.2, asymmetry=0.3))
+    xg.grad = None
+    lf.ops.crossbar_mvm(xg, w, scales, None, rng, asym).backward(gy)
+    torch.testing.assert_close(xg.grad, (gy @ w.detach()) * torch.where(u < 0, 0.7, 1.0).to(u.dtype))

@@ -176,10 +176,6 @@ def test_from_aihwkit_rejects_unmodelled_fields():
     from aihwkit.simulator.configs import TorchInferenceRPUConfig
 
     rpu = TorchInferenceRPUConfig()
-    rpu.forward.inp_noise = 0.01
-    with pytest.raises(ValueError, match="forward.inp_noise"):
-        lf.HardwareConfig.from_aihwkit(rpu)
-    rpu = TorchInferenceRPUConfig()
     rpu.forward.out_noise_std = 0.1
     with pytest.raises(ValueError, match="forward.out_noise_std"):
         lf.HardwareConfig.from_aihwkit(rpu)

@@ -56,6 +56,7 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
   nonneg(p.nm_thres, "nm_thres");
   nonneg(p.modifier_std, "modifier_std");
   nonneg(p.modifier_mult_std, "modifier_mult_std");
+  nonneg(p.inp_noise, "inp_noise");
   nonneg(p.modifier_res, "modifier_res");
   TORCH_CHECK((p.modifier_std > 0.0) + (p.modifier_res > 0.0) + (p.modifier_mult_std > 0.0) <= 1, kCrossbarOp,
               ": modifier_std = ", p.modifier_std, ", modifier_res = ", p.modifier_res, ", modifier_mult_std = ",
