@@ -376,10 +376,21 @@ class IdealDeviceModel:
 
 def _registry() -> Dict[str, type]:
     # Imported here because pcm/reram import this module.
-    from .pcm import PCMLikeModel
+    from .hermes import HermesModel
+    from .pcm import CustomDriftPCMLikeModel, PCMLikeModel
     from .reram import ReRAMModel
+    from .reram_cmo import ReRamCMOModel
+    from .state_independent import StateIndependentModel
 
-    return {"pcm": PCMLikeModel, "reram": ReRAMModel, "none": IdealDeviceModel}
+    return {
+        "pcm": PCMLikeModel,
+        "pcm_custom_drift": CustomDriftPCMLikeModel,
+        "state_independent": StateIndependentModel,
+        "hermes": HermesModel,
+        "reram": ReRAMModel,
+        "reram_cmo": ReRamCMOModel,
+        "none": IdealDeviceModel,
+    }
 
 
 def device_model_names() -> Tuple[str, ...]:
@@ -391,8 +402,10 @@ def get_device_model(name: str, **overrides: Any) -> DeviceModel:
     """Build a device model by name with optional parameter overrides.
 
     Args:
-        name: ``"pcm"`` (:class:`PCMLikeModel`), ``"reram"`` (:class:`ReRAMModel`) or ``"none"``
-            (:class:`IdealDeviceModel`); case-insensitive.
+        name: ``"pcm"`` (:class:`PCMLikeModel`), ``"pcm_custom_drift"``
+            (:class:`CustomDriftPCMLikeModel`), ``"state_independent"`` (:class:`StateIndependentModel`),
+            ``"hermes"`` (:class:`HermesModel`), ``"reram"`` (:class:`ReRAMModel`), ``"reram_cmo"``
+            (:class:`ReRamCMOModel`) or ``"none"`` (:class:`IdealDeviceModel`); case-insensitive.
         **overrides: constructor fields of that model, e.g. ``g_max=40.0``.
 
     Raises:
