@@ -242,7 +242,10 @@ class ReRamCMOModel:
 
     def _read_sigma(self, g_drift: Tensor, t: float) -> Tensor:
         positive = g_drift > 0
-        log_g = torch.log10(torch.where(positive, g_drift, torch.ones_like(g_drift)))
+        safe = torch.where(positive, g_drift, torch.ones_like(g_drift))
+        # numpy's log10, as AIHWKIT (torch's differs in the last ulp); a CPU round trip per row
+        # is fine for a once-per-deployment step.
+        log_g = torch.from_numpy(np.log10(safe.detach().cpu().numpy())).to(g_drift.device)
         root = np.sqrt(np.log((t + self.t_read) / (2 * self.t_read)))
         return torch.where(positive, self.read_k * log_g * root, torch.zeros_like(g_drift))
 
