@@ -131,7 +131,7 @@ def test_programming_and_drift_match_aihwkit_statistically(name):
     else:
         # The CMO drift adds a decay in µS, converted with the scale of the programmed matrix
         # (AIHWKIT re-derives it from the programmed min and max): one programming draw scales
-        # all drifted deviations by a common factor (about ±0.2 % here), which a KS test on
+        # all drifted deviations by a common factor (sd about 0.15 % here), which a KS test on
         # 197k samples sees. Both drifts therefore start from AIHWKIT's programmed weights
         # (all that this model's drift reads), each with its own RNG.
         state = ProgrammedState(weights=ref_prog.clone(), scale=state.scale)
