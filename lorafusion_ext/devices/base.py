@@ -71,10 +71,14 @@ class ProgrammedState:
         conductances: ``[2, out, in]`` µS, the programmed conductances of the pair (index 0: G+,
             index 1: G-), or ``None`` when the caller asked not to keep them. Informative only: drift
             restarts from ``weights``, as AIHWKIT does.
-        nu: ``[2, out, in]``, the PCM drift exponents per device (dimensionless), or ``None`` for
-            models without drift exponents.
-        g_target: ``[2, out, in]`` µS, the target conductances, or ``None``. The ReRAM model draws its
-            time-dependent deviations around them, so it needs them at drift time.
+        nu: ``[2, out, in]``, the drift exponents per device (dimensionless) of the PCM-like
+            models (``pcm``, ``pcm_custom_drift``, ``state_independent``, ``hermes``), or ``None``
+            for models without drift exponents.
+        g_target: ``[2, out, in]`` µS, the target conductances, or ``None``. The ``reram`` model
+            draws its time-dependent deviations around them, so it needs them at drift time.
+
+    The single-device ``reram_cmo`` model keeps only ``weights`` and ``scale``: its drift starts
+    from the programmed weights alone.
 
     All tensors share the device and (floating) dtype of the programmed weights. Use
     :meth:`to_dict` / :meth:`from_dict` to put the state into a ``torch`` ``state_dict``.
