@@ -97,7 +97,9 @@ class HermesModel(SinglePairDriftMixin):
             characterised maximum for the default coefficients, ``g_max`` for user coefficients.
         t_read: s, parameter of the 1/f fit; ``0 < t_read <= t_0``.
         t_0: s, first-read time of the drift fit; ``None``: 300 s for 2 devices, 200 s for 1.
-        prog_noise_scale, read_noise_scale, drift_scale: ``>= 0`` multipliers (0 switches off).
+        prog_noise_scale: ``>= 0`` multiplier of the programming noise (0 switches it off).
+        read_noise_scale: ``>= 0`` multiplier of the read noise (0 switches it off).
+        drift_scale: ``>= 0`` multiplier of the drift exponents (0 switches drift off).
 
     The ``None`` fields are resolved at construction, so the model's fields always hold the values
     in use. (AIHWKIT drops a ``prog_coeff_g_max_reference`` passed together with the default

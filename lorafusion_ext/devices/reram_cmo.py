@@ -124,7 +124,9 @@ class ReRamCMOModel:
         acceptance_range: %, the key of ``coeff_dict`` used at programming. AIHWKIT's nominal
             default ``2e-2`` is not a key of its table and falls back to the smallest key (0.2),
             which is therefore this model's default; here a value that is not a key raises.
-        prog_noise_scale, read_noise_scale, drift_scale: ``>= 0`` multipliers.
+        prog_noise_scale: ``>= 0`` multiplier of the programming noise.
+        read_noise_scale: ``>= 0`` multiplier of the read noise.
+        drift_scale: ``>= 0`` multiplier of the decay and of the relaxation spread.
         decay_mean: µS per ln(s), AIHWKIT ``decay_dict["mean"][0]``.
         decay_std: ``(a, b)``: µS per ln(s) and µS, AIHWKIT ``decay_dict["std"]``.
         read_k: AIHWKIT ``read_dict["K"]`` (µS per decade of g).
