@@ -168,14 +168,16 @@ def test_read_noise_matches_aihwkit_statistically(name):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_same_seed_gives_aihwkits_draws(name):
+def test_same_seed_gives_aihwkits_draws(name, dtype):
     ref = REFERENCES[name]()
     model = _ours(ref)
-    w = _weights(2, (40, 56))
+    w = _weights(2, (40, 56)).to(dtype)
     torch.manual_seed(21)
     ref_prog, params = ref.apply_programming_noise(w.clone())
     state = model.program(w, generator=_gen(21))
+    assert state.weights.dtype == dtype
     assert torch.equal(state.weights, ref_prog)
     for t in (0.0,) + TIMES:
         torch.manual_seed(22)
@@ -433,6 +435,23 @@ def test_unmodelled_noise_model_parameters_raise(make, match):
 def test_bad_parameters_raise_naming_the_field(name, overrides, match):
     with pytest.raises(ValueError, match=match):
         get_device_model(name, **overrides)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_bad_inputs_raise(name):
+    model = _ours(REFERENCES[name]())
+    with pytest.raises(ValueError, match="2-D"):
+        model.program(torch.ones(6))
+    with pytest.raises(ValueError, match="NaN"):
+        model.program(torch.tensor([[1.0, float("nan")], [0.0, 2.0]]))
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        model.program(_weights(6, (4, 4)), generator=7)
+    state = model.program(_weights(6, (4, 4)), generator=_gen(61))
+    for t in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="t_seconds"):
+            model.drift(state, t)
+    with pytest.raises(ValueError, match="ProgrammedState.weights must be 2-D"):
+        model.drift(ProgrammedState(weights=torch.ones(3), scale=torch.ones(())), DAY)
 
 
 def test_cmo_rejects_a_constant_tile():
