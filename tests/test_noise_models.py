@@ -37,7 +37,6 @@ from lorafusion_ext.devices import (
     StateIndependentModel,
     get_device_model,
 )
-from lorafusion_ext.hardware import Tiles
 
 try:
     from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
