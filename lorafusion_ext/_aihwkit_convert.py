@@ -10,6 +10,8 @@ import dataclasses
 import math
 from typing import Any
 
+from lorafusion_ext.interop.aihwkit_noise import device_from_noise_model, noise_model_from_device
+
 _IGNORED = {
     # Fields that do not change the torch tile's inference forward or that we model elsewhere.
     "backward",
@@ -53,7 +55,6 @@ def _diff(obj: Any, ref: Any, prefix: str) -> list[tuple[str, Any]]:
 
 def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
     from aihwkit.inference.compensation.drift import GlobalDriftCompensation
-    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
     from aihwkit.simulator.configs import TorchInferenceRPUConfig
     from aihwkit.simulator.parameters.enums import (
         BoundManagementType,
@@ -168,32 +169,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
             f"a remap makes every {'tile row' if columnwise else 'tile'}'s max |w| 1"
         )
 
-    nmodel = rpu.noise_model
-    if type(nmodel) is PCMLikeNoiseModel:
-        device = hw.Device(
-            "pcm",
-            options=tuple(
-                sorted(
-                    {
-                        "g_max": float(nmodel.g_max),
-                        "prog_coeff": tuple(float(c) for c in nmodel.prog_coeff),
-                        "prog_coeff_g_max_reference": float(nmodel.prog_coeff_g_max_reference),
-                        "t_0": float(nmodel.t_0),
-                        "t_read": float(nmodel.t_read),
-                        "prog_noise_scale": float(nmodel.prog_noise_scale),
-                        "read_noise_scale": float(nmodel.read_noise_scale),
-                        "drift_scale": float(nmodel.drift_scale),
-                    }.items()
-                )
-            ),
-            drift_compensation=rpu.drift_compensation is not None,
-        )
-    else:
-        name = type(nmodel).__name__
-        if name == "ReRamWan2022NoiseModel":
-            device = hw.Device("reram", drift_compensation=rpu.drift_compensation is not None)
-        else:
-            raise ValueError(f"rpu_config.noise_model = {name}; expected PCMLikeNoiseModel or ReRamWan2022NoiseModel")
+    device = device_from_noise_model(rpu.noise_model, rpu.drift_compensation is not None)
     if rpu.drift_compensation is not None and type(rpu.drift_compensation) is not GlobalDriftCompensation:
         raise ValueError(
             f"rpu_config.drift_compensation = {type(rpu.drift_compensation).__name__}; "
@@ -226,7 +202,6 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
 
 def rpu_config_from_hardware(h: Any) -> Any:
     from aihwkit.inference.compensation.drift import GlobalDriftCompensation
-    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
     from aihwkit.simulator.configs import TorchInferenceRPUConfig
     from aihwkit.simulator.parameters.enums import (
         BoundManagementType,
@@ -293,28 +268,6 @@ def rpu_config_from_hardware(h: Any) -> Any:
     elif h.modifier.kind == "discretize":
         rpu.modifier.type = WeightModifierType.DISCRETIZE
         rpu.modifier.res = h.modifier.res
-    if h.device.name == "pcm":
-        options = dict(h.device.options)
-        reference = options.pop("prog_coeff_g_max_reference", None)
-        if "prog_coeff" in options:
-            options["prog_coeff"] = list(options["prog_coeff"])
-        noise_model = PCMLikeNoiseModel(**options)
-        if reference is not None:
-            # AIHWKIT 1.1 sets this attribute only when it is *not* passed (to g_max, or 25 for its
-            # default coefficients); passed, it is silently dropped and programming fails later
-            # with an AttributeError. Set it explicitly.
-            noise_model.prog_coeff_g_max_reference = float(reference)
-        rpu.noise_model = noise_model
-    elif h.device.name == "reram":
-        from aihwkit.inference.noise.reram import ReRamWan2022NoiseModel
-
-        # time_policy only says what we do between AIHWKIT's measured times; nothing else maps.
-        if any(k != "time_policy" for k, _ in h.device.options):
-            raise ValueError(
-                f"hardware.device.options = {dict(h.device.options)} has no ReRamWan2022NoiseModel equivalent here"
-            )
-        rpu.noise_model = ReRamWan2022NoiseModel()
-    else:
-        raise ValueError(f"hardware.device.name = {h.device.name!r} has no AIHWKIT noise model; expected 'pcm' or 'reram'")
+    rpu.noise_model = noise_model_from_device(h.device)
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
     return rpu

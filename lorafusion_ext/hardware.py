@@ -54,6 +54,11 @@ def _check_converter(owner: str, bits: int | None, bound: float | None) -> None:
     _check_nonneg(owner, "bound", bound, positive=True)
 
 
+def _freeze(value: Any) -> Any:
+    """JSON lists back to tuples, at any depth (the config must stay hashable)."""
+    return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _bits_to_res(bits: int | None) -> float:
     # AIHWKIT's convention: 2^bits - 2 steps over the symmetric range (8 bit: 1/254).
     return 0.0 if bits is None else 1.0 / (2**bits - 2)
@@ -232,7 +237,8 @@ class Modifier:
 @dataclass(frozen=True)
 class Device:
     """Conductance model used by `program()` / `drift()`: a name of
-    `lorafusion_ext.devices.get_device_model` ("pcm", "reram", "none") and its overrides."""
+    `lorafusion_ext.devices.get_device_model` ("pcm", "pcm_custom_drift", "state_independent",
+    "hermes", "reram", "reram_cmo", "none") and its overrides (floats, ints, strings and tuples)."""
 
     name: str = "pcm"
     options: tuple[tuple[str, Any], ...] = ()
@@ -405,9 +411,7 @@ class HardwareConfig:
             elif key == "device":
                 dev = dict(value)
                 # JSON turns tuples into lists; the config must stay hashable.
-                dev["options"] = tuple(sorted(
-                    (k, tuple(v) if isinstance(v, list) else v) for k, v in dict(dev.get("options", {})).items()
-                ))
+                dev["options"] = tuple(sorted((k, _freeze(v)) for k, v in dict(dev.get("options", {})).items()))
                 kwargs[key] = Device(**dev)
             elif key == "out_noise":
                 kwargs[key] = value

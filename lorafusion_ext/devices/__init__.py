@@ -1,7 +1,11 @@
 """Conductance models of analog crossbar devices (pure PyTorch, no compiled code).
 
 * :class:`PCMLikeModel` - AIHWKIT ``PCMLikeNoiseModel`` (programming noise, drift, 1/f read noise).
+* :class:`CustomDriftPCMLikeModel` - AIHWKIT ``CustomDriftPCMLikeNoiseModel`` (PCM, user ν curve).
+* :class:`StateIndependentModel` - AIHWKIT ``StateIndependentNoiseModel`` (state-independent drift).
+* :class:`HermesModel` - AIHWKIT ``HermesNoiseModel`` (PCM of the IBM HERMES chip, 1 or 2 devices).
 * :class:`ReRAMModel` - AIHWKIT ``ReRamWan2022NoiseModel`` (Wan et al., Nature 2022).
+* :class:`ReRamCMOModel` - AIHWKIT ``ReRamCMONoiseModel`` (CMO/HfOx ReRAM, one device per weight).
 * :class:`IdealDeviceModel` - no non-idealities (``"none"``).
 * :class:`GlobalDriftCompensation`, :class:`PerColumnDriftCompensation` - drift compensation read-outs.
 
@@ -29,8 +33,11 @@ from .compensation import (
     compensation_alpha,
     get_drift_compensation,
 )
-from .pcm import PCM_DEFAULT_PROG_COEFF, PCMLikeModel
+from .hermes import HERMES_G_MAX, HERMES_PROG_COEFF, HERMES_T_0, HermesModel
+from .pcm import PCM_DEFAULT_PROG_COEFF, CustomDriftPCMLikeModel, PCMLikeModel
 from .reram import RERAM_TIME_POLICIES, WAN2022_COEFFS, ReRAMModel
+from .reram_cmo import CMO_COEFF_DICT, ReRamCMOModel
+from .state_independent import STATE_INDEPENDENT_DEFAULT_PROG_COEFF, StateIndependentModel
 
 __all__ = [
     "ZERO_CLIP",
@@ -38,7 +45,11 @@ __all__ = [
     "DeviceModel",
     "IdealDeviceModel",
     "PCMLikeModel",
+    "CustomDriftPCMLikeModel",
+    "StateIndependentModel",
+    "HermesModel",
     "ReRAMModel",
+    "ReRamCMOModel",
     "ProgrammedState",
     "GlobalDriftCompensation",
     "PerColumnDriftCompensation",
@@ -51,4 +62,9 @@ __all__ = [
     "PCM_DEFAULT_PROG_COEFF",
     "WAN2022_COEFFS",
     "RERAM_TIME_POLICIES",
+    "STATE_INDEPENDENT_DEFAULT_PROG_COEFF",
+    "HERMES_G_MAX",
+    "HERMES_T_0",
+    "HERMES_PROG_COEFF",
+    "CMO_COEFF_DICT",
 ]

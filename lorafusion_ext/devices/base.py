@@ -71,10 +71,14 @@ class ProgrammedState:
         conductances: ``[2, out, in]`` µS, the programmed conductances of the pair (index 0: G+,
             index 1: G-), or ``None`` when the caller asked not to keep them. Informative only: drift
             restarts from ``weights``, as AIHWKIT does.
-        nu: ``[2, out, in]``, the PCM drift exponents per device (dimensionless), or ``None`` for
-            models without drift exponents.
-        g_target: ``[2, out, in]`` µS, the target conductances, or ``None``. The ReRAM model draws its
-            time-dependent deviations around them, so it needs them at drift time.
+        nu: ``[2, out, in]``, the drift exponents per device (dimensionless) of the PCM-like
+            models (``pcm``, ``pcm_custom_drift``, ``state_independent``, ``hermes``), or ``None``
+            for models without drift exponents.
+        g_target: ``[2, out, in]`` µS, the target conductances, or ``None``. The ``reram`` model
+            draws its time-dependent deviations around them, so it needs them at drift time.
+
+    The single-device ``reram_cmo`` model keeps only ``weights`` and ``scale``: its drift starts
+    from the programmed weights alone.
 
     All tensors share the device and (floating) dtype of the programmed weights. Use
     :meth:`to_dict` / :meth:`from_dict` to put the state into a ``torch`` ``state_dict``.
@@ -376,10 +380,21 @@ class IdealDeviceModel:
 
 def _registry() -> Dict[str, type]:
     # Imported here because pcm/reram import this module.
-    from .pcm import PCMLikeModel
+    from .hermes import HermesModel
+    from .pcm import CustomDriftPCMLikeModel, PCMLikeModel
     from .reram import ReRAMModel
+    from .reram_cmo import ReRamCMOModel
+    from .state_independent import StateIndependentModel
 
-    return {"pcm": PCMLikeModel, "reram": ReRAMModel, "none": IdealDeviceModel}
+    return {
+        "pcm": PCMLikeModel,
+        "pcm_custom_drift": CustomDriftPCMLikeModel,
+        "state_independent": StateIndependentModel,
+        "hermes": HermesModel,
+        "reram": ReRAMModel,
+        "reram_cmo": ReRamCMOModel,
+        "none": IdealDeviceModel,
+    }
 
 
 def device_model_names() -> Tuple[str, ...]:
@@ -391,8 +406,10 @@ def get_device_model(name: str, **overrides: Any) -> DeviceModel:
     """Build a device model by name with optional parameter overrides.
 
     Args:
-        name: ``"pcm"`` (:class:`PCMLikeModel`), ``"reram"`` (:class:`ReRAMModel`) or ``"none"``
-            (:class:`IdealDeviceModel`); case-insensitive.
+        name: ``"pcm"`` (:class:`PCMLikeModel`), ``"pcm_custom_drift"``
+            (:class:`CustomDriftPCMLikeModel`), ``"state_independent"`` (:class:`StateIndependentModel`),
+            ``"hermes"`` (:class:`HermesModel`), ``"reram"`` (:class:`ReRAMModel`), ``"reram_cmo"``
+            (:class:`ReRamCMOModel`) or ``"none"`` (:class:`IdealDeviceModel`); case-insensitive.
         **overrides: constructor fields of that model, e.g. ``g_max=40.0``.
 
     Raises:

@@ -13,29 +13,18 @@ AIHWKIT (see ``tests/test_devices.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (
-    ZERO_CLIP,
-    ProgrammedState,
-    check_generator,
-    check_real,
-    check_time,
-    check_weights,
-    like_layout,
-    poly_noise_std,
-    randn_like,
-    single_pair_scale,
-    single_pair_to_conductances,
-    single_pair_to_weights,
-)
+from .base import ZERO_CLIP, check_real, check_time, poly_noise_std, randn_like
+from .pair_drift import SinglePairDriftMixin
 
 __all__ = [
     "PCMLikeModel",
+    "CustomDriftPCMLikeModel",
     "PCM_DEFAULT_PROG_COEFF",
     "PCM_DEFAULT_PROG_COEFF_G_MAX_REFERENCE",
 ]
@@ -53,7 +42,7 @@ _QS_NUM, _QS_EXP, _QS_DEN_MIN, _QS_MAX = 0.0088, 0.65, 1e-3, 0.2
 
 
 @dataclass(frozen=True)
-class PCMLikeModel:
+class PCMLikeModel(SinglePairDriftMixin):
     """PCM-like device model (AIHWKIT ``PCMLikeNoiseModel`` + single-pair converter).
 
     Conversion: ``scale = g_max / max(max|W|, 1e-7)`` µS per weight unit,
@@ -210,78 +199,93 @@ class PCMLikeModel:
         )
         return g_final.clamp(min=0.0)
 
-    # ------------------------------------------------------------------------------------------
-    # Public API
-    # ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def program(
-        self,
-        weights: Tensor,
-        generator: Optional[torch.Generator] = None,
-        keep_conductances: bool = True,
-    ) -> ProgrammedState:
-        """Program a tile.
+def _curve(owner: str, field: str, values: Any, *, minimum: Optional[float], expected: str) -> Tuple[float, ...]:
+    """A tuple of at least two finite reals (``>= minimum`` when given), or a ValueError naming it."""
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        items = tuple(values)
+    except TypeError:
+        raise ValueError(
+            f"{owner}.{field} must be a sequence of at least 2 {expected}, got {values!r}"
+        ) from None
+    if len(items) < 2:
+        raise ValueError(f"{owner}.{field} must hold at least 2 {expected}, got {len(items)}")
+    return tuple(
+        check_real(owner, f"{field}[{i}]", v, minimum=minimum, expected=expected)
+        for i, v in enumerate(items)
+    )
 
-        Args:
-            weights: ``[out, in]`` floating tensor (any units; normally normalised tile weights), on
-                any device; not modified.
-            generator: source of all random numbers (default: the global RNG of that device). It
-                consumes ``4 * out * in`` normals in AIHWKIT's order: programming noise G+, ν G+,
-                programming noise G-, ν G-.
-            keep_conductances: keep the programmed ``[2, out, in]`` conductances in the state
-                (informative; ``drift`` does not need them).
 
-        Returns:
-            :class:`ProgrammedState` with ``weights`` (programmed, weight units), ``scale``
-            (µS per weight unit), ``nu`` ``[2, out, in]`` and optionally ``conductances`` (µS).
+@dataclass(frozen=True)
+class CustomDriftPCMLikeModel(PCMLikeModel):
+    """PCM-like model with a user drift-exponent curve (AIHWKIT ``CustomDriftPCMLikeNoiseModel``).
 
-        Raises:
-            ValueError: ``weights`` not a non-empty 2-D finite floating tensor, or a generator on
-                another device type.
-        """
-        w = check_weights(weights, f"{type(self).__name__}.program")
-        check_generator(generator, w)
-        g_plus, g_minus, scale = single_pair_to_conductances(w, self.g_max)
-        gp_plus = self._program_conductance(g_plus, generator)
-        nu_plus = self._drift_exponents(g_plus, generator)
-        gp_minus = self._program_conductance(g_minus, generator)
-        nu_minus = self._drift_exponents(g_minus, generator)
-        programmed = single_pair_to_weights(gp_plus, gp_minus, scale)
-        return ProgrammedState(
-            weights=programmed,
-            scale=scale,
-            conductances=torch.stack((gp_plus, gp_minus)) if keep_conductances else None,
-            nu=torch.stack((nu_plus, nu_minus)),
-        )
+    Programming noise, conversion and drift + read noise are those of :class:`PCMLikeModel`. Only
+    the drift exponents differ: with the target conductance ``g`` (µS) clipped to
+    ``[g_lst[0], g_lst[-1]]``, ``μ_ν(g)`` and ``σ_ν(g)`` are linearly interpolated in the points
+    ``(g_lst, nu_mean_lst)`` and ``(g_lst, nu_std_lst)``, and ``ν = drift_scale |μ_ν + σ_ν N|``
+    (e.g. the measurements of N. Li et al., Adv. Electron. Mater. 2023).
 
-    @torch.no_grad()
-    def drift(
-        self, state: ProgrammedState, t_seconds: float, generator: Optional[torch.Generator] = None
-    ) -> Tensor:
-        """Weights ``[out, in]`` (weight units) read ``t_seconds`` s after programming finished.
+    As in AIHWKIT, the curve is rounded to float32 before the interpolation (AIHWKIT builds it with
+    ``torch.Tensor(list)``), the interpolation is ``numpy.interp`` (float64, on the CPU: tensors on
+    another device are copied there and back; programming is not a hot path) and ``μ_ν``, ``σ_ν``
+    are float32.
 
-        Each call is an independent draw of the 1/f read noise (``2 * out * in`` normals: G+ then
-        G-); the programming draw and ``ν`` are those of ``state``. The state is not modified.
+    Args (besides those of :class:`PCMLikeModel`):
+        g_lst: µS, at least 2 conductances ``>= 0`` in ascending order. They must cover the
+            converter's range ``[0, g_max]``: ``g_lst[0] == 0`` and ``g_lst[-1] >= g_max``
+            (AIHWKIT's check; the single-pair converter has g_min = 0).
+        nu_mean_lst: mean drift exponents ``μ_ν`` at ``g_lst`` (dimensionless, finite), same length.
+        nu_std_lst: standard deviations ``σ_ν >= 0`` at ``g_lst``, same length.
+    """
 
-        Raises:
-            ValueError: ``t_seconds`` negative, NaN or infinite; ``state`` without ``nu`` or with
-                inconsistent shapes; generator on another device type.
-        """
-        t_inference = check_time(t_seconds)
-        state.validate()
-        if state.nu is None:
+    g_lst: Sequence[float] = ()
+    nu_mean_lst: Sequence[float] = ()
+    nu_std_lst: Sequence[float] = ()
+
+    name: ClassVar[str] = "pcm_custom_drift"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        owner = type(self).__name__
+        set_ = object.__setattr__
+        g = _curve(owner, "g_lst", self.g_lst, minimum=0.0, expected="conductances >= 0 µS")
+        mean = _curve(owner, "nu_mean_lst", self.nu_mean_lst, minimum=None,
+                      expected="finite drift exponents")
+        std = _curve(owner, "nu_std_lst", self.nu_std_lst, minimum=0.0,
+                     expected="drift-exponent standard deviations >= 0")
+        if any(b < a for a, b in zip(g, g[1:])):
+            raise ValueError(f"{owner}.g_lst must be in ascending order (µS), got {g!r}")
+        for field, values in (("nu_mean_lst", mean), ("nu_std_lst", std)):
+            if len(values) != len(g):
+                raise ValueError(
+                    f"{owner}.{field} must have one value per g_lst point ({len(g)}), got {len(values)}"
+                )
+        if g[0] > 0.0 or g[-1] < self.g_max:
             raise ValueError(
-                f"{type(self).__name__}.drift needs a state with drift exponents 'nu' "
-                "(a state programmed by PCMLikeModel)"
+                f"{owner}.g_lst must cover the converter's conductances [0, g_max={self.g_max}] µS "
+                f"(g_lst[0] = 0 and g_lst[-1] >= g_max), got [{g[0]}, {g[-1]}]"
             )
-        check_generator(generator, state.weights)
-        g_plus, g_minus, scale = single_pair_to_conductances(state.weights, self.g_max)
-        nu_plus, nu_minus = (like_layout(nu, g_plus) for nu in state.nu)
-        g_plus_t = self._drift_conductance(g_plus, nu_plus, t_inference, generator)
-        g_minus_t = self._drift_conductance(g_minus, nu_minus, t_inference, generator)
-        return single_pair_to_weights(g_plus_t, g_minus_t, scale)
+        set_(self, "g_lst", g)
+        set_(self, "nu_mean_lst", mean)
+        set_(self, "nu_std_lst", std)
 
-    def drift_scale_ratio(self, state: ProgrammedState) -> Tensor:
-        """The converter scale ``drift`` uses (µS per weight unit, from the programmed weights)."""
-        return single_pair_scale(state.weights, self.g_max)
+    def drift_exponent_params(self, g_target: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(μ_ν, σ_ν)``, float32, interpolated in the user curve at ``g_target`` (µS)."""
+        points = torch.tensor(
+            (self.g_lst, self.nu_mean_lst, self.nu_std_lst), dtype=torch.float32
+        ).numpy()
+        g = g_target.clamp(min=float(points[0].min()), max=float(points[0].max()))
+        g_np = g.detach().cpu().numpy()
+        mean, std = (
+            torch.from_numpy(np.interp(g_np, points[0], points[k])).float().to(g_target.device)
+            for k in (1, 2)
+        )
+        return mean, std
+
+    def _drift_exponents(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        mu, sig = self.drift_exponent_params(g_target)
+        # Drawn like the targets (AIHWKIT: randn_like(g_target)): float64 weights get float64 ν.
+        return torch.abs(mu + sig * randn_like(g_target, generator)) * self.drift_scale
