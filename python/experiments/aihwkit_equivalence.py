@@ -196,14 +196,27 @@ def run_cell(engine: str, seed: int, args: argparse.Namespace, rpu: Any, data: D
     }
 
 
+def _read_cell(path: Path) -> dict | None:
+    """A finished cell, or None (absent; cells are written whole by `_write_cell`)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_cell(path: Path, cell: dict) -> None:
+    """Write-then-rename, so that another engine's process never reads half a cell."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(cell, indent=2))
+    os.replace(tmp, path)
+
+
 def _load_finished(cells: dict[str, dict[int, dict]], work: Path, seeds: list[int], key: dict) -> None:
     for engine in ENGINES:
         for seed in seeds:
-            path = work / f"{engine}_seed{seed}.json"
-            if seed not in cells[engine] and path.is_file():
-                cell = json.loads(path.read_text())
-                if cell.get("key") == key:
-                    cells[engine][seed] = cell
+            cell = _read_cell(work / f"{engine}_seed{seed}.json") if seed not in cells[engine] else None
+            if cell is not None and cell.get("key") == key:
+                cells[engine][seed] = cell
 
 
 # ---------------------------------------------------------------------- report
@@ -286,7 +299,11 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "(HWA-LoRA trains only the LoRA and the head).",
         "",
         "Seconds per step are measured inside this experiment (training only, the same thread count for both); "
-        "they are a by-product, not a benchmark (see `python/bench/`).",
+        "they are a by-product, not a benchmark (see `python/bench/`)."
+        + (" Some cells were trained by one process per engine (`--engines`), running at the same time on the same "
+           "cores as other work: their seconds per step include that contention."
+           if any(c.get("engines_in_process") not in (None, list(ENGINES)) for e in cells.values() for c in e.values())
+           else ""),
         "",
     ]
     if complete and p["t0"] is not None:
@@ -371,16 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for engine in ENGINES:
             path = work / f"{engine}_seed{seed}.json"
-            if path.is_file():
-                cell = json.loads(path.read_text())
-                if cell.get("key") == key:
-                    cells[engine][seed] = cell
-                    continue
+            cell = _read_cell(path)
+            if cell is not None and cell.get("key") == key:
+                cells[engine][seed] = cell
+                continue
             if args.report_only or engine not in run_engines:
                 continue
             cell = run_cell(engine, seed, args, rpu, data)
             cell["key"] = key
-            path.write_text(json.dumps(cell, indent=2))
+            cell["engines_in_process"] = list(run_engines)
+            _write_cell(path, cell)
             cells[engine][seed] = cell
             _load_finished(cells, work, seeds, key)  # the other engine's process may have finished cells
             result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)

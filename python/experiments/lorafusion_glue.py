@@ -190,6 +190,7 @@ DIAGNOSIS: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
     ("coeff_lr=0.005", (("coeff_lr", 0.005),)),
     ("coeff_lr=0.1", (("coeff_lr", 0.1),)),
     ("magnitude_lr=0.001", (("magnitude_lr", 1e-3),)),
+    ("magnitude_lr=0.005", (("magnitude_lr", 5e-3),)),
     ("magnitude_lr=0.02", (("magnitude_lr", 2e-2),)),
     ("init=uniform_1_over_k", (("init", "uniform_1_over_k"),)),
     ("l1=0", (("l1", 0.0),)),
@@ -220,10 +221,13 @@ def plan(s: Settings) -> list[Cell]:
     seeds = list(s.budget.seeds)
     first = seeds[0]
     cells += held(first, ("lorafusion", "hwa_lora", "magnitude_only", "head_only"))
+    def moves(params: tuple[tuple[str, Any], ...]) -> bool:  # a variant that is the run's own recipe is not one
+        return dict(params).get("magnitude_lr", -1.0) != s.fusion.magnitude_lr
+
     diag = []
     if s.diagnosis_task:
         diag = [Cell(f"diagnosis/{s.diagnosis_task}/{n}", "diagnosis", s.diagnosis_task, "lorafusion", first, n, p)
-                for n, p in DIAGNOSIS]
+                for n, p in DIAGNOSIS if moves(p)]
     k_pool = len(s.tasks) - 1
     ablations = []
     for t in s.ablation_tasks:
@@ -241,7 +245,7 @@ def plan(s: Settings) -> list[Cell]:
     if s.diagnosis_task:
         for t in dict.fromkeys((s.diagnosis_task, *s.ablation_tasks)):
             cells += [Cell(f"diagnosis/{t}/{v}", "diagnosis", t, m, first, v, p) for m, v, p in BALANCE
-                      if f"diagnosis/{t}/{v}" not in {c.key for c in diag}]
+                      if f"diagnosis/{t}/{v}" not in {c.key for c in diag} and (m == "hwa_lora" or moves(p))]
     cells += [c for c in ablations if c not in early]
     cells += diag[4:]
     if s.only:
@@ -304,9 +308,17 @@ def import_cells(s: Settings, source: Path) -> int:
                 targets.append(f"held_out/{parts[1]}/hwa_lora/seed0")
             if same_pool and (source / "pool" / parts[1] / "run.json").is_file():
                 dest = s.out / "pool" / parts[1]
-                if not (dest / "run.json").is_file():
-                    shutil.copytree(source / "pool" / parts[1], dest, dirs_exist_ok=True)
-                targets.append(key)
+                if not dest.exists():
+                    # Copied whole, then renamed into place: an interrupted copy leaves no member.
+                    tmp = s.out / "pool" / f".{parts[1]}.import-{os.getpid()}"
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    shutil.copytree(source / "pool" / parts[1], tmp)
+                    try:
+                        os.replace(tmp, dest)
+                    except OSError:  # another worker placed it first
+                        shutil.rmtree(tmp, ignore_errors=True)
+                if (dest / "run.json").is_file() and (dest / "task_state.pt").is_file():
+                    targets.append(key)
         for target in targets:
             if target not in done:
                 append_cell(cells_path, {**rec, "key": target, "imported_from": f"{source}:{key}"})
@@ -521,7 +533,7 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         rec = {k: v for k, v in src.items() if k in ("t0", "t10y", "t0_trials", "t10y_trials", "trainable",
                                                        "cells_once", "cells_per_task", "dev")}
         return {**rec, "key": cell.key, "reused_from": src["key"], "metric": metric, "wall_s": 0.0}
-    if s.import_from is not None and cell.kind == "held_out" and cell.method in POOL_FREE:
+    if s.import_from is not None and (cell.kind == "pool" or (cell.kind == "held_out" and cell.method in POOL_FREE)):
         theirs = [cell.key] + ([f"pool/{cell.task}"] if cell.method == "hwa_lora" and cell.seed == 0 else [])
         busy = [k for k in theirs if claimed_by_other(s.import_from, k)]
         if busy:  # the imported run is computing it: wait for the import instead of repeating it
@@ -961,8 +973,10 @@ def main(argv: list[str] | None = None) -> dict:
         return {"exported": str(folder)}
     if s.report_only:
         settings_path = s.out / "settings.json"
-        if settings_path.is_file():  # the command that ran the cells, not this report call
-            s.command = json.loads(settings_path.read_text()).get("command", s.command)
+        if settings_path.is_file():  # the command and recipe that ran the cells, not this report call's
+            recorded = json.loads(settings_path.read_text())
+            s.command = recorded.get("command", s.command)
+            s.fusion = dataclasses.replace(s.fusion, magnitude_lr=recorded.get("magnitude_lr", LEGACY_MAGNITUDE_LR))
         if s.import_from is not None:
             import_cells(s, s.import_from)
         done = load_cells(s.out / "cells.jsonl")
