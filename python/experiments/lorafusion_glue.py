@@ -29,8 +29,9 @@ heads digital):
 4. **Ablations** (held-out `--ablation-tasks`, seed 0): `sum` vs `lorahub`, `layer` and
    `global` vs `block` coefficients, no magnitudes, the pool digital vs on the crossbar, pool
    size K (the first K pool members in `--tasks` order).
-5. **Diagnosis** (held-out `--diagnosis-task`, seed 0): learning-rate sweeps of the
-   coefficients and magnitudes, the coefficient initialisation.
+5. **Diagnosis** (held-out `--diagnosis-task`, seed 0; off by default): learning-rate sweeps of
+   the coefficients and magnitudes, the coefficient initialisation, and the same moves on the
+   other methods (`BALANCE`).
 
 Cells (one training run + its drift evaluation) are appended to `<out>/cells.jsonl` as they
 finish; a rerun skips finished cells, so the run is resumable at cell granularity; the pool
@@ -40,16 +41,16 @@ is rewritten from the cells done so far, listing the cells still pending.
 
 Budget (defaults): 100 steps of batch 16, sequence length 64 (batches trimmed to their longest
 row), a fixed subsample of 1600 training examples (seed 0), 200 dev examples, 3 seeds, 3 drift
-trials at t = 0 and 10 y; LoRA lr 1e-3, head lr 1e-2 for every method. Measured on this
-project's 2-core machine (one thread per worker): an analog MiniLM step costs 1.0 (SST-2) to
-1.6 (RTE) CPU-s, a cell's evaluation (7 passes over 200 examples) about 40 CPU-s, so a cell
-about 150-200 CPU-s and the 97 held-out/ablation/diagnosis cells plus 5 pool members about
-16,000 CPU-s with the pool members reused as seed-0 HWA-LoRAs (2.2 h on 2 cores with 2 workers),
-about 19,000 CPU-s (2.6 h) with `--pool-steps 300 --pool-train-examples 4800` (pool members
-trained longer, not reused). Measured, the main run of docs/results/lorafusion.md (107 cells with
-the balance diagnosis, 300-step pool, on a 2-core machine shared with other jobs): its cells'
-own wall times sum to 30,160 s, 4.2 h with 2 workers: over the 2.5 h target; `--seeds 0,1`,
-`--ablation-tasks sst2` or `--diagnosis-task ''` are the knobs that cut it.
+trials at t = 0 and 10 y; LoRA lr 1e-3, head lr 1e-2 for every method; the magnitudes' lr
+`--magnitude-lr` (FusionConfig's default). The default run has 91 cells: 5 pool members (also
+the seed-0 `hwa_lora`), 70 other held-out cells, 16 ablations; `--diagnosis-task sst2` adds 12.
+Measured: the 46 cells of docs/results/lorafusion.md computed by its run (the rest imported)
+took 9,669 s of cell wall time, 210 s per cell on average (81-437 s), in 84 min with 2 workers
+on the 2-core machine, which also ran a third, lower-priority experiment and test runs. At that
+rate the default's 91 cells take about 2.7 h with 2 workers: over the 2.5 h target unless the
+machine is quiet. `--pool-steps 300 --pool-train-examples 4800` (docs/results) adds 5 longer
+pool members (6,403 s of cell time in all, up to 2,279 s each, measured on a busy machine). `--seeds 0,1` or
+`--ablation-tasks sst2` cut the run.
 
 Several workers may share one `--out` (each claims the next cell); start one per core:
     for i in 1 2; do OMP_NUM_THREADS=1 python python/experiments/lorafusion_glue.py \
@@ -890,7 +891,9 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--ablation-tasks", default="sst2,stsb",
                    help="held-out tasks of the ablations (default: the two on which every method learns above "
                         "chance at the default budget)")
-    p.add_argument("--diagnosis-task", default="sst2", help="'' for none")
+    p.add_argument("--diagnosis-task", default="",
+                   help="held-out task of the learning-rate diagnosis (e.g. sst2; default none: its results, "
+                        "run with --diagnosis-task sst2, are docs/results/lorafusion_magnitude_lr_5e-3.md)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
