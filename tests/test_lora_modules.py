@@ -125,8 +125,12 @@ def test_weight_norm_matches_dense_formula_and_magnitude_init(mode):
     else:
         dw = pool.scaling * torch.einsum("k,kor->or", c, B) @ torch.einsum("k,kri->ri", c, A)
     torch.testing.assert_close(fused.weight_norm(), torch.linalg.vector_norm(base.weight + dw, dim=1))
-    torch.testing.assert_close(fused.magnitude.detach(), torch.linalg.vector_norm(base.weight, dim=1))
+    # DoRA's initialisation: m = ‖W0 + ΔW‖, so the layer starts at exactly (W0 + ΔW) x + b.
+    torch.testing.assert_close(fused.magnitude.detach(), torch.linalg.vector_norm(base.weight + dw, dim=1))
     x = torch.randn(4, 12, dtype=DT)
+    torch.testing.assert_close(fused(x), x @ (base.weight + dw).t() + base.bias)
+    with torch.no_grad():
+        fused.magnitude.mul_(torch.linspace(0.5, 1.5, 10, dtype=DT))
     expected = fused.magnitude / fused.weight_norm() * (x @ (base.weight + dw).t()) + base.bias
     torch.testing.assert_close(fused(x), expected)
 

@@ -95,15 +95,15 @@ class LoRAFusionLinear(AdaptedLinear):
         self.mode = mode
         self.scale = float(scale)
         self.task_ids: Tensor | None = None
+        self._norm_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
         if magnitude:
             with torch.no_grad():
-                m = torch.linalg.vector_norm(precision.upcast(base.weight), dim=1).to(base.weight.dtype)
-                if coeffs.dim() == 2:
-                    m = m.expand(coeffs.shape[0], -1).clone()
+                # DoRA's initialisation: m = ‖W0 + ΔW‖ at the initial coefficients, so that the
+                # layer starts at exactly W0 x + Δy ([d_out], or [T, d_out] with a table).
+                m = self.weight_norm().to(base.weight.dtype).clone()
             self.magnitude = nn.Parameter(m)
         else:
             self.register_parameter("magnitude", None)
-        self._norm_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor]] | None = None
 
     # ------------------------------------------------------------------ DoRA row norm
     def _frozen_products(self) -> tuple[Tensor, Tensor, Tensor]:

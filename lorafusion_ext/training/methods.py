@@ -157,8 +157,8 @@ def train_fusion(model: nn.Module, pool: LoRAPool, data: EncodedDataset, cfg: Fu
                 pool_on_crossbar=cfg.pool_on_crossbar)
     coeffs = fusion_coefficients(model)
     _init_coefficients(coeffs, cfg.init, torch.Generator().manual_seed(tcfg.seed))
-    # attach_pool set m = ‖W0‖ for its own initial coefficients; with the ones drawn here the
-    # fused layer would start rescaled by ‖W0‖ / ‖W0 + ΔW‖ per row instead of at W0 + ΔW.
+    # attach_pool set m = ‖W0 + ΔW‖ for its own initial coefficients (1/K); with the ones drawn
+    # here the fused layer would start rescaled per row instead of at W0 + ΔW.
     init_magnitudes(model)
     mags = fusion_magnitudes(model)
     taken = {id(p) for p in coeffs + mags}
