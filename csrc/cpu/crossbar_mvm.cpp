@@ -626,6 +626,7 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
         asymmetric || (p.inp_bound > 0.0 && !(p.noise_management == NoiseManagement::kAbsMax &&
                                               p.nm_thres == 0.0 && largest_code <= p.inp_bound));
     const T inp_sigma = static_cast<T>(p.inp_noise);
+    const int max_passes = p.bound_management == BoundManagement::kNone ? 1 : p.max_passes;
     at::Tensor xs, in_mask;
     // Input noise changes the weight gradient's operand and, with asymmetry, the DAC slope.
     if (grad_w.defined() || dac_may_clamp) {
@@ -640,11 +641,18 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
           const T sm = scaling ? st[m] : T(1);
           const T inv_s = back_scale<T>(p, sm);
           if (inp_sigma > T(0)) {
-            // The input noise of the accepted pass: s_m = inv_a_m / 2^pass exactly.
+            // The input noise of the row's accepted pass: the pass whose scale, computed as the
+            // forward computes it (inv_a / reduction, reduction doubling in T), is s_m.
             bool unused = true;
             const T inv_a = nm_inverse_scale<T>(p, xp + m * K + t.k0, kt, &unused);
-            const T ratio = inv_a / sm;
-            const int pass = std::isfinite(static_cast<double>(ratio)) && ratio >= T(1) ? std::ilogb(ratio) : 0;
+            int pass = 0;
+            T reduction = T(1);
+            for (int q = 0; q < max_passes; ++q, reduction *= T(2)) {
+              if (inv_a / reduction == sm) {
+                pass = q;
+                break;
+              }
+            }
             input_noise(p, rng_value(rng, 0), rng_value(rng, 1), t, K, m, pass, normals.data());
           }
           for (int64_t k = 0; k < kt; ++k) {
