@@ -73,6 +73,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "forward.out_noise", "forward.bound_management", "forward.noise_management",
         "forward.nm_thres", "forward.max_bm_factor", "forward.max_bm_res",
         "forward.inp_asymmetry", "forward.out_asymmetry", "forward.inp_noise",
+        "forward.inp_sto_round", "forward.out_sto_round",
         "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
         "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
         "mapping.max_input_size", "mapping.max_output_size",
@@ -178,9 +179,10 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
 
     return cls(
         dac=hw.DAC(_res_to_bits(f.inp_res, "forward.inp_res"), float(f.inp_bound) if f.inp_bound > 0 else None,
-                   asymmetry=float(f.inp_asymmetry), noise=max(float(f.inp_noise), 0.0)),
+                   asymmetry=float(f.inp_asymmetry), noise=max(float(f.inp_noise), 0.0),
+                   sto_round=bool(f.inp_sto_round)),
         adc=hw.ADC(_res_to_bits(f.out_res, "forward.out_res"), float(f.out_bound) if f.out_bound > 0 else None,
-                   asymmetry=float(f.out_asymmetry)),
+                   asymmetry=float(f.out_asymmetry), sto_round=bool(f.out_sto_round)),
         out_noise=float(f.out_noise),
         noise_management=hw.NoiseManagement(nm, float(f.nm_thres)),
         bound_management=hw.BoundManagement(bm, float(f.max_bm_factor), float(f.max_bm_res)),
@@ -223,6 +225,8 @@ def rpu_config_from_hardware(h: Any) -> Any:
     f.out_noise = h.out_noise
     f.inp_asymmetry = h.dac.asymmetry
     f.inp_noise = h.dac.noise
+    f.inp_sto_round = h.dac.sto_round
+    f.out_sto_round = h.adc.sto_round
     f.out_asymmetry = h.adc.asymmetry
     f.nm_thres = h.noise_management.threshold
     f.max_bm_factor = h.bound_management.max_factor

@@ -70,15 +70,19 @@ class DAC:
     (None: no clamp; needs bits None); `noise`: std of a Gaussian added to every DAC output
     after the clamp, in units of the DAC range, fresh per element, pass and tile (AIHWKIT's
     `inp_noise`; CPU kernel); `asymmetry`: negative inputs (noise included) leave the DAC
-    scaled by 1 - asymmetry (AIHWKIT's `inp_asymmetry`)."""
+    scaled by 1 - asymmetry (AIHWKIT's `inp_asymmetry`); `sto_round`: round stochastically,
+    rint(v/step + U(-1/2, 1/2)) (AIHWKIT's `inp_sto_round`; CPU kernel)."""
 
     bits: int | None = 8
     bound: float | None = 1.0
     asymmetry: float = 0.0
     noise: float = 0.0
+    sto_round: bool = False
 
     def __post_init__(self) -> None:
         _check_converter("dac", self.bits, self.bound)
+        if not isinstance(self.sto_round, bool):
+            raise ValueError(f"dac.sto_round = {self.sto_round!r}; expected a bool")
         _check_finite("dac", "asymmetry", self.asymmetry)
         _check_nonneg("dac", "noise", self.noise)
 
@@ -93,14 +97,18 @@ class ADC:
     """Output analog-to-digital converter: `bits` (None: not quantised), clamp at ±`bound`
     (None: no clamp; needs bits None); `asymmetry`: negative analog outputs are scaled by
     1 - asymmetry before the noise and the ADC (AIHWKIT's `out_asymmetry`; inference only: it
-    has no gradient here)."""
+    has no gradient here); `sto_round`: round stochastically, rint(v/step + U(-1/2, 1/2))
+    (AIHWKIT's `out_sto_round`; CPU kernel)."""
 
     bits: int | None = 8
     bound: float | None = 12.0
     asymmetry: float = 0.0
+    sto_round: bool = False
 
     def __post_init__(self) -> None:
         _check_converter("adc", self.bits, self.bound)
+        if not isinstance(self.sto_round, bool):
+            raise ValueError(f"adc.sto_round = {self.sto_round!r}; expected a bool")
         _check_finite("adc", "asymmetry", self.asymmetry)
 
     @property
@@ -333,6 +341,8 @@ class HardwareConfig:
             and self.adc.bits is None
             and self.out_noise == 0
             and self.dac.noise == 0
+            and not self.dac.sto_round
+            and not self.adc.sto_round
             and self.modifier.kind == "none"
             and self.dac.asymmetry == 0
             and self.adc.asymmetry == 0
@@ -375,6 +385,8 @@ class HardwareConfig:
             "modifier_mult_std": float(self.modifier.std) if self.modifier.kind == "mult_normal" else 0.0,
             "inp_asymmetry": float(self.dac.asymmetry),
             "inp_noise": float(self.dac.noise),
+            "inp_sto_round": bool(self.dac.sto_round),
+            "out_sto_round": bool(self.adc.sto_round),
             "out_asymmetry": float(self.adc.asymmetry),
         }
 

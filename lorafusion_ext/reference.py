@@ -117,6 +117,9 @@ def crossbar_mvm(
     Raises:
         ValueError: `hw.dac.noise` > 0 (input noise has no explicit-noise argument here).
     """
+    if hw.dac.sto_round or hw.adc.sto_round:
+        raise ValueError("reference.crossbar_mvm: stochastic rounding (dac/adc.sto_round) is not modelled by the "
+                         "reference; compare the op against AIHWKIT statistically instead")
     if hw.dac.noise > 0:
         raise ValueError(f"reference.crossbar_mvm: hw.dac.noise = {hw.dac.noise} (input noise) is not modelled by "
                          "the reference; compare the op against AIHWKIT statistically instead")

@@ -116,6 +116,22 @@ inline void input_noise(const CrossbarParams& p, uint64_t seed, uint64_t offset,
   fill_normals(key, static_cast<uint64_t>(m) * K + t.k0, t.k1 - t.k0, out);
 }
 
+// Stochastic-rounding offsets of the DAC inputs of token row m of tile t at `pass` (fresh per
+// element, pass and tile; the backward draws them again).
+inline void dac_round_offsets(uint64_t seed, uint64_t offset, const TileRange& t, int64_t K, int64_t m, int pass,
+                              float* out) {
+  const NoiseKey key = make_noise_key(seed, offset, kStreamInputRound, static_cast<uint32_t>(pass),
+                                      static_cast<uint32_t>(t.index));
+  fill_uniforms(key, static_cast<uint64_t>(m) * K + t.k0, t.k1 - t.k0, out);
+}
+
+// AIHWKIT's UniformQuantize with stochastic rounding (v / step + u, rounded), then the clamp.
+template <typename T>
+inline T dac_quantize_sto(T v, T step, T bound, float u) {
+  if (step > T(0)) v = lf_rint(v / step + static_cast<T>(u)) * step;
+  return bound > T(0) ? clamp_nan(v, -bound, bound) : v;
+}
+
 // The tile's weights as the crossbar sees them: a contiguous [No, Kt] block, plus the
 // ADD_NORMAL modifier noise (std * max|W_tile| * N(0,1)) when training.
 template <typename T>
@@ -224,12 +240,17 @@ struct TileForward {
     const T asym = static_cast<T>(1.0 - p.inp_asymmetry);
     at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> normals(inp_sigma > T(0) ? kt : 0);
+      std::vector<float> offsets(p.inp_sto_round ? kt : 0);
       for (int64_t i = b; i < e; ++i) {
         const int64_t m = rows[i];
         const T* xr = x + m * K + t.k0;
         T* q = xq + i * kt;
         const T sm = s[m];
-        if (scaling) {
+        if (p.inp_sto_round) {
+          dac_round_offsets(seed, offset, t, K, m, pass, offsets.data());
+          const T f = scaling ? sm : T(1);
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize_sto<T>(xr[k] * f, step, bound, offsets[k]);
+        } else if (scaling) {
           for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k] * sm, step, bound);
         } else {
           for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k], step, bound);
@@ -263,7 +284,7 @@ struct TileForward {
     // Input noise has no bound either.
     return p.bound_management == BoundManagement::kIterativeGlobal && p.max_passes > 1 &&
            p.out_bound > 0.0 && noise_out == nullptr && M >= kProbeMinRows && p.out_asymmetry == 0.0 &&
-           p.inp_noise == 0.0;
+           p.inp_noise == 0.0 && !p.inp_sto_round && !p.out_sto_round;
   }
 
   // True when the pass with quantised inputs xq [M, Kt] certainly fails the global bound test,
@@ -372,6 +393,21 @@ struct TileForward {
     }
     int bad = 0;
     bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    if (p.out_sto_round && step > T(0)) {
+      // AIHWKIT's UniformQuantize with stochastic rounding: v / step + U(-1/2, 1/2), rounded.
+      const NoiseKey key = make_noise_key(seed, offset, kStreamOutputRound, static_cast<uint32_t>(pass),
+                                          static_cast<uint32_t>(t.index));
+      std::vector<float> u(nt);
+      fill_uniforms(key, static_cast<uint64_t>(m) * N + t.o0, nt, u.data());
+      for (int64_t n = 0; n < nt; ++n) {
+        const T v = lf_rint(src[n] / step + static_cast<T>(u[n])) * step;
+        const bool inside = v <= bound && v >= -bound;
+        if (mr) mr[n] = inside;
+        bad |= !inside;
+        dst[n] = clamp_nan<T>(v, -bound, bound);
+      }
+      return bad == 0;
+    }
     if (mr) {
       for (int64_t n = 0; n < nt; ++n) {
         const T v = adc_round<T>(src[n], step);
@@ -622,9 +658,11 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
     // Input asymmetry scales the gradient of negative DAC outputs: it rides on the same mask.
     const bool asymmetric = p.inp_asymmetry != 0.0;
     const T asym = static_cast<T>(1.0 - p.inp_asymmetry);
+    // Stochastic rounding may round the largest input up to a code beyond the range.
     const bool dac_may_clamp =
-        asymmetric || (p.inp_bound > 0.0 && !(p.noise_management == NoiseManagement::kAbsMax &&
-                                              p.nm_thres == 0.0 && largest_code <= p.inp_bound));
+        asymmetric || (p.inp_bound > 0.0 && (p.inp_sto_round ||
+                                             !(p.noise_management == NoiseManagement::kAbsMax &&
+                                               p.nm_thres == 0.0 && largest_code <= p.inp_bound)));
     const T inp_sigma = static_cast<T>(p.inp_noise);
     const int max_passes = p.bound_management == BoundManagement::kNone ? 1 : p.max_passes;
     at::Tensor xs, in_mask;
@@ -637,10 +675,11 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
       T* imp = dac_may_clamp ? in_mask.data_ptr<T>() : nullptr;
       at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
         std::vector<float> normals(inp_sigma > T(0) ? kt : 0);
+        std::vector<float> offsets(p.inp_sto_round ? kt : 0);
         for (int64_t m = b; m < e; ++m) {
           const T sm = scaling ? st[m] : T(1);
           const T inv_s = back_scale<T>(p, sm);
-          if (inp_sigma > T(0)) {
+          if (inp_sigma > T(0) || p.inp_sto_round) {
             // The input noise of the row's accepted pass: the pass whose scale, computed as the
             // forward computes it (inv_a / reduction, reduction doubling in T), is s_m.
             bool unused = true;
@@ -653,16 +692,26 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
                 break;
               }
             }
-            input_noise(p, rng_value(rng, 0), rng_value(rng, 1), t, K, m, pass, normals.data());
+            if (inp_sigma > T(0)) input_noise(p, rng_value(rng, 0), rng_value(rng, 1), t, K, m, pass, normals.data());
+            if (p.inp_sto_round) dac_round_offsets(rng_value(rng, 0), rng_value(rng, 1), t, K, m, pass, offsets.data());
           }
           for (int64_t k = 0; k < kt; ++k) {
             const T v = xp[m * K + t.k0 + k] * sm;
-            T q = dac_quantize<T>(v, step, bound);
+            T q = p.inp_sto_round ? dac_quantize_sto<T>(v, step, bound, offsets[k]) : dac_quantize<T>(v, step, bound);
             if (inp_sigma > T(0)) q = q + inp_sigma * static_cast<T>(normals[k]);
             const T slope = asymmetric && q < T(0) ? asym : T(1);
             q = asymmetric && q < T(0) ? q * asym : q;
             xsp[m * kt + k] = q * inv_s;
-            if (imp) imp[m * kt + k] = dac_passes_gradient<T>(v, step, bound) ? slope : T(0);
+            if (imp) {
+              bool inside;
+              if (p.inp_sto_round) {  // the clamp saw the stochastically rounded value
+                const T r = step > T(0) ? lf_rint(v / step + static_cast<T>(offsets[k])) * step : v;
+                inside = !(bound > T(0)) || (r >= -bound && r <= bound);
+              } else {
+                inside = dac_passes_gradient<T>(v, step, bound);
+              }
+              imp[m * kt + k] = inside ? slope : T(0);
+            }
           }
         }
       });

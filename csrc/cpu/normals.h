@@ -60,4 +60,17 @@ inline void fill_normals(const NoiseKey& key, uint64_t first, int64_t count, flo
   }
 }
 
+// Uniforms in [-1/2, 1/2) (24 bits each) for elements [first, first + count) of one stream:
+// the offsets of stochastic rounding (AIHWKIT adds uniform_(-0.5, 0.5) before rounding).
+inline void fill_uniforms(const NoiseKey& key, uint64_t first, int64_t count, float* out) {
+  const uint64_t end = first + static_cast<uint64_t>(count < 0 ? 0 : count);
+  for (uint64_t b = first >> 2; (b << 2) < end; ++b) {
+    const Philox4 r = noise_block(key, b);
+    for (uint64_t q = 0; q < 4; ++q) {
+      const uint64_t e = (b << 2) + q;
+      if (e >= first && e < end) out[e - first] = static_cast<float>(r.v[q] >> 8) * 5.9604644775390625e-8f - 0.5f;
+    }
+  }
+}
+
 }  // namespace lorafusion::cpu

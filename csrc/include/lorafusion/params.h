@@ -34,7 +34,9 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2, kConsta
   X(double, out_asymmetry, 0.0) /* negative GEMM outputs scaled by 1 - out_asymmetry, before noise and ADC */ \
   X(double, modifier_res, 0.0)  /* DISCRETIZE training modifier: step res * 2 max|W_tile|; 0: off */ \
   X(double, modifier_mult_std, 0.0) /* MULT_NORMAL training modifier: W + W * std * N(0,1); 0: off */ \
-  X(double, inp_noise, 0.0)     /* input noise std added after the DAC (AIHWKIT forward.inp_noise) */
+  X(double, inp_noise, 0.0)     /* input noise std added after the DAC (AIHWKIT forward.inp_noise) */ \
+  X(bool, inp_sto_round, false) /* DAC rounds stochastically: rint(v / step + U(-1/2, 1/2)) */ \
+  X(bool, out_sto_round, false) /* ADC rounds stochastically, likewise */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {

@@ -135,7 +135,13 @@ LF_HD void normal4(const Philox4& r, float out[4]) {
 constexpr float kNormalMaxAbs = 5.7682f;
 
 // Noise streams: which random quantity a Philox block feeds.
-enum NoiseStream : uint32_t { kStreamOutput = 0u, kStreamWeight = 1u, kStreamInput = 2u };
+enum NoiseStream : uint32_t {
+  kStreamOutput = 0u,
+  kStreamWeight = 1u,
+  kStreamInput = 2u,
+  kStreamInputRound = 3u,   // stochastic rounding of the DAC
+  kStreamOutputRound = 4u,  // stochastic rounding of the ADC
+};
 
 // The normal for element `index` of stream (stream, pass, tile) under (seed, offset).
 // Blocks of four consecutive elements share one Philox call.

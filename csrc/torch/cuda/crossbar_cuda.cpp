@@ -39,6 +39,9 @@ void check_cuda_features(const CrossbarParams& p, bool training) {
   TORCH_CHECK(!(training && p.modifier_mult_std > 0.0), kOp,
               ": the MULT_NORMAL training modifier (AIHWKIT modifier.type = MULT_NORMAL) is implemented in the "
               "CPU kernel only");
+  TORCH_CHECK(!p.inp_sto_round && !p.out_sto_round, kOp,
+              ": stochastic rounding (AIHWKIT forward.inp_sto_round / out_sto_round) is implemented in the CPU "
+              "kernel only");
   TORCH_CHECK(p.inp_noise == 0.0, kOp,
               ": input noise (AIHWKIT forward.inp_noise) is implemented in the CPU kernel only; got ", p.inp_noise);
   TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kOp,
