@@ -12,6 +12,8 @@ JSON-serialisable.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable
 
 from lorafusion_ext.devices import (
@@ -227,10 +229,40 @@ def device_from_noise_model(nmodel: Any, drift_compensation: bool) -> Device:
         raise ValueError(f"{_WHERE} = {cls}; expected one of {sorted(NOISE_MODEL_NAMES)}")
     options = _READERS[name](nmodel)
     try:
-        get_device_model(name, **options)
+        model = get_device_model(name, **options)
     except ValueError as err:
         raise ValueError(f"{_WHERE} ({cls}): {err}") from None
-    return Device(name, options=tuple(sorted(options.items())), drift_compensation=drift_compensation)
+    return Device(name, options=tuple(sorted(_minimal_options(name, options, model).items())),
+                  drift_compensation=drift_compensation)
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except (TypeError, ValueError, RuntimeError):  # e.g. arrays: treat as different
+        return True
+
+
+def _behaviour(model: Any) -> dict[str, Any]:
+    """Every field of a device model, as its `effective_<field>` where it has one."""
+    return {f.name: getattr(model, f"effective_{f.name}", getattr(model, f.name))
+            for f in dataclasses.fields(model) if f.init}
+
+
+def _minimal_options(name: str, options: dict[str, Any], model: Any) -> dict[str, Any]:
+    """`options` without those our model's defaults already give, so that `Device("pcm")` and a
+    default AIHWKIT model round-trip to equal configs; kept whole unless the reduced options build
+    a model that behaves the same field for field."""
+    target = _behaviour(model)
+    kept = dict(options)
+    for key in sorted(options):
+        trial = {k: v for k, v in kept.items() if k != key}
+        try:
+            if not any(_differs(a, target[k]) for k, a in _behaviour(get_device_model(name, **trial)).items()):
+                kept = trial
+        except ValueError:  # the model needs this option (e.g. the custom drift curve)
+            continue
+    return kept
 
 
 def noise_model_from_device(device: Device) -> Any:

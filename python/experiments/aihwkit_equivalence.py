@@ -52,7 +52,7 @@ from lorafusion_ext.convert import targets as target_presets
 from lorafusion_ext.evaluation.drift_sweep import format_time
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.deploy import drift, program
+from lorafusion_ext.nn.deploy import device_model_of, drift, program
 from lorafusion_ext.nn.lora import LoRALinear
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig, train
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{hw.mapping.weight_scaling} omega {hw.mapping.omega:g}, learned out-scaling "
                f"{'columnwise' if hw.mapping.out_scaling_columnwise else 'per tile'}, tiles "
                f"{hw.tiles.max_in or 'whole'}x{hw.tiles.max_out or 'whole'}, bound management "
-               f"{hw.bound_management.mode}, device {hw.device.name} {dict(hw.device.options).get('g_max', '')}, "
+               f"{hw.bound_management.mode}, device {hw.device.name} g_max {device_model_of(hw).g_max:g} µS, "
                f"drift compensation {hw.device.drift_compensation}.")
     data = DataConfig(args.glue_dir, args.max_length, args.train_examples, args.eval_examples, 0)
     work = Path(args.work) / args.config
