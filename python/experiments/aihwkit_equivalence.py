@@ -57,6 +57,10 @@ from lorafusion_ext.nn.lora import LoRALinear
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig, train
 
+# The folder's shared modules, also when a test loads this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_stats import format_mean_std  # noqa: E402
+
 ENGINES = ("aihwkit", "lorafusion_ext")
 #: s after programming, and their JSON keys.
 TIMES = {"t0": 0.0, "t1h": 3600.0, "t1d": 86400.0, "t1y": 31536000.0, "t10y": 315360000.0}
@@ -220,12 +224,6 @@ def _load_finished(cells: dict[str, dict[int, dict]], work: Path, seeds: list[in
 
 
 # ---------------------------------------------------------------------- report
-def _mean_std(v: list[float]) -> tuple[float, float]:
-    m = sum(v) / len(v)
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan
-    return m, s
-
-
 def welch_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided Welch t-test p-value (None when either side has < 2 values or no variance)."""
     from scipy import stats
@@ -260,7 +258,7 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "# HWA-LoRA through AIHWKIT vs lorafusion_ext (engine equivalence)",
         "",
         ("**Status: complete.**" if complete else
-         f"**Status: INCOMPLETE** — finished cells: " + ", ".join(f"{e} seeds {engines[e]['seeds']}" for e in ENGINES)
+         "**Status: INCOMPLETE** — finished cells: " + ", ".join(f"{e} seeds {engines[e]['seeds']}" for e in ENGINES)
          + f" of seeds {seeds}. Rerun the command to finish (finished cells are skipped)."),
         "",
         f"Command: `{command}`  ",
@@ -283,8 +281,7 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         cells_txt = []
         for k in TIMES:
             if e[k]:
-                m, s = _mean_std(e[k])
-                cells_txt.append(f"{100 * m:.2f}" + ("" if math.isnan(s) else f" ± {100 * s:.2f}"))
+                cells_txt.append(format_mean_std(e[k], digits=2, scale=100))
             else:
                 cells_txt.append("–")
         sps = "–" if e["s_per_step"] is None else f"{e['s_per_step']:.3f}"

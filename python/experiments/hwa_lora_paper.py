@@ -37,7 +37,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,7 +50,7 @@ from lorafusion_ext.evaluation.drift_sweep import format_time
 from lorafusion_ext.hardware import ADC, DAC, HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.deploy import analog_layers, drift, program
-from lorafusion_ext.pipelines import drift_evaluation, head_module
+from lorafusion_ext.pipelines import drift_evaluation
 from lorafusion_ext.tasks import DataConfig, Task, get_task
 from lorafusion_ext.training.loop import TrainConfig
 from lorafusion_ext.training.methods import HWALoRAConfig, analog_model, load_task_state, task_state, train_hwa_lora

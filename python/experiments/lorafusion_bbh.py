@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shlex
@@ -67,6 +68,7 @@ from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, analog_
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cell_log import append_cell, load_cells  # noqa: E402
+from seed_stats import format_mean_std, mean_std  # noqa: E402
 
 POOL_TASKS = ("multistep_arithmetic_two", "object_counting", "hyperbaton", "word_sorting", "dyck_languages",
               "date_understanding", "navigate")
@@ -197,11 +199,6 @@ def run_cell(s: Settings, key: str, kind: str, task: str, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------- report
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
-
-
 def collect(s: Settings, done: dict[str, dict]) -> dict:
     held: dict[str, dict] = {}
     for t in s.held_out:
@@ -236,9 +233,7 @@ def write_report(s: Settings, done: dict[str, dict]) -> dict:
              "| task | method | t = 0 | t = 10 y | trainable | cells reprogrammed per task |", "|---|---|---:|---:|---:|---:|"]
     for t, methods in res["held_out"].items():
         for m, r in methods.items():
-            m0, s0 = _mean_std(r["t0"])
-            m1, s1 = _mean_std(r["t10y"])
-            lines.append(f"| {t} | {m} | {m0:.3f} ± {s0:.3f} (n={len(r['t0'])}) | {m1:.3f} ± {s1:.3f} | "
+            lines.append(f"| {t} | {m} | {format_mean_std(r['t0'])} (n={len(r['t0'])}) | {format_mean_std(r['t10y'])} | "
                          f"{r['trainable']:,} | {r['cells_per_task']:,} |")
     lines += ["", "Pool members' own exact match (t = 0, one evaluation): " +
               (", ".join(f"{t} {v:.3f}" for t, v in res["pool"].items()) or "none yet"), ""]
@@ -264,10 +259,10 @@ def _plot(path: Path, res: dict) -> None:
         xs, ys, es = [], [], []
         for i, t in enumerate(tasks):
             if m in res["held_out"][t]:
-                mean, std = _mean_std(res["held_out"][t][m]["t10y"])
+                mean, std = mean_std(res["held_out"][t][m]["t10y"])
                 xs.append(i + j * width)
                 ys.append(mean)
-                es.append(std)
+                es.append(0.0 if math.isnan(std) else std)
         ax.bar(xs, ys, width, yerr=es, label=m)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, fontsize=7)
     ax.set_ylabel("exact match at 10 y")

@@ -106,6 +106,7 @@ from lorafusion_ext.training.methods import (
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cell_log import append_cell, load_cells  # noqa: E402
+from seed_stats import format_mean_std, mean_std  # noqa: E402
 
 TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
 METHODS = ("lorafusion", "hwa_lora", "digital_lora", "head_only", "magnitude_only")
@@ -575,17 +576,10 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
 
 
 # ---------------------------------------------------------------------- report
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
-    return m, sd
-
-
 def _fmt(xs: list[float]) -> str:
     if not xs:
         return "pending"
-    m, sd = _mean_std(xs)
-    return f"{m:.3f}" + ("" if math.isnan(sd) else f" ± {sd:.3f}") + ("" if len(xs) > 1 else " (1 seed)")
+    return format_mean_std(xs) + ("" if len(xs) > 1 else " (1 seed)")
 
 
 def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
@@ -644,7 +638,7 @@ def _plot(path: Path, res: dict) -> None:
             for i, t in enumerate(tasks):
                 vals = res["held_out"][t][m][when]
                 if vals:
-                    mean, sd = _mean_std(vals)
+                    mean, sd = mean_std(vals)
                     xs.append(i + (j - (len(METHODS) - 1) / 2) * width)
                     ys.append(mean)
                     es.append(0.0 if math.isnan(sd) else sd)
@@ -773,7 +767,7 @@ def _gap(res: dict, s: Settings) -> str:
     for t in s.tasks:
         a, b = res["held_out"][t]["lorafusion"]["t0"], res["held_out"][t]["hwa_lora"]["t0"]
         if a and b:
-            diffs.append(100 * (_mean_std(b)[0] - _mean_std(a)[0]))
+            diffs.append(100 * (mean_std(b)[0] - mean_std(a)[0]))
     if not diffs:
         return ""
     return (f"Mean gap `hwa_lora` − `lorafusion` at t = 0 over {len(diffs)} task(s) with both: "
