@@ -371,39 +371,43 @@ def test_input_noise_backward_uses_the_forward_noise(nm, bm):
     torch.testing.assert_close(xg.grad, (gy @ w.detach()) * torch.where(u < 0, 0.7, 1.0).to(u.dtype))
 
 
-@pytest.mark.parametrize("bm", ["iterative_global", "iterative_per_row"])
-@pytest.mark.parametrize("nm", ["abs_max", "constant", "none"])
-def test_input_noise_weight_gradient_matches_finite_differences(nm, bm):
-    # Rows accept different bound-management passes (some the last one) on several input
-    # tiles: the backward must regenerate the noise of each row's accepted pass. The loss is
-    # linear in W for a fixed pass and fixed noise, so central differences are exact up to
-    # rounding as long as no pass decision flips.
-    from lorafusion_ext.hardware import ADC, DAC, BoundManagement, NoiseManagement, Tiles
-
+def _assert_weight_gradient_matches_finite_differences(hw, seed: int, rng: list[int], directions: int) -> None:
+    """Rows of x accept different bound-management passes (some the last one) on 3 input tiles
+    of 16; the loss is linear in W for fixed passes and fixed random draws, so central
+    differences of the loss equal <dL/dW, d> up to rounding unless a pass decision flips."""
     k, n = 40, 12
-    hw = lf.HardwareConfig(dac=DAC(bits=8, bound=1.0, noise=0.1), adc=ADC(bits=None, bound=3.0), out_noise=0.0,
-                           noise_management=NoiseManagement(nm, 0.7 if nm == "constant" else 0.0),
-                           bound_management=BoundManagement(bm), tiles=Tiles(16, None))
-    g = torch.Generator().manual_seed(22)
+    g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g, dtype=torch.float64) * 0.4
     x = torch.randn(10, k, generator=g, dtype=torch.float64) * 0.5
     x[2] = torch.sign(w[0]) * 0.9  # aligned with W's rows: saturates, later passes
     x[6] = torch.sign(w[1]) * 0.6
     x[4] = 0.0
     scales = torch.ones(1, 3, n, dtype=torch.float64)
-    rng = torch.tensor([3, 11])
+    rng_t = torch.tensor(rng)
     gy = torch.randn(10, n, generator=g, dtype=torch.float64)
     wg = w.clone().requires_grad_(True)
-    y, aux = lf.ops.crossbar_mvm(x, wg, scales, None, rng, hw, return_aux=True)
+    y, aux = lf.ops.crossbar_mvm(x, wg, scales, None, rng_t, hw, return_aux=True)
     assert int(aux.passes.max()) > 1
     y.backward(gy)
     eps = 1e-6
-    for _ in range(4):
+    for _ in range(directions):
         d = torch.randn(n, k, generator=g, dtype=torch.float64)
-        up = (lf.ops.crossbar_mvm(x, w + eps * d, scales, None, rng, hw) * gy).sum()
-        down = (lf.ops.crossbar_mvm(x, w - eps * d, scales, None, rng, hw) * gy).sum()
+        up = (lf.ops.crossbar_mvm(x, w + eps * d, scales, None, rng_t, hw) * gy).sum()
+        down = (lf.ops.crossbar_mvm(x, w - eps * d, scales, None, rng_t, hw) * gy).sum()
         fd = float((up - down) / (2 * eps))
         assert fd == pytest.approx(float((wg.grad * d).sum()), rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("bm", ["iterative_global", "iterative_per_row"])
+@pytest.mark.parametrize("nm", ["abs_max", "constant", "none"])
+def test_input_noise_weight_gradient_matches_finite_differences(nm, bm):
+    # The backward must regenerate the input noise of each row's accepted pass.
+    from lorafusion_ext.hardware import ADC, DAC, BoundManagement, NoiseManagement, Tiles
+
+    hw = lf.HardwareConfig(dac=DAC(bits=8, bound=1.0, noise=0.1), adc=ADC(bits=None, bound=3.0), out_noise=0.0,
+                           noise_management=NoiseManagement(nm, 0.7 if nm == "constant" else 0.0),
+                           bound_management=BoundManagement(bm), tiles=Tiles(16, None))
+    _assert_weight_gradient_matches_finite_differences(hw, seed=22, rng=[3, 11], directions=4)
 
 
 @pytest.mark.parametrize("which", ["inp", "out", "both"])
@@ -431,27 +435,10 @@ def test_stochastic_rounding_statistics_match_aihwkit(which):
 
 
 def test_stochastic_rounding_weight_gradient_matches_finite_differences():
-    # The backward draws the DAC's rounding offsets of each row's accepted pass again: for a
-    # fixed pass and fixed offsets the loss is linear in W.
+    # The backward draws the DAC's rounding offsets of each row's accepted pass again.
     from lorafusion_ext.hardware import ADC, DAC, BoundManagement, NoiseManagement, Tiles
 
-    k, n = 40, 12
     hw = lf.HardwareConfig(dac=DAC(bits=6, bound=1.0, sto_round=True), adc=ADC(bits=None, bound=3.0), out_noise=0.0,
                            noise_management=NoiseManagement("abs_max"),
                            bound_management=BoundManagement("iterative_per_row"), tiles=Tiles(16, None))
-    g = torch.Generator().manual_seed(25)
-    w = torch.randn(n, k, generator=g, dtype=torch.float64) * 0.4
-    x = torch.randn(10, k, generator=g, dtype=torch.float64) * 0.5
-    x[2] = torch.sign(w[0]) * 0.9
-    scales = torch.ones(1, 3, n, dtype=torch.float64)
-    rng = torch.tensor([4, 2])
-    gy = torch.randn(10, n, generator=g, dtype=torch.float64)
-    wg = w.clone().requires_grad_(True)
-    y, aux = lf.ops.crossbar_mvm(x, wg, scales, None, rng, hw, return_aux=True)
-    assert int(aux.passes.max()) > 1
-    y.backward(gy)
-    for _ in range(3):
-        d = torch.randn(n, k, generator=g, dtype=torch.float64)
-        up = (lf.ops.crossbar_mvm(x, w + 1e-6 * d, scales, None, rng, hw) * gy).sum()
-        down = (lf.ops.crossbar_mvm(x, w - 1e-6 * d, scales, None, rng, hw) * gy).sum()
-        assert float((up - down) / 2e-6) == pytest.approx(float((wg.grad * d).sum()), rel=1e-6, abs=1e-8)
+    _assert_weight_gradient_matches_finite_differences(hw, seed=25, rng=[4, 2], directions=3)
