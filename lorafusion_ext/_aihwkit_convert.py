@@ -77,7 +77,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
         "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
         "mapping.max_input_size", "mapping.max_output_size",
-        "modifier.type", "modifier.std_dev", "modifier.res", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
+        "modifier.type", "modifier.std_dev", "modifier.res", "modifier.per_batch_sample", "modifier.sto_round", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
         "noise_model", "drift_compensation",
     }
     for path, value in _diff(rpu, TorchInferenceRPUConfig(), ""):
@@ -119,15 +119,19 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
     if mod.type == WeightModifierType.ADD_NORMAL:
         if not mod.rel_to_actual_wmax:
             raise ValueError("rpu_config.modifier.rel_to_actual_wmax = False is not modelled by lorafusion_ext")
-        modifier = hw.Modifier("add_normal", float(mod.std_dev))
+        modifier = hw.Modifier("add_normal", float(mod.std_dev), per_batch_sample=bool(mod.per_batch_sample))
     elif mod.type == WeightModifierType.DISCRETIZE:
         if not mod.rel_to_actual_wmax:
             raise ValueError("rpu_config.modifier.rel_to_actual_wmax = False is not modelled by lorafusion_ext")
         if not mod.res > 0:
             raise ValueError(f"rpu_config.modifier.res = {mod.res!r}; expected > 0 with DISCRETIZE")
-        modifier = hw.Modifier("discretize", res=float(mod.res))
+        if mod.per_batch_sample:
+            raise ValueError(
+                "rpu_config.modifier.per_batch_sample = True with DISCRETIZE is not modelled by lorafusion_ext "
+                "(AIHWKIT's torch tile cannot discretize per sample: its view to [batch, out, in] fails)")
+        modifier = hw.Modifier("discretize", res=float(mod.res), sto_round=bool(mod.sto_round))
     elif mod.type == WeightModifierType.MULT_NORMAL:
-        modifier = hw.Modifier("mult_normal", float(mod.std_dev))
+        modifier = hw.Modifier("mult_normal", float(mod.std_dev), per_batch_sample=bool(mod.per_batch_sample))
     elif mod.type in (WeightModifierType.NONE, WeightModifierType.COPY):
         modifier = hw.Modifier("none")
     else:
@@ -272,6 +276,8 @@ def rpu_config_from_hardware(h: Any) -> Any:
     elif h.modifier.kind == "discretize":
         rpu.modifier.type = WeightModifierType.DISCRETIZE
         rpu.modifier.res = h.modifier.res
+        rpu.modifier.sto_round = h.modifier.sto_round
+    rpu.modifier.per_batch_sample = h.modifier.per_batch_sample
     rpu.noise_model = noise_model_from_device(h.device)
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
     return rpu

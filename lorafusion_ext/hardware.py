@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
 NoiseManagementMode = Literal["none", "abs_max", "max", "constant"]
@@ -226,11 +226,19 @@ class Modifier:
     adds std·max|W_tile|·N(0,1), redrawn each forward and shared by the batch; `mult_normal`
     adds W·std·N(0,1) (relative to each weight, no max|W|), redrawn likewise; `discretize`
     rounds each tile's weights to steps of res·2·max|W_tile| (`res`: a resolution < 1 or a
-    number of states > 1), straight-through in the backward."""
+    number of states > 1), straight-through in the backward.
+
+    `per_batch_sample` (add_normal, mult_normal; AIHWKIT's `modifier.per_batch_sample`): a fresh
+    weight-noise draw for every sample of the batch, the input's first dimension (an input
+    [B, L, in] gets B draws, each shared by its L tokens; [B, in] gets one per row). It costs a
+    noise draw and a GEMM per sample. `sto_round` (discretize; AIHWKIT's `modifier.sto_round`):
+    round W / step + U(-1/2, 1/2) instead of W / step."""
 
     kind: ModifierKind = "none"
     std: float = 0.0
     res: float = 0.0
+    per_batch_sample: bool = False
+    sto_round: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("none", "add_normal", "mult_normal", "discretize"):
@@ -240,6 +248,15 @@ class Modifier:
         _check_nonneg("modifier", "res", self.res)
         if self.kind == "discretize" and self.res <= 0:
             raise ValueError(f"modifier.res = {self.res!r} with kind 'discretize'; expected a value > 0")
+        for name in ("per_batch_sample", "sto_round"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"modifier.{name} = {getattr(self, name)!r}; expected a bool")
+        if self.per_batch_sample and self.kind not in ("add_normal", "mult_normal"):
+            raise ValueError(
+                f"modifier.per_batch_sample = True with kind {self.kind!r}; expected kind 'add_normal' or "
+                "'mult_normal' (per-sample draws of weight noise)")
+        if self.sto_round and self.kind != "discretize":
+            raise ValueError(f"modifier.sto_round = True with kind {self.kind!r}; expected kind 'discretize'")
 
 
 @dataclass(frozen=True)
@@ -388,7 +405,18 @@ class HardwareConfig:
             "inp_sto_round": bool(self.dac.sto_round),
             "out_sto_round": bool(self.adc.sto_round),
             "out_asymmetry": float(self.adc.asymmetry),
+            "modifier_sample_rows": 0,
+            "modifier_sto_round": bool(self.modifier.sto_round),
         }
+
+    def sample_rows(self, shape: Sequence[int], training: bool) -> int:
+        """`modifier_sample_rows` of a crossbar call on an input of `shape` [..., in_features]:
+        with `modifier.per_batch_sample` in training, the token rows of one batch sample (the
+        product of the dimensions between the first and the last; 1 for [B, in] or [in]), else
+        0 (one weight-noise draw for the whole call)."""
+        if not (training and self.modifier.per_batch_sample):
+            return 0
+        return math.prod(shape[1:-1]) if len(shape) > 2 else 1
 
     def op_kwargs(self, **overrides: float | int | bool) -> dict[str, Any]:
         """Keyword arguments of `torch.ops.lorafusion.crossbar_mvm` (and its backward) for this

@@ -37,13 +37,14 @@ def crossbar_tile(
     hw: HardwareConfig,
     noise: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, int]:
-    """One tile: x [M, Kt] through normalised weights w [Nt, Kt], before the periphery.
+    """One tile: x [M, Kt] through normalised weights w [Nt, Kt] (or [B, Nt, Kt]: batch sample b,
+    rows b·M/B .. (b+1)·M/B - 1, through w[b]), before the periphery.
 
     `noise[p]` [M, Nt] is the standard-normal output noise of pass p (None: no noise).
     Returns (yq * 1/s [M, Nt], s [M], passes).
     """
     m = x.shape[0]
-    zero = torch.zeros(m, w.shape[0], dtype=x.dtype)
+    zero = torch.zeros(m, w.shape[-2], dtype=x.dtype)
     if hw.noise_management.mode in ("abs_max", "max"):
         a = x.abs().amax(dim=1) if hw.noise_management.mode == "abs_max" else x.amax(dim=1)
         if hw.noise_management.threshold > 0:
@@ -62,7 +63,7 @@ def crossbar_tile(
     bound = hw.adc.bound if hw.adc.bound is not None else float("inf")
     passes = hw.max_passes
     per_row = hw.bound_management.mode == "iterative_per_row"
-    out = torch.empty(m, w.shape[0], dtype=x.dtype)
+    out = torch.empty(m, w.shape[-2], dtype=x.dtype)
     s_final = torch.empty(m, dtype=x.dtype)
     pending = torch.ones(m, dtype=torch.bool)
     used = 1
@@ -71,7 +72,11 @@ def crossbar_tile(
         xq = _quantize(x * s[:, None], hw.dac.resolution, hw.dac.bound)
         if hw.dac.asymmetry != 0:
             xq = torch.where(xq < 0, xq * (1.0 - hw.dac.asymmetry), xq)
-        y = xq @ w.T
+        if w.dim() == 3:
+            rows = m // w.shape[0]
+            y = torch.cat([xq[b * rows : (b + 1) * rows] @ w[b].T for b in range(w.shape[0])])
+        else:
+            y = xq @ w.T
         if hw.adc.asymmetry != 0:
             y = torch.where(y < 0, y * (1.0 - hw.adc.asymmetry), y)
         if hw.out_noise > 0 and noise is not None:
@@ -112,13 +117,14 @@ def crossbar_mvm(
     """Reference of `lorafusion_ext.ops.crossbar_mvm` with explicit noise (or none).
 
     Shapes as the op: x [M, K], w_norm [N, K], out_scales [S, Tin, N], noise_out
-    [max_passes, Tin, M, N] standard normals, noise_weight [N, K] standard normals.
+    [max_passes, Tin, M, N] standard normals, noise_weight [N, K] standard normals (or
+    [B, N, K] with `hw.modifier.per_batch_sample`: batch sample b's draw, for rows b·M/B ..).
 
     Raises:
         ValueError: `hw.dac.noise` > 0 (input noise has no explicit-noise argument here).
     """
-    if hw.dac.sto_round or hw.adc.sto_round:
-        raise ValueError("reference.crossbar_mvm: stochastic rounding (dac/adc.sto_round) is not modelled by the "
+    if hw.dac.sto_round or hw.adc.sto_round or (training and hw.modifier.sto_round):
+        raise ValueError("reference.crossbar_mvm: stochastic rounding (dac/adc/modifier.sto_round) is not modelled by the "
                          "reference; compare the op against AIHWKIT statistically instead")
     if hw.dac.noise > 0:
         raise ValueError(f"reference.crossbar_mvm: hw.dac.noise = {hw.dac.noise} (input noise) is not modelled by "
@@ -134,9 +140,9 @@ def crossbar_mvm(
             w = w_norm[o0 : o0 + nt, k0 : k0 + kt]
             if training and hw.modifier.kind == "add_normal" and noise_weight is not None:
                 amp = hw.modifier.std * w.abs().max()
-                w = w + amp * noise_weight[o0 : o0 + nt, k0 : k0 + kt]
+                w = w + amp * noise_weight[..., o0 : o0 + nt, k0 : k0 + kt]
             if training and hw.modifier.kind == "mult_normal" and noise_weight is not None:
-                w = w + (w * hw.modifier.std) * noise_weight[o0 : o0 + nt, k0 : k0 + kt]
+                w = w + (w * hw.modifier.std) * noise_weight[..., o0 : o0 + nt, k0 : k0 + kt]
             if training and hw.modifier.kind == "discretize":
                 res = 1.0 / hw.modifier.res if hw.modifier.res > 1.0 else hw.modifier.res
                 step = res * (2.0 * w.abs().max())

@@ -46,7 +46,8 @@ def _tiles(layer: nn.Module) -> list[list[nn.Module]]:
 def injected_noise(layer: nn.Module, noise_out: Tensor | None, noise_weight: Tensor | None) -> Iterator[None]:
     """Feed AIHWKIT's torch tile the given standard normals instead of its own draws.
 
-    noise_out: [passes, n_in_tiles, tokens, out_features]; noise_weight: [out, in]. Each
+    noise_out: [passes, n_in_tiles, tokens, out_features]; noise_weight: [out, in] (or
+    [batch, out, in] with modifier.per_batch_sample). Each
     AIHWKIT tile (it, ot) takes its slice, pass after pass, in the order it draws.
     """
     import aihwkit.simulator.tiles.analog_mvm as mvm
@@ -73,7 +74,7 @@ def injected_noise(layer: nn.Module, noise_out: Tensor | None, noise_weight: Ten
     def fake_randn(*shape, **kwargs) -> Tensor:
         assert noise_weight is not None, "AIHWKIT drew weight noise that the test did not provide"
         ksl, osl = slices()
-        return noise_weight[osl, ksl].clone().to(kwargs.get("dtype") or noise_weight.dtype)
+        return noise_weight[..., osl, ksl].clone().to(kwargs.get("dtype") or noise_weight.dtype)
 
     for it, row in enumerate(tiles):
         for ot, tile in enumerate(row):

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 #include <limits>
 #include <vector>
@@ -132,22 +133,25 @@ inline T dac_quantize_sto(T v, T step, T bound, float u) {
 }
 
 // A training modifier's noisy tile weights: out[o, k] = combine(w[o, k], n) with n the standard
-// normal of global weight element (t.o0 + o) * K + t.k0 + k of the weight stream (or of the
-// injected `noise_weight`), so that every tile and the backward draw the same normals.
+// normal of global weight element sample * N * K + (t.o0 + o) * K + t.k0 + k of the weight
+// stream (or of the injected `noise_weight`), so that every tile and the backward draw the
+// same normals; `sample` > 0 only with per-sample weight noise (sample 0 is the shared draw).
 template <typename T, typename Combine>
-at::Tensor add_weight_noise(const at::Tensor& w, const TileRange& t, int64_t K, uint64_t seed, uint64_t offset,
-                            const std::optional<at::Tensor>& noise_weight, Combine combine) {
+at::Tensor add_weight_noise(const at::Tensor& w, const TileRange& t, int64_t N, int64_t K, int64_t sample,
+                            uint64_t seed, uint64_t offset, const std::optional<at::Tensor>& noise_weight,
+                            Combine combine) {
   at::Tensor out = at::empty_like(w);
   const int64_t no = w.size(0), kt = w.size(1);
   const T* src = w.data_ptr<T>();
   T* dst = out.data_ptr<T>();
   const NoiseKey key = make_noise_key(seed, offset, kStreamWeight, 0, 0);
-  const T* injected = noise_weight ? noise_weight->data_ptr<T>() : nullptr;
+  const int64_t base = sample * N * K;
+  const T* injected = noise_weight ? noise_weight->data_ptr<T>() + base : nullptr;
   at::parallel_for(0, no, 4, [&](int64_t begin, int64_t end) {
     std::vector<float> normals(kt);
     for (int64_t o = begin; o < end; ++o) {
       const int64_t go = t.o0 + o;
-      if (!injected) fill_normals(key, static_cast<uint64_t>(go) * K + t.k0, kt, normals.data());
+      if (!injected) fill_normals(key, static_cast<uint64_t>(base + go * K + t.k0), kt, normals.data());
       for (int64_t k = 0; k < kt; ++k) {
         const T n = injected ? injected[go * K + t.k0 + k] : static_cast<T>(normals[k]);
         dst[o * kt + k] = combine(src[o * kt + k], n);
@@ -157,12 +161,20 @@ at::Tensor add_weight_noise(const at::Tensor& w, const TileRange& t, int64_t K, 
   return out;
 }
 
+// Whether the call draws its weight noise per batch sample (AIHWKIT modifier.per_batch_sample):
+// the token rows per sample, or 0 for one draw shared by the whole call.
+inline int64_t weight_noise_sample_rows(const CrossbarParams& p, bool training) {
+  const bool noisy = p.modifier_std > 0.0 || p.modifier_mult_std > 0.0;
+  return training && noisy ? p.modifier_sample_rows : 0;
+}
+
 // The tile's weights as the crossbar sees them: a contiguous [No, Kt] block, with the training
-// modifier (ADD_NORMAL, MULT_NORMAL or DISCRETIZE) applied when training.
+// modifier (ADD_NORMAL, MULT_NORMAL or DISCRETIZE) applied when training; `sample` selects the
+// batch sample's draw with per-sample weight noise.
 template <typename T>
 at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const CrossbarParams& p,
                        bool training, uint64_t seed, uint64_t offset,
-                       const std::optional<at::Tensor>& noise_weight) {
+                       const std::optional<at::Tensor>& noise_weight, int64_t sample = 0) {
   const int64_t N = weight.size(0), K = weight.size(1);
   at::Tensor w = weight;
   if (t.k0 != 0 || t.k1 != K || t.o0 != 0 || t.o1 != N) {
@@ -172,7 +184,8 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   if (p.modifier_mult_std > 0.0) {
     // AIHWKIT MULT_NORMAL: noise = (W * std) * randn; W~ = W + noise (no max|W| involved).
     const T sd = static_cast<T>(p.modifier_mult_std);
-    return add_weight_noise<T>(w, t, K, seed, offset, noise_weight, [sd](T v, T n) { return v + (v * sd) * n; });
+    return add_weight_noise<T>(w, t, N, K, sample, seed, offset, noise_weight,
+                               [sd](T v, T n) { return v + (v * sd) * n; });
   }
   const T wmax = row_absmax<T>(w.data_ptr<T>(), w.numel());
   if (p.modifier_res > 0.0) {
@@ -182,6 +195,22 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
     at::Tensor out = at::empty_like(w);
     const T* src = w.data_ptr<T>();
     T* dst = out.data_ptr<T>();
+    if (p.modifier_sto_round) {
+      // AIHWKIT's UniformQuantize with stochastic rounding: W / step + U(-1/2, 1/2), rounded; the
+      // offsets are those of global weight element (t.o0 + o) * K + t.k0 + k (backward: the same).
+      const NoiseKey key = make_noise_key(seed, offset, kStreamWeight, 0, 0);
+      const int64_t no = w.size(0), kt = w.size(1);
+      at::parallel_for(0, no, 4, [&](int64_t begin, int64_t end) {
+        std::vector<float> u(kt);
+        for (int64_t o = begin; o < end; ++o) {
+          fill_uniforms(key, static_cast<uint64_t>((t.o0 + o) * K + t.k0), kt, u.data());
+          for (int64_t k = 0; k < kt; ++k) {
+            dst[o * kt + k] = lf_rint(src[o * kt + k] / step + static_cast<T>(u[k])) * step;
+          }
+        }
+      });
+      return out;
+    }
     const int64_t n = w.numel();
     at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) dst[i] = lf_rint(src[i] / step) * step;
@@ -190,7 +219,7 @@ at::Tensor tile_weight(const at::Tensor& weight, const TileRange& t, const Cross
   }
   // AIHWKIT ADD_NORMAL: noise = (std * max|W|) * randn; W~ = W + noise, each product rounded in T.
   const T amp = static_cast<T>(static_cast<T>(p.modifier_std) * wmax);
-  return add_weight_noise<T>(w, t, K, seed, offset, noise_weight, [amp](T v, T n) { return v + amp * n; });
+  return add_weight_noise<T>(w, t, N, K, sample, seed, offset, noise_weight, [amp](T v, T n) { return v + amp * n; });
 }
 
 template <typename T>
@@ -206,6 +235,7 @@ struct TileForward {
   at::Tensor y_tensor;
   uint64_t seed, offset;
   bool need_aux;
+  int64_t sample_rows;  // per-sample weight noise: token rows per sample; 0: one shared draw
   // outputs
   T* y;          // [M, N]
   T* s_out;      // [T, M]
@@ -272,7 +302,7 @@ struct TileForward {
     // Input noise has no bound either.
     return p.bound_management == BoundManagement::kIterativeGlobal && p.max_passes > 1 &&
            p.out_bound > 0.0 && noise_out == nullptr && M >= kProbeMinRows && p.out_asymmetry == 0.0 &&
-           p.inp_noise == 0.0 && !p.inp_sto_round && !p.out_sto_round;
+           p.inp_noise == 0.0 && !p.inp_sto_round && !p.out_sto_round && sample_rows == 0;
   }
 
   // True when the pass with quantised inputs xq [M, Kt] certainly fails the global bound test,
@@ -462,7 +492,25 @@ struct TileForward {
     });
   }
 
-  void run_tile(const TileRange& t, const at::Tensor& w_tile) const {
+  // ybuf [rows, Nt] = xq @ W_s.T with each row's batch sample's noisy weights W_s: one GEMM per
+  // run of consecutive rows of one sample (`rows` is ascending).
+  void sample_gemm(const at::Tensor& xq, const std::vector<int64_t>& rows, at::Tensor& ybuf,
+                   const std::function<at::Tensor(int64_t)>& sample_weight) const {
+    const int64_t mp = static_cast<int64_t>(rows.size());
+    for (int64_t i = 0; i < mp;) {
+      const int64_t sample = rows[i] / sample_rows;
+      int64_t j = i + 1;
+      while (j < mp && rows[j] / sample_rows == sample) ++j;
+      at::Tensor out = ybuf.narrow(0, i, j - i);
+      at::mm_out(out, xq.narrow(0, i, j - i), sample_weight(sample).t());
+      i = j;
+    }
+  }
+
+  // w_tile: the tile's weights shared by every row, or undefined with per-sample weight noise,
+  // where sample_weight(s) gives batch sample s's.
+  void run_tile(const TileRange& t, const at::Tensor& w_tile,
+                const std::function<at::Tensor(int64_t)>& sample_weight) const {
     const bool direct = tin == 1;
     const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
     // Abs-max noise management: one scale per row, fixed across passes.
@@ -528,7 +576,10 @@ struct TileForward {
         if (pass_must_fail(t, xq, w_tile, norms, w_absmax)) continue;
       }
       at::Tensor ybuf;
-      if (direct && tout == 1 && mp == M) {
+      if (sample_rows > 0) {
+        ybuf = direct && tout == 1 && mp == M ? y_tensor : at::empty({mp, nt}, xopt);
+        sample_gemm(xq, rows, ybuf, sample_weight);
+      } else if (direct && tout == 1 && mp == M) {
         // GEMM straight into y (same BLAS call as x @ W.T), epilogue in place.
         ybuf = y_tensor;
         at::mm_out(ybuf, xq, w_tile.t());
@@ -586,13 +637,19 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                    rng_value(rng, 0),
                    rng_value(rng, 1),
                    need_aux,
+                   weight_noise_sample_rows(p, training),
                    y.data_ptr<T>(),
                    s.data_ptr<T>(),
                    need_aux ? mask.data_ptr<bool>() : nullptr,
                    passes.data_ptr<int32_t>()};
   for (const auto& t : tiles) {
-    const at::Tensor w = tile_weight<T>(weight, t, p, training, f.seed, f.offset, noise_weight);
-    f.run_tile(t, w);
+    if (f.sample_rows > 0) {
+      f.run_tile(t, at::Tensor(), [&](int64_t sample) {
+        return tile_weight<T>(weight, t, p, training, f.seed, f.offset, noise_weight, sample);
+      });
+    } else {
+      f.run_tile(t, tile_weight<T>(weight, t, p, training, f.seed, f.offset, noise_weight), {});
+    }
   }
   if (bias && tin > 1) {
     const T* b = bias->data_ptr<T>();
@@ -705,9 +762,19 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
       });
     }
     if (grad_x.defined()) {
-      const at::Tensor w = tile_weight<T>(weight, t, p, training, rng_value(rng, 0),
-                                          rng_value(rng, 1), noise_weight);
-      at::Tensor gx = at::mm(g, w);
+      at::Tensor gx;
+      const int64_t sample_rows = weight_noise_sample_rows(p, training);
+      if (sample_rows > 0) {  // each sample's rows through its own noisy weights
+        gx = at::empty({M, kt}, opt);
+        for (int64_t m0 = 0; m0 < M; m0 += sample_rows) {
+          const at::Tensor w = tile_weight<T>(weight, t, p, training, rng_value(rng, 0), rng_value(rng, 1),
+                                              noise_weight, m0 / sample_rows);
+          at::Tensor out = gx.narrow(0, m0, sample_rows);
+          at::mm_out(out, g.narrow(0, m0, sample_rows), w);
+        }
+      } else {
+        gx = at::mm(g, tile_weight<T>(weight, t, p, training, rng_value(rng, 0), rng_value(rng, 1), noise_weight));
+      }
       if (dac_may_clamp) gx.mul_(in_mask);
       if (tiles.size() == 1) {
         grad_x = gx;

@@ -36,7 +36,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
                 noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
                 at::IntArrayRef(expected));
   }
-  check_crossbar_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight, p);
   auto [y, s, mask, passes] = cpu::crossbar_mvm_forward(x, weight, out_scales, bias, rng, p,
                                                         training, need_aux, noise_out, noise_weight);
   // The (seed, offset) this call used, as an output of its own: backward regenerates the
@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cpu(
                   mask.size(1) == x.size(0) && mask.size(2) == weight.size(0),
               kOp, ": mask has shape ", mask.sizes(),
               "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
-  check_crossbar_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight, p);
   return cpu::crossbar_mvm_backward(grad_y.contiguous(), x, weight, out_scales, rng,
                                     scales.contiguous(), mask.contiguous(), p, training,
                                     need_grad_x, need_grad_weight, noise_weight);

@@ -61,6 +61,13 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
   TORCH_CHECK((p.modifier_std > 0.0) + (p.modifier_res > 0.0) + (p.modifier_mult_std > 0.0) <= 1, kCrossbarOp,
               ": modifier_std = ", p.modifier_std, ", modifier_res = ", p.modifier_res, ", modifier_mult_std = ",
               p.modifier_mult_std, "; expected at most one training modifier (AIHWKIT has one modifier.type)");
+  TORCH_CHECK(p.modifier_sample_rows >= 0, kCrossbarOp, ": modifier_sample_rows = ", p.modifier_sample_rows,
+              "; expected >= 0 (token rows per batch sample; 0: one weight-noise draw per call)");
+  TORCH_CHECK(p.modifier_sample_rows == 0 || p.modifier_res == 0.0, kCrossbarOp, ": modifier_sample_rows = ",
+              p.modifier_sample_rows, " with modifier_res = ", p.modifier_res,
+              "; per-sample weight noise needs ADD_NORMAL or MULT_NORMAL (AIHWKIT cannot discretize per sample)");
+  TORCH_CHECK(!p.modifier_sto_round || p.modifier_res > 0.0, kCrossbarOp,
+              ": modifier_sto_round needs modifier_res > 0 (stochastic rounding of the DISCRETIZE modifier)");
   TORCH_CHECK(p.inp_res < 1.0 && p.out_res < 1.0, kCrossbarOp, ": inp_res = ", p.inp_res, ", out_res = ",
               p.out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
   TORCH_CHECK(!(p.inp_res > 0.0 && p.inp_bound <= 0.0), kCrossbarOp,
@@ -112,6 +119,9 @@ inline void check_crossbar_inputs(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0, kCrossbarOp, ": weight has shape ",
               weight.sizes(), "; expected non-empty [out_features, in_features]");
   checks::size(x, 1, weight.size(1), kCrossbarOp, "x", "in_features of weight");
+  TORCH_CHECK(p.modifier_sample_rows == 0 || x.size(0) % p.modifier_sample_rows == 0, kCrossbarOp, ": x has ",
+              x.size(0), " token rows; expected a multiple of modifier_sample_rows = ", p.modifier_sample_rows,
+              " (whole batch samples)");
   const int64_t tin = split_count(weight.size(1), p.max_in);
   checks::dims(out_scales, 3, kCrossbarOp, "out_scales", "[n_scales, input_tiles, out_features]");
   checks::same_dtype(out_scales, x, kCrossbarOp, "out_scales", "x");
@@ -124,12 +134,20 @@ inline void check_crossbar_inputs(const at::Tensor& x, const at::Tensor& weight,
               rng.scalar_type(), " ", rng.sizes());
 }
 
+// noise_weight: [out, in] like weight, or [samples, out, in] with per-sample weight noise.
 inline void check_crossbar_noise_weight(const std::optional<at::Tensor>& noise_weight, const at::Tensor& x,
-                        const at::Tensor& weight) {
+                        const at::Tensor& weight, const CrossbarParams& p) {
   if (!noise_weight) return;
   checks::same_dtype(*noise_weight, x, kCrossbarOp, "noise_weight", "x");
   checks::same_device(*noise_weight, x, kCrossbarOp, "noise_weight", "x");
   checks::contiguous(*noise_weight, kCrossbarOp, "noise_weight");
+  if (p.modifier_sample_rows > 0) {
+    const std::vector<int64_t> expected{x.size(0) / p.modifier_sample_rows, weight.size(0), weight.size(1)};
+    TORCH_CHECK(noise_weight->sizes() == at::IntArrayRef(expected), kCrossbarOp, ": noise_weight has shape ",
+                noise_weight->sizes(), "; expected [samples, out_features, in_features] = ", at::IntArrayRef(expected),
+                " (per-sample weight noise)");
+    return;
+  }
   TORCH_CHECK(noise_weight->sizes() == weight.sizes(), kCrossbarOp, ": noise_weight has shape ",
               noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
 }

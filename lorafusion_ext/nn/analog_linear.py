@@ -242,6 +242,9 @@ class AnalogLinear(nn.Linear):
                         torch.tensor([0, 1], dtype=torch.int64, device=self.rng_state.device))
             self.__dict__["_inference_plan"] = plan
         _, _, w_norm, out_scales, bias, params, step = plan
+        sample_rows = self.hardware.sample_rows(x.shape, self.training)
+        if sample_rows:  # per-sample weight noise: the rows per sample depend on the input's shape
+            params = self.hardware.op_kwargs(modifier_sample_rows=sample_rows)["params"]
         if w_norm.device != x.device:
             raise ValueError(f"AnalogLinear: input is on {x.device}; expected the layer's device ({w_norm.device})")
         out_dtype = x.dtype
@@ -284,6 +287,7 @@ class AnalogLinear(nn.Linear):
             y = crossbar_mvm(
                 x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), precision.upcast(self.bias),
                 self._next_rng(), self.hardware, training=self.training,
+                sample_rows=self.hardware.sample_rows(x.shape, self.training),
             )
             return y.reshape(*lead, self.out_features).to(out_dtype)
         # Trainable scales: each input tile's output comes back separately and is scaled per
@@ -292,6 +296,7 @@ class AnalogLinear(nn.Linear):
         parts = crossbar_mvm(
             x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), None, self._next_rng(),
             self.hardware, training=self.training, per_input_tile=True,
+            sample_rows=self.hardware.sample_rows(x.shape, self.training),
         )
         y = apply_out_scaling(parts, precision.upcast(alpha), self.layout, self.hardware)
         if self.bias is not None:

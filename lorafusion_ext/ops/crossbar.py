@@ -106,6 +106,7 @@ def crossbar_mvm(
     noise_weight: Tensor | None = None,
     return_aux: bool = False,
     per_input_tile: bool = False,
+    sample_rows: int | None = None,
 ) -> Tensor | tuple[Tensor, CrossbarAux]:
     """Analog MVM of `x` through crossbar tiles holding `weight`.
 
@@ -122,11 +123,15 @@ def crossbar_mvm(
         hardware: the configuration (DAC/ADC, noise, bound management, tiles, modifier).
         training: apply the training modifier (weight noise) of `hardware`.
         noise_out: test-only explicit output noise [max_passes, input_tiles, tokens, out].
-        noise_weight: test-only explicit modifier noise [out_features, in_features].
+        noise_weight: test-only explicit modifier noise [out_features, in_features]
+            ([batch, out_features, in_features] with `modifier.per_batch_sample`).
         return_aux: also return a `CrossbarAux`.
         per_input_tile: return each input tile's output separately, not summed:
             y [input_tiles, ..., out_features] (bias must be None). Used for weights that
             differ per input tile outside the op (learned out-scaling).
+        sample_rows: with `hardware.modifier.per_batch_sample` in training, the token rows of
+            one batch sample (each gets its own weight-noise draw); None: from x's shape
+            (`HardwareConfig.sample_rows`), for a caller that flattened x itself.
 
     Returns:
         y: [..., out_features] in x's dtype (and the aux record, in the compute dtype, when
@@ -142,6 +147,7 @@ def crossbar_mvm(
             precision.upcast(x), precision.upcast(weight), precision.upcast(out_scales), precision.upcast(bias),
             rng, hardware, training=training, noise_out=precision.upcast(noise_out),
             noise_weight=precision.upcast(noise_weight), return_aux=return_aux, per_input_tile=per_input_tile,
+            sample_rows=sample_rows,
         )
         if return_aux:
             return out[0].to(x.dtype), out[1]
@@ -164,7 +170,18 @@ def crossbar_mvm(
         )
     if per_input_tile and bias is not None:
         raise ValueError("crossbar_mvm: bias must be None with per_input_tile (add it after summing the tiles)")
-    kwargs = hardware.op_kwargs(per_input_tile=True) if per_input_tile else hardware.op_kwargs()
+    overrides: dict[str, Any] = {"per_input_tile": True} if per_input_tile else {}
+    if sample_rows is None:
+        sample_rows = hardware.sample_rows(x.shape, training)
+    elif sample_rows < 0 or (sample_rows > 0 and x2.shape[0] % sample_rows):
+        raise ValueError(f"crossbar_mvm: sample_rows = {sample_rows}; expected 0 or a divisor of the "
+                         f"{x2.shape[0]} token rows of x")
+    if sample_rows:
+        if not (training and hardware.modifier.per_batch_sample):
+            raise ValueError(f"crossbar_mvm: sample_rows = {sample_rows} needs training=True and "
+                             "hardware.modifier.per_batch_sample (per-sample weight noise); pass 0 or None")
+        overrides["modifier_sample_rows"] = sample_rows
+    kwargs = hardware.op_kwargs(**overrides)
     y, s, _, passes, _ = torch.ops.lorafusion.crossbar_mvm(
         x2, weight, out_scales, bias, rng, noise_out, noise_weight, **kwargs,
         training=training, need_aux=need_aux,

@@ -36,7 +36,9 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2, kConsta
   X(double, modifier_mult_std, 0.0) /* MULT_NORMAL training modifier: W + W * std * N(0,1); 0: off */ \
   X(double, inp_noise, 0.0)     /* input noise std added after the DAC (AIHWKIT forward.inp_noise) */ \
   X(bool, inp_sto_round, false) /* DAC rounds stochastically: rint(v / step + U(-1/2, 1/2)) */ \
-  X(bool, out_sto_round, false) /* ADC rounds stochastically, likewise */
+  X(bool, out_sto_round, false) /* ADC rounds stochastically, likewise */                   \
+  X(int64_t, modifier_sample_rows, 0) /* per_batch_sample: consecutive token rows sharing one weight-noise draw; 0: one draw per call */ \
+  X(bool, modifier_sto_round, false) /* DISCRETIZE rounds stochastically: rint(W / step + U(-1/2, 1/2)) */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {

@@ -42,6 +42,11 @@ void check_cuda_features(const CrossbarParams& p, bool training) {
   TORCH_CHECK(!p.inp_sto_round && !p.out_sto_round, kOp,
               ": stochastic rounding (AIHWKIT forward.inp_sto_round / out_sto_round) is implemented in the CPU "
               "kernel only");
+  TORCH_CHECK(!(training && p.modifier_sample_rows > 0), kOp,
+              ": per-sample weight noise (AIHWKIT modifier.per_batch_sample) is implemented in the CPU kernel only");
+  TORCH_CHECK(!(training && p.modifier_sto_round), kOp,
+              ": stochastic rounding of the DISCRETIZE modifier (AIHWKIT modifier.sto_round) is implemented in the "
+              "CPU kernel only");
   TORCH_CHECK(p.inp_noise == 0.0, kOp,
               ": input noise (AIHWKIT forward.inp_noise) is implemented in the CPU kernel only; got ", p.inp_noise);
   TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kOp,
@@ -79,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
                 noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
                 at::IntArrayRef(expected));
   }
-  check_crossbar_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight, p);
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);
@@ -138,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
                   mask.size(1) == M && mask.size(2) == N,
               kOp, ": mask has shape ", mask.sizes(),
               "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
-  check_crossbar_noise_weight(noise_weight, x, weight);
+  check_crossbar_noise_weight(noise_weight, x, weight, p);
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);
