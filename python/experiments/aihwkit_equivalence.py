@@ -23,7 +23,7 @@ the LoRA and the head.
 Per engine and seed, the accuracy on the SST-2 dev set at 0 s, 1 h, 1 d, 1 y and 10 y after
 programming (mean over `--trials` programming draws), and the training seconds per step; across
 seeds, mean ± std and Welch's t-test of the two engines at each time. Writes
-``docs/results/aihwkit_equivalence.md`` and ``.json``. Resumable: each finished (engine, seed)
+``docs/results/aihwkit_equivalence.md``, ``.json`` and ``.png``. Resumable: each finished (engine, seed)
 cell is stored under ``--work`` and skipped on a rerun.
 
     nice -n 19 .venv/bin/python python/experiments/aihwkit_equivalence.py --glue-dir ../shared/data/glue
@@ -118,7 +118,8 @@ class AihwkitLoRA(nn.Module):
 
 
 def build_model(engine: str, model_id: str, rpu: Any, seed: int, rank: int, alpha: float, dropout: float) -> tuple[nn.Module, Any]:
-    """The SST-2 classifier with a LoRA on every linear layer whose base is analog on `engine`.
+    """The SST-2 classifier with a LoRA on every linear layer whose base is analog on `engine`
+    ("digital": left an `nn.Linear`, for speed comparisons).
 
     The head (loaded under `seed`) and the LoRA (attached to the digital layers under `seed`)
     are the same tensors for both engines; the frozen bases then become analog."""
@@ -126,7 +127,9 @@ def build_model(engine: str, model_id: str, rpu: Any, seed: int, rank: int, alph
     model, tok = task.load_model(model_id, seed=seed)
     torch.manual_seed(seed)
     attach_lora(model, rank, alpha, dropout, targets=target_presets.ALL_LINEAR)
-    if engine == "lorafusion_ext":
+    if engine == "digital":  # the same model, bases left digital (a reference for speed)
+        pass
+    elif engine == "lorafusion_ext":
         hw = HardwareConfig.from_aihwkit(rpu)
         gen = torch.Generator().manual_seed(seed)
         _swap_bases(model, lambda lin: AnalogLinear.from_linear(lin, hw, generator=gen))
@@ -241,6 +244,7 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         done = [cells[engine][s] for s in seeds if s in cells[engine]]
         e: dict[str, Any] = {k: [c["accuracy"][k] for c in done] for k in TIMES}
         e["s_per_step"] = (sum(c["s_per_step"] for c in done) / len(done)) if done else None
+        e["s_per_step_per_seed"] = [c["s_per_step"] for c in done]
         e["seeds"] = [c["seed"] for c in done]
         e["accuracy_unprogrammed"] = [c["accuracy_unprogrammed"] for c in done]
         engines[engine] = e
@@ -273,7 +277,7 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "",
         f"rpu_config: `{args.config}` — {hw_note}",
         "",
-        "| engine | seeds | " + " | ".join(format_time(t) for t in TIMES.values()) + " | s / step |",
+        "| engine | seeds | " + " | ".join(format_time(t) for t in TIMES.values()) + " | s / step, per seed |",
         "|---|---|" + "---:|" * (len(TIMES) + 1),
     ]
     for engine in ENGINES:
@@ -284,11 +288,13 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
                 cells_txt.append(format_mean_std(e[k], digits=2, scale=100))
             else:
                 cells_txt.append("–")
-        sps = "–" if e["s_per_step"] is None else f"{e['s_per_step']:.3f}"
+        sps = ", ".join(f"{v:.2f}" for v in e["s_per_step_per_seed"]) or "–"
         lines.append(f"| {engine} | {len(e['seeds'])} | " + " | ".join(cells_txt) + f" | {sps} |")
     lines.append("| Welch p (aihwkit vs ours) | | " + " | ".join("–" if p[k] is None else f"{p[k]:.3f}" for k in TIMES)
                  + " | |")
     lines += [
+        "",
+        "![Accuracy against drift time per engine](aihwkit_equivalence.png)",
         "",
         "Accuracy in %. Same data order, LoRA initialisation and head initialisation per seed for both engines; "
         "the hardware noise draws and the dropout masks differ (AIHWKIT draws from torch's global RNG, lorafusion_ext "
@@ -296,7 +302,8 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "(HWA-LoRA trains only the LoRA and the head).",
         "",
         "Seconds per step are measured inside this experiment (training only, the same thread count for both); "
-        "they are a by-product, not a benchmark (see `python/bench/`)."
+        "they are a by-product, not a benchmark: `python/bench/vs_aihwkit.py` times the two engines side by side "
+        "on this model and config."
         + (" Some cells were trained by one process per engine (`--engines`), running at the same time on the same "
            "cores as other work: their seconds per step include that contention."
            if any(c.get("engines_in_process") not in (None, list(ENGINES)) for e in cells.values() for c in e.values())
@@ -309,6 +316,41 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
             "at 0 s says only whether a difference as large as the seed spread shows up, not that the engines are equal."
         )
     return result, "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Accuracy against drift time, per engine: each seed's mean over programming draws (dots)
+    and the mean ± std over seeds (line, band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = list(range(len(TIMES)))
+    for j, engine in enumerate(ENGINES):
+        e = result["engines"][engine]
+        if not e["seeds"]:
+            continue
+        vals = [[100 * v for v in e[k]] for k in TIMES]
+        means = [sum(v) / len(v) for v in vals]
+        sds = [(sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0 for v, m in zip(vals, means)]
+        shift = (j - 0.5) * 0.08
+        ax.plot([x + shift for x in xs], means, marker="o", label=f"{engine} ({len(e['seeds'])} seeds)")
+        ax.fill_between([x + shift for x in xs], [m - s for m, s in zip(means, sds)],
+                        [m + s for m, s in zip(means, sds)], alpha=0.2)
+        for x, v in zip(xs, vals):
+            ax.scatter([x + shift] * len(v), v, s=10, alpha=0.5, color=ax.lines[-1].get_color())
+    ax.set_xticks(xs)
+    ax.set_xticklabels([format_time(t) for t in TIMES.values()])
+    ax.set_xlabel("time after programming")
+    ax.set_ylabel("SST-2 dev accuracy (%)")
+    ax.set_title("HWA-LoRA: AIHWKIT vs lorafusion_ext (same recipe)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
     (out / "aihwkit_equivalence.json").write_text(json.dumps(result, indent=2))
     (out / "aihwkit_equivalence.md").write_text(md)
+    plot(result, out / "aihwkit_equivalence.png")
     print(md)
     return 0
 
