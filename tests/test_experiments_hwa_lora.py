@@ -96,3 +96,35 @@ def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")}
     assert paper.main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")} == stamps
+
+
+def test_hwa_lora_paper_two_workers_share_the_cells(tiny_model, tmp_path):
+    # --workers 2: a second process computes cells beside the first; each cell once, each
+    # adapter trained once (the other waits for it), no lock left, one complete report.
+    paper = _script("hwa_lora_paper")
+    args = ["--quick", "--model", tiny_model, "--glue-dir", GLUE_DIR, "--out", str(tmp_path / "out"),
+            "--work", str(tmp_path / "work"), "--no-progress", "--threads", "1", "--workers", "2"]
+    assert paper.main(args) == 0
+    res = json.loads((tmp_path / "out" / "hwa_lora.json").read_text())
+    assert res["complete"] and not res["missing"]
+    assert {cell["worker"] for cell in res["cells"].values()} == {0, 1}
+    assert not list((tmp_path / "work").rglob("*.lock"))
+    assert not list((tmp_path / "work").rglob("*.tmp"))
+
+
+def test_hwa_lora_paper_lock_is_exclusive_and_taken_over_from_a_dead_process(tmp_path):
+    paper = _script("hwa_lora_paper")
+    a, b = paper.ProcessLock(tmp_path / "c.lock"), paper.ProcessLock(tmp_path / "c.lock")
+    assert a.try_acquire() and not b.try_acquire()
+    assert b.owner() == os.getpid()
+    a.release()
+    assert b.try_acquire()
+    b.release()
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "c.lock").write_text(dead.stdout.strip())  # a lock left by a process that has exited
+    assert a.try_acquire() and a.owner() == os.getpid()
+    a.release()
+    assert not (tmp_path / "c.lock").exists()

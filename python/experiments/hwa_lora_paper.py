@@ -24,7 +24,12 @@ Resumable: each finished cell (JSON, plus the trained adapter where later cells 
 stored under ``--work`` and skipped on a rerun; training checkpoints every 50 steps. A partial
 run writes the finished cells and says which are missing.
 
-    nice -n 19 .venv/bin/python python/experiments/hwa_lora_paper.py --glue-dir ../shared/data/glue
+Two cores: ``--workers 2 --threads 1`` runs a second process beside the first; they share
+``--work``, each cell and each adapter's training is locked by the process computing it (the
+other skips the cell or waits for the adapter), and the first process writes the report.
+
+    nice -n 19 .venv/bin/python python/experiments/hwa_lora_paper.py --glue-dir ../shared/data/glue \
+        --workers 2 --threads 1
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -73,8 +79,67 @@ RANKS = (1, 2, 4, 8, 16)
 MULTI_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte", "squad")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ProcessLock:
+    """An exclusive lock between processes sharing `--work`: a file holding the owner's pid,
+    created with O_EXCL; a lock whose owner has died is taken over."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+
+    def owner(self) -> int | None:
+        try:
+            return int(self.path.read_text() or 0) or None
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def try_acquire(self) -> bool:
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = self.owner()
+                if pid is not None and _pid_alive(pid):
+                    return False
+                if pid is None and time.time() - self._mtime() < 5.0:
+                    return False  # being written by its creator
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return True
+
+    def acquire(self, poll_s: float = 10.0) -> None:
+        while not self.try_acquire():
+            time.sleep(poll_s)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+
 class Runner:
-    """Cells stored as JSON under `work`; a finished cell is read back instead of recomputed."""
+    """Cells stored as JSON under `work`; a finished cell is read back instead of recomputed.
+    Several processes may share `work` (`--workers`): a cell, and each adapter's training, is
+    locked by the process computing it; the others skip the cell or wait for the adapter."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -94,21 +159,45 @@ class Runner:
 
         return AutoTokenizer.from_pretrained(resolve_model_path(self.args.model))
 
-    def cell(self, name: str, compute: Callable[[], dict]) -> dict | None:
+    def _stored(self, name: str) -> dict | None:
         path = self.work / f"{name}.json"
         if path.is_file():
             stored = json.loads(path.read_text())
             if stored.get("key") == self.key:
                 self.cells[name] = stored
                 return stored
+        return None
+
+    def reload(self) -> None:
+        """Read every finished cell of this configuration (some may come from other workers)."""
+        for path in sorted(self.work.glob("*.json")):
+            self._stored(path.stem)
+
+    def cell(self, name: str, compute: Callable[[], dict]) -> dict | None:
+        stored = self._stored(name)
+        if stored is not None:
+            return stored
         if self.args.report_only or (self.args.only and not any(name.startswith(p) for p in self.args.only)):
             return None
-        t0 = time.perf_counter()
-        result = compute()
-        result.update(key=self.key, wall_s=time.perf_counter() - t0)
-        path.write_text(json.dumps(result, indent=2))
-        self.cells[name] = result
-        return result
+        lock = ProcessLock(self.work / f"{name}.lock")
+        if not lock.try_acquire():
+            print(f"[hwa_lora_paper] cell {name}: computed by process {lock.owner()}; skipped here", flush=True)
+            return None
+        try:
+            stored = self._stored(name)  # finished while this process was waiting for the lock
+            if stored is not None:
+                return stored
+            t0 = time.perf_counter()
+            result = compute()
+            result.update(key=self.key, wall_s=time.perf_counter() - t0, worker=self.args.worker_index)
+            path = self.work / f"{name}.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(path)
+            self.cells[name] = result
+            return result
+        finally:
+            lock.release()
 
     def data(self, task: Task) -> DataConfig:
         a = self.args
@@ -138,6 +227,16 @@ class Runner:
         data = self.data(task)
         dev = task.eval_data(tok, data)
         state_path = self.work / name / "task_state.pt"
+        (self.work / name).mkdir(exist_ok=True)
+        lock = ProcessLock(self.work / name / "train.lock")
+        lock.acquire()  # another worker training this adapter: wait for it, then load its result
+        try:
+            return self._train_or_load(name, model, tok, task, lcfg, data, dev, state_path)
+        finally:
+            lock.release()
+
+    def _train_or_load(self, name: str, model: nn.Module, tok: Any, task: Task, lcfg: HWALoRAConfig,
+                       data: DataConfig, dev: Any, state_path: Path) -> tuple[nn.Module, Task, Any, dict]:
         if state_path.is_file():
             attach_lora(model, lcfg.rank, lcfg.alpha, lcfg.dropout, targets=lcfg.targets)
             load_task_state(model, torch.load(state_path, weights_only=True))
@@ -149,8 +248,10 @@ class Runner:
             info = {"train_s": time.perf_counter() - t0, "steps": res.steps,
                     "final_loss": sum(res.losses[-10:]) / max(1, len(res.losses[-10:])),
                     "trainable": trainable_parameters(model), "data": task.describe_data(data)}
-            torch.save(task_state(model), state_path)
             (self.work / name / "train.json").write_text(json.dumps(info, indent=2))
+            tmp = state_path.with_suffix(".pt.tmp")
+            torch.save(task_state(model), tmp)
+            tmp.replace(state_path)  # last: its presence means the adapter is complete
         return model, task, dev, info
 
 
@@ -237,8 +338,7 @@ def _shared_sweep(model: nn.Module, evaluate: Callable[[], dict[str, float]], ti
 
 def hardware_change(r: Runner) -> None:
     def run() -> dict:
-        if not (r.work / "hwa_sst2_r8_all" / "task_state.pt").is_file():
-            raise RuntimeError("hardware change needs the baseline HWA-LoRA (cell baseline_hwa) first")
+        # The baseline HWA-LoRA's adapter (trained here, or by the worker on baseline_hwa).
         model, task, dev, _ = r.train_hwa("hwa_sst2_r8_all", "sst2", r.lcfg())
         times = (0.0, TEN_YEARS)
         gen = torch.Generator().manual_seed(1)
@@ -291,10 +391,8 @@ def multi_task(r: Runner) -> None:
         r.cell(f"multitask_train_{name}", train_one)
 
     def run() -> dict:
-        missing = [n for n in MULTI_TASKS if not (r.work / f"hwa_{n}_r8_all" / "task_state.pt").is_file()]
-        if missing:
-            raise RuntimeError(f"multi-task needs the trained adapters of {missing} first")
-        # The crossbar: the SST-2 model's encoder, programmed once; each task brings its LoRA
+        # Each task's adapter is trained by its multitask_train_* cell (here, if not yet; or
+        # awaited from the worker training it). The crossbar: the SST-2 model's encoder, programmed once; each task brings its LoRA
         # and head (the QA head through a span-head wrapper around the same encoder).
         shared, _, _, _ = r.train_hwa("hwa_sst2_r8_all", "sst2", r.lcfg())
         encoder_name = shared.base_model_prefix
@@ -540,7 +638,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished cells, compute nothing")
     ap.add_argument("--quick", action="store_true", help="tiny subsets, 2 steps, 2 trials (a smoke run)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes computing cells at once (each with --threads threads); 2 on 2 cores with --threads 1")
+    ap.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set for the spawned workers
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error(f"--workers {args.workers}: expected >= 1")
     if args.quick:
         args.steps, args.squad_steps, args.trials, args.batch_size = 2, 2, 2, min(args.batch_size, 4)
         args.train_examples, args.eval_examples, args.squad_eval_examples = 16, 8, 4
@@ -559,20 +662,41 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
+    children: list[subprocess.Popen] = []
+    if args.worker_index == 0 and args.workers > 1 and not args.report_only:
+        base = [a for a in argv_list]
+        for i in range(1, args.workers):
+            children.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *base,
+                                              "--worker-index", str(i)]))
+
     def write() -> None:
+        if args.worker_index:  # a spawned worker computes; the first process reports
+            return
+        r.reload()
         md, js = report(r, command, time.perf_counter() - t0)
-        (out / "hwa_lora.md").write_text(md)
-        (out / "hwa_lora.json").write_text(json.dumps(js, indent=2))
+        for name, text in (("hwa_lora.md", md), ("hwa_lora.json", json.dumps(js, indent=2))):
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(out / name)
         if r.cells:  # no empty figure for a run with no finished cell
             plot(r, out / "hwa_lora.png")
 
+    # Each worker starts at a different experiment, so that they rarely wait on each other.
+    experiments = [baselines, placement_and_rank, hardware_change, squad, multi_task]
+    start = (args.worker_index * len(experiments)) // args.workers
     try:
-        for experiment in (baselines, placement_and_rank, hardware_change, squad, multi_task):
+        for experiment in experiments[start:] + experiments[:start]:
             experiment(r)
             write()
+        for child in children:
+            child.wait()
     finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
         write()
-    print((out / "hwa_lora.md").read_text())
+    if args.worker_index == 0:
+        print((out / "hwa_lora.md").read_text())
     return 0
 
 
