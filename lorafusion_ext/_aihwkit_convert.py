@@ -55,7 +55,7 @@ def _diff(obj: Any, ref: Any, prefix: str) -> list[tuple[str, Any]]:
 
 def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
     from aihwkit.inference.compensation.drift import GlobalDriftCompensation
-    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig, TorchInferenceRPUConfigIRDropT
     from aihwkit.simulator.parameters.enums import (
         BoundManagementType,
         NoiseManagementType,
@@ -66,8 +66,10 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
 
     from lorafusion_ext import hardware as hw
 
-    if not isinstance(rpu, TorchInferenceRPUConfig):
-        raise ValueError(f"rpu_config is a {type(rpu).__name__}; expected a TorchInferenceRPUConfig")
+    if type(rpu) not in (TorchInferenceRPUConfig, TorchInferenceRPUConfigIRDropT):
+        raise ValueError(f"rpu_config is a {type(rpu).__name__}; expected a TorchInferenceRPUConfig or "
+                         "TorchInferenceRPUConfigIRDropT")
+    ir_drop = _ir_drop_from_rpu_config(rpu) if type(rpu) is TorchInferenceRPUConfigIRDropT else hw.IRDrop()
     modelled = {
         "forward.inp_res", "forward.inp_bound", "forward.out_res", "forward.out_bound",
         "forward.out_noise", "forward.bound_management", "forward.noise_management",
@@ -80,7 +82,9 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "modifier.type", "modifier.std_dev", "modifier.res", "modifier.per_batch_sample", "modifier.sto_round", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
         "noise_model", "drift_compensation",
     }
-    for path, value in _diff(rpu, TorchInferenceRPUConfig(), ""):
+    if type(rpu) is TorchInferenceRPUConfigIRDropT:
+        modelled |= set(_IR_DROP_FIELDS)
+    for path, value in _diff(rpu, type(rpu)(), ""):
         if path in modelled or any(path == p or path.startswith(p + ".") for p in _IGNORED):
             continue
         if path.startswith("noise_model") or path.startswith("drift_compensation"):
@@ -203,6 +207,44 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         tiles=hw.Tiles(m.max_input_size or None, m.max_output_size or None),
         modifier=modifier,
         device=device,
+        ir_drop=ir_drop,
+    )
+
+
+#: IOParametersIRDropT fields read by _ir_drop_from_rpu_config (the others are refused there).
+_IR_DROP_FIELDS = (
+    "forward.ir_drop", "forward.ir_drop_rs", "forward.ir_drop_segments", "forward.ir_drop_time_step_resolution_scale",
+    "forward.ir_drop_v_read", "forward.ir_drop_integration_sum", "forward.adc_quantization", "forward.adc_frequency",
+    "forward.mv_type", "forward.split_mode_bit_shift", "forward.apply_xdep_pcm_read_noise",
+    "forward.xdep_pcm_read_noise_scale",
+)
+
+
+def _ir_drop_from_rpu_config(rpu: Any) -> Any:
+    """HardwareConfig.ir_drop of a TorchInferenceRPUConfigIRDropT (ONE_PASS only)."""
+    from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
+    from aihwkit.simulator.parameters.enums import AnalogMVType
+
+    from lorafusion_ext import hardware as hw
+
+    f = rpu.forward
+    if f.mv_type != AnalogMVType.ONE_PASS:
+        raise ValueError(f"rpu_config.forward.mv_type = {f.mv_type!r} is not modelled by lorafusion_ext "
+                         "(IR drop: ONE_PASS only; SPLIT_MODE and BIT_WISE are not)")
+    if f.apply_xdep_pcm_read_noise:
+        raise ValueError("rpu_config.forward.apply_xdep_pcm_read_noise = True is not modelled by lorafusion_ext")
+    conv = getattr(rpu.noise_model, "g_converter", None)
+    if f.ir_drop > 0 and type(conv) is not SinglePairConductanceConverter:
+        raise ValueError(f"rpu_config.noise_model.g_converter = {type(conv).__name__}: IR drop is modelled with "
+                         "SinglePairConductanceConverter only")
+    if f.ir_drop > 0 and not f.inp_res > 0:
+        raise ValueError(f"rpu_config.forward.inp_res = {f.inp_res!r}: IR drop needs a DAC (inp_res > 0)")
+    return hw.IRDrop(
+        scale=float(f.ir_drop), rs=float(f.ir_drop_rs), segments=int(f.ir_drop_segments),
+        time_step_scale=float(f.ir_drop_time_step_resolution_scale), v_read=float(f.ir_drop_v_read),
+        integration="sum" if f.ir_drop_integration_sum else "trapz",
+        adc_frequency=float(f.adc_frequency) if f.adc_quantization else 0.0,
+        g_max=float(conv.g_max) if conv is not None else 25.0, g_min=float(conv.g_min) if conv is not None else 0.0,
     )
 
 
@@ -220,8 +262,20 @@ def rpu_config_from_hardware(h: Any) -> Any:
             "hardware.bound_management.mode = 'iterative_per_row' has no TorchInferenceRPUConfig "
             "equivalent (AIHWKIT's torch tile re-runs the whole batch)"
         )
-    rpu = TorchInferenceRPUConfig()
+    from aihwkit.simulator.configs import TorchInferenceRPUConfigIRDropT
+
+    rpu = TorchInferenceRPUConfigIRDropT() if h.ir_drop.scale > 0 else TorchInferenceRPUConfig()
     f = rpu.forward
+    if h.ir_drop.scale > 0:
+        f.ir_drop = h.ir_drop.scale
+        f.ir_drop_rs = h.ir_drop.rs
+        f.ir_drop_segments = h.ir_drop.segments
+        f.ir_drop_time_step_resolution_scale = h.ir_drop.time_step_scale
+        f.ir_drop_v_read = h.ir_drop.v_read
+        f.ir_drop_integration_sum = h.ir_drop.integration == "sum"
+        f.adc_quantization = h.ir_drop.adc_frequency > 0
+        if h.ir_drop.adc_frequency > 0:
+            f.adc_frequency = h.ir_drop.adc_frequency
     f.inp_res = h.dac.resolution if h.dac.bits is not None else -1.0
     f.inp_bound = h.dac.bound if h.dac.bound is not None else -1.0
     f.out_res = h.adc.resolution if h.adc.bits is not None else -1.0
@@ -280,4 +334,10 @@ def rpu_config_from_hardware(h: Any) -> Any:
     rpu.modifier.per_batch_sample = h.modifier.per_batch_sample
     rpu.noise_model = noise_model_from_device(h.device)
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
+    if h.ir_drop.scale > 0:
+        conv = getattr(rpu.noise_model, "g_converter", None)
+        if conv is None or (float(conv.g_max), float(conv.g_min)) != (h.ir_drop.g_max, h.ir_drop.g_min):
+            raise ValueError(
+                f"hardware.ir_drop.g_max = {h.ir_drop.g_max}, g_min = {h.ir_drop.g_min} differ from the device's "
+                f"conductance converter ({conv}); AIHWKIT's IR drop uses the noise model's g_converter")
     return rpu

@@ -260,6 +260,51 @@ class Modifier:
 
 
 @dataclass(frozen=True)
+class IRDrop:
+    """Time-dependent IR drop of the crossbar's wires in inference (AIHWKIT 1.1's
+    `TorchInferenceRPUConfigIRDropT`, one-pass PWM input; docs/numerics.md, "IR drop"). Each
+    input drives its row as a pulse of width |x| over `time_steps` steps; the rows of a column,
+    cut into `segments` Thevenin sources joined by the wire resistance `scale`·`rs` Ω per cell,
+    feed the column's ADC (even columns at one end, odd at the other) at `v_read` V; the
+    integrated current replaces the tile's GEMM. The tile's physical rows are
+    `tiles.max_in` (the input zero-padded symmetrically to it) or the layer's inputs.
+
+    `scale` 0 turns it off (the default; AIHWKIT's `forward.ir_drop`). Off in training, as
+    AIHWKIT. `time_step_scale` scales the (2^bits_DAC)/2 steps; `integration` "trapz" or
+    "sum"; `adc_frequency` > 0 quantises the integrated current (AIHWKIT's `adc_quantization`
+    with `adc_frequency`); `g_max`, `g_min` (µS) the conductance pair's converter."""
+
+    scale: float = 0.0
+    rs: float = 0.15
+    segments: int = 8
+    time_step_scale: float = 1.0
+    v_read: float = 0.4005
+    integration: Literal["trapz", "sum"] = "trapz"
+    adc_frequency: float = 0.0
+    g_max: float = 25.0
+    g_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "rs", "adc_frequency", "g_min"):
+            _check_nonneg("ir_drop", name, getattr(self, name))
+        _check_nonneg("ir_drop", "time_step_scale", self.time_step_scale, positive=True)
+        _check_nonneg("ir_drop", "g_max", self.g_max, positive=True)
+        _check_finite("ir_drop", "v_read", self.v_read)
+        if isinstance(self.segments, bool) or not isinstance(self.segments, int) or self.segments < 1:
+            raise ValueError(f"ir_drop.segments = {self.segments!r}; expected an integer >= 1")
+        if self.integration not in ("trapz", "sum"):
+            raise ValueError(f"ir_drop.integration = {self.integration!r}; expected 'trapz' or 'sum'")
+        if not self.g_min < self.g_max:
+            raise ValueError(f"ir_drop.g_min = {self.g_min!r}, g_max = {self.g_max!r}; expected g_min < g_max")
+
+    def time_steps(self, dac: "DAC") -> int:
+        """Steps of the input pulse: int((inp_bound / inp_res + 2) / 2 · time_step_scale), as AIHWKIT."""
+        if dac.bits is None or dac.bound is None:
+            return 2
+        return max(2, int((dac.bound / dac.resolution + 2) / 2.0 * self.time_step_scale))
+
+
+@dataclass(frozen=True)
 class Device:
     """Conductance model used by `program()` / `drift()`: a name of
     `lorafusion_ext.devices.get_device_model` ("pcm", "pcm_custom_drift", "state_independent",
@@ -287,6 +332,7 @@ class HardwareConfig:
     tiles: Tiles = field(default_factory=Tiles)
     modifier: Modifier = field(default_factory=Modifier)
     device: Device = field(default_factory=Device)
+    ir_drop: IRDrop = field(default_factory=IRDrop)
 
     def __post_init__(self) -> None:
         _check_nonneg("hardware", "out_noise", self.out_noise)
@@ -299,9 +345,18 @@ class HardwareConfig:
             ("tiles", Tiles),
             ("modifier", Modifier),
             ("device", Device),
+            ("ir_drop", IRDrop),
         ):
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"hardware.{name} = {getattr(self, name)!r}; expected a {cls.__name__}")
+        if self.ir_drop.scale > 0:
+            if self.dac.bits is None or self.dac.bound is None:
+                raise ValueError("hardware.ir_drop.scale > 0 needs a DAC (dac.bits and dac.bound): the input is a "
+                                 "pulse of its levels")
+            rows = self.tiles.max_in
+            if rows is not None and rows % self.ir_drop.segments:
+                raise ValueError(f"hardware.ir_drop.segments = {self.ir_drop.segments} does not divide the tile's "
+                                 f"{rows} physical rows (tiles.max_in)")
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -363,6 +418,7 @@ class HardwareConfig:
             and self.modifier.kind == "none"
             and self.dac.asymmetry == 0
             and self.adc.asymmetry == 0
+            and self.ir_drop.scale == 0
         )
 
     @property
@@ -407,6 +463,16 @@ class HardwareConfig:
             "out_asymmetry": float(self.adc.asymmetry),
             "modifier_sample_rows": 0,
             "modifier_sto_round": bool(self.modifier.sto_round),
+            "ir_drop": float(self.ir_drop.scale),
+            "ir_drop_rs": float(self.ir_drop.rs),
+            "ir_drop_segments": int(self.ir_drop.segments),
+            "ir_drop_time_steps": self.ir_drop.time_steps(self.dac),
+            "ir_drop_rows": self.tiles.max_in or 0,
+            "ir_drop_v_read": float(self.ir_drop.v_read),
+            "ir_drop_sum": self.ir_drop.integration == "sum",
+            "ir_drop_adc_frequency": float(self.ir_drop.adc_frequency),
+            "ir_drop_g_max": float(self.ir_drop.g_max),
+            "ir_drop_g_min": float(self.ir_drop.g_min),
         }
 
     def sample_rows(self, shape: Sequence[int], training: bool) -> int:
@@ -443,6 +509,7 @@ class HardwareConfig:
             "mapping": Mapping_,
             "tiles": Tiles,
             "modifier": Modifier,
+            "ir_drop": IRDrop,
         }
         kwargs: dict[str, Any] = {}
         for key, value in d.items():

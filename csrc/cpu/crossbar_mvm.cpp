@@ -2,6 +2,7 @@
 // (ATen's, so that the result is bit-identical to AIHWKIT's `x @ W.T`), then one fused pass
 // for output noise, ADC, the bound test and the digital periphery.
 #include "crossbar_mvm.h"
+#include "ir_drop.h"
 #include "normals.h"
 
 #include <ATen/Parallel.h>
@@ -236,6 +237,7 @@ struct TileForward {
   uint64_t seed, offset;
   bool need_aux;
   int64_t sample_rows;  // per-sample weight noise: token rows per sample; 0: one shared draw
+  bool ir_drop;         // time-dependent IR drop replaces the tile's GEMM (inference only)
   // outputs
   T* y;          // [M, N]
   T* s_out;      // [T, M]
@@ -302,7 +304,7 @@ struct TileForward {
     // Input noise has no bound either.
     return p.bound_management == BoundManagement::kIterativeGlobal && p.max_passes > 1 &&
            p.out_bound > 0.0 && noise_out == nullptr && M >= kProbeMinRows && p.out_asymmetry == 0.0 &&
-           p.inp_noise == 0.0 && !p.inp_sto_round && !p.out_sto_round && sample_rows == 0;
+           p.inp_noise == 0.0 && !p.inp_sto_round && !p.out_sto_round && sample_rows == 0 && !ir_drop;
   }
 
   // True when the pass with quantised inputs xq [M, Kt] certainly fails the global bound test,
@@ -507,6 +509,12 @@ struct TileForward {
     }
   }
 
+  IrDropParams ir_drop_params() const {
+    return {p.ir_drop, p.ir_drop_rs, p.ir_drop_segments, p.ir_drop_time_steps,
+            p.ir_drop_rows > 0 ? p.ir_drop_rows : K, p.ir_drop_v_read, p.ir_drop_sum,
+            p.ir_drop_adc_frequency, p.ir_drop_g_max, p.ir_drop_g_min, p.inp_bound, p.inp_res};
+  }
+
   // w_tile: the tile's weights shared by every row, or undefined with per-sample weight noise,
   // where sample_weight(s) gives batch sample s's.
   void run_tile(const TileRange& t, const at::Tensor& w_tile,
@@ -558,6 +566,8 @@ struct TileForward {
     std::vector<std::pair<T, T>> norms(probe ? M : 0);
     double w_absmax = -1.0;  // max|W| of the tile, taken at the first probe
     const at::Tensor xq_all = at::empty({M, kt}, xopt);  // later passes use its first rows
+    std::optional<IrDropTile<T>> ir_tile;
+    if (ir_drop) ir_tile.emplace(ir_drop_params(), w_tile.data_ptr<T>(), nt, kt);
     T reduction = T(1);
     for (int pass = 0; pass < max_passes && !rows.empty(); ++pass, reduction *= T(2)) {
       const int64_t mp = static_cast<int64_t>(rows.size());
@@ -576,7 +586,14 @@ struct TileForward {
         if (pass_must_fail(t, xq, w_tile, norms, w_absmax)) continue;
       }
       at::Tensor ybuf;
-      if (sample_rows > 0) {
+      if (ir_tile) {  // the IR-drop model in place of the GEMM, row by row
+        ybuf = direct && tout == 1 && mp == M ? y_tensor : at::empty({mp, nt}, xopt);
+        const T* xqp = xq.data_ptr<T>();
+        T* yp = ybuf.data_ptr<T>();
+        at::parallel_for(0, mp, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) ir_tile->row(xqp + i * kt, yp + i * nt);
+        });
+      } else if (sample_rows > 0) {
         ybuf = direct && tout == 1 && mp == M ? y_tensor : at::empty({mp, nt}, xopt);
         sample_gemm(xq, rows, ybuf, sample_weight);
       } else if (direct && tout == 1 && mp == M) {
@@ -608,7 +625,6 @@ struct TileForward {
         }
       }
     }
-    (void)nt;
   }
 };
 
@@ -638,6 +654,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                    rng_value(rng, 1),
                    need_aux,
                    weight_noise_sample_rows(p, training),
+                   p.ir_drop > 0.0 && !training,
                    y.data_ptr<T>(),
                    s.data_ptr<T>(),
                    need_aux ? mask.data_ptr<bool>() : nullptr,

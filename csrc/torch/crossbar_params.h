@@ -68,6 +68,19 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
               "; per-sample weight noise needs ADD_NORMAL or MULT_NORMAL (AIHWKIT cannot discretize per sample)");
   TORCH_CHECK(!p.modifier_sto_round || p.modifier_res > 0.0, kCrossbarOp,
               ": modifier_sto_round needs modifier_res > 0 (stochastic rounding of the DISCRETIZE modifier)");
+  nonneg(p.ir_drop, "ir_drop");
+  if (p.ir_drop > 0.0) {
+    TORCH_CHECK(p.inp_res > 0.0 && p.inp_bound > 0.0, kCrossbarOp,
+                ": ir_drop > 0 needs a DAC (inp_res > 0, inp_bound > 0): the input is a pulse of its levels");
+    TORCH_CHECK(p.ir_drop_segments >= 1 && p.ir_drop_time_steps >= 2 && p.ir_drop_rows >= 0, kCrossbarOp,
+                ": ir_drop_segments = ", p.ir_drop_segments, ", ir_drop_time_steps = ", p.ir_drop_time_steps,
+                ", ir_drop_rows = ", p.ir_drop_rows, "; expected >= 1, >= 2 and >= 0");
+    TORCH_CHECK(p.ir_drop_rs >= 0.0 && p.ir_drop_adc_frequency >= 0.0 && p.ir_drop_g_min >= 0.0 &&
+                    p.ir_drop_g_max > p.ir_drop_g_min,
+                kCrossbarOp, ": ir_drop_rs = ", p.ir_drop_rs, ", ir_drop_adc_frequency = ", p.ir_drop_adc_frequency,
+                ", ir_drop_g_min = ", p.ir_drop_g_min, ", ir_drop_g_max = ", p.ir_drop_g_max,
+                "; expected rs >= 0, frequency >= 0 and 0 <= g_min < g_max");
+  }
   TORCH_CHECK(p.inp_res < 1.0 && p.out_res < 1.0, kCrossbarOp, ": inp_res = ", p.inp_res, ", out_res = ",
               p.out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
   TORCH_CHECK(!(p.inp_res > 0.0 && p.inp_bound <= 0.0), kCrossbarOp,
@@ -123,6 +136,14 @@ inline void check_crossbar_inputs(const at::Tensor& x, const at::Tensor& weight,
               x.size(0), " token rows; expected a multiple of modifier_sample_rows = ", p.modifier_sample_rows,
               " (whole batch samples)");
   const int64_t tin = split_count(weight.size(1), p.max_in);
+  if (p.ir_drop > 0.0) {
+    // The physical rows hold every input tile (symmetrically zero-padded) in whole segments.
+    const int64_t rows = p.ir_drop_rows > 0 ? p.ir_drop_rows : weight.size(1);
+    const int64_t tile_rows = (weight.size(1) + tin - 1) / tin;
+    TORCH_CHECK(rows >= tile_rows && rows % p.ir_drop_segments == 0, kCrossbarOp, ": ir_drop_rows = ", rows,
+                " with input tiles of up to ", tile_rows, " rows and ", p.ir_drop_segments,
+                " segments; expected at least the tile's rows and a multiple of the segments");
+  }
   checks::dims(out_scales, 3, kCrossbarOp, "out_scales", "[n_scales, input_tiles, out_features]");
   checks::same_dtype(out_scales, x, kCrossbarOp, "out_scales", "x");
   checks::same_device(out_scales, x, kCrossbarOp, "out_scales", "x");

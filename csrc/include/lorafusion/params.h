@@ -38,7 +38,17 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2, kConsta
   X(bool, inp_sto_round, false) /* DAC rounds stochastically: rint(v / step + U(-1/2, 1/2)) */ \
   X(bool, out_sto_round, false) /* ADC rounds stochastically, likewise */                   \
   X(int64_t, modifier_sample_rows, 0) /* per_batch_sample: consecutive token rows sharing one weight-noise draw; 0: one draw per call */ \
-  X(bool, modifier_sto_round, false) /* DISCRETIZE rounds stochastically: rint(W / step + U(-1/2, 1/2)) */
+  X(bool, modifier_sto_round, false) /* DISCRETIZE rounds stochastically: rint(W / step + U(-1/2, 1/2)) */ \
+  X(double, ir_drop, 0.0)       /* time-dependent IR drop in inference (AIHWKIT IRDropT forward.ir_drop): wire-resistance scale; 0: off */ \
+  X(double, ir_drop_rs, 0.15)   /* wire resistance between neighbouring cells, Ohm */     \
+  X(int32_t, ir_drop_segments, 8) /* Thevenin segments per column */                     \
+  X(int32_t, ir_drop_time_steps, 128) /* time steps of the PWM input pulse in [0, 1] */   \
+  X(int64_t, ir_drop_rows, 0)   /* physical tile rows the input is padded to (symmetric); 0: in_features */ \
+  X(double, ir_drop_v_read, 0.4005) /* ADC read voltage, V */                             \
+  X(bool, ir_drop_sum, false)   /* integrate the current by summing the steps (else trapz) */ \
+  X(double, ir_drop_adc_frequency, 0.0) /* integrated-current quantisation frequency; 0: off */ \
+  X(double, ir_drop_g_max, 25.0) /* conductance of max|W_tile|, uS (SinglePairConductanceConverter) */ \
+  X(double, ir_drop_g_min, 0.0)  /* conductance of a zero weight, uS */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {

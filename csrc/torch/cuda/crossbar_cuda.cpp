@@ -47,6 +47,9 @@ void check_cuda_features(const CrossbarParams& p, bool training) {
   TORCH_CHECK(!(training && p.modifier_sto_round), kOp,
               ": stochastic rounding of the DISCRETIZE modifier (AIHWKIT modifier.sto_round) is implemented in the "
               "CPU kernel only");
+  TORCH_CHECK(training || p.ir_drop == 0.0, kOp,
+              ": time-dependent IR drop (AIHWKIT TorchInferenceRPUConfigIRDropT forward.ir_drop) is implemented in "
+              "the CPU kernel only; got ir_drop = ", p.ir_drop);
   TORCH_CHECK(p.inp_noise == 0.0, kOp,
               ": input noise (AIHWKIT forward.inp_noise) is implemented in the CPU kernel only; got ", p.inp_noise);
   TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kOp,
