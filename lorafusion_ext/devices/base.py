@@ -265,6 +265,40 @@ def check_real(
     return v
 
 
+def check_conductance(owner: str, field: str, value: Any) -> float:
+    """A finite conductance > 0 µS (``g_max`` and its references)."""
+    return check_real(owner, field, value, minimum=0.0, strictly_greater=True, expected="a finite conductance > 0 µS")
+
+
+def check_coefficients(owner: str, field: str, value: Any, *, allow_none: bool = False) -> Tuple[float, ...]:
+    """A non-empty sequence of finite µS polynomial coefficients (a string is not one)."""
+    try:
+        raw = tuple(value)
+    except TypeError:
+        raw = ()
+    if not raw or isinstance(value, str):
+        none = "None or " if allow_none else ""
+        raise ValueError(f"{owner}.{field} must be {none}a non-empty sequence of finite µS coefficients, got {value!r}")
+    return tuple(check_real(owner, f"{field}[{i}]", c, expected="a finite coefficient in µS") for i, c in enumerate(raw))
+
+
+def check_read_time(owner: str, t_read: Any, t_0: float) -> float:
+    """The 1/f read-noise fit's ``t_read`` in (0, t_0] s: beyond ``t_0``, ln((t_0 + t_read) /
+    (2 t_read)) < 0 would make the read-noise std NaN at t = 0."""
+    t = check_real(owner, "t_read", t_read, minimum=0.0, strictly_greater=True, expected="a finite time in (0, t_0] s")
+    if t > t_0:
+        raise ValueError(f"{owner}.t_read must be a finite time in (0, t_0] s, got {t_read!r} with t_0={t_0!r}")
+    return t
+
+
+def normalise_scales(model: Any, owner: str, fields: Sequence[str] = ("prog_noise_scale", "read_noise_scale",
+                                                                      "drift_scale")) -> None:
+    """Check and store, on the frozen dataclass `model`, each noise scale as a finite float >= 0."""
+    for field in fields:
+        object.__setattr__(model, field, check_real(owner, field, getattr(model, field), minimum=0.0,
+                                                    expected="a finite scale >= 0"))
+
+
 def randn_like(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """``torch.randn_like(like)`` drawing from ``generator``.
 

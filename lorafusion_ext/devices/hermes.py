@@ -17,7 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import ZERO_CLIP, check_real, check_time, poly_noise_std, randn_like
+from .base import (
+    ZERO_CLIP,
+    check_coefficients,
+    check_read_time,
+    check_real,
+    check_time,
+    normalise_scales,
+    poly_noise_std,
+    randn_like,
+)
 from .pair_drift import SinglePairDriftMixin
 
 __all__ = ["HermesModel", "HERMES_G_MAX", "HERMES_T_0", "HERMES_PROG_COEFF"]
@@ -138,19 +147,7 @@ class HermesModel(SinglePairDriftMixin):
             coeffs: Tuple[float, ...] = HERMES_PROG_COEFF[n]
             reference = limit
         else:
-            try:
-                raw = tuple(self.prog_coeff)
-            except TypeError:
-                raw = ()
-            if not raw or isinstance(self.prog_coeff, str):
-                raise ValueError(
-                    f"{owner}.prog_coeff must be None or a non-empty sequence of finite µS "
-                    f"coefficients, got {self.prog_coeff!r}"
-                )
-            coeffs = tuple(
-                check_real(owner, f"prog_coeff[{i}]", c, expected="a finite coefficient in µS")
-                for i, c in enumerate(raw)
-            )
+            coeffs = check_coefficients(owner, "prog_coeff", self.prog_coeff, allow_none=True)
             reference = g_max
         set_(self, "prog_coeff", coeffs)
         if self.prog_coeff_g_max_reference is not None:
@@ -162,15 +159,8 @@ class HermesModel(SinglePairDriftMixin):
             owner, "t_0", self.t_0, minimum=0.0, strictly_greater=True,
             expected="None or a finite time > 0 s")
         set_(self, "t_0", t_0)
-        set_(self, "t_read", check_real(owner, "t_read", self.t_read, minimum=0.0,
-                                        strictly_greater=True, expected="a finite time in (0, t_0] s"))
-        if self.t_read > t_0:
-            raise ValueError(
-                f"{owner}.t_read must be a finite time in (0, t_0] s, got {self.t_read!r} with t_0={t_0!r}"
-            )
-        for field in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
-            set_(self, field, check_real(owner, field, getattr(self, field), minimum=0.0,
-                                         expected="a finite scale >= 0"))
+        set_(self, "t_read", check_read_time(owner, self.t_read, t_0))
+        normalise_scales(self, owner)
 
     # ------------------------------------------------------------------------------------------
     # Formulas

@@ -19,7 +19,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import ZERO_CLIP, check_real, check_time, poly_noise_std, randn_like
+from .base import (
+    ZERO_CLIP,
+    check_coefficients,
+    check_conductance,
+    check_read_time,
+    check_real,
+    check_time,
+    normalise_scales,
+    poly_noise_std,
+    randn_like,
+)
 from .pair_drift import SinglePairDriftMixin
 
 __all__ = [
@@ -95,40 +105,16 @@ class PCMLikeModel(SinglePairDriftMixin):
     def __post_init__(self) -> None:
         owner = type(self).__name__
         set_ = object.__setattr__  # frozen dataclass: normalise in place once
-        set_(self, "g_max", check_real(owner, "g_max", self.g_max, minimum=0.0,
-                                       strictly_greater=True, expected="a finite conductance > 0 µS"))
-        try:
-            coeffs = tuple(self.prog_coeff)
-        except TypeError:
-            raise ValueError(
-                f"{owner}.prog_coeff must be a non-empty sequence of finite µS coefficients, "
-                f"got {self.prog_coeff!r}"
-            ) from None
-        if not coeffs:
-            raise ValueError(
-                f"{owner}.prog_coeff must be a non-empty sequence of finite µS coefficients, got ()"
-            )
-        set_(self, "prog_coeff", tuple(
-            check_real(owner, f"prog_coeff[{i}]", c, expected="a finite coefficient in µS")
-            for i, c in enumerate(coeffs)
-        ))
+        set_(self, "g_max", check_conductance(owner, "g_max", self.g_max))
+        set_(self, "prog_coeff", check_coefficients(owner, "prog_coeff", self.prog_coeff))
         if self.prog_coeff_g_max_reference is not None:
             set_(self, "prog_coeff_g_max_reference", check_real(
                 owner, "prog_coeff_g_max_reference", self.prog_coeff_g_max_reference,
                 minimum=0.0, strictly_greater=True, expected="None or a finite conductance > 0 µS"))
         set_(self, "t_0", check_real(owner, "t_0", self.t_0, minimum=0.0, strictly_greater=True,
                                      expected="a finite time > 0 s"))
-        set_(self, "t_read", check_real(owner, "t_read", self.t_read, minimum=0.0,
-                                        strictly_greater=True, expected="a finite time in (0, t_0] s"))
-        if self.t_read > self.t_0:
-            # ln((t_0 + t_read) / (2 t_read)) < 0 would make the read-noise std NaN at t = 0.
-            raise ValueError(
-                f"{owner}.t_read must be a finite time in (0, t_0] s, "
-                f"got {self.t_read!r} with t_0={self.t_0!r}"
-            )
-        for field in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
-            set_(self, field, check_real(owner, field, getattr(self, field), minimum=0.0,
-                                         expected="a finite scale >= 0"))
+        set_(self, "t_read", check_read_time(owner, self.t_read, self.t_0))
+        normalise_scales(self, owner)
 
     # ------------------------------------------------------------------------------------------
     # Formulas (public so tests and reports can use the exact same expressions)

@@ -17,11 +17,14 @@ from torch import Tensor
 
 from .base import (
     ProgrammedState,
+    check_coefficients,
+    check_conductance,
     check_generator,
     check_real,
     check_time,
     check_weights,
     like_layout,
+    normalise_scales,
     poly_noise_std,
     randn_like,
     single_pair_scale,
@@ -101,8 +104,7 @@ class ReRAMModel:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         set_ = object.__setattr__  # frozen dataclass: normalise in place once
-        set_(self, "g_max", check_real(owner, "g_max", self.g_max, minimum=0.0,
-                                       strictly_greater=True, expected="a finite conductance > 0 µS"))
+        set_(self, "g_max", check_conductance(owner, "g_max", self.g_max))
         if not isinstance(self.coeff_dic, Mapping) or len(self.coeff_dic) == 0:
             raise ValueError(
                 f"{owner}.coeff_dic must be a non-empty mapping {{t_seconds > 0: coefficients in µS}}, "
@@ -112,22 +114,9 @@ class ReRAMModel:
         for key, coeffs in self.coeff_dic.items():
             t = check_real(owner, "coeff_dic key", key, minimum=0.0, strictly_greater=True,
                            expected="a finite time > 0 s")
-            try:
-                values = tuple(coeffs)
-            except TypeError:
-                values = ()
-            if not values:
-                raise ValueError(
-                    f"{owner}.coeff_dic[{key!r}] must be a non-empty sequence of µS coefficients, "
-                    f"got {coeffs!r}"
-                )
-            table[t] = tuple(
-                check_real(owner, f"coeff_dic[{key!r}][{i}]", c, expected="a finite coefficient in µS")
-                for i, c in enumerate(values)
-            )
+            table[t] = check_coefficients(owner, f"coeff_dic[{key!r}]", coeffs)
         set_(self, "coeff_dic", dict(sorted(table.items())))
-        set_(self, "noise_scale", check_real(owner, "noise_scale", self.noise_scale, minimum=0.0,
-                                             expected="a finite scale >= 0"))
+        normalise_scales(self, owner, ("noise_scale",))
         if self.coeff_g_max_reference is not None:
             set_(self, "coeff_g_max_reference", check_real(
                 owner, "coeff_g_max_reference", self.coeff_g_max_reference, minimum=0.0,

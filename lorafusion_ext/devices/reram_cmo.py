@@ -25,6 +25,7 @@ from .base import (
     check_real,
     check_time,
     check_weights,
+    normalise_scales,
     randn_like,
 )
 
@@ -169,9 +170,7 @@ class ReRamCMOModel:
                 f"got {self.acceptance_range!r}"
             )
         set_(self, "acceptance_range", acceptance)
-        for field in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
-            set_(self, field, check_real(owner, field, getattr(self, field), minimum=0.0,
-                                         expected="a finite scale >= 0"))
+        normalise_scales(self, owner)
         set_(self, "decay_mean", check_real(owner, "decay_mean", self.decay_mean,
                                             expected="a finite decay in µS per ln(s)"))
         try:
