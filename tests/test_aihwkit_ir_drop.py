@@ -142,3 +142,16 @@ def test_ir_drop_config_errors_are_clear():
     layer = lf.nn.AnalogLinear.from_linear(nn.Linear(90, 8), hw, seed=0).eval()
     with pytest.raises(RuntimeError, match="ir_drop_rows"), torch.no_grad():
         layer(torch.randn(2, 90))
+
+
+def test_ir_drop_benchmark_runs_and_compares():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "python" / "bench" / "ir_drop.py"
+    spec = importlib.util.spec_from_file_location("bench_ir_drop", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (result,) = bench.main(["--shapes", "4x64x32", "--reps", "1"])
+    assert set(result["ms"]) == {"ours_ir_drop", "ours_no_ir_drop", "aihwkit_ir_drop"}
+    assert result["fraction_equal_to_aihwkit"] > 0.95
