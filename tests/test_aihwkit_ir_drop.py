@@ -155,3 +155,28 @@ def test_ir_drop_benchmark_runs_and_compares():
     (result,) = bench.main(["--shapes", "4x64x32", "--reps", "1"])
     assert set(result["ms"]) == {"ours_ir_drop", "ours_no_ir_drop", "aihwkit_ir_drop"}
     assert result["fraction_equal_to_aihwkit"] > 0.95
+
+
+def test_an_aihwkit_ir_drop_model_converts_both_ways_after_drift():
+    from aihwkit.nn import AnalogLinear as AihwkitLinear
+    from aihwkit.nn import AnalogSequential
+
+    rpu = _rpu(tiles=32)
+    torch.manual_seed(7)
+    model = AnalogSequential(AihwkitLinear(40, 48, rpu_config=rpu), nn.ReLU(),
+                             AihwkitLinear(48, 10, bias=False, rpu_config=rpu)).eval()
+    torch.manual_seed(8)
+    model.program_analog_weights()
+    model.drift_analog_weights(86400.0)
+    x = torch.randn(6, 40, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = model(x)
+        ours = lf.from_aihwkit_model(model, seed=0).eval()
+        assert ours[0].hardware.ir_drop.scale == 1.0 and ours[0].programmed_weight is not None
+        got = ours(x)
+        back = lf.to_aihwkit_model(ours).eval()
+        again = back(x)
+    tol = 2e-5 * ref.abs().max().item()
+    assert (got - ref).abs().max().item() < tol
+    assert all(type(tile.rpu_config) is TorchInferenceRPUConfigIRDropT for tile in back[0].analog_tiles())
+    assert (again - ref).abs().max().item() < tol
