@@ -96,6 +96,13 @@ def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")}
     assert paper.main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")} == stamps
+    # A fresh checkout has the committed report but no work folder: the report's cells are
+    # taken back, so nothing finished is recomputed and the report stays complete.
+    fresh = list(args)
+    fresh[fresh.index("--work") + 1] = str(tmp_path / "fresh_work")
+    assert paper.main([*fresh, "--report-only"]) == 0
+    assert {p.name for p in (tmp_path / "fresh_work").glob("*.json")} == set(stamps)
+    assert json.loads((out / "hwa_lora.json").read_text())["complete"]
 
 
 def test_hwa_lora_paper_two_workers_share_the_cells(tiny_model, tmp_path):

@@ -147,6 +147,7 @@ class Runner:
         self.work.mkdir(parents=True, exist_ok=True)
         self.hw = HardwareConfig.preset("pcm_paper")
         self.cells: dict[str, Any] = {}
+        self.after_cell: Callable[[], None] | None = None  # the reporting process rewrites the report
         self.key = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "max_length", "lr", "head_lr",
                                                    "train_examples", "eval_examples", "trials", "squad_steps",
                                                    "squad_max_length", "squad_doc_stride", "squad_eval_examples")}
@@ -167,6 +168,27 @@ class Runner:
                 self.cells[name] = stored
                 return stored
         return None
+
+    def adopt(self, report: Path) -> list[str]:
+        """Take the finished cells of this configuration from an earlier report (`hwa_lora.json`)
+        into `work`, so that a fresh checkout whose work folder is gone resumes where the committed
+        report stopped. Trained adapters are not in the report: a later cell that needs one retrains
+        it (seeded, so the same adapter). Returns the names adopted."""
+        if not report.is_file():
+            return []
+        try:
+            cells = json.loads(report.read_text()).get("cells", {})
+        except (json.JSONDecodeError, AttributeError):
+            return []
+        adopted = []
+        for name, cell in cells.items():
+            path = self.work / f"{name}.json"
+            if isinstance(cell, dict) and cell.get("key") == self.key and not path.is_file():
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(cell, indent=2))
+                tmp.replace(path)
+                adopted.append(name)
+        return adopted
 
     def reload(self) -> None:
         """Read every finished cell of this configuration (some may come from other workers)."""
@@ -195,9 +217,11 @@ class Runner:
             tmp.write_text(json.dumps(result, indent=2))
             tmp.replace(path)
             self.cells[name] = result
-            return result
         finally:
             lock.release()
+        if self.after_cell is not None:
+            self.after_cell()
+        return result
 
     def data(self, task: Task) -> DataConfig:
         a = self.args
@@ -662,6 +686,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
+    if args.worker_index == 0:
+        adopted = r.adopt(out / "hwa_lora.json")
+        if adopted:
+            print(f"[hwa_lora_paper] finished cells taken from {out / 'hwa_lora.json'}: {', '.join(adopted)}", flush=True)
     children: list[subprocess.Popen] = []
     if args.worker_index == 0 and args.workers > 1 and not args.report_only:
         base = [a for a in argv_list]
@@ -681,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         if r.cells:  # no empty figure for a run with no finished cell
             plot(r, out / "hwa_lora.png")
 
+    r.after_cell = write
     # Each worker starts at a different experiment, so that they rarely wait on each other.
     experiments = [baselines, placement_and_rank, hardware_change, squad, multi_task]
     start = (args.worker_index * len(experiments)) // args.workers
