@@ -23,10 +23,10 @@ namespace {
 
 constexpr int64_t kGrain = 16;  // rows per parallel chunk
 // Bound-test probe (see pass_must_fail): calls of at least kProbeMinRows tokens probe
-// max(kProbeMinProbe, M / kProbeFraction) rows (about 3% of the pass's GEMM), then at most
+// max(kProbeMinProbe, M / kProbeFraction) rows (under 1% of the pass's GEMM), then at most
 // kProbeColumns output columns over every row when a probed row reached kProbeColumnsFrom of
 // the ADC bound.
-constexpr int64_t kProbeMinRows = 256, kProbeMinProbe = 16, kProbeFraction = 32, kProbeColumns = 8;
+constexpr int64_t kProbeMinRows = 256, kProbeMinProbe = 16, kProbeFraction = 128, kProbeColumns = 8;
 constexpr double kProbeColumnsFrom = 0.7;
 
 struct TileRange {
