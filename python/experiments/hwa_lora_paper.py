@@ -22,7 +22,9 @@ heads digital; one training recipe for every method (`--steps` at `--batch-size`
 Writes ``docs/results/hwa_lora.md``, ``.json`` and ``.png`` with the command and wall time.
 Resumable: each finished cell (JSON, plus the trained adapter where later cells need it) is
 stored under ``--work`` and skipped on a rerun; training checkpoints every 50 steps. A partial
-run writes the finished cells and says which are missing.
+run writes the finished cells and says which are missing, after every cell. The report's JSON
+holds the finished cells: a checkout without ``--work`` (a fresh clone of a committed partial
+report) takes them back and computes only the missing ones.
 
 Two cores: ``--workers 2 --threads 1`` runs a second process beside the first; they share
 ``--work``, each cell and each adapter's training is locked by the process computing it (the
