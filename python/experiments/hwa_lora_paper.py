@@ -63,6 +63,10 @@ from lorafusion_ext.tasks import DataConfig, Task, get_task
 from lorafusion_ext.training.loop import TrainConfig
 from lorafusion_ext.training.methods import HWALoRAConfig, analog_model, load_task_state, task_state, train_hwa_lora
 
+# The folder's shared modules, also when a test loads this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process_lock import ProcessLock  # noqa: E402
+
 TIMES = (0.0, 3600.0, 86400.0, 31536000.0, 315360000.0)
 TEN_YEARS = 315360000.0
 #: label -> (cell slug, target patterns); "all" is the baseline HWA-LoRA cell.
@@ -79,63 +83,6 @@ def placement_cell(label: str) -> str:
     return "baseline_hwa" if slug == "all" else f"placement_hwa_sst2_r8_{slug}"
 RANKS = (1, 2, 4, 8, 16)
 MULTI_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte", "squad")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class ProcessLock:
-    """An exclusive lock between processes sharing `--work`: a file holding the owner's pid,
-    created with O_EXCL; a lock whose owner has died is taken over."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.held = False
-
-    def owner(self) -> int | None:
-        try:
-            return int(self.path.read_text() or 0) or None
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def try_acquire(self) -> bool:
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = self.owner()
-                if pid is not None and _pid_alive(pid):
-                    return False
-                if pid is None and time.time() - self._mtime() < 5.0:
-                    return False  # being written by its creator
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
-            return True
-
-    def acquire(self, poll_s: float = 10.0) -> None:
-        while not self.try_acquire():
-            time.sleep(poll_s)
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def _mtime(self) -> float:
-        try:
-            return self.path.stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
 
 
 class Runner:

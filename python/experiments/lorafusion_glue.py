@@ -106,6 +106,7 @@ from lorafusion_ext.training.methods import (
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cell_log import append_cell, load_cells  # noqa: E402
+from process_lock import pid_alive  # noqa: E402
 from seed_stats import format_mean_std, mean_std  # noqa: E402
 
 TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
@@ -335,13 +336,6 @@ def _claim_path(out: Path, key: str) -> Path:
     return out / "claims" / key.replace("/", "__")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -356,7 +350,7 @@ def claim(out: Path, key: str) -> bool:
                 pid = int(path.read_text() or 0)
             except (OSError, ValueError):
                 return False
-            if pid and _alive(pid):
+            if pid and pid_alive(pid):
                 return False
             path.unlink(missing_ok=True)  # stale: its worker died
             continue
@@ -372,7 +366,7 @@ def claimed_by_other(out: Path, key: str) -> bool:
         pid = int(path.read_text() or 0)
     except (OSError, ValueError):
         return False
-    return pid != os.getpid() and _alive(pid)
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def release(out: Path, key: str) -> None:
