@@ -75,7 +75,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "forward.out_noise", "forward.bound_management", "forward.noise_management",
         "forward.nm_thres", "forward.max_bm_factor", "forward.max_bm_res",
         "forward.inp_asymmetry", "forward.out_asymmetry", "forward.inp_noise",
-        "forward.inp_sto_round", "forward.out_sto_round",
+        "forward.inp_sto_round", "forward.out_sto_round", "forward.out_scale",
         "mapping.weight_scaling_omega", "mapping.weight_scaling_columnwise",
         "mapping.learn_out_scaling", "mapping.out_scaling_columnwise",
         "mapping.max_input_size", "mapping.max_output_size",
@@ -192,6 +192,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         adc=hw.ADC(_res_to_bits(f.out_res, "forward.out_res"), float(f.out_bound) if f.out_bound > 0 else None,
                    asymmetry=float(f.out_asymmetry), sto_round=bool(f.out_sto_round)),
         out_noise=float(f.out_noise),
+        out_scale=float(f.out_scale),
         noise_management=hw.NoiseManagement(nm, float(f.nm_thres)),
         bound_management=hw.BoundManagement(bm, float(f.max_bm_factor), float(f.max_bm_res)),
         mapping=hw.Mapping_(
@@ -281,6 +282,7 @@ def rpu_config_from_hardware(h: Any) -> Any:
     f.out_res = h.adc.resolution if h.adc.bits is not None else -1.0
     f.out_bound = h.adc.bound if h.adc.bound is not None else -1.0
     f.out_noise = h.out_noise
+    f.out_scale = h.out_scale
     f.inp_asymmetry = h.dac.asymmetry
     f.inp_noise = h.dac.noise
     f.inp_sto_round = h.dac.sto_round

@@ -333,9 +333,13 @@ class HardwareConfig:
     modifier: Modifier = field(default_factory=Modifier)
     device: Device = field(default_factory=Device)
     ir_drop: IRDrop = field(default_factory=IRDrop)
+    #: A fixed digital factor on every output after the ADC (AIHWKIT ``forward.out_scale``):
+    #: the output is v · fl(out_scale / s) instead of v · fl(1 / s). Not a learned scale.
+    out_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check_nonneg("hardware", "out_noise", self.out_noise)
+        _check_finite("hardware", "out_scale", self.out_scale)
         for name, cls in (
             ("dac", DAC),
             ("adc", ADC),
@@ -419,6 +423,7 @@ class HardwareConfig:
             and self.dac.asymmetry == 0
             and self.adc.asymmetry == 0
             and self.ir_drop.scale == 0
+            and self.out_scale == 1
         )
 
     @property
@@ -473,6 +478,7 @@ class HardwareConfig:
             "ir_drop_adc_frequency": float(self.ir_drop.adc_frequency),
             "ir_drop_g_max": float(self.ir_drop.g_max),
             "ir_drop_g_min": float(self.ir_drop.g_min),
+            "out_scale": float(self.out_scale),
         }
 
     def sample_rows(self, shape: Sequence[int], training: bool) -> int:
@@ -520,7 +526,7 @@ class HardwareConfig:
                 # JSON turns tuples into lists; the config must stay hashable.
                 dev["options"] = tuple(sorted((k, _freeze(v)) for k, v in dict(dev.get("options", {})).items()))
                 kwargs[key] = Device(**dev)
-            elif key == "out_noise":
+            elif key in ("out_noise", "out_scale"):
                 kwargs[key] = value
             else:
                 raise ValueError(f"HardwareConfig.from_dict: unknown field {key!r}")

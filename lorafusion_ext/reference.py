@@ -93,8 +93,9 @@ def crossbar_tile(
             take = pending.clone()
         else:
             take = torch.zeros_like(pending)
-        back = (torch.full_like(s, (1.0 / (1.0 / hw.noise_management.threshold)) * 2.0**p) if constant
-                else 1.0 / s)
+        # AIHWKIT's `output *= out_scale / scale`: fl(fl(1/s) * out_scale) for a tensor scale.
+        back = (torch.full_like(s, (hw.out_scale / (1.0 / hw.noise_management.threshold)) * 2.0**p) if constant
+                else 1.0 / s if hw.out_scale == 1.0 else (1.0 / s) * hw.out_scale)
         out[take] = (y * back[:, None])[take]
         s_final[take] = s[take]
         pending &= ~take

@@ -446,10 +446,10 @@ struct TileForward {
     return bad == 0;
   }
 
-  // Digital periphery of one row in place: v * fl(1/s), then each scale row, then the bias.
+  // Digital periphery of one row in place: v * fl(out_scale / s), then each scale row, then the bias.
   void periphery_row(const TileRange& t, T s_m, T* row, const T* bias) const {
     const int64_t nt = t.o1 - t.o0;
-    const T inv_s = back_scale<T>(p, s_m);
+    const T inv_s = output_factor<T>(p, s_m);
     for (int64_t n = 0; n < nt; ++n) row[n] = row[n] * inv_s;
     for (int64_t j = 0; j < S; ++j) {
       const T* sc = out_scales + (j * tin + t.it) * N + t.o0;
@@ -691,6 +691,7 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
   const T bound = static_cast<T>(p.inp_bound);
   const bool scaling = p.noise_management != NoiseManagement::kNone ||
                        p.bound_management != BoundManagement::kNone;
+  const T out_scale = static_cast<T>(p.out_scale);
   const T* gy = grad_y.data_ptr<T>();
   const T* xp = x.data_ptr<T>();
   const T* sc = out_scales.data_ptr<T>();
@@ -711,6 +712,11 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
         for (int64_t j = 0; j < S; ++j) {  // the scale rows in forward order
           const T* scr = sc + (j * tin + t.it) * N + t.o0;
           for (int64_t n = 0; n < nt; ++n) out[n] = out[n] * scr[n];
+        }
+        // out_scale multiplies the output after the ADC: both gradients carry it once (the
+        // weight gradient's operand xs below is scaled by 1/s only).
+        if (out_scale != T(1)) {
+          for (int64_t n = 0; n < nt; ++n) out[n] = out[n] * out_scale;
         }
       }
     });

@@ -68,6 +68,7 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
               "; per-sample weight noise needs ADD_NORMAL or MULT_NORMAL (AIHWKIT cannot discretize per sample)");
   TORCH_CHECK(!p.modifier_sto_round || p.modifier_res > 0.0, kCrossbarOp,
               ": modifier_sto_round needs modifier_res > 0 (stochastic rounding of the DISCRETIZE modifier)");
+  TORCH_CHECK(std::isfinite(p.out_scale), kCrossbarOp, ": out_scale = ", p.out_scale, "; expected a finite value");
   nonneg(p.ir_drop, "ir_drop");
   if (p.ir_drop > 0.0) {
     TORCH_CHECK(p.inp_res > 0.0 && p.inp_bound > 0.0, kCrossbarOp,

@@ -48,7 +48,8 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2, kConsta
   X(bool, ir_drop_sum, false)   /* integrate the current by summing the steps (else trapz) */ \
   X(double, ir_drop_adc_frequency, 0.0) /* integrated-current quantisation frequency; 0: off */ \
   X(double, ir_drop_g_max, 25.0) /* conductance of max|W_tile|, uS (SinglePairConductanceConverter) */ \
-  X(double, ir_drop_g_min, 0.0)  /* conductance of a zero weight, uS */
+  X(double, ir_drop_g_min, 0.0)  /* conductance of a zero weight, uS */                    \
+  X(double, out_scale, 1.0)     /* fixed digital factor on the output after the ADC (AIHWKIT forward.out_scale) */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {
@@ -78,6 +79,20 @@ inline T back_scale(const CrossbarParams& p, T s_m) {
     return static_cast<T>((1.0 / (1.0 / p.nm_thres)) * static_cast<double>(c / s_m));
   }
   return T(1) / s_m;
+}
+
+// The output factor of row m after the ADC: AIHWKIT's `output *= out_scale / scale`. Its scale
+// is a tensor (noise or bound management) or 1: Tensor.__rtruediv__ gives fl(fl(1/s) * out_scale),
+// out_scale rounded to T. CONSTANT's scale is a Python double: the quotient is taken in double
+// (2^pass exactly) and rounded once.
+template <typename T>
+inline T output_factor(const CrossbarParams& p, T s_m) {
+  if (p.noise_management == NoiseManagement::kConstant && p.nm_thres > 0.0) {
+    const T c = static_cast<T>(1.0 / p.nm_thres);
+    return static_cast<T>((p.out_scale / (1.0 / p.nm_thres)) * static_cast<double>(c / s_m));
+  }
+  const T inv = T(1) / s_m;
+  return p.out_scale == 1.0 ? inv : inv * static_cast<T>(p.out_scale);
 }
 
 inline int64_t split_count(int64_t size, int64_t max_size) {

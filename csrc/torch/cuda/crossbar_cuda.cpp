@@ -52,6 +52,8 @@ void check_cuda_features(const CrossbarParams& p, bool training) {
               "the CPU kernel only; got ir_drop = ", p.ir_drop);
   TORCH_CHECK(p.inp_noise == 0.0, kOp,
               ": input noise (AIHWKIT forward.inp_noise) is implemented in the CPU kernel only; got ", p.inp_noise);
+  TORCH_CHECK(p.out_scale == 1.0, kOp,
+              ": out_scale (AIHWKIT forward.out_scale) is implemented in the CPU kernel only; got ", p.out_scale);
   TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kOp,
               ": CONSTANT noise management (AIHWKIT forward.noise_management = CONSTANT) is implemented in the "
               "CPU kernel only");
