@@ -238,8 +238,19 @@ def _ir_drop_from_rpu_config(rpu: Any) -> Any:
     if f.ir_drop > 0 and type(conv) is not SinglePairConductanceConverter:
         raise ValueError(f"rpu_config.noise_model.g_converter = {type(conv).__name__}: IR drop is modelled with "
                          "SinglePairConductanceConverter only")
-    if f.ir_drop > 0 and not f.inp_res > 0:
+    if not f.ir_drop > 0:
+        return hw.IRDrop()  # no IR drop: its other fields change nothing
+    if not f.inp_res > 0:
         raise ValueError(f"rpu_config.forward.inp_res = {f.inp_res!r}: IR drop needs a DAC (inp_res > 0)")
+    if f.adc_quantization and not f.adc_frequency > 0:
+        raise ValueError(f"rpu_config.forward.adc_frequency = {f.adc_frequency!r} with adc_quantization = True; "
+                         "expected a frequency > 0 (AIHWKIT divides by it)")
+    res = f.inp_res if f.inp_res < 1.0 else 1.0 / f.inp_res  # AnalogMVMIRDropT._get_res
+    steps = int(((f.inp_bound / res + 2) / 2) * f.ir_drop_time_step_resolution_scale)
+    if steps < 2:
+        raise ValueError(f"rpu_config.forward.ir_drop_time_step_resolution_scale = "
+                         f"{f.ir_drop_time_step_resolution_scale!r} gives {steps} time step(s) of the input pulse; "
+                         "lorafusion_ext models at least 2")
     return hw.IRDrop(
         scale=float(f.ir_drop), rs=float(f.ir_drop_rs), segments=int(f.ir_drop_segments),
         time_step_scale=float(f.ir_drop_time_step_resolution_scale), v_read=float(f.ir_drop_v_read),

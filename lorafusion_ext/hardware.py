@@ -301,7 +301,7 @@ class IRDrop:
         """Steps of the input pulse: int((inp_bound / inp_res + 2) / 2 · time_step_scale), as AIHWKIT."""
         if dac.bits is None or dac.bound is None:
             return 2
-        return max(2, int((dac.bound / dac.resolution + 2) / 2.0 * self.time_step_scale))
+        return int((dac.bound / dac.resolution + 2) / 2.0 * self.time_step_scale)
 
 
 @dataclass(frozen=True)
@@ -357,6 +357,11 @@ class HardwareConfig:
             if self.dac.bits is None or self.dac.bound is None:
                 raise ValueError("hardware.ir_drop.scale > 0 needs a DAC (dac.bits and dac.bound): the input is a "
                                  "pulse of its levels")
+            steps = self.ir_drop.time_steps(self.dac)
+            if steps < 2:
+                raise ValueError(f"hardware.ir_drop.time_step_scale = {self.ir_drop.time_step_scale!r} gives {steps} "
+                                 f"time step(s) of the input pulse with this DAC; expected at least 2 "
+                                 "(int((dac.bound / step + 2) / 2 * time_step_scale) >= 2)")
             rows = self.tiles.max_in
             if rows is not None and rows % self.ir_drop.segments:
                 raise ValueError(f"hardware.ir_drop.segments = {self.ir_drop.segments} does not divide the tile's "

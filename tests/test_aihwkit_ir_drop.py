@@ -180,3 +180,61 @@ def test_an_aihwkit_ir_drop_model_converts_both_ways_after_drift():
     assert (got - ref).abs().max().item() < tol
     assert all(type(tile.rpu_config) is TorchInferenceRPUConfigIRDropT for tile in back[0].analog_tiles())
     assert (again - ref).abs().max().item() < tol
+
+
+def test_ir_drop_in_float64_uses_aihwkits_float32_time_grid():
+    # AIHWKIT builds the pulse's time grid with torch's default dtype (float32) whatever the
+    # input's: a float64 layer compares its inputs with those float32 steps, or about half the
+    # DAC levels would get a pulse one step longer or shorter.
+    from aihwkit.simulator.parameters.enums import RPUDataType
+
+    rpu = _rpu(tiles=64)
+    rpu.runtime.data_type = RPUDataType.DOUBLE
+    torch.manual_seed(4)
+    lin = nn.Linear(96, 40).double()
+    ours = lf.nn.AnalogLinear.from_linear(lin, rpu, seed=0).eval()
+    ref = aihwkit_layer(lin, rpu).eval()
+    x = _inputs().double()
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert a.dtype == b.dtype == torch.float64
+    # (before the float32 grid: 0.09 on outputs of 5.3; now summation-order differences)
+    assert (a - b).abs().max().item() < 1e-6 * b.abs().max().item()
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.001])
+def test_a_pulse_of_fewer_than_two_time_steps_is_refused(scale):
+    rpu = _rpu(time_scale=scale)  # int(128 * scale) < 2 steps at 8 bit, fewer at 7
+    with pytest.raises(ValueError, match=r"forward\.ir_drop_time_step_resolution_scale"):
+        lf.HardwareConfig.from_aihwkit(rpu)
+    with pytest.raises(ValueError, match=r"ir_drop\.time_step_scale"):
+        lf.HardwareConfig(dac=lf.hardware.DAC(8, 1.0), ir_drop=lf.hardware.IRDrop(scale=1.0, time_step_scale=scale))
+
+
+def test_adc_quantization_without_a_frequency_is_refused():
+    rpu = _rpu(adc_quantization=True)
+    rpu.forward.adc_frequency = 0.0  # AIHWKIT divides by it: NaN outputs
+    with pytest.raises(ValueError, match=r"forward\.adc_frequency"):
+        lf.HardwareConfig.from_aihwkit(rpu)
+
+
+def test_an_irdropt_config_without_ir_drop_round_trips():
+    rpu = _rpu(ir_drop=0.0)
+    rpu.forward.ir_drop_segments = 4  # inert without IR drop
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
+    assert hw.ir_drop == lf.hardware.IRDrop()
+    assert lf.HardwareConfig.from_aihwkit(hw.to_aihwkit()) == hw
+
+
+def test_drift_compensation_reads_out_through_the_physical_tile():
+    # 100 inputs on 64-row tiles: two tiles of 50 inputs, each padded to 64 physical rows.
+    # The compensation read-out must see the same padded tile as inference (as AIHWKIT's,
+    # through tile.forward); 50 rows alone are not a multiple of the 8 segments.
+    rpu = _rpu(tiles=64)
+    torch.manual_seed(5)
+    layer = lf.nn.AnalogLinear.from_linear(nn.Linear(100, 20), rpu, seed=0).eval()
+    lf.program(layer, generator=torch.Generator().manual_seed(1))
+    lf.drift(layer, 86400.0, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y = layer(torch.randn(3, 100, generator=torch.Generator().manual_seed(3)))
+    assert torch.isfinite(y).all()

@@ -44,14 +44,16 @@ class IrDropTile {
     ne_ = (nt + 1) / 2;
     seg_rows_ = p.rows / p.segments;
     pad1_ = (p.rows - kt) / 2;
-    // The time grid of torch.linspace(0, 1, steps) in T, bit for bit (ATen's fma form): the
-    // quantised inputs sit exactly on its steps, so each comparison must be AIHWKIT's.
+    // The time grid of torch.linspace(0, 1, steps), bit for bit (ATen's fma form), in float32
+    // whatever T: AIHWKIT builds it with the default dtype and compares a float64 input with
+    // its float32 steps promoted. The quantised inputs sit exactly on its steps, so each
+    // comparison must be AIHWKIT's.
     const int32_t steps = p.time_steps;
-    const T step = T(1) / static_cast<T>(steps - 1);
+    const float step = steps > 1 ? 1.0f / static_cast<float>(steps - 1) : 0.0f;
     t_.resize(steps);
     for (int32_t j = 0; j < steps; ++j) {
-      t_[j] = j < steps / 2 ? std::fma(step, static_cast<T>(j), T(0))
-                            : std::fma(-step, static_cast<T>(steps - 1 - j), T(1));
+      t_[j] = static_cast<T>(j < steps / 2 ? std::fma(step, static_cast<float>(j), 0.0f)
+                                           : std::fma(-step, static_cast<float>(steps - 1 - j), 1.0f));
     }
     // SinglePairConductanceConverter in T, as AIHWKIT: scale_ratio = (g_max - g_min) /
     // max(max|W|, 1e-7); g+ = clamp(W * ratio, 0, g_max) + g_min; g- likewise for -W.

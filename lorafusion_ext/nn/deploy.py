@@ -60,7 +60,7 @@ from lorafusion_ext.devices import (
     get_device_model,
 )
 from lorafusion_ext.devices.base import check_time
-from lorafusion_ext.hardware import HardwareConfig, Tiles
+from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.mapping import TileLayout
 from lorafusion_ext.ops.crossbar import crossbar_mvm
@@ -209,8 +209,14 @@ def readout(tile_weights: Tensor, hardware: HardwareConfig, rng: Tensor) -> Tens
     tile's normalised weights `tile_weights` [nt, kt], with the noise of `rng` (int64 [2]).
     """
     nt, kt = tile_weights.shape
-    # One physical tile: the caller already cut the layer into tiles, so the op must not split.
-    hw = hardware.replace(tiles=Tiles(None, None))
+    # One physical tile, cut from the layer by the same rule as the op's, so within
+    # (max_in, max_out): the op does not split it again. The tile size stays in the config, as
+    # the IR drop pads the rows to the physical tile (AIHWKIT reads out through tile.forward).
+    max_in, max_out = hardware.tiles.max_in, hardware.tiles.max_out
+    if (max_in is not None and kt > max_in) or (max_out is not None and nt > max_out):
+        raise ValueError(f"readout: tile_weights has shape {tuple(tile_weights.shape)}; expected one tile of at most "
+                         f"[{max_out}, {max_in}] (hardware.tiles)")
+    hw = hardware
     eye = _COMPENSATION.readout_inputs(kt, dtype=tile_weights.dtype, device=tile_weights.device)
     out_scales = tile_weights.new_empty((0, 1, nt))
     y = crossbar_mvm(eye, tile_weights.contiguous(), out_scales, None, rng, hw, training=False)
