@@ -103,6 +103,11 @@ def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
     assert paper.main([*fresh, "--report-only"]) == 0
     assert {p.name for p in (tmp_path / "fresh_work").glob("*.json")} == set(stamps)
     assert json.loads((out / "hwa_lora.json").read_text())["complete"]
+    # Only into a fresh work folder: a cell deleted from a used one is recomputed, not restored.
+    (tmp_path / "fresh_work" / "rank_1.json").unlink()
+    assert paper.main([*fresh, "--report-only"]) == 0
+    assert not (tmp_path / "fresh_work" / "rank_1.json").exists()
+    assert "rank_1" in json.loads((out / "hwa_lora.json").read_text())["missing"]
 
 
 def test_hwa_lora_paper_two_workers_share_the_cells(tiny_model, tmp_path):
@@ -135,3 +140,20 @@ def test_hwa_lora_paper_lock_is_exclusive_and_taken_over_from_a_dead_process(tmp
     assert a.try_acquire() and a.owner() == os.getpid()
     a.release()
     assert not (tmp_path / "c.lock").exists()
+    # A stale file naming a live process (a pid reused after a restart) does not hold the lock.
+    (tmp_path / "c.lock").write_text("1")
+    assert a.try_acquire()
+    a.release()
+    # A holder that dies without releasing frees the lock (the kernel drops it).
+    code = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'x'); print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "c.lock")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not a.try_acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert a.try_acquire()
+    a.release()

@@ -123,7 +123,9 @@ class Runner:
         into `work`, so that a fresh checkout whose work folder is gone resumes where the committed
         report stopped. Trained adapters are not in the report: a later cell that needs one retrains
         it (seeded, so the same adapter). Returns the names adopted."""
-        if not report.is_file():
+        if not report.is_file() or any(self.work.glob("*.json")):
+            # Only into a work folder without finished cells (a fresh clone): in a used one, a
+            # cell deleted to have it recomputed must stay deleted.
             return []
         try:
             cells = json.loads(report.read_text()).get("cells", {})
@@ -605,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--squad-doc-stride", type=int, default=64)
     ap.add_argument("--squad-eval-examples", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="docs/results")
-    ap.add_argument("--work", default="runs/hwa_lora_paper")
+    ap.add_argument("--out", default=None, help="where the report goes (default docs/results; --quick: --work)")
+    ap.add_argument("--work", default=None, help="cells and adapters (default runs/hwa_lora_paper, "
+                                                 "--quick: runs/hwa_lora_paper_quick)")
     ap.add_argument("--only", default=None, help="comma-separated cell-name prefixes to compute now (others: reuse if done)")
     ap.add_argument("--report-only", action="store_true", help="write the report from the finished cells, compute nothing")
     ap.add_argument("--quick", action="store_true", help="tiny subsets, 2 steps, 2 trials (a smoke run)")
@@ -622,6 +625,11 @@ def main(argv: list[str] | None = None) -> int:
         args.train_examples, args.eval_examples, args.squad_eval_examples = 16, 8, 4
         args.max_length, args.squad_max_length, args.squad_doc_stride = 32, 48, 16
     args.only = [p for p in args.only.split(",") if p] if args.only else None
+    # A smoke run never touches the real run's cells or the committed report.
+    if args.work is None:
+        args.work = "runs/hwa_lora_paper_quick" if args.quick else "runs/hwa_lora_paper"
+    if args.out is None:
+        args.out = args.work if args.quick else "docs/results"
     if args.glue_dir is None or not os.path.isdir(args.glue_dir):
         ap.error(f"--glue-dir {args.glue_dir}: expected a local GLUE folder (with squad/)")
     torch.set_num_threads(args.threads)
@@ -666,16 +674,25 @@ def main(argv: list[str] | None = None) -> int:
         for experiment in experiments[start:] + experiments[:start]:
             experiment(r)
             write()
-        for child in children:
-            child.wait()
+        # The other workers' cells reach the report while they run, not only at their end.
+        seen = len(list(r.work.glob("*.json")))
+        while any(child.poll() is None for child in children):
+            time.sleep(15.0)
+            now = len(list(r.work.glob("*.json")))
+            if now != seen:
+                seen = now
+                write()
     finally:
         for child in children:
             if child.poll() is None:
                 child.terminate()
         write()
+    failed = [f"worker {i} (exit {child.returncode})" for i, child in enumerate(children, 1) if child.returncode]
+    if failed:
+        print(f"[hwa_lora_paper] {', '.join(failed)} failed; rerun the command to finish its cells", file=sys.stderr)
     if args.worker_index == 0:
         print((out / "hwa_lora.md").read_text())
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

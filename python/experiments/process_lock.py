@@ -1,8 +1,9 @@
 """Exclusive locks between experiment processes that share a work folder (`--workers`): which
-process computes a cell, and whether the process that claimed one is still alive."""
+process computes a cell (`ProcessLock`), and whether a process is still alive (`pid_alive`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -20,34 +21,48 @@ def pid_alive(pid: int) -> bool:
 
 
 class ProcessLock:
-    """An exclusive lock between processes sharing `--work`: a file holding the owner's pid,
-    created with O_EXCL; a lock whose owner has died is taken over."""
+    """An exclusive lock between processes sharing `--work`: `flock` on a file that holds the
+    owner's pid (for people reading the folder). The kernel drops the lock when its process
+    dies, so a lock left by a crash or a restart is free again; no pid is trusted, so a reused
+    pid cannot keep a cell locked. Released locks are unlinked, so a finished run leaves none."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def owner(self) -> int | None:
+        """The pid written by the lock's last holder (informational), or None."""
         try:
             return int(self.path.read_text() or 0) or None
         except (FileNotFoundError, ValueError):
             return None
 
     def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
         while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = self.owner()
-                if pid is not None and pid_alive(pid):
-                    return False
-                if pid is None and time.time() - self._mtime() < 5.0:
-                    return False  # being written by its creator
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            # The holder before us may have unlinked this file on release: a lock on a file that
+            # is no longer at `path` excludes nobody, so take the one that is there now.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._fd = fd
             return True
 
     def acquire(self, poll_s: float = 10.0) -> None:
@@ -55,12 +70,7 @@ class ProcessLock:
             time.sleep(poll_s)
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def _mtime(self) -> float:
-        try:
-            return self.path.stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: see try_acquire
+            os.close(self._fd)
+            self._fd = None
