@@ -112,15 +112,22 @@ def test_cell_claims_share_the_queue_between_workers(tmp_path):
     mod = _load_script()
     assert mod.claim(tmp_path, "held_out/rte/lorafusion/seed0")
     assert not mod.claimed_by_other(tmp_path, "held_out/rte/lorafusion/seed0")  # ours
-    # A live other process holds a claim: not ours to take.
+    mod.release(tmp_path, "held_out/rte/lorafusion/seed0")
+    # Another live process holds a claim: not ours to take, until it dies.
     path = mod._claim_path(tmp_path, "pool/sst2")
     path.parent.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert mod.claimed_by_other(tmp_path, "pool/sst2") and not mod.claim(tmp_path, "pool/sst2")
+    finally:
+        holder.kill()
+        holder.wait()
+    # A claim file left by a dead worker, or naming a live pid (reused after a restart), is free.
     path.write_text(str(os.getppid()))
-    assert mod.claimed_by_other(tmp_path, "pool/sst2") and not mod.claim(tmp_path, "pool/sst2")
-    # A claim whose process is gone is stale and taken over.
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    path.write_text(str(dead.pid))
     assert not mod.claimed_by_other(tmp_path, "pool/sst2") and mod.claim(tmp_path, "pool/sst2")
     mod.release(tmp_path, "pool/sst2")
     assert not path.exists()

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -106,7 +107,7 @@ from lorafusion_ext.training.methods import (
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cell_log import append_cell, load_cells  # noqa: E402
-from process_lock import pid_alive  # noqa: E402
+from process_lock import ProcessLock  # noqa: E402
 from seed_stats import format_mean_std, mean_std  # noqa: E402
 
 TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
@@ -330,47 +331,49 @@ def import_cells(s: Settings, source: Path) -> int:
     return count
 
 
-# Several workers (processes) may share one --out: each claims a cell by creating
-# <out>/claims/<key> exclusively; a claim whose process is gone is taken over.
+# Several workers (processes) may share one --out: each claims a cell with an flock on
+# <out>/claims/<key> (`process_lock.ProcessLock`), held while it computes the cell; the kernel
+# frees the claim of a worker that dies, so no pid is trusted.
+_CLAIMS: dict[Path, ProcessLock] = {}
+
+
 def _claim_path(out: Path, key: str) -> Path:
     return out / "claims" / key.replace("/", "__")
 
 
-    return True
-
-
 def claim(out: Path, key: str) -> bool:
     path = _claim_path(out, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text() or 0)
-            except (OSError, ValueError):
-                return False
-            if pid and pid_alive(pid):
-                return False
-            path.unlink(missing_ok=True)  # stale: its worker died
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+    if path in _CLAIMS:
         return True
-    return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = ProcessLock(path)
+    if not lock.try_acquire():
+        return False
+    _CLAIMS[path] = lock
+    return True
 
 
 def claimed_by_other(out: Path, key: str) -> bool:
     path = _claim_path(out, key)
-    try:
-        pid = int(path.read_text() or 0)
-    except (OSError, ValueError):
+    if path in _CLAIMS or not path.exists():
         return False
-    return pid != os.getpid() and pid_alive(pid)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails only while another process holds it
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def release(out: Path, key: str) -> None:
-    _claim_path(out, key).unlink(missing_ok=True)
+    lock = _CLAIMS.pop(_claim_path(out, key), None)
+    if lock is not None:
+        lock.release()
 
 
 # ---------------------------------------------------------------------- training per method

@@ -1,5 +1,5 @@
 """Exclusive locks between experiment processes that share a work folder (`--workers`): which
-process computes a cell (`ProcessLock`), and whether a process is still alive (`pid_alive`)."""
+process computes a cell, or which claimed a cell (`ProcessLock`)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,6 @@ import fcntl
 import os
 import time
 from pathlib import Path
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (one owned by another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ProcessLock:
