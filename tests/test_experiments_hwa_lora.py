@@ -96,6 +96,10 @@ def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")}
     assert paper.main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")} == stamps
+    # A --report-only rewrite keeps the computing invocation's wall time.
+    wall = json.loads((out / "hwa_lora.json").read_text())["wall_time_s"]
+    assert paper.main([*args, "--report-only"]) == 0
+    assert json.loads((out / "hwa_lora.json").read_text())["wall_time_s"] == wall
     # A fresh checkout has the committed report but no work folder: the report's cells are
     # taken back, so nothing finished is recomputed and the report stays complete.
     fresh = list(args)
