@@ -75,6 +75,9 @@ POOL_TASKS = ("multistep_arithmetic_two", "object_counting", "hyperbaton", "word
 HELD_OUT = ("boolean_expressions", "sports_understanding", "web_of_lies")
 METHODS = ("lorafusion", "hwa_lora", "zero_shot_analog", "digital_base")
 TEN_YEARS_S = 315360000.0  # 10 × 365 days
+#: BBH tasks with two possible answers: chance is 0.5 once a model answers in the task's format.
+TWO_CHOICE = ("boolean_expressions", "sports_understanding", "web_of_lies", "navigate", "causal_judgement",
+              "formal_fallacies", "hyperbaton")
 
 
 @dataclass
@@ -237,6 +240,14 @@ def write_report(s: Settings, done: dict[str, dict]) -> dict:
                          f"{r['trainable']:,} | {r['cells_per_task']:,} |")
     lines += ["", "Pool members' own exact match (t = 0, one evaluation): " +
               (", ".join(f"{t} {v:.3f}" for t, v in res["pool"].items()) or "none yet"), ""]
+    binary = [t for t in res["held_out"] if t in TWO_CHOICE]
+    lines += ["What these numbers do not show: " + f"{len(b.seeds)} seeds, {b.eval_examples} evaluation examples per "
+              f"value (exact match moves in steps of {1 / b.eval_examples:.3f}), {b.trials} drift trials. "
+              + (f"{', '.join(binary)} have two possible answers: chance is 0.5 once a model answers in the task's "
+                 "format, so a method near 0.5 has learned the format, not necessarily the task, and a score well "
+                 "below 0.5 means answers outside the format. " if binary else "")
+              + "A 135 M-parameter model's pool members barely solve their own tasks (above), so the pool carries "
+                "little task skill to fuse.", ""]
     if res["pending"]:
         lines += [f"**Incomplete:** {len(res['pending'])} cells pending: " + ", ".join(res["pending"]), ""]
     lines += [f"Command: `{s.command}`", "", f"Compute: {res['wall_s'] / 3600:.2f} h summed over cells; machine: "
@@ -327,7 +338,9 @@ def parse(argv: list[str] | None) -> Settings:
     if not os.path.isdir(a.data_dir):
         p.error(f"--data-dir {a.data_dir!r} is not a folder")
     argv_list = sys.argv[1:] if argv is None else argv
-    command = "python python/experiments/lorafusion_bbh.py " + " ".join(shlex.quote(x) for x in argv_list)
+    # The computing command (a --report rerun only rewrites the report of the same cells).
+    command = "python python/experiments/lorafusion_bbh.py " + " ".join(
+        shlex.quote(x) for x in argv_list if x != "--report")
     docs = Path(a.docs) if a.docs else (out if a.quick else Path("docs/results"))
     s = Settings(model=model, data_dir=a.data_dir, hardware_name=a.hardware, out=out, docs=docs,
                  pool_tasks=pool_tasks, held_out=held, budget=b, command=command, threads=a.threads,
