@@ -167,4 +167,5 @@ def test_docs_build_strict(tmp_path):
     assert "DESIGN.md" not in html, "the reference points readers to DESIGN.md, which is not part of the project"
     # No page may point outside the repository's own documentation for the architecture.
     pages = "\n".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
-    assert "../shared" not in pages.replace("../shared/data/glue", "")
+    # (Result pages quote their commands, whose data flags name the local data folders.)
+    assert "../shared" not in pages.replace("../shared/data/glue", "").replace("../shared/data/bbh", "")
