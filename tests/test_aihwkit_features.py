@@ -262,6 +262,18 @@ def test_constant_noise_management_is_bit_exact(nm_thres, bm, tiles):
     assert torch.equal(r, a.detach())
 
 
+def _off_scale_argmax(x: torch.Tensor, tiles: int, signed: bool = False) -> torch.Tensor:
+    """Mask of x [rows, in] without each row's arg-max element per input tile (of |x|, or of x
+    with MAX noise management): where AIHWKIT also differentiates its input scale."""
+    keep = torch.ones_like(x, dtype=torch.bool)
+    k0 = 0
+    for kt in reference.split_sizes(x.shape[1], tiles or None):
+        part = x[:, k0 : k0 + kt]
+        keep[torch.arange(x.shape[0]), k0 + (part if signed else part.abs()).argmax(dim=1)] = False
+        k0 += kt
+    return keep
+
+
 @pytest.mark.parametrize("tiles", [0, 40], ids=["one_tile", "tiled"])
 @pytest.mark.parametrize("nm,nm_thres", [(NoiseManagementType.ABS_MAX, 0.0), (NoiseManagementType.NONE, 0.0),
                                          (NoiseManagementType.MAX, 0.0), (NoiseManagementType.CONSTANT, 1.7)],
@@ -291,13 +303,9 @@ def test_out_scale_is_bit_exact(out_scale, bm, nm, nm_thres, tiles):
         b.backward(g)
         # AIHWKIT also differentiates its ABS_MAX / MAX input scale at each row's arg-max element
         # of each input tile (docs/aihwkit.md, gradients); every other element agrees.
-        keep = torch.ones_like(x1, dtype=torch.bool)
-        if nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX):
-            k0 = 0
-            for kt in reference.split_sizes(96, tiles or None):
-                part = x1.detach()[:, k0 : k0 + kt]
-                keep[torch.arange(24), k0 + (part.abs() if nm == NoiseManagementType.ABS_MAX else part).argmax(dim=1)] = False
-                k0 += kt
+        keep = (_off_scale_argmax(x1.detach(), tiles, signed=nm == NoiseManagementType.MAX)
+                if nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX)
+                else torch.ones_like(x1, dtype=torch.bool))
         torch.testing.assert_close(x1.grad[keep], x2.grad[keep], rtol=1e-5, atol=1e-6)
     w, scales = ours.tile_weights()
     r = reference.crossbar_mvm(x1.detach(), w.detach(), scales[None], lin.bias.detach(), hw)
@@ -545,13 +553,7 @@ def test_per_batch_sample_with_injected_noise_matches_aihwkit(kind, tiles):
     b.backward(g)
     # AIHWKIT also differentiates its abs-max input scale, at the arg-max element of each row of
     # each input tile (docs/aihwkit.md, gradients); every other element is equal.
-    flat = x1.detach().reshape(24, 96)
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    k0 = 0
-    for kt in reference.split_sizes(96, tiles or None):
-        keep[torch.arange(24), k0 + flat[:, k0 : k0 + kt].abs().argmax(dim=1)] = False
-        k0 += kt
-    keep = keep.reshape(x1.shape)
+    keep = _off_scale_argmax(x1.detach().reshape(24, 96), tiles).reshape(x1.shape)
     torch.testing.assert_close(x1.grad[keep], x2.grad[keep], rtol=1e-5, atol=1e-6)
     with pytest.raises(RuntimeError, match="noise_weight has shape"):
         lf.ops.crossbar_mvm(x1.detach(), w.detach().contiguous(), scales[None].detach().contiguous(), None,
