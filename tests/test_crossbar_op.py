@@ -277,6 +277,45 @@ def test_ste_gradient_at_exactly_the_bound(dtype):
     assert gw[0, 0] == g[0, 0] * 1.0 + g[1, 0] * -1.0 + g[2, 0] * 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stage", ["dac", "adc"])
+def test_quantisers_round_values_next_to_a_half_step_as_the_division_does(dtype, stage):
+    """The converters divide by the step, as AIHWKIT's torch.round(v / step) does: values a few
+    ulps either side of a half step, where a multiply by fl(1/step) would round some of them the
+    other way (dozens per dtype here), come out exactly as torch.round(v / step) * step, and so
+    do rows far from any tie."""
+    plain = PAPER.replace(out_noise=0.0, modifier=Modifier("none"), noise_management=NoiseManagement("none"),
+                          bound_management=BoundManagement("none"))
+    if stage == "dac":
+        hw = plain.replace(dac=DAC(7, 1.0), adc=ADC(None, None))
+        step, bound = 2.0 * hw.dac.bound * hw.dac.resolution, hw.dac.bound
+    else:
+        hw = plain.replace(dac=DAC(None, None), adc=ADC(9, 12.0))
+        step, bound = 2.0 * hw.adc.bound * hw.adc.resolution, hw.adc.bound
+    step_t = torch.tensor(step, dtype=dtype)  # the kernel rounds the double step to T once
+    half = (torch.arange(-int(bound / step) - 2, int(bound / step) + 2, dtype=dtype) + 0.5) * step_t
+    near = [half]
+    up, down = half.clone(), half.clone()
+    for _ in range(4):
+        up, down = torch.nextafter(up, up + 1), torch.nextafter(down, down - 1)
+        near += [up, down]
+    near = torch.cat(near)
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    far = (torch.rand(8 * n, generator=g, dtype=dtype) * 2 - 1) * bound
+    values = torch.cat([near, far])
+    values = values[torch.randperm(values.numel(), generator=g)]
+    rows = -(-values.numel() // n)
+    x = torch.zeros(rows * n, dtype=dtype)
+    x[: values.numel()] = values
+    x = x.reshape(rows, n)
+    x[-3:] = far[: 3 * n].reshape(3, n)  # whole rows without a tie: the multiply path
+    eye = torch.eye(n, dtype=dtype)
+    y = _call(x, eye, torch.ones(n, dtype=dtype), hw)
+    expected = (torch.round(x / step_t) * step_t).clamp(-bound, bound)
+    assert torch.equal(y, expected), f"{(y != expected).sum().item()} values differ"
+
+
 def test_philox_vector_path_equals_the_scalar_header():
     rng = torch.tensor([2**40 + 123, 7])
     # Counts cover every path: 16-block and 8-block vector steps, scalar tails, partial first and
