@@ -87,6 +87,9 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
                                                         "no_magnitude", "pool_digital", "K=1"}
     on_disk = json.loads((out / "lorafusion.json").read_text())
     assert set(on_disk) >= {"held_out", "ablations", "command", "wall_s"}
+    # The wall clock from the first cell's start covers every computed cell; the threads are the run's.
+    assert on_disk["elapsed_s"] >= max(r["wall_s"] for r in mod.load_cells(out / "cells.jsonl").values())
+    assert on_disk["threads"] == 1 and "1 torch thread(s)" in (out / "lorafusion.md").read_text()
     assert "Complete" in (out / "lorafusion.md").read_text() and (out / "lorafusion.png").is_file()
     # Rerun: every cell is skipped, nothing is appended.
     n_lines = len((out / "cells.jsonl").read_text().splitlines())

@@ -44,13 +44,13 @@ row), a fixed subsample of 1600 training examples (seed 0), 200 dev examples, 3 
 trials at t = 0 and 10 y; LoRA lr 1e-3, head lr 1e-2 for every method; the magnitudes' lr
 `--magnitude-lr` (FusionConfig's default). The default run has 91 cells: 5 pool members (also
 the seed-0 `hwa_lora`), 70 other held-out cells, 16 ablations; `--diagnosis-task sst2` adds 12.
-Measured: the 46 cells of docs/results/lorafusion.md computed by its run (the rest imported)
-took 9,669 s of cell wall time, 210 s per cell on average (81-437 s), in 84 min with 2 workers
-on the 2-core machine, which also ran a third, lower-priority experiment and test runs. At that
-rate the default's 91 cells take about 2.7 h with 2 workers: over the 2.5 h target unless the
-machine is quiet. `--pool-steps 300 --pool-train-examples 4800` (docs/results) adds 5 longer
-pool members (6,403 s of cell time in all, up to 2,279 s each, measured on a busy machine). `--seeds 0,1` or
-`--ablation-tasks sst2` cut the run.
+Measured (2026-12-02, docs/results/pool100): the default run from an empty --out, 2 workers
+of 1 thread on the 2-core machine with nothing else heavy running, took 5,665 s (1.57 h) from
+start to the last worker's exit, within the 2.5 h target; its 91 cells add up to 11,190 s of
+cell time (38-201 s each; the 5 seed-0 `hwa_lora` cells reuse the pool members).
+`--pool-steps 300 --pool-train-examples 4800` (docs/results) adds 5 longer pool members
+(6,403 s of cell time in all, up to 2,279 s each, measured on a busy machine). `--seeds 0,1`
+or `--ablation-tasks sst2` cut the run.
 
 Several workers may share one `--out` (each claims the next cell); start one per core:
     for i in 1 2; do OMP_NUM_THREADS=1 python python/experiments/lorafusion_glue.py \
@@ -159,6 +159,7 @@ class Settings:
     export: tuple[Path, str] | None = None
     report_only: bool = False
     import_from: Path | None = None
+    threads: int = 1  # torch threads per worker of the run that computed the cells
 
 
 # ---------------------------------------------------------------------- cells
@@ -607,17 +608,21 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     wall = sum(r.get("wall_s", 0.0) for r in done.values())
     ends = [r["finished_at"] for r in done.values() if "finished_at" in r]
     span = (max(ends) - min(ends)) if len(ends) > 1 else None
+    # First computed cell's start to the last one's end: the run's wall clock when it ran in one go.
+    starts = [r["finished_at"] - r.get("wall_s", 0.0) for r in done.values()
+              if "finished_at" in r and "imported_from" not in r and "reused_from" not in r]
+    elapsed = (max(ends) - min(starts)) if starts else None
     return {"held_out": held, "ablations": ablations, "pool": pool, "budget": dataclasses.asdict(s.budget),
             "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
             "tasks": list(s.tasks), "complete": not pending, "pending": pending, "imported": imported,
             "command": s.command,
-            "wall_s": wall, "span_s": span,
-            "workers": len({r.get("worker") for r in done.values() if "worker" in r}), "machine": _machine()}
+            "wall_s": wall, "span_s": span, "elapsed_s": elapsed,
+            "workers": len({r.get("worker") for r in done.values() if "worker" in r}), "threads": s.threads,
+            "machine": _machine()}
 
 
 def _machine() -> str:
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs visible, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}"
 
 
 def _plot(path: Path, res: dict) -> None:
@@ -738,8 +743,11 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     lines += ["", "![held-out results](lorafusion.png)", "",
               "## Reproduce", "", "```", s.command, "```", "",
               f"Wall time of the finished cells: {res['wall_s']:.0f} s (`wall_s`: the sum of each cell's own wall "
-              f"time; cells ran in {res['workers']} worker process(es) of one thread each, sharing the CPUs with "
+              f"time; cells ran in {res['workers']} worker process(es) of {res['threads']} torch thread(s) each, sharing "
+              f"the CPUs with "
               f"other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
+              + (f"; first cell's start to last cell's end: {res['elapsed_s']:.0f} s ({res['elapsed_s'] / 3600:.2f} h)"
+                 if res.get('elapsed_s') else "")
               + f"). Machine: {res['machine']}."]
     if res["imported"]:
         source_cmd = ""
@@ -950,7 +958,7 @@ def parse(argv: list[str] | None) -> Settings:
                  ablation_tasks=abl, diagnosis_task=a.diagnosis_task or None, budget=b,
                  fusion=FusionConfig(magnitude_lr=a.magnitude_lr),
                  pool_digital=a.pool_digital, only=tuple(x for x in a.only.split(",") if x), progress=a.progress,
-                 command=command)
+                 command=command, threads=a.threads)
     s.hardware = HardwareConfig.preset(a.hardware)
     s.export = (Path(a.export_pool), a.export_held_out) if a.export_pool else None
     s.report_only = a.report
@@ -970,6 +978,9 @@ def main(argv: list[str] | None = None) -> dict:
         if settings_path.is_file():  # the command and recipe that ran the cells, not this report call's
             recorded = json.loads(settings_path.read_text())
             s.command = recorded.get("command", s.command)
+            # Runs recorded before the field: the --threads of their command (argparse default 2).
+            m = re.search(r"--threads[ =](\d+)", s.command)
+            s.threads = recorded.get("threads", int(m.group(1)) if m else 2)
             s.fusion = dataclasses.replace(s.fusion, magnitude_lr=recorded.get("magnitude_lr", LEGACY_MAGNITUDE_LR))
         if s.import_from is not None:
             import_cells(s, s.import_from)
@@ -983,7 +994,7 @@ def main(argv: list[str] | None = None) -> dict:
     (s.out / "settings.json").write_text(json.dumps({"budget": dataclasses.asdict(s.budget), "tasks": s.tasks,
                                                      "model": s.model, "hardware": s.hardware_name,
                                                      "magnitude_lr": s.fusion.magnitude_lr,
-                                                     "command": s.command}, indent=2))
+                                                     "command": s.command, "threads": s.threads}, indent=2))
     cells_path = s.out / "cells.jsonl"
     all_cells = plan(dataclasses.replace(s, only=()))
     cells = plan(s)
