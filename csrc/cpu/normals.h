@@ -27,6 +27,7 @@ inline void normals_blocks(const NoiseKey& key, uint64_t b0, uint64_t b1, float*
 #ifdef LORAFUSION_AVX512_NORMALS
   if (b + 16 <= b1) {
     const avx512::RoundKeys rk = avx512::round_keys(key);
+    for (; b + 32 <= b1; b += 32) avx512::normals32(key, rk, b, out + (b - b0) * 4);
     for (; b + 16 <= b1; b += 16) avx512::normals16(key, rk, b, out + (b - b0) * 4);
   }
 #endif

@@ -93,36 +93,41 @@ inline RoundKeys round_keys(const NoiseKey& key) {
   return r;
 }
 
-// Normals of blocks [b, b + 16) into out[0..64), block-major.
-inline void normals16(const NoiseKey& key, const RoundKeys& rk, uint64_t b, float* out) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i base = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(b)));
-  __m512i c0 = _mm512_add_epi32(base, lane);
-  const __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, base);
-  __m512i c1 = _mm512_mask_add_epi32(_mm512_set1_epi32(static_cast<int>(b >> 32)), wrapped,
-                                     _mm512_set1_epi32(static_cast<int>(b >> 32)), _mm512_set1_epi32(1));
-  __m512i c3 = _mm512_set1_epi32(static_cast<int>(key.c3));
-  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  __m512i c2;
-  {
+// Philox4x32-10 state of blocks [b, b + 16), one block per lane.
+struct Philox16 {
+  __m512i c0, c1, c2, c3;
+
+  Philox16(const NoiseKey& key, const RoundKeys& rk, uint64_t b) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i base = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(b)));
+    c0 = _mm512_add_epi32(base, lane);
+    const __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, base);
+    c1 = _mm512_mask_add_epi32(_mm512_set1_epi32(static_cast<int>(b >> 32)), wrapped,
+                               _mm512_set1_epi32(static_cast<int>(b >> 32)), _mm512_set1_epi32(1));
+    c3 = _mm512_set1_epi32(static_cast<int>(key.c3));
+    // Round 0: c2 is the key's constant word, so its product is precomputed (rk.lo1, rk.hi1).
     __m512i lo0, hi0;
-    mulhilo(c0, m0, &lo0, &hi0);
+    mulhilo(c0, _mm512_set1_epi32(static_cast<int>(0xD2511F53u)), &lo0, &hi0);
     c0 = _mm512_ternarylogic_epi32(rk.hi1, c1, rk.k0[0], 0x96);
     c2 = _mm512_ternarylogic_epi32(hi0, c3, rk.k1[0], 0x96);
     c1 = rk.lo1;
     c3 = lo0;
   }
-  for (int round = 1; round < 10; ++round) {
+
+  void round(const RoundKeys& rk, int r) {
     __m512i lo0, hi0, lo1, hi1;
-    mulhilo(c0, m0, &lo0, &hi0);
-    mulhilo(c2, m1, &lo1, &hi1);
-    c0 = _mm512_ternarylogic_epi32(hi1, c1, rk.k0[round], 0x96);
-    c2 = _mm512_ternarylogic_epi32(hi0, c3, rk.k1[round], 0x96);
+    mulhilo(c0, _mm512_set1_epi32(static_cast<int>(0xD2511F53u)), &lo0, &hi0);
+    mulhilo(c2, _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u)), &lo1, &hi1);
+    c0 = _mm512_ternarylogic_epi32(hi1, c1, rk.k0[r], 0x96);
+    c2 = _mm512_ternarylogic_epi32(hi0, c3, rk.k1[r], 0x96);
     c1 = lo1;
     c3 = lo0;
   }
-  const __m512i v[4] = {c0, c1, c2, c3};
+};
+
+// Box-Muller of a Philox state's 4 words per lane into out[0..64), block-major.
+inline void box_muller16(const Philox16& st, float* out) {
+  const __m512i v[4] = {st.c0, st.c1, st.c2, st.c3};
   __m512 res[4];
   const __m512 scale = _mm512_set1_ps(5.9604644775390625e-8f);
   for (int pair = 0; pair < 2; ++pair) {
@@ -151,5 +156,25 @@ inline void normals16(const NoiseKey& key, const RoundKeys& rk, uint64_t b, floa
   _mm512_storeu_ps(out + 16, _mm512_shuffle_f32x4(a01, a23, 0xDD));
   _mm512_storeu_ps(out + 32, _mm512_shuffle_f32x4(c01, c23, 0x88));
   _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(c01, c23, 0xDD));
+}
+
+// Normals of blocks [b, b + 16) into out[0..64), block-major.
+inline void normals16(const NoiseKey& key, const RoundKeys& rk, uint64_t b, float* out) {
+  Philox16 st(key, rk, b);
+  for (int r = 1; r < 10; ++r) st.round(rk, r);
+  box_muller16(st, out);
+}
+
+// Normals of blocks [b, b + 32) into out[0..128): two independent groups of 16 whose Philox
+// rounds are interleaved, so that one group's multiplies run while the other's wait on
+// theirs (ten dependent rounds bound a single group by latency, not throughput).
+inline void normals32(const NoiseKey& key, const RoundKeys& rk, uint64_t b, float* out) {
+  Philox16 a(key, rk, b), c(key, rk, b + 16);
+  for (int r = 1; r < 10; ++r) {
+    a.round(rk, r);
+    c.round(rk, r);
+  }
+  box_muller16(a, out);
+  box_muller16(c, out + 64);
 }
 }  // namespace lorafusion::cpu::avx512
