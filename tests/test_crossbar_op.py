@@ -309,7 +309,7 @@ def test_quantisers_round_values_next_to_a_half_step_as_the_division_does(dtype,
     x = torch.zeros(rows * n, dtype=dtype)
     x[: values.numel()] = values
     x = x.reshape(rows, n)
-    x[-3:] = far[: 3 * n].reshape(3, n)  # whole rows without a tie: the multiply path
+    x[-3:] = far[: 3 * n].reshape(3, n)  # whole rows far from any tie
     eye = torch.eye(n, dtype=dtype)
     y = _call(x, eye, torch.ones(n, dtype=dtype), hw)
     expected = (torch.round(x / step_t) * step_t).clamp(-bound, bound)
@@ -318,8 +318,9 @@ def test_quantisers_round_values_next_to_a_half_step_as_the_division_does(dtype,
 
 def test_philox_vector_path_equals_the_scalar_header():
     rng = torch.tensor([2**40 + 123, 7])
-    # Counts cover every path: 16-block and 8-block vector steps, scalar tails, partial first and
-    # last blocks, a single element; the last case wraps the low word of the block counter.
+    # Counts cover every path: 32-, 16- and 8-block vector steps, scalar tails, partial first and
+    # last blocks, a single element; the last two cases wrap the low word of the block counter
+    # (the last one inside a 32-block step).
     cases = ((0, 4099), (3, 1001), (1, 4 * 27), (2, 1), (5, 2), (0, 4 * 16 + 4 * 8), (4 * (2**32 - 5), 97),
              (4 * (2**32 - 12) + 1, 4 * 40))
     for start, count in cases:

@@ -609,9 +609,10 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     ends = [r["finished_at"] for r in done.values() if "finished_at" in r]
     span = (max(ends) - min(ends)) if len(ends) > 1 else None
     # First computed cell's start to the last one's end: the run's wall clock when it ran in one go.
-    starts = [r["finished_at"] - r.get("wall_s", 0.0) for r in done.values()
-              if "finished_at" in r and "imported_from" not in r and "reused_from" not in r]
-    elapsed = (max(ends) - min(starts)) if starts else None
+    computed = [r for r in done.values()
+                if "finished_at" in r and "imported_from" not in r and "reused_from" not in r]
+    elapsed = (max(r["finished_at"] for r in computed) - min(r["finished_at"] - r.get("wall_s", 0.0) for r in computed)
+               if computed else None)
     return {"held_out": held, "ablations": ablations, "pool": pool, "budget": dataclasses.asdict(s.budget),
             "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
             "tasks": list(s.tasks), "complete": not pending, "pending": pending, "imported": imported,
@@ -743,9 +744,8 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     lines += ["", "![held-out results](lorafusion.png)", "",
               "## Reproduce", "", "```", s.command, "```", "",
               f"Wall time of the finished cells: {res['wall_s']:.0f} s (`wall_s`: the sum of each cell's own wall "
-              f"time; cells ran in {res['workers']} worker process(es) of {res['threads']} torch thread(s) each, sharing "
-              f"the CPUs with "
-              f"other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
+              f"time; cells ran in {res['workers']} worker process(es) of {res['threads']} torch thread(s) each, "
+              f"sharing the CPUs with other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
               + (f"; first cell's start to last cell's end: {res['elapsed_s']:.0f} s ({res['elapsed_s'] / 3600:.2f} h)"
                  if res.get('elapsed_s') else "")
               + f"). Machine: {res['machine']}."]
