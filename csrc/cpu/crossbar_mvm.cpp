@@ -461,6 +461,87 @@ struct TileForward {
     }
   }
 
+  // Whether a single-input-tile epilogue can run as one loop per row (fused_row): the common
+  // case, without the output asymmetry or stochastic rounding that reorder its steps.
+  bool fused_epilogue() const {
+    return tin == 1 && p.out_asymmetry == 0.0 && !p.out_sto_round && S <= 2;
+  }
+
+  // Output noise, ADC, bound test and periphery of GEMM row `src` (row m of the tile at
+  // `pass`) into `dst` (may alias src), in one loop: every element goes through the same
+  // rounded operations, in the same order, as adc_row followed by periphery_row, but is loaded
+  // and stored once (the separate loops each streamed the row through L1 again). Returns
+  // whether no ADC clamp was active.
+  template <int kScales>
+  bool fused_row(const TileRange& t, int64_t m, int pass, T s_m, const T* src, T* dst,
+                 std::vector<float>& normals) const {
+    const int64_t nt = t.o1 - t.o0;
+    const T step = adc_step();
+    const T bound = p.out_bound > 0 ? static_cast<T>(p.out_bound) : std::numeric_limits<T>::infinity();
+    const T sigma = static_cast<T>(p.out_noise);
+    const T inv_s = output_factor<T>(p, s_m);
+    const T* sc0 = kScales > 0 ? out_scales + t.it * N + t.o0 : nullptr;
+    const T* sc1 = kScales > 1 ? out_scales + (tin + t.it) * N + t.o0 : nullptr;
+    const T* b = bias ? bias + t.o0 : nullptr;
+    bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    const float* nz = nullptr;
+    const T* nz_injected = nullptr;
+    if (sigma > T(0)) {
+      if (noise_out) {
+        nz_injected = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
+      } else {
+        const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
+                                            static_cast<uint32_t>(t.it));
+        normals.resize(nt);
+        fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
+        nz = normals.data();
+      }
+    }
+    int bad = 0;
+    // One loop body per variant, so that each vectorises without per-element branches.
+    auto run = [&](auto noisy, auto masked, auto biased) {
+      for (int64_t n = 0; n < nt; ++n) {
+        T v = src[n];
+        if constexpr (decltype(noisy)::value == 1) v = v + sigma * static_cast<T>(nz[n]);
+        if constexpr (decltype(noisy)::value == 2) v = v + sigma * nz_injected[n];
+        v = adc_round<T>(v, step);
+        const bool inside = v <= bound && v >= -bound;
+        if constexpr (decltype(masked)::value) mr[n] = inside;
+        bad |= !inside;
+        v = clamp_nan<T>(v, -bound, bound) * inv_s;
+        if constexpr (kScales > 0) v = v * sc0[n];
+        if constexpr (kScales > 1) v = v * sc1[n];
+        if constexpr (decltype(biased)::value) v = v + b[n];
+        dst[n] = v;
+      }
+    };
+    using I0 = std::integral_constant<int, 0>;
+    using I1 = std::integral_constant<int, 1>;
+    using I2 = std::integral_constant<int, 2>;
+    auto with_noise = [&](auto masked, auto biased) {
+      if (nz) {
+        run(I1{}, masked, biased);
+      } else if (nz_injected) {
+        run(I2{}, masked, biased);
+      } else {
+        run(I0{}, masked, biased);
+      }
+    };
+    auto with_mask = [&](auto biased) {
+      if (mr) {
+        with_noise(std::true_type{}, biased);
+      } else {
+        with_noise(std::false_type{}, biased);
+      }
+    };
+    if (b) {
+      with_mask(std::true_type{});
+    } else {
+      with_mask(std::false_type{});
+    }
+    return bad == 0;
+  }
+
   // One pass of the epilogue over the GEMM rows `ybuf` of `rows`. With a single input tile
   // the final values (periphery and bias included) go straight to y: a pass that fails the
   // bound test is simply overwritten by the next one. With several input tiles the ADC
@@ -468,10 +549,19 @@ struct TileForward {
   void epilogue(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
                 std::vector<uint8_t>& row_ok, const T* s, bool direct) const {
     const int64_t nt = t.o1 - t.o0;
+    const bool fused = direct && fused_epilogue();
     at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> normals;
       for (int64_t i = b; i < e; ++i) {
         const int64_t m = rows[i];
+        if (fused) {
+          const T* src = ybuf + i * nt;
+          T* dst = y + m * N + t.o0;
+          row_ok[i] = S == 0   ? fused_row<0>(t, m, pass, s[m], src, dst, normals)
+                      : S == 1 ? fused_row<1>(t, m, pass, s[m], src, dst, normals)
+                               : fused_row<2>(t, m, pass, s[m], src, dst, normals);
+          continue;
+        }
         T* dst = direct ? y + m * N + t.o0 : ybuf + i * nt;
         row_ok[i] = adc_row(t, m, pass, ybuf + i * nt, dst, normals);
         if (direct) periphery_row(t, s[m], dst, bias);
