@@ -76,8 +76,10 @@ def test_torch_compile_fullgraph(mode):
     ref = pool_fusion_reference(x, A, B, c, scale=2.0, mode=mode).square().sum()
     rx, rc = torch.autograd.grad(ref, (x, c))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(gx, rx, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(gc, rc, rtol=1e-5, atol=1e-4)
+    # The gradients reach ~1e3 here, so an entry that cancels down to ~1 carries the float32
+    # rounding of the large terms (~1e-4 seen on an Intel host): scale atol to the largest.
+    for got, want in ((gx, rx), (gc, rc)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
 
 
 @pytest.mark.parametrize("mode", MODES)
