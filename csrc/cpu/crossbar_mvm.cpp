@@ -241,7 +241,9 @@ struct TileForward {
   // outputs
   T* y;          // [M, N]
   T* s_out;      // [T, M]
-  bool* mask;    // [Tin, M, N] or null
+  // [Tin, M, N] or null: the bool tensor's bytes (0 or 1), written as uint8_t because GCC
+  // does not vectorise a loop that stores bool.
+  uint8_t* mask;
   int32_t* passes;  // [T, M]
 
   T dac_step() const { return static_cast<T>(2.0 * p.inp_bound * p.inp_res); }
@@ -412,7 +414,7 @@ struct TileForward {
       src = dst;
     }
     int bad = 0;
-    bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    uint8_t* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
     if (p.out_sto_round && step > T(0)) {
       // AIHWKIT's UniformQuantize with stochastic rounding: v / step + U(-1/2, 1/2), rounded.
       const NoiseKey key = make_noise_key(seed, offset, kStreamOutputRound, static_cast<uint32_t>(pass),
@@ -483,7 +485,7 @@ struct TileForward {
     const T* sc0 = kScales > 0 ? out_scales + t.it * N + t.o0 : nullptr;
     const T* sc1 = kScales > 1 ? out_scales + (tin + t.it) * N + t.o0 : nullptr;
     const T* b = bias ? bias + t.o0 : nullptr;
-    bool* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    uint8_t* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
     const float* nz = nullptr;
     const T* nz_injected = nullptr;
     if (sigma > T(0)) {
@@ -643,7 +645,7 @@ struct TileForward {
           std::fill(row, row + (t.o1 - t.o0), T(0));
           if (bias) std::copy(bias + t.o0, bias + t.o1, row);
         }
-        if (mask) std::fill(mask + (t.it * M + m) * N + t.o0, mask + (t.it * M + m) * N + t.o1, false);
+        if (mask) std::fill(mask + (t.it * M + m) * N + t.o0, mask + (t.it * M + m) * N + t.o1, uint8_t{0});
       }
       return;
     }
@@ -747,7 +749,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                    p.ir_drop > 0.0 && !training,
                    y.data_ptr<T>(),
                    s.data_ptr<T>(),
-                   need_aux ? mask.data_ptr<bool>() : nullptr,
+                   need_aux ? reinterpret_cast<uint8_t*>(mask.data_ptr<bool>()) : nullptr,
                    passes.data_ptr<int32_t>()};
   for (const auto& t : tiles) {
     if (f.sample_rows > 0) {
@@ -785,7 +787,7 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
   const T* gy = grad_y.data_ptr<T>();
   const T* xp = x.data_ptr<T>();
   const T* sc = out_scales.data_ptr<T>();
-  const bool* mk = mask.data_ptr<bool>();
+  const uint8_t* mk = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());  // vectorises, bool does not
   const auto opt = x.options();
   for (const auto& t : tiles) {
     const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
@@ -795,10 +797,10 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
     T* gp = g.data_ptr<T>();
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t m = b; m < e; ++m) {
-        const bool* mr = mk + (t.it * M + m) * N + t.o0;
+        const uint8_t* mr = mk + (t.it * M + m) * N + t.o0;
         const T* gr = gy + (p.per_input_tile ? t.it * M * N : 0) + m * N + t.o0;
         T* out = gp + m * nt;
-        for (int64_t n = 0; n < nt; ++n) out[n] = mr[n] ? gr[n] : T(0);
+        for (int64_t n = 0; n < nt; ++n) out[n] = mr[n] != 0 ? gr[n] : T(0);
         for (int64_t j = 0; j < S; ++j) {  // the scale rows in forward order
           const T* scr = sc + (j * tin + t.it) * N + t.o0;
           for (int64_t n = 0; n < nt; ++n) out[n] = out[n] * scr[n];
@@ -831,12 +833,23 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
       in_mask = dac_may_clamp ? at::empty({M, kt}, opt) : at::Tensor();
       T* xsp = xs.data_ptr<T>();
       T* imp = dac_may_clamp ? in_mask.data_ptr<T>() : nullptr;
+      const bool plain_dac = !p.inp_sto_round && !(inp_sigma > T(0)) && !asymmetric;
       at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
         std::vector<float> normals(inp_sigma > T(0) ? kt : 0);
         std::vector<float> offsets(p.inp_sto_round ? kt : 0);
         for (int64_t m = b; m < e; ++m) {
           const T sm = scaling ? st[m] : T(1);
           const T inv_s = back_scale<T>(p, sm);
+          if (plain_dac) {  // the general loop below with its branches folded away: it vectorises
+            const T* xr = xp + m * K + t.k0;
+            T* xo = xsp + m * kt;
+            for (int64_t k = 0; k < kt; ++k) xo[k] = dac_quantize<T>(xr[k] * sm, step, bound) * inv_s;
+            if (imp) {
+              T* io = imp + m * kt;
+              for (int64_t k = 0; k < kt; ++k) io[k] = dac_passes_gradient<T>(xr[k] * sm, step, bound) ? T(1) : T(0);
+            }
+            continue;
+          }
           if (inp_sigma > T(0) || p.inp_sto_round) {
             // The input noise of the row's accepted pass: the pass whose scale, computed as the
             // forward computes it (inv_a / reduction, reduction doubling in T), is s_m.
