@@ -11,12 +11,15 @@
 namespace lorafusion::cpu::avx512 {
 
 inline void mulhilo(__m512i a, __m512i m, __m512i* lo, __m512i* hi) {
+  // Two 32x32->64 multiplies (even and odd lanes), their words put back in place by in-lane
+  // shuffles: vpmulld (two multiply uops, ten cycles) and 64-bit shifts compete with
+  // vpmuludq for the one port that multiplies on Intel cores; shuffles run on another.
   const __m512i even = _mm512_mul_epu32(a, m);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  // hi: the upper words of each 64-bit product, back in their 32-bit lanes.
-  const __m512i idx = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-  *hi = _mm512_permutex2var_epi32(even, idx, odd);
-  *lo = _mm512_mullo_epi32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_shuffle_epi32(a, _MM_PERM_DDBB), m);
+  // lo: even products' low words in even lanes, odd products' low words moved to odd lanes.
+  *lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
+  // hi: even products' high words moved to even lanes, odd products' high words in odd lanes.
+  *hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);
 }
 
 inline __m512 log_unit(__m512 u) {
