@@ -364,10 +364,23 @@ struct TileForward {
     std::vector<T> wc(cols * kt);
     const T* w = w_tile.data_ptr<T>();
     for (int64_t j = 0; j < cols; ++j) std::copy(w + by_peak[j] * kt, w + (by_peak[j] + 1) * kt, wc.begin() + j * kt);
+    // Rows that cannot reach the bound in these columns need no dot products: by Cauchy-Schwarz
+    // |y| <= ||xq_m|| max_j ||W_j||, and a computed dot exceeds the exact one by less than the
+    // rounding allowance in threshold(), so a row whose bound is within the ADC limit is never
+    // over (sum xq^2, summed in T, inflated by its own worst-case rounding).
+    double w_norm = 0.0;
+    for (int64_t j = 0; j < cols; ++j) {
+      double ss = 0.0;
+      for (int64_t k = 0; k < kt; ++k) ss += static_cast<double>(wc[j * kt + k]) * static_cast<double>(wc[j * kt + k]);
+      w_norm = std::max(w_norm, std::sqrt(ss));
+    }
+    w_norm *= 1.0 + 1e-9;
     const T* xqp = xq.data_ptr<T>();
     std::atomic<bool> over{false};
     at::parallel_for(0, M, 64, [&](int64_t b, int64_t e) {
       for (int64_t m = b; m < e && !over.load(std::memory_order_relaxed); ++m) {
+        const double x_norm = std::sqrt(static_cast<double>(norms[m].second) * (1.0 + 2.0 * kt_u));
+        if (x_norm * w_norm <= limit) continue;
         const double need = threshold(m);
         const T* xr = xqp + m * kt;
         for (int64_t j = 0; j < cols; ++j) {
