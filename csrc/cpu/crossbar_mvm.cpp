@@ -401,6 +401,26 @@ struct TileForward {
     return over.load();
   }
 
+  // Row m of tile t's clamp mask, or null without one.
+  uint8_t* mask_row(const TileRange& t, int64_t m) const {
+    return mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+  }
+
+  // Row m of the injected output noise of tile t at `pass`.
+  const T* injected_noise_row(const TileRange& t, int64_t m, int pass) const {
+    return noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
+  }
+
+  // The output noise (standard normals) of row m of tile t at `pass`, drawn into `normals`.
+  const float* output_normals(const TileRange& t, int64_t m, int pass, std::vector<float>& normals) const {
+    const int64_t nt = t.o1 - t.o0;
+    const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
+                                        static_cast<uint32_t>(t.it));
+    normals.resize(nt);
+    fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
+    return normals.data();
+  }
+
   // Output noise + ADC + bound test of GEMM row `src` (row m of the tile at `pass`) into
   // `dst` (may alias src); returns whether no ADC clamp was active.
   bool adc_row(const TileRange& t, int64_t m, int pass, const T* src, T* dst,
@@ -417,20 +437,16 @@ struct TileForward {
     }
     if (sigma > T(0)) {
       if (noise_out) {
-        const T* nz = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
+        const T* nz = injected_noise_row(t, m, pass);
         for (int64_t n = 0; n < nt; ++n) dst[n] = src[n] + sigma * nz[n];
       } else {
-        const NoiseKey key = make_noise_key(seed, offset, kStreamOutput,
-                                            static_cast<uint32_t>(pass), static_cast<uint32_t>(t.it));
-        normals.resize(nt);
-        fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
-        const float* nz = normals.data();
+        const float* nz = output_normals(t, m, pass, normals);
         for (int64_t n = 0; n < nt; ++n) dst[n] = src[n] + sigma * static_cast<T>(nz[n]);
       }
       src = dst;
     }
     int bad = 0;
-    uint8_t* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    uint8_t* mr = mask_row(t, m);
     if (p.out_sto_round && step > T(0)) {
       // AIHWKIT's UniformQuantize with stochastic rounding: v / step + U(-1/2, 1/2), rounded.
       const NoiseKey key = make_noise_key(seed, offset, kStreamOutputRound, static_cast<uint32_t>(pass),
@@ -501,18 +517,14 @@ struct TileForward {
     const T* sc0 = kScales > 0 ? out_scales + t.it * N + t.o0 : nullptr;
     const T* sc1 = kScales > 1 ? out_scales + (tin + t.it) * N + t.o0 : nullptr;
     const T* b = bias ? bias + t.o0 : nullptr;
-    uint8_t* mr = mask ? mask + (t.it * M + m) * N + t.o0 : nullptr;
+    uint8_t* mr = mask_row(t, m);
     const float* nz = nullptr;
     const T* nz_injected = nullptr;
     if (sigma > T(0)) {
       if (noise_out) {
-        nz_injected = noise_out + ((pass * tin + t.it) * M + m) * N + t.o0;
+        nz_injected = injected_noise_row(t, m, pass);
       } else {
-        const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
-                                            static_cast<uint32_t>(t.it));
-        normals.resize(nt);
-        fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
-        nz = normals.data();
+        nz = output_normals(t, m, pass, normals);
       }
     }
     int bad = 0;
@@ -661,7 +673,7 @@ struct TileForward {
           std::fill(row, row + (t.o1 - t.o0), T(0));
           if (bias) std::copy(bias + t.o0, bias + t.o1, row);
         }
-        if (mask) std::fill(mask + (t.it * M + m) * N + t.o0, mask + (t.it * M + m) * N + t.o1, uint8_t{0});
+        if (mask) std::fill_n(mask_row(t, m), t.o1 - t.o0, uint8_t{0});
       }
       return;
     }
