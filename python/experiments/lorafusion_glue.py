@@ -82,14 +82,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lorafusion_ext.convert import attach_lora, attach_pool, is_head, trainable_parameters
-from lorafusion_ext.cost import crossbar_cost_of
+from lorafusion_ext.nn.convert import attach_lora, attach_pool, is_head, trainable_parameters
+from lorafusion_ext.evaluation.cost import crossbar_cost_of
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.hardware import PRESETS, HardwareConfig
 from lorafusion_ext.models import DEFAULT_MODEL, load_classifier
 from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
 from lorafusion_ext.nn.pool import LoRAPool
-from lorafusion_ext.pipelines import DataConfig, RunRecord, drift_evaluation, load_run, save_run, task_data
+from lorafusion_ext.apps.pipelines import DataConfig, RunRecord, drift_evaluation, load_run, save_run, task_data
 from lorafusion_ext.training.loop import TrainConfig, evaluate, train
 from lorafusion_ext.training.methods import (
     FusionConfig,
