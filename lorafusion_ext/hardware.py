@@ -514,7 +514,7 @@ class HardwareConfig:
             ValueError: naming the first field set to a value that is not modelled.
         """
         # The config's one door into interop/, opened on call (the package's one documented
-        # import circle: docs/architecture.md, "Layers").
+        # import circle: docs/architecture.md, "The Python layers").
         from lorafusion_ext.interop.aihwkit_config import hardware_from_rpu_config
 
         return hardware_from_rpu_config(cls, rpu_config)

@@ -4,7 +4,8 @@ Only the subset of AIHWKIT that lorafusion_ext models converts; any other field 
 non-default value raises a ValueError that names it, so a config is never silently changed.
 
 The public door is `HardwareConfig.from_aihwkit` / `to_aihwkit`, which import this module
-lazily, on call: the package's one documented import circle (docs/architecture.md, "Layers").
+lazily, on call: the package's one documented import circle (docs/architecture.md, "The
+Python layers").
 """
 
 from __future__ import annotations
