@@ -1,5 +1,6 @@
 // `philox_normal`: the standard normals of one noise stream, as the kernels draw them. For
 // tests (CPU vector vs scalar path, CPU vs CUDA) and for users who need the raw noise.
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -23,7 +24,12 @@ at::Tensor philox_normal_cpu(const at::Tensor& rng, int64_t stream, int64_t pass
   const uint64_t first = static_cast<uint64_t>(start);
   float* o = out.data_ptr<float>();
   if (vectorized) {
-    cpu::fill_normals(key, first, count, o);
+    // Counter-based: each grain draws its own elements, so the bits do not depend on the
+    // number of threads. Grains are whole Philox blocks past the first element.
+    constexpr int64_t kGrain = 1 << 14;
+    at::parallel_for(0, count, kGrain, [&](int64_t b, int64_t e) {
+      cpu::fill_normals(key, first + static_cast<uint64_t>(b), e - b, o + b);
+    });
   } else {
     const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(count) + 3) >> 2;
     std::vector<float> blocks((b1 - b0) * 4);

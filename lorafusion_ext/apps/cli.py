@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--times", type=_times, default=None, help="seconds, comma-separated (default 0,1h,1d,1w,30d,1y,10y)")
     p.add_argument("--trials", type=_positive_int, default=3)
     p.add_argument("--paper-protocol", action="store_true", help="one programming draw shared by all trials")
+    p.add_argument("--draws", choices=("philox", "aihwkit"), default="philox",
+                   help="device-noise draws: the extension's Philox streams (default) or torch.normal_ "
+                        "in AIHWKIT's order (bit-equal with AIHWKIT)")
     _common(p, train=False)
 
     p = sub.add_parser("cost", help="crossbar cells written and write energy per method")
@@ -363,7 +366,8 @@ def cmd_drift(args: argparse.Namespace) -> None:
         data = _data_config(args)
         task, dev = eval_data(record.task, tok, data)
         sweep = drift_evaluation(model, dev, task, args.times or DEFAULT_TIMES, args.trials, args.seed,
-                                 reprogram_each_trial=not args.paper_protocol, progress=not args.no_progress)
+                                 reprogram_each_trial=not args.paper_protocol, progress=not args.no_progress,
+                                 draws=args.draws)
         name = f"{record.method}-{_file_name(record.task)}"
         split = task.describe_data(data)
         out.mkdir(parents=True, exist_ok=True)

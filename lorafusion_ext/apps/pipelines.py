@@ -181,13 +181,15 @@ def select_adapters(pool: LoRAPool, k: int) -> LoRAPool:
 
 def drift_evaluation(model: nn.Module, dev: Any, spec: "Task | TaskSpec | str", times: Sequence[float] = DEFAULT_TIMES,
                      trials: int = 3, seed: int = 0, reprogram_each_trial: bool = True,
-                     progress: bool = True) -> DriftSweepResult:
+                     progress: bool = True, draws: str = "philox") -> DriftSweepResult:
     """The task's main metric after drift, mean and std over `trials`, at each time (s).
-    `dev` is the task's evaluation set (`task_data` / `eval_data`)."""
+    `dev` is the task's evaluation set (`task_data` / `eval_data`); `draws`: the device-noise
+    draws ("philox" or "aihwkit", see `lf.program`)."""
     task = get_task(spec)
     main = task.main_metric
     return drift_sweep(model, lambda m: task.evaluate(m, dev)[main], times=tuple(times), trials=trials,
-                       reprogram_each_trial=reprogram_each_trial, seed=seed, metric=main, progress=progress)
+                       reprogram_each_trial=reprogram_each_trial, seed=seed, metric=main, progress=progress,
+                       draws=draws)
 
 
 def head_module(model: nn.Module) -> tuple[str, nn.Module]:

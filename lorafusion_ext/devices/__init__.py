@@ -17,6 +17,9 @@ Units: conductances in µS, times in seconds. Typical use::
 """
 
 from .base import (
+    DRAWS,
+    NoiseSource,
+    TorchNoise,
     ZERO_CLIP,
     DeviceModel,
     IdealDeviceModel,
@@ -42,6 +45,9 @@ __all__ = [
     "ZERO_CLIP",
     "READOUT_MIN",
     "DeviceModel",
+    "DRAWS",
+    "NoiseSource",
+    "TorchNoise",
     "IdealDeviceModel",
     "PCMLikeModel",
     "CustomDriftPCMLikeModel",

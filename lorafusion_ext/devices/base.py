@@ -37,6 +37,10 @@ __all__ = [
     "ZERO_CLIP",
     "ProgrammedState",
     "DeviceModel",
+    "NoiseSource",
+    "TorchNoise",
+    "DRAWS",
+    "GeneratorLike",
     "IdealDeviceModel",
     "single_pair_to_conductances",
     "single_pair_to_weights",
@@ -181,16 +185,49 @@ class DeviceModel(Protocol):
     name: ClassVar[str]
 
     def program(
-        self, weights: Tensor, generator: Optional[torch.Generator] = None
+        self, weights: Tensor, generator: GeneratorLike = None
     ) -> ProgrammedState:
         """Program a 2-D ``[out, in]`` weight matrix; returns the programmed state."""
         ...
 
     def drift(
-        self, state: ProgrammedState, t_seconds: float, generator: Optional[torch.Generator] = None
+        self, state: ProgrammedState, t_seconds: float, generator: GeneratorLike = None
     ) -> Tensor:
         """Weights ``[out, in]`` read at ``t_seconds`` (s) after programming finished."""
         ...
+
+
+#: What the device models take as ``generator``: a torch generator, a :class:`NoiseSource`, or None.
+GeneratorLike = Union[torch.Generator, "NoiseSource", None]
+
+#: The device-noise draws: ``"philox"`` (the default; the extension's counter-based Philox
+#: streams, one per call, layer, tile and purpose) or ``"aihwkit"`` (``torch.normal_`` from the
+#: generator, in AIHWKIT's order: bit-equal with AIHWKIT for the same seed).
+DRAWS: Tuple[str, ...] = ("philox", "aihwkit")
+
+
+@runtime_checkable
+class NoiseSource(Protocol):
+    """Where a device model's standard normals come from, passed in place of a generator.
+
+    Each ``normal`` call is one draw of the model (its purpose is the call's rank within the
+    model's ``program`` or ``drift``: programming noise G+, ν G+, programming noise G-, ν G-...).
+    """
+
+    def normal(self, like: Tensor) -> Tensor:
+        """Standard normals with the shape, dtype and device of ``like``."""
+        ...
+
+
+class TorchNoise:
+    """A :class:`NoiseSource` drawing ``torch.normal_`` from a generator (None: torch's global RNG
+    of the tensor's device), exactly as passing the generator itself does."""
+
+    def __init__(self, generator: GeneratorLike = None) -> None:
+        self.generator = generator
+
+    def normal(self, like: Tensor) -> Tensor:
+        return torch.empty_like(like).normal_(0.0, 1.0, generator=self.generator)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,9 +267,10 @@ def check_time(t_seconds: Any) -> float:
     return t
 
 
-def check_generator(generator: Optional[torch.Generator], like: Tensor) -> None:
-    """A generator must live on the same device type as the tensors it fills."""
-    if generator is None:
+def check_generator(generator: "Optional[Union[torch.Generator, NoiseSource]]", like: Tensor) -> None:
+    """A generator must live on the same device type as the tensors it fills; a
+    :class:`NoiseSource` draws on the device of the tensor it is given."""
+    if generator is None or isinstance(generator, NoiseSource):
         return
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -298,13 +336,17 @@ def normalise_scales(model: Any, owner: str, fields: Sequence[str] = ("prog_nois
                                                     expected="a finite scale >= 0"))
 
 
-def randn_like(like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """``torch.randn_like(like)`` drawing from ``generator``.
+def randn_like(like: Tensor, generator: "Optional[Union[torch.Generator, NoiseSource]]") -> Tensor:
+    """Standard normals shaped like ``like``, from ``generator``: a ``torch.Generator`` (or None:
+    torch's global RNG), drawn as ``torch.randn_like(like)``; or a :class:`NoiseSource`, which
+    draws them its own way (e.g. the extension's Philox streams).
 
     ``empty_like(...).normal_()`` is literally what ``randn_like`` does (same memory format, same
     consumption of the RNG stream), so with the same seed it reproduces AIHWKIT's draws bit for bit,
     also for non-contiguous inputs.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        return generator.normal(like)
     return torch.empty_like(like).normal_(0.0, 1.0, generator=generator)
 
 
@@ -389,7 +431,7 @@ class IdealDeviceModel:
 
     @torch.no_grad()
     def program(
-        self, weights: Tensor, generator: Optional[torch.Generator] = None
+        self, weights: Tensor, generator: GeneratorLike = None
     ) -> ProgrammedState:
         """Return a state whose ``weights`` is a copy of ``weights`` and ``scale`` is 1."""
         w = check_weights(weights, "IdealDeviceModel.program")
@@ -398,7 +440,7 @@ class IdealDeviceModel:
 
     @torch.no_grad()
     def drift(
-        self, state: ProgrammedState, t_seconds: float, generator: Optional[torch.Generator] = None
+        self, state: ProgrammedState, t_seconds: float, generator: GeneratorLike = None
     ) -> Tensor:
         """Return a copy of ``state.weights`` whatever ``t_seconds`` (validated, in s)."""
         check_time(t_seconds)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    GeneratorLike,
     ZERO_CLIP,
     check_coefficients,
     check_read_time,
@@ -187,18 +188,18 @@ class HermesModel(SinglePairDriftMixin):
     # Per-conductance steps (AIHWKIT's three methods)
     # ------------------------------------------------------------------------------------------
 
-    def _program_conductance(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _program_conductance(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         sig_prog = poly_noise_std(g_target, self.prog_coeff, self.g_max, self.prog_coeff_g_max_reference)
         g_prog = g_target + self.prog_noise_scale * sig_prog * randn_like(g_target, generator)
         return g_prog.clamp_(min=0.0)
 
-    def _drift_exponents(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _drift_exponents(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         mu, sig = self.drift_exponent_params(g_target)
         nu = torch.abs(mu + sig * randn_like(mu, generator)).clamp(min=0.0)
         return nu * self.drift_scale
 
     def _drift_conductance(
-        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: Optional[torch.Generator]
+        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: GeneratorLike
     ) -> Tensor:
         t = t_inference + self.t_0
         g_drift = g_prog * ((t / self.t_0) ** (-nu)) if t > self.t_0 else g_prog

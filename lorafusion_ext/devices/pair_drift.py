@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    GeneratorLike,
     ProgrammedState,
     check_generator,
     check_time,
@@ -45,14 +46,14 @@ class SinglePairDriftMixin:
 
     g_max: float
 
-    def _program_conductance(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _program_conductance(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         raise NotImplementedError
 
-    def _drift_exponents(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _drift_exponents(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         raise NotImplementedError
 
     def _drift_conductance(
-        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: Optional[torch.Generator]
+        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: GeneratorLike
     ) -> Tensor:
         raise NotImplementedError
 
@@ -60,7 +61,7 @@ class SinglePairDriftMixin:
     def program(
         self,
         weights: Tensor,
-        generator: Optional[torch.Generator] = None,
+        generator: GeneratorLike = None,
         keep_conductances: bool = True,
     ) -> ProgrammedState:
         """Program a tile.
@@ -98,7 +99,7 @@ class SinglePairDriftMixin:
 
     @torch.no_grad()
     def drift(
-        self, state: ProgrammedState, t_seconds: float, generator: Optional[torch.Generator] = None
+        self, state: ProgrammedState, t_seconds: float, generator: GeneratorLike = None
     ) -> Tensor:
         """Weights ``[out, in]`` (weight units) read ``t_seconds`` s after programming finished.
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    GeneratorLike,
     ZERO_CLIP,
     check_coefficients,
     check_conductance,
@@ -158,20 +159,20 @@ class PCMLikeModel(SinglePairDriftMixin):
     # Per-conductance steps (AIHWKIT's three methods)
     # ------------------------------------------------------------------------------------------
 
-    def _program_conductance(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _program_conductance(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         sig_prog = poly_noise_std(
             g_target, self.prog_coeff, self.g_max, self.effective_prog_coeff_g_max_reference
         )
         g_prog = g_target + self.prog_noise_scale * sig_prog * randn_like(g_target, generator)
         return g_prog.clamp_(min=0.0)  # no negative conductances
 
-    def _drift_exponents(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _drift_exponents(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         mu, sig = self.drift_exponent_params(g_target)
         nu = torch.abs(mu + sig * randn_like(mu, generator)).clamp(min=0.0)
         return nu * self.drift_scale
 
     def _drift_conductance(
-        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: Optional[torch.Generator]
+        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: GeneratorLike
     ) -> Tensor:
         t = t_inference + self.t_0
         if t > self.t_0:
@@ -271,7 +272,7 @@ class CustomDriftPCMLikeModel(PCMLikeModel):
         )
         return mean, std
 
-    def _drift_exponents(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _drift_exponents(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         mu, sig = self.drift_exponent_params(g_target)
         # Drawn like the targets (AIHWKIT: randn_like(g_target)): float64 weights get float64 ν.
         return torch.abs(mu + sig * randn_like(g_target, generator)) * self.drift_scale

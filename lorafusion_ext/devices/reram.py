@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    GeneratorLike,
     ProgrammedState,
     check_coefficients,
     check_conductance,
@@ -185,7 +186,7 @@ class ReRAMModel:
         return sig if isinstance(sig, Tensor) else torch.full_like(g_target, sig)
 
     def _apply_poly(
-        self, g_target: Tensor, coeffs: Sequence[float], generator: Optional[torch.Generator]
+        self, g_target: Tensor, coeffs: Sequence[float], generator: GeneratorLike
     ) -> Tensor:
         sig = poly_noise_std(g_target, coeffs, self.g_max, self.effective_coeff_g_max_reference)
         g = g_target + self.noise_scale * sig * randn_like(g_target, generator)
@@ -199,7 +200,7 @@ class ReRAMModel:
     def program(
         self,
         weights: Tensor,
-        generator: Optional[torch.Generator] = None,
+        generator: GeneratorLike = None,
         keep_conductances: bool = True,
     ) -> ProgrammedState:
         """Program a tile.
@@ -229,7 +230,7 @@ class ReRAMModel:
 
     @torch.no_grad()
     def drift(
-        self, state: ProgrammedState, t_seconds: float, generator: Optional[torch.Generator] = None
+        self, state: ProgrammedState, t_seconds: float, generator: GeneratorLike = None
     ) -> Tensor:
         """Weights ``[out, in]`` read ``t_seconds`` s after programming finished.
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    GeneratorLike,
     ProgrammedState,
     check_generator,
     check_real,
@@ -260,7 +261,7 @@ class ReRamCMOModel:
             )
 
     @torch.no_grad()
-    def program(self, weights: Tensor, generator: Optional[torch.Generator] = None) -> ProgrammedState:
+    def program(self, weights: Tensor, generator: GeneratorLike = None) -> ProgrammedState:
         """Program a tile.
 
         Args:
@@ -290,7 +291,7 @@ class ReRamCMOModel:
 
     @torch.no_grad()
     def drift(
-        self, state: ProgrammedState, t_seconds: float, generator: Optional[torch.Generator] = None
+        self, state: ProgrammedState, t_seconds: float, generator: GeneratorLike = None
     ) -> Tensor:
         """Weights ``[out, in]`` read ``t_seconds`` s after programming finished.
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    GeneratorLike,
     check_coefficients,
     check_conductance,
     check_read_time,
@@ -108,17 +109,17 @@ class StateIndependentModel(SinglePairDriftMixin):
     # Per-conductance steps (AIHWKIT's three methods, same op order)
     # ------------------------------------------------------------------------------------------
 
-    def _program_conductance(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _program_conductance(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         sig_prog = poly_noise_std(g_target, self.prog_coeff, self.g_max, self.g_max)
         g_prog = g_target + self.prog_noise_scale * sig_prog * randn_like(g_target, generator)
         return g_prog.clamp_(min=0.0)
 
-    def _drift_exponents(self, g_target: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    def _drift_exponents(self, g_target: Tensor, generator: GeneratorLike) -> Tensor:
         nu = torch.abs(self.drift_nu_mean + self.drift_nu_std * randn_like(g_target, generator))
         return nu.clamp(min=0.0) * self.drift_scale
 
     def _drift_conductance(
-        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: Optional[torch.Generator]
+        self, g_prog: Tensor, nu: Tensor, t_inference: float, generator: GeneratorLike
     ) -> Tensor:
         t = t_inference + self.t_0
         g_drift = g_prog * ((t / self.t_0) ** (-nu)) if t > self.t_0 else g_prog

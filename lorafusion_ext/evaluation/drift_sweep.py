@@ -30,6 +30,7 @@ from torch import nn
 
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.deploy import analog_layers, drift, program
+from lorafusion_ext.nn.tile_state import check_draws
 
 __all__ = ["DEFAULT_TIMES", "DriftSweepResult", "drift_sweep", "format_time"]
 
@@ -236,6 +237,7 @@ def drift_sweep(
     seed: int = 0,
     metric: str = "metric",
     progress: bool = True,
+    draws: str = "philox",
 ) -> DriftSweepResult:
     """Evaluate `model` at each time of `times` after programming, `trials` times.
 
@@ -255,6 +257,7 @@ def drift_sweep(
         seed: integer seed of the sweep.
         metric: name of what `evaluate` returns (labels in the reports).
         progress: show a tqdm progress bar (one step per evaluation).
+        draws: the device-noise draws, "philox" (default) or "aihwkit" (``lf.program``).
 
     Returns:
         :class:`DriftSweepResult`.
@@ -272,6 +275,7 @@ def drift_sweep(
         raise ValueError(f"drift_sweep: trials = {trials!r}; expected an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"drift_sweep: seed = {seed!r}; expected an integer")
+    check_draws(draws, "drift_sweep")
     layers = analog_layers(model)
     if not layers:
         raise ValueError(
@@ -291,13 +295,13 @@ def drift_sweep(
         bar = _progress(trials * len(ts), progress)
         try:
             if not reprogram_each_trial:
-                program(model, generator)
+                program(model, generator, draws)
             for trial in range(trials):
                 if reprogram_each_trial:
-                    program(model, generator)
+                    program(model, generator, draws)
                 row = []
                 for t in ts:
-                    drift(model, t, generator)
+                    drift(model, t, generator, draws)
                     row.append(_as_float(evaluate(model)))
                     bar.set_postfix_str(f"trial {trial + 1}/{trials}, t={format_time(t)}", refresh=False)
                     bar.update(1)

@@ -366,15 +366,17 @@ class AnalogLinear(nn.Linear):
         return self
 
     # ------------------------------------------------------------------ deployment
-    def program(self, generator: torch.Generator | None = None) -> "AnalogLinear":
-        """Program the current target weights onto the tiles (device noise from `generator`,
-        default torch's global RNG); see `lorafusion_ext.nn.tile_state.program_layer`."""
-        return program_layer(self, generator)
+    def program(self, generator: torch.Generator | None = None, draws: str = "philox") -> "AnalogLinear":
+        """Program the current target weights onto the tiles (device noise keyed by `generator`,
+        default torch's global RNG; `draws` "philox" or "aihwkit"); see
+        `lorafusion_ext.nn.tile_state.program_layer`."""
+        return program_layer(self, generator, draws)
 
-    def drift(self, t_seconds: float, generator: torch.Generator | None = None) -> "AnalogLinear":
+    def drift(self, t_seconds: float, generator: torch.Generator | None = None,
+              draws: str = "philox") -> "AnalogLinear":
         """Read the programmed crossbar `t_seconds` (s, >= 0) after programming; raises
         RuntimeError when not programmed. See `lorafusion_ext.nn.tile_state.drift_layer`."""
-        return drift_layer(self, t_seconds, generator)
+        return drift_layer(self, t_seconds, generator, draws)
 
     def unprogram(self) -> "AnalogLinear":
         """Forget the programming: compute with the target weights again."""

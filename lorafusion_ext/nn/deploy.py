@@ -22,6 +22,7 @@ from lorafusion_ext.devices.base import check_time
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.tile_state import (
+    check_draws,
     check_programmable,
     drift_layer,
     is_programmed,
@@ -59,9 +60,11 @@ def _named(name: str) -> str:
     return f"layer {name!r}" if name else "the model (an AnalogLinear)"
 
 
-def program(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+def program(model: nn.Module, generator: torch.Generator | None = None, draws: str = "philox") -> nn.Module:
     """Program every AnalogLinear of `model` (any depth), in ``named_modules`` order, from its
-    current target weights. All device noise comes from `generator` (None: torch's global RNG).
+    current target weights. All device noise is keyed by `generator` (None: torch's global RNG);
+    `draws`: "philox" (default, the extension's Philox streams) or "aihwkit" (``torch.normal_`` in
+    AIHWKIT's order, bit-equal with AIHWKIT); see :func:`program_layer`.
 
     Returns:
         `model`.
@@ -74,17 +77,19 @@ def program(model: nn.Module, generator: torch.Generator | None = None) -> nn.Mo
     # Check every layer first, so that a bad one leaves the model untouched.
     for name, layer in layers:
         try:
-            check_programmable(layer, generator)
+            check_programmable(layer, generator, draws)
         except ValueError as err:
             raise ValueError(f"{_named(name)}: {err}") from None
     for _, layer in layers:
-        program_layer(layer, generator)
+        program_layer(layer, generator, draws)
     return model
 
 
-def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None = None) -> nn.Module:
+def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None = None,
+          draws: str = "philox") -> nn.Module:
     """Drift every AnalogLinear of `model` to `t_seconds` s after programming (see
-    :func:`drift_layer`). All layers must be programmed; nothing is changed otherwise.
+    :func:`drift_layer`; `draws` as in :func:`program`). All layers must be programmed; nothing is
+    changed otherwise.
 
     Returns:
         `model`.
@@ -94,6 +99,7 @@ def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None 
         RuntimeError: some layers are not programmed (the message names them).
     """
     check_time(t_seconds)
+    check_draws(draws, "drift")
     layers = _layers_or_raise(model, "drift")
     missing = [name or "<root>" for name, layer in layers if not is_programmed(layer)]
     if missing:
@@ -103,7 +109,7 @@ def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None 
             "call program(model) first"
         )
     for _, layer in layers:
-        drift_layer(layer, t_seconds, generator)
+        drift_layer(layer, t_seconds, generator, draws)
     return model
 
 

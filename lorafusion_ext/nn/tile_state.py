@@ -34,9 +34,14 @@ programming leaves on the layer is explicit module state, saved and restored by 
 * ``<prefix>programmed_state.t_seconds`` (0-d, float64): the time (s) the crossbar was last read at
   (0 after ``program``).
 
-Randomness: device noise (programming, drift, read noise) comes from the ``generator`` argument
-(default: torch's global RNG of the weights' device), consumed in AIHWKIT's order so that a layer
-programmed with a generator seeded like AIHWKIT's global RNG gets the same conductances. The
+Randomness: device noise (programming, drift, read noise) is keyed by the ``generator`` argument
+(default: torch's global RNG of the weights' device, so ``torch.manual_seed`` controls it). With
+``draws="philox"`` (the default) each call draws one 62-bit call seed from it; tile ``i`` of the
+layer then draws from the extension's Philox streams keyed by (call seed, layer seed
+``rng_state[0]``, tile index, purpose), counter = element index (:func:`device_noise`): the same
+bits at any thread count and on CPU and CUDA. With ``draws="aihwkit"`` the normals are
+``torch.normal_`` from the generator, consumed in AIHWKIT's order, so that a layer programmed with
+a generator seeded like AIHWKIT's global RNG gets the same conductances bit for bit. The
 read-out noise of the compensation MVM comes from the layer's own counter RNG (``rng_state``): a
 stream derived from the layer seed and the tile index, at the layer's current call counter, which
 each ``program``/``drift`` advances by one. A seeded layer plus a seeded generator therefore give a
@@ -56,21 +61,26 @@ import torch
 from torch import Tensor, nn
 
 from lorafusion_ext.devices import (
+    DRAWS,
     DeviceModel,
     GlobalDriftCompensation,
     ProgrammedState,
     compensation_alpha,
     get_device_model,
 )
-from lorafusion_ext.devices.base import check_time
+from lorafusion_ext.devices.base import GeneratorLike, check_time
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.mapping import TileLayout, tile_blocks
-from lorafusion_ext.ops.crossbar import crossbar_mvm
+from lorafusion_ext.ops.crossbar import crossbar_mvm_inference
+from lorafusion_ext.ops.device import DRIFT_PURPOSE, PhiloxNoise, fused_drift, fused_program
+from lorafusion_ext.ops.kwargs import op_kwargs
 
 __all__ = [
     "MASK62",
     "ProgrammedTiles",
+    "check_draws",
     "check_programmable",
+    "device_noise",
     "device_model_of",
     "drift_layer",
     "is_programmed",
@@ -87,6 +97,8 @@ _STATE = "programmed_state"
 MASK62 = (1 << 62) - 1
 # Tag mixed into the layer seed so that the read-out stream never coincides with the forward stream.
 _READOUT_TAG = 0x5EAD07
+# Tag mixed into the call seed of the device-noise streams (draws="philox").
+_DEVICE_TAG = 0xDE71CE
 _COMPENSATION = GlobalDriftCompensation()
 
 
@@ -207,11 +219,48 @@ def readout(tile_weights: Tensor, hardware: HardwareConfig, rng: Tensor) -> Tens
     hw = hardware
     eye = _COMPENSATION.readout_inputs(kt, dtype=tile_weights.dtype, device=tile_weights.device)
     out_scales = tile_weights.new_empty((0, 1, nt))
-    y = crossbar_mvm(eye, tile_weights.contiguous(), out_scales, None, rng, hw, training=False)
+    # The raw op below autograd: a read-out never needs a gradient.
+    y = crossbar_mvm_inference(eye, tile_weights.contiguous(), out_scales, None, rng,
+                               op_kwargs(hw)["params"], training=False)
     return _COMPENSATION.readout(y)
 
 
-def _program_tile(model: DeviceModel, weights: Tensor, generator: torch.Generator | None) -> ProgrammedState:
+def check_draws(draws: object, where: str) -> str:
+    """`draws` if it is one of ``DRAWS`` ("philox", "aihwkit"), else a ValueError naming `where`."""
+    if draws not in DRAWS:
+        raise ValueError(f"{where}: draws = {draws!r}; expected one of {list(DRAWS)}")
+    return str(draws)
+
+
+def _call_seed(generator: torch.Generator | None, device: torch.device) -> int:
+    """One 62-bit seed per program/drift call, drawn from `generator` (None: torch's global RNG
+    of `device`, so ``torch.manual_seed`` controls it)."""
+    gen_device = device if generator is None else generator.device
+    return int(torch.randint(0, 1 << 62, (1,), generator=generator, device=gen_device).item())
+
+
+def device_noise(layer: nn.Linear, call_seed: int, tile_index: int, first_purpose: int) -> PhiloxNoise:
+    """The Philox noise source of tile `tile_index` of `layer` for one call: seed =
+    SplitMix64 chain of (call seed ^ tag, layer seed ``rng_state[0]``, tile index), 62 bits."""
+    seed = splitmix64(splitmix64(splitmix64(call_seed ^ _DEVICE_TAG) + int(layer.rng_state[0])) + tile_index)
+    return PhiloxNoise(seed & MASK62, first_purpose)
+
+
+def _tile_sources(layer: nn.Linear, generator: torch.Generator | None, draws: str,
+                  first_purpose: int) -> dict[tuple[int, int], GeneratorLike]:
+    """The noise source of every tile for one call: the generator itself (draws="aihwkit"), or
+    one Philox source per tile from one call seed."""
+    blocks = list(tile_blocks(layer))
+    if draws == "aihwkit":
+        return {(it, ot): generator for it, ot, _, _ in blocks}
+    seed = _call_seed(generator, layer.weight.device)
+    return {(it, ot): device_noise(layer, seed, it * layer.layout.n_out + ot, first_purpose) for it, ot, _, _ in blocks}
+
+
+def _program_tile(model: DeviceModel, weights: Tensor, generator: GeneratorLike) -> ProgrammedState:
+    fused = fused_program(model, weights, generator)
+    if fused is not None:
+        return fused
     # The programmed conductances are informative only (drift restarts from the programmed weights)
     # and would double the state: do not keep them when the model lets us.
     if "keep_conductances" in inspect.signature(model.program).parameters:
@@ -231,7 +280,7 @@ def _uses_compensation(layer: nn.Linear) -> bool:
     return bool(layer.hardware.device.drift_compensation)
 
 
-def check_programmable(layer: object, generator: object) -> DeviceModel:
+def check_programmable(layer: object, generator: object, draws: object = "philox") -> DeviceModel:
     """Everything `program_layer` can reject, checked before anything is drawn or changed."""
     layer = _check_layer(layer, "program")
     model = device_model_of(layer.hardware)
@@ -245,6 +294,7 @@ def check_programmable(layer: object, generator: object) -> DeviceModel:
         )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"program: generator is a {type(generator).__name__}; expected a torch.Generator or None")
+    check_draws(draws, "program")
     return model
 
 
@@ -254,7 +304,7 @@ def check_programmable(layer: object, generator: object) -> DeviceModel:
 
 
 @torch.no_grad()
-def program_layer(layer: nn.Linear, generator: torch.Generator | None = None) -> nn.Linear:
+def program_layer(layer: nn.Linear, generator: torch.Generator | None = None, draws: str = "philox") -> nn.Linear:
     """Program `layer`'s current target weights onto its tiles (see the module docstring).
 
     Replaces any earlier programming. Sets ``programmed_weight`` (programmed normalised weights
@@ -264,6 +314,8 @@ def program_layer(layer: nn.Linear, generator: torch.Generator | None = None) ->
     Args:
         layer: the AnalogLinear.
         generator: source of the device noise (on the weights' device type); None: torch's global RNG.
+        draws: "philox" (default: Philox streams keyed by a call seed drawn from `generator`) or
+            "aihwkit" (``torch.normal_`` from `generator` in AIHWKIT's order, bit-equal with AIHWKIT).
 
     Returns:
         `layer`.
@@ -271,16 +323,17 @@ def program_layer(layer: nn.Linear, generator: torch.Generator | None = None) ->
     Raises:
         ValueError: `layer` is not an AnalogLinear; its target weights are all zero (nothing to
             program: load the weights first) or not finite; unknown device model; a generator on
-            another device type.
+            another device type; unknown `draws`.
     """
-    model = check_programmable(layer, generator)
+    model = check_programmable(layer, generator, draws)
     w_norm, scales = (t.detach() for t in layer.tile_weights())
     single = layer.layout.n_in == 1 and layer.layout.n_out == 1
     states: dict[tuple[int, int], ProgrammedState] = {}
+    sources = _tile_sources(layer, generator, draws, 0)
     for it, ot, rows, cols in tile_blocks(layer):
         # AIHWKIT's tile holds its weights contiguous; the device model's draws follow memory order.
         tile_w = w_norm if single else w_norm[rows, cols].contiguous()
-        states[(it, ot)] = _program_tile(model, tile_w, generator)
+        states[(it, ot)] = _program_tile(model, tile_w, sources[(it, ot)])
     programmed = _assemble(layer, {k: s.weights for k, s in states.items()}, w_norm)
     baseline = None
     if _uses_compensation(layer):
@@ -294,7 +347,8 @@ def program_layer(layer: nn.Linear, generator: torch.Generator | None = None) ->
 
 
 @torch.no_grad()
-def drift_layer(layer: nn.Linear, t_seconds: float, generator: torch.Generator | None = None) -> nn.Linear:
+def drift_layer(layer: nn.Linear, t_seconds: float, generator: torch.Generator | None = None,
+                draws: str = "philox") -> nn.Linear:
     """Read `layer`'s crossbar `t_seconds` s after programming: drift + read noise from the
     programmed state, then (compensation on) α(t) per tile.
 
@@ -306,12 +360,14 @@ def drift_layer(layer: nn.Linear, t_seconds: float, generator: torch.Generator |
         layer: a programmed AnalogLinear.
         t_seconds: s after programming finished; finite and >= 0.
         generator: source of the device noise; None: torch's global RNG.
+        draws: "philox" (default) or "aihwkit", as in :func:`program_layer`.
 
     Returns:
         `layer`.
 
     Raises:
-        ValueError: `t_seconds` negative, NaN, infinite or not a number; not an AnalogLinear.
+        ValueError: `t_seconds` negative, NaN, infinite or not a number; not an AnalogLinear;
+            unknown `draws`.
         RuntimeError: the layer is not programmed (call ``program()`` first).
     """
     layer = _check_layer(layer, "drift")
@@ -324,10 +380,14 @@ def drift_layer(layer: nn.Linear, t_seconds: float, generator: torch.Generator |
         )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"drift: generator is a {type(generator).__name__}; expected a torch.Generator or None")
+    check_draws(draws, "drift")
     model = device_model_of(layer.hardware)
     drifted: dict[tuple[int, int], Tensor] = {}
+    sources = _tile_sources(layer, generator, draws, DRIFT_PURPOSE)
     for it, ot, _, _ in tile_blocks(layer):
-        drifted[(it, ot)] = model.drift(container.tile(it, ot), t, generator=generator)
+        state = container.tile(it, ot)
+        fused = fused_drift(model, state, t, sources[(it, ot)])
+        drifted[(it, ot)] = fused if fused is not None else model.drift(state, t, generator=sources[(it, ot)])
     w_t = _assemble(layer, drifted, layer.weight)
     alpha = None
     if _uses_compensation(layer) and container.readout_baseline is not None:

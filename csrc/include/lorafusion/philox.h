@@ -141,6 +141,8 @@ enum NoiseStream : uint32_t {
   kStreamInput = 2u,
   kStreamInputRound = 3u,   // stochastic rounding of the DAC
   kStreamOutputRound = 4u,  // stochastic rounding of the ADC
+  kStreamDevice = 5u,       // device-model noise (programming, drift exponents, read noise):
+                            // pass = the draw's purpose, seed = per call, layer and tile
 };
 
 // The normal for element `index` of stream (stream, pass, tile) under (seed, offset).
