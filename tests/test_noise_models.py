@@ -522,11 +522,11 @@ def test_analog_linear_from_aihwkit_programs_and_drifts_like_aihwkit(name):
     x = torch.randn(5, 70, generator=_gen(6))
     torch.manual_seed(4)
     ref.program_analog_weights()
-    lf.program(layer, _gen(4))
+    lf.program(layer, _gen(4), draws="aihwkit")
     for t in TIMES:
         torch.manual_seed(5)
         ref.drift_analog_weights(t)
-        lf.drift(layer, t, _gen(5))
+        lf.drift(layer, t, _gen(5), draws="aihwkit")
         for it, ot, rows, cols in tile_state.tile_blocks(layer):
             tile = tiles[(it, ot)]
             assert torch.equal(tile.tile.get_weights(), layer.programmed_weight[rows, cols]), (t, it)

@@ -6,6 +6,8 @@ Layer-level parity with AIHWKIT 1.1 (`AnalogLinear.program_analog_weights` /
 * without output noise, every draw of both sides is a device draw, taken in the same order from
   the same seed: programmed and drifted tile weights, GDC baselines, α(t) and the layer outputs
   are bit-equal, on a tiled layer, at every time of the sweep;
+* the device draws are AIHWKIT's (`draws="aihwkit"`: torch.normal_ in AIHWKIT's order; the
+  default Philox draws are tested against these in tests/test_device_noise.py);
 * with output noise, AIHWKIT draws the read-out noise from torch's global RNG inside its tile
   forward while our op uses its own Philox stream: on a single tile the device draws still come
   first and stay bit-equal; β0 and α(t) are compared statistically (moments + KS).
@@ -82,7 +84,7 @@ def test_tiled_layer_bit_exact_vs_aihwkit_without_output_noise():
 
     torch.manual_seed(11)
     ref.program_analog_weights()
-    layer.program(_gen(11))
+    layer.program(_gen(11), draws="aihwkit")
     state = tile_state.programmed_state(layer)
     for it, ot, rows, cols in tile_state.tile_blocks(layer):
         tile = tiles[(it, ot)]
@@ -95,7 +97,7 @@ def test_tiled_layer_bit_exact_vs_aihwkit_without_output_noise():
     for i, t in enumerate(SWEEP):
         torch.manual_seed(100 + i)
         ref.drift_analog_weights(t)
-        layer.drift(t, _gen(100 + i))
+        layer.drift(t, _gen(100 + i), draws="aihwkit")
         for it, ot, rows, cols in tile_state.tile_blocks(layer):
             tile = tiles[(it, ot)]
             assert torch.equal(tile.tile.get_weights(), layer.programmed_weight[rows, cols]), t
@@ -119,11 +121,11 @@ def test_reram_layer_bit_exact_vs_aihwkit_at_measured_times():
     tiles = _aihwkit_tiles(ref, layer)
     torch.manual_seed(4)
     ref.program_analog_weights()
-    layer.program(_gen(4))
+    layer.program(_gen(4), draws="aihwkit")
     for t in (1.0, 86400.0, 172800.0):
         torch.manual_seed(5)
         ref.drift_analog_weights(t)
-        layer.drift(t, _gen(5))
+        layer.drift(t, _gen(5), draws="aihwkit")
         for it, ot, rows, cols in tile_state.tile_blocks(layer):
             assert torch.equal(tiles[(it, ot)].tile.get_weights(), layer.programmed_weight[rows, cols])
             assert torch.equal(tiles[(it, ot)].alpha.reshape(()), layer.drift_alpha[it, ot])
@@ -144,14 +146,14 @@ def test_noisy_readout_matches_aihwkit_statistically():
     for s in range(n):
         torch.manual_seed(s)
         ref.program_analog_weights()
-        layer.program(_gen(s))
+        layer.program(_gen(s), draws="aihwkit")
         assert torch.equal(tile.programmed_weights, layer.programmed_weight)
         beta["ours"].append(float(tile_state.programmed_state(layer).readout_baseline))
         beta["ref"].append(float(tile.drift_baseline))
         for i, t in enumerate(SWEEP):
             torch.manual_seed(10_000 + 10 * s + i)
             ref.drift_analog_weights(t)
-            layer.drift(t, _gen(10_000 + 10 * s + i))
+            layer.drift(t, _gen(10_000 + 10 * s + i), draws="aihwkit")
             assert torch.equal(tile.tile.get_weights(), layer.programmed_weight)
             alpha[t]["ours"].append(float(layer.drift_alpha))
             alpha[t]["ref"].append(float(tile.alpha))
@@ -168,7 +170,7 @@ def test_noisy_readout_matches_aihwkit_statistically():
         same(alpha[t]["ours"], alpha[t]["ref"], f"alpha({t})")
     # The read-out noise matters: without it the baseline distribution is clearly different.
     quiet = _layer(64, 48, hw.replace(out_noise=0.0), seed=7)
-    b0 = [float(tile_state.programmed_state(quiet.program(_gen(s))).readout_baseline) for s in range(n)]
+    b0 = [float(tile_state.programmed_state(quiet.program(_gen(s), draws="aihwkit")).readout_baseline) for s in range(n)]
     assert stats.ks_2samp(b0, beta["ref"]).pvalue < 1e-4
 
 
@@ -184,11 +186,11 @@ def test_tiled_programmed_weights_bit_exact_vs_aihwkit_without_compensation(dtyp
     tiles = _aihwkit_tiles(ref, layer)
     torch.manual_seed(8)
     ref.program_analog_weights()
-    layer.program(_gen(8))
+    layer.program(_gen(8), draws="aihwkit")
     assert layer.drift_alpha is None
     torch.manual_seed(9)
     ref.drift_analog_weights(604800.0)
-    layer.drift(604800.0, _gen(9))
+    layer.drift(604800.0, _gen(9), draws="aihwkit")
     assert layer.drift_alpha is None
     for it, ot, rows, cols in tile_state.tile_blocks(layer):
         assert torch.equal(tiles[(it, ot)].tile.get_weights(), layer.programmed_weight[rows, cols])

@@ -1,12 +1,15 @@
 """Benchmark: program() + drift(t) for every analog layer of all-MiniLM-L6-v2 converted with the
 `pcm_paper` preset (about 10.8M analog weights), on the CPU with a fixed number of threads.
 
-    python python/bench/program_drift.py [--threads 2] [--repeats 3] [--t 86400] [--aihwkit]
+    python python/bench/program_drift.py [--threads 1,2] [--repeats 3] [--t 86400] [--aihwkit]
 
-Prints the wall-clock time (s) of `program(model)` and of one `drift(model, t)`, split into the
-device-model part and the drift-compensation read-outs, and, with --aihwkit, the same for
-AIHWKIT 1.1 (`program_analog_weights` + `drift_analog_weights` on the same converted model,
-`TorchInferenceRPUConfig` from `HardwareConfig.to_aihwkit()`).
+For each thread count, side by side: the wall-clock time (s) of `program(model)` and of one
+`drift(model, t)` with the Philox device noise (draws="philox", the default) and with AIHWKIT's
+torch.normal_ draws (draws="aihwkit"), each split into the device-model part (the same calls
+with drift compensation off) and the drift-compensation read-outs; with --aihwkit, AIHWKIT 1.1
+(`program_analog_weights` + `drift_analog_weights` on the same converted model,
+`TorchInferenceRPUConfig` from `HardwareConfig.to_aihwkit()`) and the ratios. The rounds are
+paired: every repeat times each contender once, in turn.
 """
 
 from __future__ import annotations
@@ -62,17 +65,18 @@ def fmt(xs: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--threads", default="1,2", help="torch intra-op thread counts, comma-separated (default 1,2)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (default 3)")
     p.add_argument("--t", type=float, default=86400.0, help="drift time in s (default 1 day)")
     p.add_argument("--preset", default="pcm_paper", help="HardwareConfig preset (default pcm_paper)")
     p.add_argument("--aihwkit", action="store_true", help="also time AIHWKIT 1.1 on the same model")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = [int(x) for x in str(args.threads).split(",") if x]
 
     from transformers import AutoModel
 
     hw = lf.HardwareConfig.preset(args.preset)
+    off = hw.replace(device=lf.hardware.Device(hw.device.name, hw.device.options, drift_compensation=False))
     model = AutoModel.from_pretrained(str(minilm_path())).eval()
     t0 = time.perf_counter()
     convert_linears(model, hw)
@@ -80,27 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     layers = deploy.analog_layers(model)
     n_weights = sum(layer.weight.numel() for _, layer in layers)
     print(f"all-MiniLM-L6-v2, preset {args.preset}: {len(layers)} analog layers, {n_weights / 1e6:.2f}M analog "
-          f"weights; {torch.get_num_threads()} threads; conversion (clip+remap) {t_convert:.2f} s")
+          f"weights; conversion (clip+remap) {t_convert:.2f} s; drift t = {args.t:g} s")
 
-    gen = torch.Generator().manual_seed(0)
-    t_prog = timed(lambda: deploy.program(model, gen), args.repeats)
-    t_drift = timed(lambda: deploy.drift(model, args.t, gen), args.repeats)
-    print(f"lorafusion_ext program():        {fmt(t_prog)}")
-    print(f"lorafusion_ext drift({args.t:g} s): {fmt(t_drift)}")
-
-    # Split: how much of it is the compensation read-out (identity MVM per tile).
-    off = hw.replace(device=lf.hardware.Device(hw.device.name, hw.device.options, drift_compensation=False))
-    for _, layer in layers:
-        layer.hardware = off
-    t_prog_nc = timed(lambda: deploy.program(model, gen), args.repeats)
-    t_drift_nc = timed(lambda: deploy.drift(model, args.t, gen), args.repeats)
-    for _, layer in layers:
-        layer.hardware = hw
-    print(f"  of which device model only:    program {statistics.median(t_prog_nc):.3f} s, "
-          f"drift {statistics.median(t_drift_nc):.3f} s (the rest is the GDC read-outs)")
-    total = statistics.median(t_prog) + statistics.median(t_drift)
-    print(f"lorafusion_ext program + one drift: {total:.3f} s (target < 2 s)")
-
+    ref = None
     if args.aihwkit:
         from aihwkit.nn.conversion import convert_to_analog
 
@@ -110,15 +96,55 @@ def main(argv: list[str] | None = None) -> int:
             lin = ref.get_submodule(name)
             with torch.no_grad():
                 lin.weight.copy_(layer.weight)
-        t0 = time.perf_counter()
         ref = convert_to_analog(ref, hw.to_aihwkit()).eval()
-        print(f"AIHWKIT conversion: {time.perf_counter() - t0:.2f} s")
+
+    gen = torch.Generator().manual_seed(0)
+
+    def ours(draws: str, config: lf.HardwareConfig) -> tuple[float, float]:
+        for _, layer in layers:
+            layer.hardware = config
+        a = time.perf_counter()
+        deploy.program(model, gen, draws=draws)
+        b = time.perf_counter()
+        deploy.drift(model, args.t, gen, draws=draws)
+        c = time.perf_counter()
+        for _, layer in layers:
+            layer.hardware = hw
+        return b - a, c - b
+
+    def theirs() -> tuple[float, float]:
+        a = time.perf_counter()
+        ref.program_analog_weights()
+        b = time.perf_counter()
+        ref.drift_analog_weights(args.t)
+        return b - a, time.perf_counter() - b
+
+    for n in threads:
+        torch.set_num_threads(n)
         torch.manual_seed(0)
-        a_prog = timed(lambda: ref.program_analog_weights(), args.repeats)
-        a_drift = timed(lambda: ref.drift_analog_weights(args.t), args.repeats)
-        print(f"AIHWKIT program_analog_weights(): {fmt(a_prog)}")
-        print(f"AIHWKIT drift_analog_weights({args.t:g} s): {fmt(a_drift)}")
-        print(f"AIHWKIT program + one drift: {statistics.median(a_prog) + statistics.median(a_drift):.3f} s")
+        rows: dict[str, list[tuple[float, float]]] = {}
+        contenders = [("philox", lambda: ours("philox", hw)), ("philox, device only", lambda: ours("philox", off)),
+                      ("aihwkit draws", lambda: ours("aihwkit", hw)),
+                      ("aihwkit draws, device only", lambda: ours("aihwkit", off))]
+        if ref is not None:
+            contenders.append(("AIHWKIT 1.1", theirs))
+        for name, fn in contenders:  # warm-up round, untimed
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in contenders:
+                rows.setdefault(name, []).append(fn())
+        print(f"\n{torch.get_num_threads()} thread(s), median of {args.repeats} paired rounds (s):")
+        print(f"  {'':28s} {'program':>8s} {'drift':>8s} {'total':>8s}")
+        med = {}
+        for name, xs in rows.items():
+            pr = statistics.median(x[0] for x in xs)
+            dr = statistics.median(x[1] for x in xs)
+            tot = statistics.median(x[0] + x[1] for x in xs)
+            med[name] = tot
+            print(f"  {name:28s} {pr:8.3f} {dr:8.3f} {tot:8.3f}")
+        if ref is not None:
+            for name in ("philox", "aihwkit draws"):
+                print(f"  AIHWKIT / ours ({name}): {med['AIHWKIT 1.1'] / med[name]:.2f}x faster")
     return 0
 
 
