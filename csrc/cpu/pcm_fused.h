@@ -5,8 +5,9 @@
 // Torch-free: plain pointers and a parameter struct; the caller (csrc/torch/device_ops.cpp)
 // splits [0, n) into ranges with at::parallel_for. Every step follows the float32 op order of
 // the plain-PyTorch model (pcm.py), including torch's `c / t` == `reciprocal(t) * c` for a
-// scalar over a tensor, so the only differences from it are the ulps of log and pow
-// (torch's vectorised Sleef versions against the C library's here).
+// scalar over a tensor, so the only differences from it are the ulps of log and pow: here
+// lf_log (philox.h, ~1 ulp) and pow as exp(e ln x) with a Cephes exp (~1 ulp), branch-free so
+// that the loops vectorise, against torch's vectorised Sleef versions.
 //
 // Noise: purpose p of the call draws element i's normal from the stream
 // make_noise_key(seed, 0, kStreamDevice, p, 0) at counter i (philox_normal gives the same
@@ -62,91 +63,128 @@ inline NoiseKey device_key(uint64_t seed, uint32_t purpose) {
 
 namespace detail {
 
-// σ_prog(g) in µS before prog_noise_scale: poly_noise_std's order (powers accumulated, not Horner).
-inline float prog_sigma(float g, const PcmProgramParams& p) {
-  const float rel = g / p.g_max;
-  float mat = 1.0f, sig = p.coeffs[0];
-  for (int k = 1; k < p.n_coeffs; ++k) {
-    mat = (k == 1) ? rel : mat * rel;
-    sig = sig + mat * p.coeffs[k];
-  }
-  return sig * p.coeff_rescale;
+// exp(x) for float x (Cephes expf: range reduction by ln 2 in two parts, degree-5 polynomial,
+// ~1 ulp), branch-free so that the loops below vectorise. x <= -87.3 gives 0.
+inline float exp_f(float x) {
+  const bool under = x < -87.3f;
+  x = x > 88.7f ? 88.7f : (under ? -87.0f : x);
+  const float fx = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  float r = lf_fma(fx, -0.693359375f, x);
+  r = lf_fma(fx, 2.12194440e-4f, r);
+  const float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = lf_fma(y, r, 1.3981999507e-3f);
+  y = lf_fma(y, r, 8.3334519073e-3f);
+  y = lf_fma(y, r, 4.1665795894e-2f);
+  y = lf_fma(y, r, 1.6666665459e-1f);
+  y = lf_fma(y, r, 5.0000001201e-1f);
+  y = lf_fma(y, z, r) + 1.0f;
+  const float scale = bits_to_float(static_cast<uint32_t>(static_cast<int>(fx) + 127) << 23);
+  return under ? 0.0f : y * scale;
 }
 
-// One device: programmed conductance (µS) and drift exponent from target g and normals zp, zn.
-inline void program_device(float g, float zp, float zn, const PcmProgramParams& p, float* g_prog,
-                           float* nu) {
-  const float sig = prog_sigma(g, p);
-  const float gp = g + (p.prog_noise_scale * sig) * zp;
-  *g_prog = gp < 0.0f ? 0.0f : gp;
-  float rel = std::fabs(g / p.g_max);
-  rel = rel < 1e-7f ? 1e-7f : rel;
-  const float lg = std::log(rel);
-  float mu = -0.0155f * lg + 0.0244f;
-  mu = std::min(std::max(mu, 0.049f), 0.1f);
-  float sg = -0.0125f * lg + -0.0059f;
-  sg = std::min(std::max(sg, 0.008f), 0.045f);
-  float v = std::fabs(mu + sg * zn);
-  v = v < 0.0f ? 0.0f : v;
-  *nu = v * p.drift_scale;
-}
-
-inline float drift_device(float g, float nu, float z, const PcmDriftParams& p) {
-  const float gd = p.apply_power ? g * std::pow(p.t_ratio, -nu) : g;
-  float den = std::pow(std::fabs(g) / p.g_max, 0.65f);
-  den = den < 1e-3f ? 1e-3f : den;
-  float qs = (1.0f / den) * 0.0088f;
-  qs = qs > 0.2f ? 0.2f : qs;
-  const float sig = qs * p.read_sigma;
-  const float gf = gd + ((std::fabs(gd) * p.read_noise_scale) * sig) * z;
-  return gf < 0.0f ? 0.0f : gf;
+// x^e for x >= 0 as exp(e ln x) (0 for x = 0 and e > 0). lf_log handles every positive normal
+// float; a subnormal x gives a wrong but tiny power, which every caller clamps from below.
+inline float pow_f(float x, float e) {
+  const bool pos = x > 0.0f;
+  const float r = exp_f(e * lf_log(pos ? x : 1.0f));  // computed for every lane, then selected
+  return pos ? r : 0.0f;
 }
 
 }  // namespace detail
 
-// Programming of weights[begin, end): programmed weights and ν (nu_plus, nu_minus).
+// Programming of weights[begin, end): programmed weights and ν (nu_plus, nu_minus). Each chunk
+// runs as simple loops over arrays so that the compiler vectorises them.
 inline void pcm_program_range(const float* w, int64_t begin, int64_t end, const PcmProgramParams& p,
                               float* programmed, float* nu_plus, float* nu_minus) {
-  const NoiseKey kpp = device_key(p.seed, kPurposeProgPlus), knp = device_key(p.seed, kPurposeNuPlus);
-  const NoiseKey kpm = device_key(p.seed, kPurposeProgMinus), knm = device_key(p.seed, kPurposeNuMinus);
-  alignas(64) float zpp[kFusedChunk], znp[kFusedChunk], zpm[kFusedChunk], znm[kFusedChunk];
+  const NoiseKey keys[4] = {device_key(p.seed, kPurposeProgPlus), device_key(p.seed, kPurposeNuPlus),
+                            device_key(p.seed, kPurposeProgMinus), device_key(p.seed, kPurposeNuMinus)};
+  alignas(64) float z[4][kFusedChunk];
+  alignas(64) float g[2][kFusedChunk], gp[2][kFusedChunk], rel[kFusedChunk], mat[kFusedChunk], sig[kFusedChunk];
   for (int64_t c0 = begin; c0 < end; c0 += kFusedChunk) {
     const int64_t len = std::min(kFusedChunk, end - c0);
-    fill_normals(kpp, static_cast<uint64_t>(c0), len, zpp);
-    fill_normals(knp, static_cast<uint64_t>(c0), len, znp);
-    fill_normals(kpm, static_cast<uint64_t>(c0), len, zpm);
-    fill_normals(knm, static_cast<uint64_t>(c0), len, znm);
+    for (int q = 0; q < 4; ++q) fill_normals(keys[q], static_cast<uint64_t>(c0), len, z[q]);
+    const float* wc = w + c0;
     for (int64_t j = 0; j < len; ++j) {
-      const int64_t i = c0 + j;
-      const float s = w[i] * p.scale;
-      const float gpl = std::min(std::max(s, 0.0f), p.g_max) + 0.0f;
-      const float gmi = std::min(std::max(-s, 0.0f), p.g_max) + 0.0f;
-      float gp_plus, gp_minus;
-      detail::program_device(gpl, zpp[j], znp[j], p, &gp_plus, &nu_plus[i]);
-      detail::program_device(gmi, zpm[j], znm[j], p, &gp_minus, &nu_minus[i]);
-      programmed[i] = ((gp_plus - 0.0f) - (gp_minus - 0.0f)) / p.scale;
+      const float s = wc[j] * p.scale;
+      g[0][j] = std::min(std::max(s, 0.0f), p.g_max) + 0.0f;
+      g[1][j] = std::min(std::max(-s, 0.0f), p.g_max) + 0.0f;
     }
+    float* nus[2] = {nu_plus + c0, nu_minus + c0};
+    for (int d = 0; d < 2; ++d) {
+      const float* gd = g[d];
+      const float* zp = z[2 * d];
+      const float* zn = z[2 * d + 1];
+      // σ_prog: poly_noise_std's order (powers accumulated, not Horner).
+      for (int64_t j = 0; j < len; ++j) {
+        rel[j] = gd[j] / p.g_max;
+        mat[j] = rel[j];
+        sig[j] = p.coeffs[0];
+      }
+      for (int k = 1; k < p.n_coeffs; ++k) {
+        const float ck = p.coeffs[k];
+        if (k > 1)
+          for (int64_t j = 0; j < len; ++j) mat[j] = mat[j] * rel[j];
+        for (int64_t j = 0; j < len; ++j) sig[j] = sig[j] + mat[j] * ck;
+      }
+      float* nu = nus[d];
+      for (int64_t j = 0; j < len; ++j) {
+        const float sg_prog = sig[j] * p.coeff_rescale;
+        const float v = gd[j] + (p.prog_noise_scale * sg_prog) * zp[j];
+        gp[d][j] = v < 0.0f ? 0.0f : v;
+        float r = std::fabs(rel[j]);
+        r = r < 1e-7f ? 1e-7f : r;
+        const float lg = lf_log(r);
+        float mu = -0.0155f * lg + 0.0244f;
+        mu = std::min(std::max(mu, 0.049f), 0.1f);
+        float sn = -0.0125f * lg + -0.0059f;
+        sn = std::min(std::max(sn, 0.008f), 0.045f);
+        const float a = std::fabs(mu + sn * zn[j]);
+        nu[j] = (a < 0.0f ? 0.0f : a) * p.drift_scale;
+      }
+    }
+    float* out = programmed + c0;
+    for (int64_t j = 0; j < len; ++j) out[j] = ((gp[0][j] - 0.0f) - (gp[1][j] - 0.0f)) / p.scale;
   }
 }
 
 // Drift of programmed weights[begin, end) with their ν: the weights read at time t.
 inline void pcm_drift_range(const float* w, const float* nu_plus, const float* nu_minus, int64_t begin,
                             int64_t end, const PcmDriftParams& p, float* out) {
-  const NoiseKey krp = device_key(p.seed, kPurposeReadPlus), krm = device_key(p.seed, kPurposeReadMinus);
-  alignas(64) float zp[kFusedChunk], zm[kFusedChunk];
+  const NoiseKey keys[2] = {device_key(p.seed, kPurposeReadPlus), device_key(p.seed, kPurposeReadMinus)};
+  // ln(t'/t_0) of the float ratio, once: (t'/t_0)^(-ν) = exp(-ν ln(t'/t_0)).
+  // Without the power law (t = 0) the exponent is 0 and exp_f(-0) == 1 exactly: g * 1 == g.
+  const float log_ratio = p.apply_power ? static_cast<float>(std::log(static_cast<double>(p.t_ratio))) : 0.0f;
+  alignas(64) float z[2][kFusedChunk], g[2][kFusedChunk], gt[2][kFusedChunk];
   for (int64_t c0 = begin; c0 < end; c0 += kFusedChunk) {
     const int64_t len = std::min(kFusedChunk, end - c0);
-    fill_normals(krp, static_cast<uint64_t>(c0), len, zp);
-    fill_normals(krm, static_cast<uint64_t>(c0), len, zm);
+    for (int q = 0; q < 2; ++q) fill_normals(keys[q], static_cast<uint64_t>(c0), len, z[q]);
+    const float* wc = w + c0;
     for (int64_t j = 0; j < len; ++j) {
-      const int64_t i = c0 + j;
-      const float s = w[i] * p.scale;
-      const float gpl = std::min(std::max(s, 0.0f), p.g_max) + 0.0f;
-      const float gmi = std::min(std::max(-s, 0.0f), p.g_max) + 0.0f;
-      const float tp = detail::drift_device(gpl, nu_plus[i], zp[j], p);
-      const float tm = detail::drift_device(gmi, nu_minus[i], zm[j], p);
-      out[i] = ((tp - 0.0f) - (tm - 0.0f)) / p.scale;
+      const float s = wc[j] * p.scale;
+      g[0][j] = std::min(std::max(s, 0.0f), p.g_max) + 0.0f;
+      g[1][j] = std::min(std::max(-s, 0.0f), p.g_max) + 0.0f;
     }
+    const float* nus[2] = {nu_plus + c0, nu_minus + c0};
+    for (int d = 0; d < 2; ++d) {
+      const float* gd = g[d];
+      const float* nu = nus[d];
+      const float* zd = z[d];
+      float* o = gt[d];
+      for (int64_t j = 0; j < len; ++j) {
+        const float gv = gd[j];
+        const float gdr = gv * detail::exp_f(-nu[j] * log_ratio);
+        float den = detail::pow_f(std::fabs(gv) / p.g_max, 0.65f);
+        den = den < 1e-3f ? 1e-3f : den;
+        float qs = (1.0f / den) * 0.0088f;
+        qs = qs > 0.2f ? 0.2f : qs;
+        const float sgm = qs * p.read_sigma;
+        const float gf = gdr + ((std::fabs(gdr) * p.read_noise_scale) * sgm) * zd[j];
+        o[j] = gf < 0.0f ? 0.0f : gf;
+      }
+    }
+    float* oc = out + c0;
+    for (int64_t j = 0; j < len; ++j) oc[j] = ((gt[0][j] - 0.0f) - (gt[1][j] - 0.0f)) / p.scale;
   }
 }
 
