@@ -102,21 +102,32 @@ bool TileForward<T>::probe_enabled() const {
 template <typename T>
 bool TileForward<T>::pass_must_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
                                     const std::vector<std::pair<T, T>>& norms, double w_absmax) const {
-  const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
+  const int64_t kt = t.k1 - t.k0;
   const double unit = std::numeric_limits<T>::epsilon() / 2;
   const double kt_u = static_cast<double>(kt) * unit;
   if (!(kt_u < 0.01) || !(w_absmax < std::numeric_limits<double>::infinity())) return false;
-  const double gamma2 = 2.0 * kt_u / (1.0 - kt_u);
-  const double noise = p.out_noise * static_cast<double>(kNormalMaxAbs);
-  const double limit = (p.out_bound + 2.0 * p.out_bound * p.out_res) * (1.0 + 1e-6);
-  // The smallest |y| of row m that certainly saturates; NaN norms give NaN: no decision.
-  auto threshold = [&](int64_t m) {
-    // sum|xq| was itself summed in T: inflate it by its own worst-case rounding.
-    const double l1 = static_cast<double>(norms[m].first) * (1.0 + 2.0 * kt_u);
-    return limit + gamma2 * l1 * w_absmax + noise;
-  };
-  const at::TensorOptions index_options = at::TensorOptions().dtype(at::kLong);
+  ProbeLimit lim;
+  lim.kt_u = kt_u;
+  lim.gamma2 = 2.0 * kt_u / (1.0 - kt_u);
+  lim.noise = p.out_noise * static_cast<double>(kNormalMaxAbs);
+  lim.limit = (p.out_bound + 2.0 * p.out_bound * p.out_res) * (1.0 + 1e-6);
+  lim.w_absmax = w_absmax;
+  std::vector<double> column_peak;
+  if (probe_rows_fail(t, xq, w_tile, norms, lim, column_peak)) return true;
+  // No probed row is over; a column probe is worth its cost only when some came close.
+  const double peak = *std::max_element(column_peak.begin(), column_peak.end());
+  if (!(peak >= kProbeColumnsFrom * p.out_bound)) return false;
+  return probe_columns_fail(t, xq, w_tile, norms, lim, column_peak);
+}
 
+// The row probe: the GEMM of the rows with the largest ||xq||_2. True when one of their
+// outputs certainly saturates; otherwise column_peak [Nt] holds each column's largest |y|.
+template <typename T>
+bool TileForward<T>::probe_rows_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
+                                     const std::vector<std::pair<T, T>>& norms, const ProbeLimit& lim,
+                                     std::vector<double>& column_peak) const {
+  const int64_t nt = t.o1 - t.o0;
+  const at::TensorOptions index_options = at::TensorOptions().dtype(at::kLong);
   const int64_t rows = std::min<int64_t>(M, std::max<int64_t>(kProbeMinProbe, M / kProbeFraction));
   std::vector<int64_t> order(M);
   for (int64_t m = 0; m < M; ++m) order[m] = m;
@@ -128,8 +139,8 @@ bool TileForward<T>::pass_must_fail(const TileRange& t, const at::Tensor& xq, co
   const at::Tensor yt = at::mm(w_tile, xq.index_select(0, at::tensor(order, index_options)).t());
   const T* y = yt.data_ptr<T>();
   std::vector<double> need(rows);
-  for (int64_t i = 0; i < rows; ++i) need[i] = threshold(order[i]);
-  std::vector<double> column_peak(nt, 0.0);
+  for (int64_t i = 0; i < rows; ++i) need[i] = lim.threshold(static_cast<double>(norms[order[i]].first));
+  column_peak.assign(nt, 0.0);
   for (int64_t n = 0; n < nt; ++n) {
     for (int64_t i = 0; i < rows; ++i) {
       const double v = std::abs(static_cast<double>(y[n * rows + i]));
@@ -137,9 +148,16 @@ bool TileForward<T>::pass_must_fail(const TileRange& t, const at::Tensor& xq, co
       column_peak[n] = std::max(column_peak[n], v);
     }
   }
-  // No probed row is over; a column probe is worth its cost only when some came close.
-  const double peak = *std::max_element(column_peak.begin(), column_peak.end());
-  if (!(peak >= kProbeColumnsFrom * p.out_bound)) return false;
+  return false;
+}
+
+// The column probe: the kProbeColumns columns with the largest peaks in the row probe, over
+// every row. True when one of those outputs certainly saturates.
+template <typename T>
+bool TileForward<T>::probe_columns_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
+                                        const std::vector<std::pair<T, T>>& norms, const ProbeLimit& lim,
+                                        const std::vector<double>& column_peak) const {
+  const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
   const int64_t cols = std::min<int64_t>(nt, kProbeColumns);
   std::vector<int64_t> by_peak(nt);
   for (int64_t n = 0; n < nt; ++n) by_peak[n] = n;
@@ -164,9 +182,9 @@ bool TileForward<T>::pass_must_fail(const TileRange& t, const at::Tensor& xq, co
   std::atomic<bool> over{false};
   at::parallel_for(0, M, 64, [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e && !over.load(std::memory_order_relaxed); ++m) {
-      const double x_norm = std::sqrt(static_cast<double>(norms[m].second) * (1.0 + 2.0 * kt_u));
-      if (x_norm * w_norm <= limit) continue;
-      const double need = threshold(m);
+      const double x_norm = std::sqrt(static_cast<double>(norms[m].second) * (1.0 + 2.0 * lim.kt_u));
+      if (x_norm * w_norm <= lim.limit) continue;
+      const double need = lim.threshold(static_cast<double>(norms[m].first));
       const T* xr = xqp + m * kt;
       for (int64_t j = 0; j < cols; ++j) {
         const T* wr = wc.data() + j * kt;
@@ -428,16 +446,11 @@ IrDropParams TileForward<T>::ir_drop_params() const {
           p.ir_drop_adc_frequency, p.ir_drop_g_max, p.ir_drop_g_min, p.inp_bound, p.inp_res};
 }
 
-// w_tile: the tile's weights shared by every row, or undefined with per-sample weight noise,
-// where sample_weight(s) gives batch sample s's.
+// Noise management: each row's 1 / a into inv_a (fixed across passes; 1 without). Returns
+// whether AIHWKIT's shortcut applies: no row of the tile has a != 0 (exact zeros out).
 template <typename T>
-void TileForward<T>::run_tile(const TileRange& t, const at::Tensor& w_tile,
-                              const std::function<at::Tensor(int64_t)>& sample_weight) const {
-  const bool direct = tin == 1;
-  const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
-  // Abs-max noise management: one scale per row, fixed across passes.
-  std::vector<T> inv_a(M, T(1));
-  bool all_zero = false;
+bool TileForward<T>::noise_management_scales(const TileRange& t, std::vector<T>& inv_a) const {
+  const int64_t kt = t.k1 - t.k0;
   if (p.noise_management == NoiseManagement::kAbsMax || p.noise_management == NoiseManagement::kMax) {
     std::atomic<bool> any_nonzero{false};
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
@@ -450,28 +463,109 @@ void TileForward<T>::run_tile(const TileRange& t, const at::Tensor& w_tile,
       if (nz) any_nonzero.store(true, std::memory_order_relaxed);
     });
     // AIHWKIT's shortcut (every row's a == 0: zeros) is skipped when input noise is on.
-    all_zero = !any_nonzero.load() && p.inp_noise <= 0.0;
-  } else if (p.noise_management == NoiseManagement::kConstant) {
+    return !any_nonzero.load() && p.inp_noise <= 0.0;
+  }
+  if (p.noise_management == NoiseManagement::kConstant) {
     bool unused = true;
     std::fill(inv_a.begin(), inv_a.end(), nm_inverse_scale<T>(p, x, 0, &unused));
   }
+  return false;
+}
+
+// AIHWKIT returns exact zeros (no noise) when the whole tile input is zero: one pass at scale
+// 1, every ADC clamp counted active, and y = the bias (added here with a single input tile).
+template <typename T>
+void TileForward<T>::zero_tile(const TileRange& t, T* s_tile, int32_t* passes_tile) const {
+  const bool direct = tin == 1;
+  for (int64_t m = 0; m < M; ++m) {
+    s_tile[m] = T(1);
+    passes_tile[m] = 1;
+    if (direct) {
+      T* row = y + m * N + t.o0;
+      std::fill(row, row + (t.o1 - t.o0), T(0));
+      if (bias) std::copy(bias + t.o0, bias + t.o1, row);
+    }
+    if (mask) std::fill_n(mask_row(t, m), t.o1 - t.o0, uint8_t{0});
+  }
+}
+
+// The pass's analog MVM of xq [rows, Kt] into ybuf [rows, Nt]: the IR-drop model row by row,
+// one GEMM per batch sample, or one GEMM (straight into y when the tile's outputs are y's and
+// every row runs, so that it is the same BLAS call as x @ W.T, the epilogue then in place).
+template <typename T>
+at::Tensor TileForward<T>::tile_mvm(const TileRange& t, const std::vector<int64_t>& rows, const at::Tensor& xq,
+                                    const at::Tensor& w_tile,
+                                    const std::function<at::Tensor(int64_t)>& sample_weight,
+                                    const IrDropTile<T>* ir_tile) const {
+  const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
+  const int64_t mp = static_cast<int64_t>(rows.size());
+  const bool into_y = tin == 1 && tout == 1 && mp == M;
+  const auto xopt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  if (ir_tile) {
+    at::Tensor ybuf = into_y ? y_tensor : at::empty({mp, nt}, xopt);
+    const T* xqp = xq.data_ptr<T>();
+    T* yp = ybuf.data_ptr<T>();
+    at::parallel_for(0, mp, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ir_tile->row(xqp + i * kt, yp + i * nt);
+    });
+    return ybuf;
+  }
+  if (sample_rows > 0) {
+    at::Tensor ybuf = into_y ? y_tensor : at::empty({mp, nt}, xopt);
+    sample_gemm(xq, rows, ybuf, sample_weight);
+    return ybuf;
+  }
+  if (into_y) {
+    at::Tensor ybuf = y_tensor;
+    at::mm_out(ybuf, xq, w_tile.t());
+    return ybuf;
+  }
+  return at::mm(xq, w_tile.t());
+}
+
+// Bound management after a pass's epilogue: the rows whose outputs are final are kept (added
+// into y with several input tiles); `rows` is left with those that run again, scaled down.
+// Per row, each row that saturated runs again; globally, every row does when one saturated.
+// The last pass is accepted as it is.
+template <typename T>
+void TileForward<T>::settle_pass(const TileRange& t, std::vector<int64_t>& rows, const std::vector<uint8_t>& row_ok,
+                                 bool last, T* ybuf, const T* s_tile) const {
+  const bool direct = tin == 1;
+  const int64_t mp = static_cast<int64_t>(rows.size());
+  if (p.bound_management == BoundManagement::kIterativePerRow) {
+    std::vector<uint8_t> accept(mp);
+    std::vector<int64_t> pending;
+    for (int64_t i = 0; i < mp; ++i) {
+      accept[i] = row_ok[i] || last;
+      if (!accept[i]) pending.push_back(rows[i]);
+    }
+    if (!direct) accumulate(t, rows, ybuf, &accept, s_tile);
+    rows.swap(pending);
+    return;
+  }
+  bool ok = true;
+  for (uint8_t r : row_ok) ok &= r != 0;
+  if (ok || last || p.bound_management == BoundManagement::kNone) {
+    if (!direct) accumulate(t, rows, ybuf, nullptr, s_tile);
+    rows.clear();
+  }
+}
+
+// The bound-management loop: per pass, the rows still to run are scaled by 1 / reduction
+// (doubling each pass), quantised, probed (a pass that certainly fails is skipped), put
+// through the tile's MVM and the epilogue, then settled.
+template <typename T>
+void TileForward<T>::run_tile(const TileRange& t, const at::Tensor& w_tile,
+                              const std::function<at::Tensor(int64_t)>& sample_weight) const {
+  const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
+  std::vector<T> inv_a(M, T(1));
+  const bool all_zero = noise_management_scales(t, inv_a);
   T* s_tile = s_out + t.index * M;
   int32_t* passes_tile = passes + t.index * M;
   if (all_zero) {
-    // AIHWKIT returns exact zeros (no noise) when the whole tile input is zero.
-    for (int64_t m = 0; m < M; ++m) {
-      s_tile[m] = T(1);
-      passes_tile[m] = 1;
-      if (direct) {
-        T* row = y + m * N + t.o0;
-        std::fill(row, row + (t.o1 - t.o0), T(0));
-        if (bias) std::copy(bias + t.o0, bias + t.o1, row);
-      }
-      if (mask) std::fill_n(mask_row(t, m), t.o1 - t.o0, uint8_t{0});
-    }
+    zero_tile(t, s_tile, passes_tile);
     return;
   }
-  const bool per_row = p.bound_management == BoundManagement::kIterativePerRow;
   const int max_passes = p.bound_management == BoundManagement::kNone ? 1 : p.max_passes;
   std::vector<int64_t> rows(M);
   for (int64_t m = 0; m < M; ++m) rows[m] = m;
@@ -499,45 +593,11 @@ void TileForward<T>::run_tile(const TileRange& t, const at::Tensor& w_tile,
       }
       if (pass_must_fail(t, xq, w_tile, norms, w_absmax)) continue;
     }
-    at::Tensor ybuf;
-    if (ir_tile) {  // the IR-drop model in place of the GEMM, row by row
-      ybuf = direct && tout == 1 && mp == M ? y_tensor : at::empty({mp, nt}, xopt);
-      const T* xqp = xq.data_ptr<T>();
-      T* yp = ybuf.data_ptr<T>();
-      at::parallel_for(0, mp, 1, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) ir_tile->row(xqp + i * kt, yp + i * nt);
-      });
-    } else if (sample_rows > 0) {
-      ybuf = direct && tout == 1 && mp == M ? y_tensor : at::empty({mp, nt}, xopt);
-      sample_gemm(xq, rows, ybuf, sample_weight);
-    } else if (direct && tout == 1 && mp == M) {
-      // GEMM straight into y (same BLAS call as x @ W.T), epilogue in place.
-      ybuf = y_tensor;
-      at::mm_out(ybuf, xq, w_tile.t());
-    } else {
-      ybuf = at::mm(xq, w_tile.t());
-    }
+    const at::Tensor ybuf = tile_mvm(t, rows, xq, w_tile, sample_weight, ir_tile ? &*ir_tile : nullptr);
     T* yb = ybuf.data_ptr<T>();
     std::vector<uint8_t> row_ok(mp, 1);
-    epilogue(t, rows, pass, yb, row_ok, s_tile, direct);
-    const bool last = pass + 1 == max_passes;
-    if (per_row) {
-      std::vector<uint8_t> accept(mp);
-      std::vector<int64_t> pending;
-      for (int64_t i = 0; i < mp; ++i) {
-        accept[i] = row_ok[i] || last;
-        if (!accept[i]) pending.push_back(rows[i]);
-      }
-      if (!direct) accumulate(t, rows, yb, &accept, s_tile);
-      rows.swap(pending);
-    } else {
-      bool ok = true;
-      for (uint8_t r : row_ok) ok &= r != 0;
-      if (ok || last || p.bound_management == BoundManagement::kNone) {
-        if (!direct) accumulate(t, rows, yb, nullptr, s_tile);
-        rows.clear();
-      }
-    }
+    epilogue(t, rows, pass, yb, row_ok, s_tile, tin == 1);
+    settle_pass(t, rows, row_ok, pass + 1 == max_passes, yb, s_tile);
   }
 }
 

@@ -17,6 +17,22 @@
 
 namespace lorafusion::cpu {
 
+// What a probed output must exceed to certainly saturate the ADC (TileForward::pass_must_fail).
+struct ProbeLimit {
+  double kt_u;      // K_t * the unit roundoff of T
+  double gamma2;    // 2 gamma_Kt: the GEMM's summation-order allowance per sum|xq| max|W|
+  double noise;     // the largest output noise (kNormalMaxAbs sigma)
+  double limit;     // the ADC bound plus a full ADC step
+  double w_absmax;  // max|W| of the tile
+  // The smallest |y| of a row with sum|xq| = l1 (summed in T) that certainly saturates; a NaN
+  // norm gives NaN: no decision.
+  double threshold(double l1) const {
+    // sum|xq| was itself summed in T: inflate it by its own worst-case rounding.
+    const double l1_bound = l1 * (1.0 + 2.0 * kt_u);
+    return limit + gamma2 * l1_bound * w_absmax + noise;
+  }
+};
+
 // One call's inputs, outputs and settings; run_tile(t, ...) computes tile t into the outputs.
 // Read-only while the tiles run (run_tile is const): only the output buffers are written.
 template <typename T>
@@ -42,27 +58,40 @@ struct TileForward {
   uint8_t* mask;
   int32_t* passes;  // [T, M]
 
-  // Tile t's forward into y, s_out, mask and passes. w_tile: the tile's weights shared by
-  // every row, or undefined with per-sample weight noise, where sample_weight(s) gives batch
-  // sample s's.
+  // Tile t's forward into y, s_out, mask and passes: noise management, then the
+  // bound-management loop over passes. w_tile: the tile's weights shared by every row, or
+  // undefined with per-sample weight noise, where sample_weight(s) gives batch sample s's.
   void run_tile(const TileRange& t, const at::Tensor& w_tile,
                 const std::function<at::Tensor(int64_t)>& sample_weight) const;
 
   T dac_step() const { return static_cast<T>(2.0 * p.inp_bound * p.inp_res); }
   T adc_step() const { return static_cast<T>(2.0 * p.out_bound * p.out_res); }
 
-  // --- the input side of a pass
-  // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt];
-  // with `norms` also each row's (sum |xq|, sum xq^2), taken while the row is in cache.
+  // --- the steps of run_tile, in order (each documented at its definition)
+  bool noise_management_scales(const TileRange& t, std::vector<T>& inv_a) const;
+  void zero_tile(const TileRange& t, T* s_tile, int32_t* passes_tile) const;
   void quantize(const TileRange& t, const std::vector<int64_t>& rows, int pass, const T* s, T* xq,
                 std::vector<std::pair<T, T>>* norms) const;
-
-  // --- the bound-test probe (skips passes that certainly fail)
-  bool probe_enabled() const;
   bool pass_must_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
                       const std::vector<std::pair<T, T>>& norms, double w_absmax) const;
+  at::Tensor tile_mvm(const TileRange& t, const std::vector<int64_t>& rows, const at::Tensor& xq,
+                      const at::Tensor& w_tile, const std::function<at::Tensor(int64_t)>& sample_weight,
+                      const IrDropTile<T>* ir_tile) const;
+  void epilogue(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
+                std::vector<uint8_t>& row_ok, const T* s, bool direct) const;
+  void settle_pass(const TileRange& t, std::vector<int64_t>& rows, const std::vector<uint8_t>& row_ok,
+                   bool last, T* ybuf, const T* s_tile) const;
 
-  // --- the epilogue of a pass
+  // --- the bound-test probe
+  bool probe_enabled() const;
+  bool probe_rows_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
+                       const std::vector<std::pair<T, T>>& norms, const ProbeLimit& lim,
+                       std::vector<double>& column_peak) const;
+  bool probe_columns_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
+                          const std::vector<std::pair<T, T>>& norms, const ProbeLimit& lim,
+                          const std::vector<double>& column_peak) const;
+
+  // --- the epilogue's rows: output noise, ADC, bound test, periphery
   uint8_t* mask_row(const TileRange& t, int64_t m) const;
   const T* injected_noise_row(const TileRange& t, int64_t m, int pass) const;
   const float* output_normals(const TileRange& t, int64_t m, int pass, std::vector<float>& normals) const;
@@ -73,12 +102,10 @@ struct TileForward {
   template <int kScales>
   bool fused_row(const TileRange& t, int64_t m, int pass, T s_m, const T* src, T* dst,
                  std::vector<float>& normals) const;
-  void epilogue(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
-                std::vector<uint8_t>& row_ok, const T* s, bool direct) const;
   void accumulate(const TileRange& t, const std::vector<int64_t>& rows, T* ybuf,
                   const std::vector<uint8_t>* accept, const T* s) const;
 
-  // --- the tile's MVM
+  // --- the tile's MVM variants
   void sample_gemm(const at::Tensor& xq, const std::vector<int64_t>& rows, at::Tensor& ybuf,
                    const std::function<at::Tensor(int64_t)>& sample_weight) const;
   IrDropParams ir_drop_params() const;
