@@ -215,3 +215,41 @@ def test_draws_option_selects_the_stream_and_is_checked():
         layer.program(draws="numpy")
     with pytest.raises(ValueError, match="draws"):
         lf.drift(nn.Sequential(layer), 1.0, draws="torch")
+
+
+# ------------------------------------------------------------------------------------------------
+# The identity read-out without the GEMM
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out_noise", [0.0, 0.04])
+@pytest.mark.parametrize("adc_bound", [12.0, 0.3])  # 0.3: bound management runs more passes
+@pytest.mark.parametrize("shape", [(48, 40), (300, 260)])  # 260 >= 256 rows: the bound-test probe runs
+def test_identity_readout_equals_full_gemm(out_noise, adc_bound, shape):
+    """The CPU kernel skips the GEMM for one-hot input rows (eye(K)): the read-out equals the
+    same read-out forced through the GEMM bit for bit. The GEMM is forced by one extra input
+    column of ones against an extra weight column of zeros: the same noise-management scales
+    (abs-max 1), the same output shape (hence the same Philox output noise) and exact zero
+    products, but two non-zeros per row."""
+    from lorafusion_ext.hardware import ADC
+    from lorafusion_ext.ops.crossbar import crossbar_mvm
+
+    hw = lf.HardwareConfig.preset("pcm_paper").replace(out_noise=out_noise)
+    hw = hw.replace(adc=ADC(bits=hw.adc.bits, bound=adc_bound))
+    n, k = shape
+    w = _weights(n, k, seed=11)
+    w = w / w.abs().max()
+    rng = torch.tensor([12345, 7], dtype=torch.int64)
+    scales = w.new_empty((0, 1, n))
+    eye = torch.eye(k)
+    with torch.no_grad():
+        fast, aux = crossbar_mvm(eye, w, scales, None, rng, hw, return_aux=True)
+        x_full = torch.cat([eye, torch.ones(k, 1)], dim=1)
+        w_full = torch.cat([w, torch.zeros(n, 1)], dim=1)
+        full, aux_full = crossbar_mvm(x_full, w_full, scales, None, rng, hw, return_aux=True)
+    assert torch.equal(fast, full)
+    assert torch.equal(aux.passes, aux_full.passes)
+    if adc_bound < 1.0:
+        assert int(aux.passes.max()) > 1  # bound management ran again
+    # And through the layer's read-out (β0 = max(1e-4, mean |F(I)|)).
+    assert torch.equal(tile_state.readout(w, hw, rng), torch.clamp(full.abs().mean(), min=1e-4))

@@ -26,6 +26,56 @@ namespace {
 constexpr int64_t kProbeMinRows = 256, kProbeMinProbe = 16, kProbeFraction = 128, kProbeColumns = 8;
 constexpr double kProbeColumnsFrom = 0.7;
 
+// One-hot inputs (the drift-compensation read-out's eye(K), and any xq whose rows hold at most
+// one non-zero): col[i] = the column of row i's non-zero, -1 for an all-zero row. False (and
+// col undefined) as soon as a row holds two non-zeros, so an ordinary input costs a few reads.
+template <typename T>
+bool one_hot_rows(const T* xq, int64_t mp, int64_t kt, std::vector<int64_t>& col) {
+  col.assign(mp, -1);
+  for (int64_t i = 0; i < mp; ++i) {
+    const T* r = xq + i * kt;
+    for (int64_t j = 0; j < kt; ++j) {
+      if (r[j] != T(0)) {
+        if (col[i] >= 0) return false;
+        col[i] = j;
+      }
+    }
+  }
+  return true;
+}
+
+template <typename T>
+bool all_finite(const at::Tensor& w) {
+  const T* p = w.data_ptr<T>();
+  const int64_t rows = w.size(0), cols = w.size(1), ld = w.stride(0);
+  for (int64_t n = 0; n < rows; ++n)
+    for (int64_t k = 0; k < cols; ++k)
+      if (!std::isfinite(p[n * ld + k])) return false;
+  return true;
+}
+
+// ybuf [mp, nt] = xq @ W^T for one-hot rows, without the GEMM: each output is the sum of exact
+// zeros and one product, i.e. that product rounded once, and + 0 turns a -0 product into the
+// +0 the GEMM's zero-started sum gives. Bit-equal to the GEMM for finite W (a 0 * inf in the
+// GEMM would be NaN: the caller checks W first).
+template <typename T>
+void one_hot_mvm(const T* xq, int64_t kt, const std::vector<int64_t>& col, const at::Tensor& w, T* ybuf) {
+  const T* wp = w.data_ptr<T>();
+  const int64_t nt = w.size(0), ld = w.stride(0), mp = static_cast<int64_t>(col.size());
+  at::parallel_for(0, mp, 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T* y = ybuf + i * nt;
+      if (col[i] < 0) {
+        std::fill(y, y + nt, T(0));
+        continue;
+      }
+      const T v = xq[i * kt + col[i]];
+      const T* wc = wp + col[i];
+      for (int64_t n = 0; n < nt; ++n) y[n] = v * wc[n * ld] + T(0);
+    }
+  });
+}
+
 }  // namespace
 
 // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt];
@@ -490,7 +540,7 @@ void TileForward<T>::zero_tile(const TileRange& t, T* s_tile, int32_t* passes_ti
 }
 
 // The pass's analog MVM of xq [rows, Kt] into ybuf [rows, Nt]: the IR-drop model row by row,
-// one GEMM per batch sample, or one GEMM (straight into y when the tile's outputs are y's and
+// one GEMM per batch sample, the products alone for one-hot rows (one_hot_mvm), or one GEMM (straight into y when the tile's outputs are y's and
 // every row runs, so that it is the same BLAS call as x @ W.T, the epilogue then in place).
 template <typename T>
 at::Tensor TileForward<T>::tile_mvm(const TileRange& t, const std::vector<int64_t>& rows, const at::Tensor& xq,
@@ -513,6 +563,15 @@ at::Tensor TileForward<T>::tile_mvm(const TileRange& t, const std::vector<int64_
   if (sample_rows > 0) {
     at::Tensor ybuf = into_y ? y_tensor : at::empty({mp, nt}, xopt);
     sample_gemm(xq, rows, ybuf, sample_weight);
+    return ybuf;
+  }
+  // One-hot rows (the identity read-out): the products alone, bit-equal to the GEMM, K times
+  // fewer operations.
+  std::vector<int64_t> col;
+  if (w_tile.dim() == 2 && w_tile.stride(1) == 1 && one_hot_rows(xq.data_ptr<T>(), mp, kt, col) &&
+      all_finite<T>(w_tile)) {
+    at::Tensor ybuf = into_y ? y_tensor : at::empty({mp, nt}, xopt);
+    one_hot_mvm(xq.data_ptr<T>(), kt, col, w_tile, ybuf.data_ptr<T>());
     return ybuf;
   }
   if (into_y) {
