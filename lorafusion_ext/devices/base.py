@@ -227,6 +227,7 @@ class TorchNoise:
         self.generator = generator
 
     def normal(self, like: Tensor) -> Tensor:
+        """Standard normals with the shape, dtype, layout and device of ``like`` (``randn_like``)."""
         return torch.empty_like(like).normal_(0.0, 1.0, generator=self.generator)
 
 
