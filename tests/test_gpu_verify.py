@@ -26,10 +26,11 @@ STAGES = ["env", "build", "tests", "noise", "half", "mvm", "pool", "hwa_lora", "
 
 
 def _install_build_dir() -> Path | None:
-    """`make install`'s build folder (pyproject: build-dir = build/{wheel_tag}) for this python."""
+    """The build folder of this python's editable install: `make install`'s (build/{wheel_tag}),
+    or `make cuda-check`'s (build/cuda-{wheel_tag})."""
     for cache in sorted((ROOT / "build").glob("*/CMakeCache.txt")):
         folder = cache.parent
-        if folder.name.startswith(("cuda-", "gpu-verify")):
+        if folder.name.startswith("gpu-verify"):
             continue
         found = re.search(r"^Python_EXECUTABLE:\w+=(.*)$", cache.read_text(errors="replace"), re.M)
         if found and os.path.abspath(found.group(1)) == os.path.abspath(sys.executable) and any(folder.glob("_C*.so")):

@@ -350,13 +350,14 @@ def stage_pool(dry: bool, _: dict) -> dict:
 
 
 def _smollm2(dry: bool, device: str):
-    """A randomly initialised SmolLM2-135M (its configuration, fp32); 2 layers in a dry run."""
+    """A randomly initialised SmolLM2-135M (its configuration, fp32); in a dry run 2 layers and a
+    4096-token vocabulary (the CPU half only has to run)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = dict(SMOLLM2_135M)
     if dry:
-        cfg["num_hidden_layers"] = 2
+        cfg.update(num_hidden_layers=2, vocab_size=4096)
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(**cfg)).to(device).float()
 
@@ -376,7 +377,7 @@ def stage_hwa_lora(dry: bool, _: dict) -> dict:
     models = {"digital": lf.attach_lora(digital, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train(),
               "analog": lf.attach_lora(analog, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train()}
     batch, seq = (1, 16) if dry else (4, 128)
-    ids = torch.randint(100, 20000, (batch, seq), generator=torch.Generator().manual_seed(2)).to(dev)
+    ids = torch.randint(100, 4000, (batch, seq), generator=torch.Generator().manual_seed(2)).to(dev)
     data = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     opts = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4) for k, m in models.items()}
 
@@ -389,7 +390,7 @@ def stage_hwa_lora(dry: bool, _: dict) -> dict:
         return run
 
     res = _paired_ms(step("digital"), step("analog"), dev, 1 if dry else 7)
-    row = {"device": dev, "model": f"SmolLM2-135M config, random weights{', 2 layers' if dry else ''}",
+    row = {"device": dev, "model": f"SmolLM2-135M config, random weights{', 2 layers, 4096 tokens' if dry else ''}",
            "batch": batch, "seq": seq, **res}
     if dry:
         return {"rows": [row], "met": {"hwa_lora": None}, "summary": f"CPU smoke run (2 layers, 1x16); GPU {DRY}"}
@@ -410,7 +411,7 @@ def stage_decode(dry: bool, _: dict) -> dict:
     dev = _device(dry)
     digital = _smollm2(dry, dev).eval()
     analog = lf.convert_to_analog(copy.deepcopy(digital), lf.HardwareConfig.preset("pcm_paper"), seed=0).eval()
-    ids = torch.randint(100, 20000, (1, 24), generator=torch.Generator().manual_seed(3)).to(dev)
+    ids = torch.randint(100, 4000, (1, 24), generator=torch.Generator().manual_seed(3)).to(dev)
     steps = 4 if dry else 32
 
     def run(model: torch.nn.Module) -> Callable[[], None]:
@@ -424,7 +425,7 @@ def stage_decode(dry: bool, _: dict) -> dict:
     pre = _paired_ms(lambda: llm.prefill(digital, ids), lambda: llm.prefill(analog, ids), dev, 1 if dry else 5)
     full = _paired_ms(run(digital), run(analog), dev, 1 if dry else 5)
     d_ref, d_cand = full["ref_ms"] - pre["ref_ms"], full["cand_ms"] - pre["cand_ms"]
-    row = {"device": dev, "model": f"SmolLM2-135M config, random weights{', 2 layers' if dry else ''}",
+    row = {"device": dev, "model": f"SmolLM2-135M config, random weights{', 2 layers, 4096 tokens' if dry else ''}",
            "prompt_tokens": 24, "steps": steps, "digital_tok_s": steps / d_ref * 1e3,
            "analog_tok_s": steps / d_cand * 1e3, "ratio": d_cand / d_ref, "prefill": pre,
            "with_prefill_ratio": full["ratio"]}
@@ -471,7 +472,9 @@ class Driver:
         self.out = Path(args.out).resolve()
         self.logs = self.out / "gpu-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.build_dir = ROOT / "build" / ("gpu-verify-dry" if self.dry else "gpu-verify")
+        # A dry run's build folder is per environment (make test's .venv, make cuda-check's .venv-cuda).
+        self.build_dir = ROOT / "build" / (f"gpu-verify-dry-{Path(sys.prefix).name.lstrip('.')}" if self.dry
+                                           else "gpu-verify")
         self.site = self.build_dir / "site"
         self.stages: list[dict] = []
         self.env: dict = {}
@@ -554,7 +557,7 @@ class Driver:
                 return
             self.record("build", budget, "failed", 0.0, why)
             return
-        cmake = shutil.which("cmake")
+        cmake, cmake_version = newest_cmake(self.args.cmake)
         if cmake is None:
             self.record("build", budget, "failed", 0.0, "cmake not found")
             return
@@ -566,6 +569,13 @@ class Driver:
         cfg = [cmake, "-S", str(ROOT), "-B", str(self.build_dir), *gen, "-DCMAKE_BUILD_TYPE=Release",
                f"-DPython_EXECUTABLE={sys.executable}", f"-DLF_CUDA_ARCHS={arch}"]
         rc, _ = self.run_cmd(cfg, log, min(budget, self.left()), env)
+        notes = [f"cmake {cmake_version} ({cmake})"]
+        if rc != 0 and 'language dialect "CUDA20"' in log.read_text(errors="replace"):
+            # Torch's CMake config asks for CUDA at the C++ standard (20), which CMake before
+            # 3.26 cannot give nvcc; the kernels are torch-free C++17 (their nvcc check uses it).
+            notes.append("this CMake knows no CUDA20: kernels compiled as C++17")
+            rc, _ = self.run_cmd(cfg + ["-DCMAKE_CUDA_STANDARD=17"], log, min(budget - (time.monotonic() - t),
+                                                                            self.left()), env)
         if rc != 0:
             wall = time.monotonic() - t
             self.record("build", budget, "failed" if rc is not None else "timed out", wall,
@@ -603,7 +613,7 @@ class Driver:
         objs = sorted(Path(p).name for p in glob.glob(str(self.build_dir / "cuda_check" / "*.o")))
         what = (f"CUDA extension for sm_{info['cuda_archs']}" if info["with_cuda"] else
                 f"CPU extension + nvcc compile check of {len(objs)} .cu files for sm_{arch}")
-        self.record("build", budget, "ok", wall, f"{what}, torch {info['torch_version']}",
+        self.record("build", budget, "ok", wall, f"{what}, torch {info['torch_version']}; {'; '.join(notes)}",
                     {"build_info": info, "cuda_objects": cu or objs, "build_dir": str(self.build_dir),
                      "site": str(self.site), "imported": imported})
 
@@ -683,6 +693,28 @@ class Driver:
         print()
         print(summary_screen(doc, self.out))
         return exit_code
+
+
+def newest_cmake(explicit: str | None) -> tuple[str | None, str]:
+    """(path, version) of the CMake to use: `explicit`, else the newest of this python's
+    environment's (the `cmake` package) and the one on PATH."""
+    cands = [explicit] if explicit else [str(Path(sys.executable).parent / "cmake"), shutil.which("cmake")]
+    if not explicit:
+        try:
+            import cmake as cmake_pkg  # the PyPI package: its own binary
+
+            cands.append(str(Path(cmake_pkg.CMAKE_BIN_DIR) / "cmake"))
+        except (ImportError, AttributeError):
+            pass
+    best: tuple[tuple[int, ...], str, str] | None = None
+    for c in dict.fromkeys(x for x in cands if x and os.access(x, os.X_OK)):
+        out = subprocess.run([c, "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"version (\d+)\.(\d+)\.?(\d*)", out)
+        if m:
+            key = tuple(int(g or 0) for g in m.groups())
+            if best is None or key > best[0]:
+                best = (key, c, ".".join(m.groups()))
+    return (best[1], best[2]) if best else (None, "")
 
 
 def reused_build_is_complete(build: Path) -> tuple[bool, str]:
@@ -814,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "dry run: build/gpu-verify-dry)")
     ap.add_argument("--reuse-build", default=None, metavar="DIR",
                     help="dry run only: skip the compile when DIR (make install's build folder) compiled it all")
+    ap.add_argument("--cmake", default=None, help="the CMake to use (default: the newest found)")
     ap.add_argument("--deadline", type=float, default=None,
                     help=f"overall seconds (default 470, 8 min less a margin; dry run {DRY_DEADLINE:.0f})")
     ap.add_argument("--stage", choices=sorted(CHILD_STAGES), help=argparse.SUPPRESS)
