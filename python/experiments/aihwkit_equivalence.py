@@ -37,6 +37,7 @@ import copy
 import math
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ from lorafusion_ext.training.loop import TrainConfig, train
 
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RunFolder, command_line, format_mean_std, pyplot, read_json, write_page  # noqa: E402
+from harness import RunFolder, command_line, format_mean_std, pyplot, read_json, write_json_atomic, write_page  # noqa: E402
 
 ENGINES = ("aihwkit", "lorafusion_ext")
 #: s after programming, and their JSON keys.
@@ -218,6 +219,23 @@ def _load_finished(cells: dict[str, dict[int, dict]], folder: RunFolder, seeds: 
                 cells[engine][seed] = done[cell_name(engine, seed)]
 
 
+def adopt_committed(folder: RunFolder, out: Path, config: str, key: dict, note: Path) -> list[str]:
+    """Into a run folder without finished cells (a fresh clone): the cells of the report in
+    `out` (`cells_from_report`), and in `note` what its page says and its JSON does not hold (the
+    cells' summed time, whether some ran one process per engine)."""
+    path = out / "aihwkit_equivalence.json"
+    report = read_json(path)
+    if report is None or (report.get("config") or {}).get("config") != config:
+        return []
+    taken = folder.adopt(cells_from_report(report, key, str(path)))
+    if taken:
+        page = path.with_suffix(".md").read_text() if path.with_suffix(".md").is_file() else ""
+        found = re.search(r"sum over the finished cells \(training \+ drift evaluation\): (\d+) s", page)
+        write_json_atomic(note, {"source": str(path), "cells_s": float(found.group(1)) if found else 0.0,
+                                 "engines_split": "one process per engine (`--engines`)" in page})
+    return taken
+
+
 def cells_from_report(report: dict, key: dict, source: str) -> dict[str, dict]:
     """The finished cells a committed report holds, as cells of the run folder (the report keeps
     each cell's accuracies, seconds per step and unprogrammed accuracy; not its per-trial values,
@@ -248,7 +266,10 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
 
 
 def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argparse.Namespace, command: str,
-              wall_s: float, hw_note: str) -> tuple[dict, str]:
+              wall_s: float, hw_note: str, adopted: dict | None = None) -> tuple[dict, str]:
+    """The JSON and the page. `adopted`: what the page of the cells taken from a committed report
+    said and its JSON does not hold (`adopt_committed`)."""
+    adopted = adopted or {}
     engines: dict[str, Any] = {}
     for engine in ENGINES:
         done = [cells[engine][s] for s in seeds if s in cells[engine]]
@@ -277,8 +298,8 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "",
         f"Command: `{command}`  ",
         f"Wall time of this invocation: {wall_s:.0f} s; sum over the finished cells (training + drift evaluation): "
-        f"{sum(c.get('train_s', c['s_per_step'] * args.steps) + c.get('eval_s', 0.0) for e in ENGINES for c in cells[e].values()):.0f} s"
-        + _adopted_note(cells) + f". Machine: {result['machine']}.",
+        f"{adopted.get('cells_s', 0.0) + sum(c.get('train_s', c['s_per_step'] * args.steps) + c['eval_s'] for e in ENGINES for c in cells[e].values() if 'adopted_from' not in c):.0f} s. "
+        f"Machine: {result['machine']}.",
         "",
         f"Model {args.model}, SST-2, {args.steps} steps at batch {args.batch_size}, max length {args.max_length}, "
         f"LoRA r {args.rank}, alpha {args.alpha:g}, dropout {args.dropout:g} on every linear layer, LoRA lr {args.lr:g}, "
@@ -317,7 +338,8 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "on this model and config."
         + (" Some cells were trained by one process per engine (`--engines`), running at the same time on the same "
            "cores as other work: their seconds per step include that contention."
-           if any(c.get("engines_in_process") not in (None, list(ENGINES)) for e in cells.values() for c in e.values())
+           if adopted.get("engines_split") or any(c.get("engines_in_process") not in (None, list(ENGINES))
+                                                  for e in cells.values() for c in e.values())
            else ""),
         "",
     ]
@@ -327,12 +349,6 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
             "at 0 s says only whether a difference as large as the seed spread shows up, not that the engines are equal."
         )
     return result, "\n".join(lines) + "\n"
-
-
-def _adopted_note(cells: dict[str, dict[int, dict]]) -> str:
-    n = sum("adopted_from" in c for e in cells.values() for c in e.values())
-    return (f" ({n} cells taken from the committed report, which keeps their training time, not their evaluation "
-            "time)") if n else ""
 
 
 def plot(result: dict, path: Path) -> None:
@@ -443,11 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     key = {k: getattr(args, k) for k in KEY_FIELDS}
     folder = RunFolder(work, config=key)
     # A fresh clone (no finished cell) resumes where the committed report stopped.
-    report = read_json(out / "aihwkit_equivalence.json")
-    if report is not None and (report.get("config") or {}).get("config") == args.config:
-        adopted = folder.adopt(cells_from_report(report, key, str(out / "aihwkit_equivalence.json")))
-        if adopted:
-            print(f"[aihwkit_equivalence] finished cells taken from the report: {', '.join(adopted)}", flush=True)
+    note = Path(args.work) / f"adopted_{args.config}.json"
+    taken = adopt_committed(folder, out, args.config, key, note)
+    if taken:
+        print(f"[aihwkit_equivalence] finished cells taken from the report: {', '.join(taken)}", flush=True)
+    adopted = read_json(note)
     _load_finished(cells, folder, seeds)
     for seed in seeds:
         for engine in ENGINES:
@@ -457,10 +473,10 @@ def main(argv: list[str] | None = None) -> int:
             cell["engines_in_process"] = list(run_engines)
             cells[engine][seed] = folder.store(cell_name(engine, seed), cell)
             _load_finished(cells, folder, seeds)  # the other engine's process may have finished cells
-            result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
+            result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note, adopted)
             write_page(out, "aihwkit_equivalence", md, result)
     _load_finished(cells, folder, seeds)
-    result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
+    result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note, adopted)
     write_page(out, "aihwkit_equivalence", md, result, plot=lambda path: plot(result, path))
     print(md)
     return 0
