@@ -46,14 +46,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lorafusion_ext.nn.convert import HEAD_NAMES, attach_lora, is_head
-from lorafusion_ext.nn.convert import targets as target_presets
+from lorafusion_ext import AnalogLinear, HardwareConfig, LoRALinear, attach_lora, drift, program
+from lorafusion_ext import targets as target_presets
+from lorafusion_ext.convert import HEAD_NAMES, is_head
 from lorafusion_ext.evaluation.drift_sweep import format_time
-from lorafusion_ext.hardware import HardwareConfig
-from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.deploy import drift, program
-from lorafusion_ext.nn.tile_state import device_model_of
-from lorafusion_ext.nn.lora import LoRALinear
+from lorafusion_ext.nn.deploy import device_model_of
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig, train
 

@@ -50,13 +50,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lorafusion_ext.nn.convert import attach_lora, lora_layers, trainable_parameters
-from lorafusion_ext.nn.convert import targets as target_presets
+from lorafusion_ext import AnalogLinear, HardwareConfig, analog_layers, attach_lora, drift, program, trainable_parameters
+from lorafusion_ext import targets as target_presets
+from lorafusion_ext.convert import lora_layers
 from lorafusion_ext.evaluation.drift_sweep import format_time
-from lorafusion_ext.hardware import ADC, DAC, HardwareConfig
-from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.deploy import analog_layers, drift, program
-from lorafusion_ext.apps.pipelines import drift_evaluation
+from lorafusion_ext.hardware import ADC, DAC
+from lorafusion_ext.pipelines import drift_evaluation
 from lorafusion_ext.tasks import DataConfig, Task, get_task
 from lorafusion_ext.training.loop import TrainConfig
 from lorafusion_ext.training.methods import HWALoRAConfig, analog_model, load_task_state, task_state, train_hwa_lora

@@ -84,9 +84,9 @@ from typing import Any
 
 import torch
 
-from lorafusion_ext.convert import trainable_parameters
+from lorafusion_ext import HardwareConfig, trainable_parameters
 from lorafusion_ext.data.glue import task_spec
-from lorafusion_ext.hardware import PRESETS, HardwareConfig
+from lorafusion_ext.hardware import PRESETS
 from lorafusion_ext.models import DEFAULT_MODEL
 from lorafusion_ext.pipelines import drift_evaluation, load_run
 from lorafusion_ext.training.loop import evaluate

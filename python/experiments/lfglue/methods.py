@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from harness import Cell, PendingCell
-from lorafusion_ext.convert import attach_lora, attach_pool, is_head, trainable_parameters
+from lorafusion_ext import LoRAPool, attach_lora, attach_pool, trainable_parameters
+from lorafusion_ext.convert import is_head
 from lorafusion_ext.cost import crossbar_cost_of
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.models import load_classifier
 from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
-from lorafusion_ext.nn.pool import LoRAPool
 from lorafusion_ext.pipelines import DataConfig, RunRecord, load_run, save_run, task_data
 from lorafusion_ext.training.loop import TrainConfig, evaluate, train
 from lorafusion_ext.training.methods import (

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import Cell, RunFolder
-from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext import HardwareConfig
 from lorafusion_ext.training.methods import FusionConfig
 
 TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")

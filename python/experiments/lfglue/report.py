@@ -12,8 +12,8 @@ import torch
 
 from harness import Cell, format_mean_std, machine, mean_std, pyplot, read_json, write_page
 from harness.report import mean_and_error
+from lorafusion_ext import LoRAPool
 from lorafusion_ext.data.glue import task_spec
-from lorafusion_ext.nn.pool import LoRAPool
 from lorafusion_ext.training.methods import FusionConfig
 
 from .protocol import METHODS, Settings, pool_is_hwa_seed0
