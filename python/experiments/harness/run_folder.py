@@ -176,12 +176,16 @@ def run_queue(cells: list[Cell], folder: RunFolder, claims: Claims, compute: Cal
         ran = waiting = False
         if before_pass is not None:
             before_pass()
+        done = folder.load()
         for cell in cells:
-            done = folder.load()
             if cell.key in done:
                 continue
             if claims.claimed_by_other(cell.key) or not claims.claim(cell.key):
                 waiting = True
+                continue
+            done = folder.load()  # read again under the claim: another process may have finished it
+            if cell.key in done:
+                claims.release(cell.key)
                 continue
             try:
                 rec = compute(cell, done)
