@@ -48,9 +48,9 @@ from torch import nn
 
 from lorafusion_ext import AnalogLinear, HardwareConfig, LoRALinear, attach_lora, drift, program
 from lorafusion_ext import targets as target_presets
-from lorafusion_ext.convert import HEAD_NAMES, is_head
+from lorafusion_ext.nn.convert import HEAD_NAMES, is_head
 from lorafusion_ext.evaluation.drift_sweep import format_time
-from lorafusion_ext.nn.deploy import device_model_of
+from lorafusion_ext.nn.tile_state import device_model_of
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig, train
 

@@ -52,10 +52,10 @@ from torch import nn
 
 from lorafusion_ext import AnalogLinear, HardwareConfig, analog_layers, attach_lora, drift, program, trainable_parameters
 from lorafusion_ext import targets as target_presets
-from lorafusion_ext.convert import lora_layers
+from lorafusion_ext.nn.convert import lora_layers
 from lorafusion_ext.evaluation.drift_sweep import format_time
 from lorafusion_ext.hardware import ADC, DAC
-from lorafusion_ext.pipelines import drift_evaluation
+from lorafusion_ext.apps.pipelines import drift_evaluation
 from lorafusion_ext.tasks import DataConfig, Task, get_task
 from lorafusion_ext.training.loop import TrainConfig
 from lorafusion_ext.training.methods import HWALoRAConfig, analog_model, load_task_state, task_state, train_hwa_lora

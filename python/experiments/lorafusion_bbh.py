@@ -55,10 +55,10 @@ from typing import Any
 import torch
 
 from lorafusion_ext import HardwareConfig, LoRAPool, lora_adapter, trainable_parameters
-from lorafusion_ext.cost import crossbar_cost_of
+from lorafusion_ext.evaluation.cost import crossbar_cost_of
 from lorafusion_ext.hardware import PRESETS
 from lorafusion_ext.models import DEFAULT_LLM, load_generator
-from lorafusion_ext.pipelines import drift_evaluation, load_run, run_hwa_lora
+from lorafusion_ext.apps.pipelines import drift_evaluation, load_run, run_hwa_lora
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig
 from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, analog_model, train_fusion, train_hwa_lora

@@ -88,7 +88,7 @@ from lorafusion_ext import HardwareConfig, trainable_parameters
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.hardware import PRESETS
 from lorafusion_ext.models import DEFAULT_MODEL
-from lorafusion_ext.pipelines import drift_evaluation, load_run
+from lorafusion_ext.apps.pipelines import drift_evaluation, load_run
 from lorafusion_ext.training.loop import evaluate
 from lorafusion_ext.training.methods import FusionConfig
 

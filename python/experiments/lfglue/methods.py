@@ -11,12 +11,12 @@ from torch import nn
 
 from harness import Cell, PendingCell
 from lorafusion_ext import LoRAPool, attach_lora, attach_pool, trainable_parameters
-from lorafusion_ext.convert import is_head
-from lorafusion_ext.cost import crossbar_cost_of
+from lorafusion_ext.nn.convert import is_head
+from lorafusion_ext.evaluation.cost import crossbar_cost_of
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.models import load_classifier
 from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
-from lorafusion_ext.pipelines import DataConfig, RunRecord, load_run, save_run, task_data
+from lorafusion_ext.apps.pipelines import DataConfig, RunRecord, load_run, save_run, task_data
 from lorafusion_ext.training.loop import TrainConfig, evaluate, train
 from lorafusion_ext.training.methods import (
     HWALoRAConfig,
@@ -155,7 +155,7 @@ def train_lorafusion(s: Settings, cell: Cell) -> tuple[nn.Module, Any]:
 # ---------------------------------------------------------------------- cost
 def cells_per_task(model: nn.Module, method: str) -> dict[str, int]:
     """Crossbar cells programmed once and per new task for `method`, from
-    `lorafusion_ext.cost.crossbar_cost_of` (counted from the analog layers `model` holds, the
+    `lorafusion_ext.evaluation.cost.crossbar_cost_of` (counted from the analog layers `model` holds, the
     pool's tiles included). LoRAs, heads, coefficients and magnitudes are digital."""
     report = crossbar_cost_of(model)
     rows = {m.method: m for m in report.methods}
