@@ -295,7 +295,7 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--glue-dir", required=True, help="GLUE folder in the official layout")
     p.add_argument("--model", default=None, help=f"model id or folder (default {DEFAULT_MODEL}; --quick: a tiny random BERT)")
     p.add_argument("--hardware", default="pcm_paper", choices=PRESETS)
-    p.add_argument("--out", default="results/lorafusion_glue", help="checkpoints, pool, cells.jsonl")
+    p.add_argument("--out", default="results/lorafusion_glue", help="checkpoints, pool, finished cells (cells/)")
     p.add_argument("--docs", default=None, help="where lorafusion.md/json/png go (default docs/results; --quick: --out)")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--ablation-tasks", default="sst2,stsb",
