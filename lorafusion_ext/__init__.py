@@ -1,11 +1,10 @@
 """lorafusion_ext: analog in-memory-computing crossbars for transformers, with HWA-LoRA and
 LoRAFusion, as a C++/CUDA PyTorch extension."""
 
-from lorafusion_ext._extension import build_info
-from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext import devices, nn, ops
-from lorafusion_ext.adapters import export_peft_adapter, import_peft_adapters, load_pool, save_pool
-from lorafusion_ext.convert import (
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.interop.peft import export_peft_adapter, import_peft_adapters
+from lorafusion_ext.nn.convert import (
     attach_lora,
     attach_pool,
     convert_to_analog,
@@ -18,6 +17,8 @@ from lorafusion_ext.evaluation import DriftSweepResult, drift_sweep
 from lorafusion_ext.interop import from_aihwkit_model, to_aihwkit_model
 from lorafusion_ext.nn import AnalogLinear, LoRAFusionLinear, LoRALinear, LoRAPool
 from lorafusion_ext.nn.deploy import analog_layers, drift, program, unprogram
+from lorafusion_ext.nn.pool import load_pool, save_pool
+from lorafusion_ext.ops.extension import build_info
 
 __all__ = [
     "AnalogLinear", "DriftSweepResult", "HardwareConfig", "LoRAFusionLinear", "LoRALinear", "LoRAPool",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 BoundManagementMode = Literal["none", "iterative_global", "iterative_per_row"]
 NoiseManagementMode = Literal["none", "abs_max", "max", "constant"]
@@ -379,35 +379,10 @@ class HardwareConfig:
         - ``"pcm_tiled"``: `pcm_paper` on 512×512 tiles with `iterative_per_row`.
         - ``"ideal"``: no quantisation, no noise, no scaling: equals nn.Linear.
         """
-        if name == "pcm_paper":
-            return cls(
-                dac=DAC(8, 1.0),
-                adc=ADC(8, 12.0),
-                out_noise=0.04,
-                noise_management=NoiseManagement("abs_max"),
-                bound_management=BoundManagement("iterative_global"),
-                mapping=Mapping_("row", 1.0, clip_sigma=3.0, remap=True),
-                tiles=Tiles(None, None),
-                modifier=Modifier("add_normal", 0.067),
-                device=Device("pcm"),
-            )
-        if name == "pcm_tiled":
-            base = cls.preset("pcm_paper")
-            return base.replace(
-                tiles=Tiles(512, 512), bound_management=BoundManagement("iterative_per_row")
-            )
-        if name == "ideal":
-            return cls(
-                dac=DAC(None, None),
-                adc=ADC(None, None),
-                out_noise=0.0,
-                noise_management=NoiseManagement("none"),
-                bound_management=BoundManagement("none"),
-                mapping=Mapping_("none"),
-                modifier=Modifier("none"),
-                device=Device("none", drift_compensation=False),
-            )
-        raise ValueError(f"HardwareConfig.preset: unknown name {name!r}; expected one of {PRESETS}")
+        builder = _PRESETS.get(name)
+        if builder is None:
+            raise ValueError(f"HardwareConfig.preset: unknown name {name!r}; expected one of {PRESETS}")
+        return builder()
 
     def replace(self, **changes: Any) -> "HardwareConfig":
         """A copy with some parts replaced (validated again)."""
@@ -495,13 +470,6 @@ class HardwareConfig:
             return 0
         return math.prod(shape[1:-1]) if len(shape) > 2 else 1
 
-    def op_kwargs(self, **overrides: float | int | bool) -> dict[str, Any]:
-        """Keyword arguments of `torch.ops.lorafusion.crossbar_mvm` (and its backward) for this
-        configuration: ``{"params": [...]}``, `op_params()` packed in the extension's order
-        (`lorafusion_ext._C.crossbar_param_names`). `overrides` replace named values, e.g.
-        ``per_input_tile=True``."""
-        return {"params": _pack_params(self, overrides)}
-
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-able)."""
@@ -545,18 +513,55 @@ class HardwareConfig:
         Raises:
             ValueError: naming the first field set to a value that is not modelled.
         """
-        from lorafusion_ext._aihwkit_convert import hardware_from_rpu_config
+        # The config's one door into interop/, opened on call (the package's one documented
+        # import circle: docs/architecture.md, "The Python layers").
+        from lorafusion_ext.interop.aihwkit_config import hardware_from_rpu_config
 
         return hardware_from_rpu_config(cls, rpu_config)
 
     def to_aihwkit(self) -> Any:
         """The equivalent AIHWKIT `TorchInferenceRPUConfig` (needs aihwkit installed)."""
-        from lorafusion_ext._aihwkit_convert import rpu_config_from_hardware
+        from lorafusion_ext.interop.aihwkit_config import rpu_config_from_hardware
 
         return rpu_config_from_hardware(self)
 
 
-PRESETS = ("pcm_paper", "pcm_tiled", "ideal")
+def _pcm_paper() -> HardwareConfig:
+    return HardwareConfig(
+        dac=DAC(8, 1.0),
+        adc=ADC(8, 12.0),
+        out_noise=0.04,
+        noise_management=NoiseManagement("abs_max"),
+        bound_management=BoundManagement("iterative_global"),
+        mapping=Mapping_("row", 1.0, clip_sigma=3.0, remap=True),
+        tiles=Tiles(None, None),
+        modifier=Modifier("add_normal", 0.067),
+        device=Device("pcm"),
+    )
+
+
+def _ideal() -> HardwareConfig:
+    return HardwareConfig(
+        dac=DAC(None, None),
+        adc=ADC(None, None),
+        out_noise=0.0,
+        noise_management=NoiseManagement("none"),
+        bound_management=BoundManagement("none"),
+        mapping=Mapping_("none"),
+        modifier=Modifier("none"),
+        device=Device("none", drift_compensation=False),
+    )
+
+
+#: The named configurations (`HardwareConfig.preset`): name -> a builder of a fresh config.
+#: The one list of presets; `PRESETS` is its names, in this order.
+_PRESETS: dict[str, Callable[[], HardwareConfig]] = {
+    "pcm_paper": _pcm_paper,
+    "pcm_tiled": lambda: _pcm_paper().replace(tiles=Tiles(512, 512),
+                                              bound_management=BoundManagement("iterative_per_row")),
+    "ideal": _ideal,
+}
+PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 def as_hardware(config: Any, where: str) -> HardwareConfig:
@@ -571,36 +576,6 @@ def as_hardware(config: Any, where: str) -> HardwareConfig:
         f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig or an AIHWKIT "
         "TorchInferenceRPUConfig"
     )
-
-
-_PARAM_NAMES: tuple[str, ...] = ()
-
-
-def crossbar_param_names() -> tuple[str, ...]:
-    """The packing order of crossbar_mvm's `params`, from the compiled extension (read once)."""
-    global _PARAM_NAMES
-    if not _PARAM_NAMES:
-        from lorafusion_ext import _extension
-
-        _PARAM_NAMES = tuple(_extension.load().crossbar_param_names)
-    return _PARAM_NAMES
-
-
-def _pack_params(hw: HardwareConfig, overrides: Mapping[str, Any]) -> list[float]:
-    # Plain Python on purpose: torch.compile traces it (no caches, no imports once loaded).
-    values = hw.op_params()
-    for name, value in overrides.items():
-        if name not in values:
-            raise ValueError(f"HardwareConfig.op_kwargs: unknown crossbar parameter {name!r}; expected one of {sorted(values)}")
-        values[name] = value
-    names = crossbar_param_names()
-    if len(names) != len(values) or any(n not in values for n in names):
-        raise RuntimeError(
-            "lorafusion_ext: HardwareConfig.op_params() names "
-            f"{sorted(set(values) ^ set(names))} differ between Python and the compiled extension; "
-            "rebuild the extension (pip install --no-build-isolation -e .)"
-        )
-    return [float(values[n]) for n in names]
 
 
 # Public name of the mapping part (the trailing underscore avoids shadowing typing.Mapping).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorafusion_ext import cli
+from lorafusion_ext.apps import cli
 
 
 def main(argv: list[str] | None = None) -> int:

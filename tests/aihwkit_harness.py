@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from lorafusion_ext.reference import split_sizes
+from lorafusion_ext.ops.reference import split_sizes
 
 
 def noiseless_rpu(tiles: int, learn: bool, columnwise: bool = False):

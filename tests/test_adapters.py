@@ -9,8 +9,9 @@ import torch
 import transformers as tf
 from torch import nn
 
-from lorafusion_ext.adapters import export_peft_adapter, import_peft_adapters, load_pool, save_pool
-from lorafusion_ext.convert import attach_lora, attach_pool
+from lorafusion_ext.interop.peft import export_peft_adapter, import_peft_adapters
+from lorafusion_ext.nn.pool import load_pool, save_pool
+from lorafusion_ext.nn.convert import attach_lora, attach_pool
 from lorafusion_ext.nn.fusion import LoRAFusionLinear
 from lorafusion_ext.nn.lora import LoRALinear
 

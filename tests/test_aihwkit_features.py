@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import lorafusion_ext as lf
-from lorafusion_ext import reference
+from lorafusion_ext.ops import reference
 
 pytest.importorskip("aihwkit")
 from aihwkit.simulator.configs import TorchInferenceRPUConfig  # noqa: E402
@@ -109,7 +109,7 @@ def test_asymmetries_are_bit_exact(inp_asym, out_asym, tiles):
     with torch.no_grad():
         a, b = ours(x), ref(x)
         assert torch.equal(a, b), f"max |diff| {(a - b).abs().max().item()}"
-        # The readable reference (lorafusion_ext.reference) agrees too.
+        # The readable reference (lorafusion_ext.ops.reference) agrees too.
         w, scales = ours.tile_weights()
         r = reference.crossbar_mvm(x, w, scales[None], lin.bias, hw)
         assert torch.equal(r, a)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import lorafusion_ext as lf
-from lorafusion_ext.cost import crossbar_cost_of, programmed_cells
+from lorafusion_ext.evaluation.cost import crossbar_cost_of, programmed_cells
 from lorafusion_ext.hardware import BoundManagement, HardwareConfig, Mapping_, Tiles
 from lorafusion_ext.nn import AnalogLinear, AnalogPoolLayer, LoRAFusionLinear, LoRAPool
 from lorafusion_ext.nn.analog_pool import pool_seeds

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lorafusion_ext as lf
-from lorafusion_ext import _extension
+from lorafusion_ext.ops import extension as _extension
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

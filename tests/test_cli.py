@@ -12,7 +12,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from lorafusion_ext import cli  # noqa: E402
+from lorafusion_ext.apps import cli  # noqa: E402
 from lorafusion_ext.data import encode, load_glue  # noqa: E402
 from lorafusion_ext.data.glue import task_spec  # noqa: E402
 from lorafusion_ext.hardware import HardwareConfig  # noqa: E402
@@ -172,7 +172,7 @@ def test_torchrun_data_parallel_equals_one_process(tmp_path):
     assert _run([*args, "--out", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "lorafusion_ext.cli", *args, "--out", str(two)],
+                           "-m", "lorafusion_ext.apps.cli", *args, "--out", str(two)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('"metrics"') == 1  # rank 0 reports, rank 1 stays quiet

@@ -9,7 +9,7 @@ import torch
 import transformers as tf
 from torch import nn
 
-from lorafusion_ext.convert import (
+from lorafusion_ext.nn.convert import (
     attach_lora,
     attach_pool,
     block_key,

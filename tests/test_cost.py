@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from lorafusion_ext.cost import CostModel, crossbar_cost, linear_layers
+from lorafusion_ext.evaluation.cost import CostModel, crossbar_cost, linear_layers
 
 
 def test_counts_on_a_two_layer_model():

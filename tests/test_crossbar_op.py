@@ -11,7 +11,8 @@ from scipy import stats
 from torch import nn
 
 import lorafusion_ext as lf
-from lorafusion_ext import reference
+from lorafusion_ext.ops import reference
+from lorafusion_ext.ops.kwargs import op_kwargs
 from lorafusion_ext.hardware import (
     ADC,
     DAC,
@@ -384,7 +385,7 @@ def test_opcheck():
         layout = lf.nn.TileLayout.of(13, 9, hw)
         args = (x, wn, ms.expand(layout.n_in, -1)[None].contiguous(), torch.zeros(9, dtype=torch.float64),
                 torch.tensor([5, 1]))
-        kwargs = dict(hw.op_kwargs(), training=training, need_aux=True)
+        kwargs = dict(op_kwargs(hw), training=training, need_aux=True)
         torch.library.opcheck(torch.ops.lorafusion.crossbar_mvm.default, args, kwargs)
 
 
@@ -438,7 +439,7 @@ class TestBadInput:
         scales = self.ms[None, None].half()
         with pytest.raises(RuntimeError, match="x has dtype Half; expected float32 or float64 .*lorafusion_ext.ops"):
             torch.ops.lorafusion.crossbar_mvm(torch.randn(4, 12).half(), self.wn.half(), scales, None,
-                                              torch.tensor([1, 0]), **PAPER.op_kwargs(), training=False,
+                                              torch.tensor([1, 0]), **op_kwargs(PAPER), training=False,
                                               need_aux=False)
         with pytest.raises(ValueError, match="weight has dtype torch.float64 but x has dtype torch.float16"):
             self.call(x=torch.randn(4, 12).half(), wn=self.wn.double(), ms=self.ms.half())
@@ -479,8 +480,8 @@ class TestBadInput:
                                 ("max_in", 1.5, "max_in = 1.5; expected a whole number"),
                                 ("per_input_tile", 2, "per_input_tile = 2; expected 0 or 1")):
             with pytest.raises(RuntimeError, match=msg):
-                torch.ops.lorafusion.crossbar_mvm(*args, **PAPER.op_kwargs(**{key: value}), training=False, need_aux=False)
+                torch.ops.lorafusion.crossbar_mvm(*args, **op_kwargs(PAPER, **{key: value}), training=False, need_aux=False)
         with pytest.raises(RuntimeError, match="params has 3 values; expected"):
             torch.ops.lorafusion.crossbar_mvm(*args, params=[0.0, 1.0, 0.0], training=False, need_aux=False)
         with pytest.raises(ValueError, match="unknown crossbar parameter 'inp_rez'"):
-            PAPER.op_kwargs(inp_rez=0.1)
+            op_kwargs(PAPER, inp_rez=0.1)

@@ -17,6 +17,7 @@ from torch import nn
 
 import lorafusion_ext as lf
 from lorafusion_ext.hardware import ADC, DAC, BoundManagement, Mapping_, Modifier, Tiles
+from lorafusion_ext.ops.kwargs import op_kwargs
 from lorafusion_ext.ops.pool import pool_fusion
 
 _HAS_GPU = torch.cuda.is_available()
@@ -208,7 +209,7 @@ def test_opcheck_cuda():
     for hw, training in ((SMOOTH, False), (PAPER, True), (PAPER.replace(tiles=Tiles(5, 4)), False)):
         args = (x, wn.to(DEV), _scales(ms, 13, hw).to(DEV), torch.zeros(9, dtype=torch.float64, device=DEV),
                 torch.tensor([5, 1], device=DEV))
-        kwargs = dict(hw.op_kwargs(), training=training, need_aux=True)
+        kwargs = dict(op_kwargs(hw), training=training, need_aux=True)
         torch.library.opcheck(torch.ops.lorafusion.crossbar_mvm.default, args, kwargs)
     xp, A, B, c, ids = _pool_inputs(T=3, dtype=torch.float64, grad=True)
     torch.library.opcheck(torch.ops.lorafusion.pool_fusion.default, (xp, A, B, c, ids),
@@ -268,7 +269,7 @@ def test_bad_device_inputs():
     x = torch.randn(4, 12, device=DEV)
     with pytest.raises(RuntimeError, match="weight is on cpu but x is on cuda"):
         torch.ops.lorafusion.crossbar_mvm(x, wn, _scales(ms, 12, PAPER).to(DEV), None, torch.tensor([0, 0]),
-                                          **PAPER.op_kwargs(), training=False, need_aux=False)
+                                          **op_kwargs(PAPER), training=False, need_aux=False)
     with pytest.raises(RuntimeError, match="x is not contiguous"):
         lf.ops.crossbar_mvm(torch.randn(12, 4, device=DEV).t(), wn.to(DEV), _scales(ms, 12, PAPER).to(DEV), None,
                             torch.tensor([0, 0], device=DEV), PAPER)

@@ -34,7 +34,7 @@ def _assert_names_both_ways_out(message: str) -> None:
 def test_demo_without_glue_offline_stops_before_loading_a_model(tmp_path):
     out = tmp_path / "demo"
     # A model path that does not exist: had the demo loaded a model first, it would fail on that.
-    cmd = [sys.executable, "-m", "lorafusion_ext.cli", "demo", "--out", str(out),
+    cmd = [sys.executable, "-m", "lorafusion_ext.apps.cli", "demo", "--out", str(out),
            "--model", str(tmp_path / "no-such-model")]
     proc = subprocess.run(cmd, cwd=tmp_path, env=_offline_env(tmp_path), capture_output=True, text=True,
                           timeout=180)

@@ -13,7 +13,7 @@ from torch import nn
 import lorafusion_ext as lf
 from lorafusion_ext.evaluation import DEFAULT_TIMES, DriftSweepResult, drift_sweep, format_time
 from lorafusion_ext.hardware import Device
-from lorafusion_ext.nn import AnalogLinear, deploy
+from lorafusion_ext.nn import AnalogLinear, tile_state
 
 TIMES = (0.0, 86400.0, 315360000.0)
 
@@ -66,7 +66,7 @@ def test_reproducible_and_leaves_model_as_found():
     after = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert deploy.is_programmed(model[0]) and not deploy.is_programmed(model[2])
+    assert tile_state.is_programmed(model[0]) and not tile_state.is_programmed(model[2])
     assert model[2].training and not model[0].training and not model.training
     b = drift_sweep(model, evaluate, times=TIMES, trials=2, seed=11, progress=False)
     assert a.values == b.values
@@ -79,7 +79,7 @@ def _programming_fingerprints(reprogram: bool) -> list[list[float]]:
     seen: list[float] = []
 
     def evaluate(m: nn.Module) -> float:
-        w = deploy.programmed_state(m[0]).tile(0, 0).weights
+        w = tile_state.programmed_state(m[0]).tile(0, 0).weights
         seen.append(float(w.sum()))
         return float(m[0].programmed_weight.sum())
 
@@ -183,5 +183,5 @@ def test_bad_model_and_evaluate():
     with pytest.raises(ValueError, match=r"tensor of shape \(2,\)"):
         drift_sweep(model, lambda m: torch.ones(2), times=(0.0,), trials=1, progress=False)
     # A failing sweep still restores the model.
-    assert not deploy.is_programmed(model[0])
+    assert not tile_state.is_programmed(model[0])
     assert drift_sweep(model, lambda m: torch.tensor(0.5), times=(0.0,), trials=1, progress=False).values == [[0.5]]

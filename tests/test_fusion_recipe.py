@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lorafusion_ext.convert import attach_pool
+from lorafusion_ext.nn.convert import attach_pool
 from lorafusion_ext.data.tokenize import EncodedDataset
 from lorafusion_ext.nn.fusion import LoRAFusionLinear
 from lorafusion_ext.nn.pool import LoRAPool

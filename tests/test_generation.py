@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import lorafusion_ext as lf
-from lorafusion_ext.cli import main as cli_main
-from lorafusion_ext.convert import attach_lora, convert_to_analog
+from lorafusion_ext.apps.cli import main as cli_main
+from lorafusion_ext.nn.convert import attach_lora, convert_to_analog
 from lorafusion_ext.data.bbh import BBH_TASKS, EVAL_SIZE, GenerationExample, load_bbh, split_bbh
 from lorafusion_ext.data.generation import IGNORE_INDEX, encode_generation, format_prompt, mark_model_kind
 from lorafusion_ext.evaluation.generation import eval_set, evaluate_generation, exact_match, extract_answer, generate

@@ -514,11 +514,11 @@ def _layer_pair(noise_model: Any, seed: int = 3) -> Tuple[Any, nn.Module]:
 @needs_aihwkit
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_analog_linear_from_aihwkit_programs_and_drifts_like_aihwkit(name):
-    from lorafusion_ext.nn import deploy
+    from lorafusion_ext.nn import tile_state
 
     layer, ref = _layer_pair(REFERENCES[name]())
     assert layer.layout.n_in == 3
-    tiles = dict(zip([(it, ot) for it, ot, _, _ in deploy.tile_blocks(layer)], ref.analog_tiles()))
+    tiles = dict(zip([(it, ot) for it, ot, _, _ in tile_state.tile_blocks(layer)], ref.analog_tiles()))
     x = torch.randn(5, 70, generator=_gen(6))
     torch.manual_seed(4)
     ref.program_analog_weights()
@@ -527,7 +527,7 @@ def test_analog_linear_from_aihwkit_programs_and_drifts_like_aihwkit(name):
         torch.manual_seed(5)
         ref.drift_analog_weights(t)
         lf.drift(layer, t, _gen(5))
-        for it, ot, rows, cols in deploy.tile_blocks(layer):
+        for it, ot, rows, cols in tile_state.tile_blocks(layer):
             tile = tiles[(it, ot)]
             assert torch.equal(tile.tile.get_weights(), layer.programmed_weight[rows, cols]), (t, it)
             assert torch.equal(tile.alpha.reshape(()), layer.drift_alpha[it, ot]), (t, it)

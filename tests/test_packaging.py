@@ -115,7 +115,7 @@ def test_sdist_metadata_is_complete(sdist):
 def test_version_has_one_source():
     """`__version__`, the installed metadata and `lorafusion --version` agree."""
     assert importlib.metadata.version("lorafusion_ext") == lorafusion_ext.__version__
-    proc = subprocess.run([sys.executable, "-m", "lorafusion_ext.cli", "--version"],
+    proc = subprocess.run([sys.executable, "-m", "lorafusion_ext.apps.cli", "--version"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"lorafusion {lorafusion_ext.__version__}"

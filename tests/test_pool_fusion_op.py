@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lorafusion_ext.ops.pool import pool_fusion
-from lorafusion_ext.reference_pool import pool_fusion_reference
+from lorafusion_ext.ops.reference_pool import pool_fusion_reference
 
 MODES = ("sum", "lorahub")
 

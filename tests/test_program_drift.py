@@ -26,7 +26,7 @@ from torch import nn
 import lorafusion_ext as lf
 from lorafusion_ext.hardware import Device, Tiles
 from lorafusion_ext.nn import AnalogLinear
-from lorafusion_ext.nn import deploy
+from lorafusion_ext.nn import deploy, tile_state
 
 SWEEP = (0.0, 3600.0, 86400.0, 604800.0, 2592000.0, 31536000.0, 315360000.0)
 
@@ -51,7 +51,7 @@ def _aihwkit_twin(layer: AnalogLinear, rpu=None) -> nn.Module:
 
 def _aihwkit_tiles(ref: nn.Module, layer: AnalogLinear) -> dict[tuple[int, int], nn.Module]:
     tiles = list(ref.analog_tiles())
-    blocks = list(deploy.tile_blocks(layer))
+    blocks = list(tile_state.tile_blocks(layer))
     assert len(tiles) == len(blocks)
     # AIHWKIT's TileModuleArray is [in_tile][out_tile]; our blocks have the same order.
     return {(it, ot): tile for (it, ot, _, _), tile in zip(blocks, tiles)}
@@ -83,8 +83,8 @@ def test_tiled_layer_bit_exact_vs_aihwkit_without_output_noise():
     torch.manual_seed(11)
     ref.program_analog_weights()
     layer.program(_gen(11))
-    state = deploy.programmed_state(layer)
-    for it, ot, rows, cols in deploy.tile_blocks(layer):
+    state = tile_state.programmed_state(layer)
+    for it, ot, rows, cols in tile_state.tile_blocks(layer):
         tile = tiles[(it, ot)]
         assert torch.equal(tile.programmed_weights, state.tile(it, ot).weights)
         assert torch.equal(tile.programmed_weights, layer.programmed_weight[rows, cols])
@@ -96,7 +96,7 @@ def test_tiled_layer_bit_exact_vs_aihwkit_without_output_noise():
         torch.manual_seed(100 + i)
         ref.drift_analog_weights(t)
         layer.drift(t, _gen(100 + i))
-        for it, ot, rows, cols in deploy.tile_blocks(layer):
+        for it, ot, rows, cols in tile_state.tile_blocks(layer):
             tile = tiles[(it, ot)]
             assert torch.equal(tile.tile.get_weights(), layer.programmed_weight[rows, cols]), t
             assert torch.equal(tile.alpha.reshape(()), layer.drift_alpha[it, ot]), t
@@ -124,7 +124,7 @@ def test_reram_layer_bit_exact_vs_aihwkit_at_measured_times():
         torch.manual_seed(5)
         ref.drift_analog_weights(t)
         layer.drift(t, _gen(5))
-        for it, ot, rows, cols in deploy.tile_blocks(layer):
+        for it, ot, rows, cols in tile_state.tile_blocks(layer):
             assert torch.equal(tiles[(it, ot)].tile.get_weights(), layer.programmed_weight[rows, cols])
             assert torch.equal(tiles[(it, ot)].alpha.reshape(()), layer.drift_alpha[it, ot])
 
@@ -146,7 +146,7 @@ def test_noisy_readout_matches_aihwkit_statistically():
         ref.program_analog_weights()
         layer.program(_gen(s))
         assert torch.equal(tile.programmed_weights, layer.programmed_weight)
-        beta["ours"].append(float(deploy.programmed_state(layer).readout_baseline))
+        beta["ours"].append(float(tile_state.programmed_state(layer).readout_baseline))
         beta["ref"].append(float(tile.drift_baseline))
         for i, t in enumerate(SWEEP):
             torch.manual_seed(10_000 + 10 * s + i)
@@ -168,7 +168,7 @@ def test_noisy_readout_matches_aihwkit_statistically():
         same(alpha[t]["ours"], alpha[t]["ref"], f"alpha({t})")
     # The read-out noise matters: without it the baseline distribution is clearly different.
     quiet = _layer(64, 48, hw.replace(out_noise=0.0), seed=7)
-    b0 = [float(deploy.programmed_state(quiet.program(_gen(s))).readout_baseline) for s in range(n)]
+    b0 = [float(tile_state.programmed_state(quiet.program(_gen(s))).readout_baseline) for s in range(n)]
     assert stats.ks_2samp(b0, beta["ref"]).pvalue < 1e-4
 
 
@@ -190,7 +190,7 @@ def test_tiled_programmed_weights_bit_exact_vs_aihwkit_without_compensation(dtyp
     ref.drift_analog_weights(604800.0)
     layer.drift(604800.0, _gen(9))
     assert layer.drift_alpha is None
-    for it, ot, rows, cols in deploy.tile_blocks(layer):
+    for it, ot, rows, cols in tile_state.tile_blocks(layer):
         assert torch.equal(tiles[(it, ot)].tile.get_weights(), layer.programmed_weight[rows, cols])
 
 
@@ -212,7 +212,7 @@ def test_target_weights_untouched_and_unprogram_restores_target_forward():
     assert not torch.equal(layer(x), y_target)
     layer.unprogram()
     assert layer.programmed_weight is None and layer.drift_alpha is None
-    assert not deploy.is_programmed(layer) and "programmed_state" not in dict(layer.named_children())
+    assert not tile_state.is_programmed(layer) and "programmed_state" not in dict(layer.named_children())
     assert not any(k.startswith("programmed_state") for k in layer.state_dict())
     layer.manual_seed(3)
     assert torch.equal(layer(x), y_target)
@@ -229,7 +229,7 @@ def test_drift_restarts_from_programmed_state_and_is_reproducible():
     a.drift(3600.0, _gen(6))
     b.drift(3600.0, _gen(6))
     assert torch.equal(a.programmed_weight, b.programmed_weight)
-    assert float(deploy.programmed_state(a).t_seconds) == 3600.0
+    assert float(tile_state.programmed_state(a).t_seconds) == 3600.0
     # The read-out stream is the layer's: same layer seed and call count, same alpha.
     b.rng_state.copy_(a.rng_state)
     a.drift(3600.0, _gen(6))
@@ -261,7 +261,7 @@ def test_state_dict_roundtrip_into_fresh_layer():
     hw = lf.HardwareConfig.preset("pcm_paper").replace(tiles=Tiles(40, 30))
     layer = _layer(100, 70, hw).program(_gen(1)).drift(604800.0, _gen(2))
     sd = layer.state_dict()
-    for it, ot, _, _ in deploy.tile_blocks(layer):
+    for it, ot, _, _ in tile_state.tile_blocks(layer):
         for field in ("weights", "scale", "nu"):
             assert f"programmed_state.{it}_{ot}.{field}" in sd
     assert "programmed_state.readout_baseline" in sd and "programmed_state.t_seconds" in sd
@@ -270,8 +270,8 @@ def test_state_dict_roundtrip_into_fresh_layer():
     buf.seek(0)
     fresh = AnalogLinear(100, 70, hardware=hw).eval()
     assert fresh.load_state_dict(torch.load(buf)) is not None
-    assert deploy.is_programmed(fresh)
-    assert float(deploy.programmed_state(fresh).t_seconds) == 604800.0
+    assert tile_state.is_programmed(fresh)
+    assert float(tile_state.programmed_state(fresh).t_seconds) == 604800.0
     x = torch.randn(3, 100, generator=_gen(0))
     assert torch.equal(fresh(x), layer(x))
     layer.drift(60.0, _gen(9))
@@ -280,7 +280,7 @@ def test_state_dict_roundtrip_into_fresh_layer():
     assert torch.equal(fresh.drift_alpha, layer.drift_alpha)
     # Loading an unprogrammed state clears the programming (no stale hidden state).
     fresh.load_state_dict(AnalogLinear(100, 70, hardware=hw).state_dict())
-    assert not deploy.is_programmed(fresh) and fresh.programmed_weight is None
+    assert not tile_state.is_programmed(fresh) and fresh.programmed_weight is None
 
 
 def test_state_dict_restores_the_tile_layout_and_rejects_inconsistent_tiles():
@@ -290,7 +290,7 @@ def test_state_dict_restores_the_tile_layout_and_rejects_inconsistent_tiles():
     # A layer built with another hardware takes the saved one (and its 3x3 tiles) on load.
     other = AnalogLinear(100, 70, hardware=lf.HardwareConfig.preset("pcm_paper")).eval()
     other.load_state_dict(sd)
-    assert other.layout == layer.layout and deploy.is_programmed(other)
+    assert other.layout == layer.layout and tile_state.is_programmed(other)
     layer.drift(3600.0, _gen(2))
     other.drift(3600.0, _gen(2))
     assert torch.equal(other.programmed_weight, layer.programmed_weight)
@@ -357,7 +357,7 @@ def test_model_level_program_drift_unprogram_any_depth():
     names = [n for n, _ in deploy.analog_layers(model)]
     assert names == ["0.inner.proj", "0.out", "1.0.inner.proj", "1.0.out"]
     assert deploy.program(model, _gen(0)) is model
-    assert all(deploy.is_programmed(m) for _, m in deploy.analog_layers(model))
+    assert all(tile_state.is_programmed(m) for _, m in deploy.analog_layers(model))
     deploy.drift(model, 86400.0, _gen(1))
     sd = model.state_dict()
     assert "1.0.inner.proj.programmed_state.0_0.nu" in sd
@@ -366,7 +366,7 @@ def test_model_level_program_drift_unprogram_any_depth():
     x = torch.randn(2, 16, generator=_gen(3))
     assert torch.equal(twin(x), model(x))
     deploy.unprogram(model)
-    assert not any(deploy.is_programmed(m) for _, m in deploy.analog_layers(model))
+    assert not any(tile_state.is_programmed(m) for _, m in deploy.analog_layers(model))
 
 
 def test_peft_wrapped_model():
@@ -423,7 +423,7 @@ def test_all_zero_weights_is_a_clear_error():
     good = _layer(8, 4, lf.HardwareConfig.preset("pcm_paper"))
     with pytest.raises(ValueError, match=r"layer 'enc\.1': .*all zero"):
         deploy.program(nn.ModuleDict({"enc": nn.Sequential(good, layer)}))
-    assert not deploy.is_programmed(layer) and not deploy.is_programmed(good)  # nothing half-done
+    assert not tile_state.is_programmed(layer) and not tile_state.is_programmed(good)  # nothing half-done
 
 
 def test_nonfinite_weights_is_a_clear_error():

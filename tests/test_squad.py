@@ -15,7 +15,7 @@ pytest.importorskip("torchmetrics")
 
 from tiny_models import minilm_tokenizer_path, tiny_bert  # noqa: E402
 
-from lorafusion_ext import cli  # noqa: E402
+from lorafusion_ext.apps import cli  # noqa: E402
 from lorafusion_ext.data.squad import (  # noqa: E402
     OFFLINE_ARTICLES,
     OFFLINE_TRAIN_ARTICLES,
@@ -238,7 +238,7 @@ def test_label_names_batches_and_shape_check():
 
 def test_pool_for_model_leaves_out_layers_the_model_lacks(tiny_model):
     from lorafusion_ext.nn.pool import LoRAPool
-    from lorafusion_ext.pipelines import pool_for_model
+    from lorafusion_ext.apps.pipelines import pool_for_model
 
     qa, _ = get_task("squad").load_model(tiny_model, seed=0)
     names = [n for n, m in qa.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("bert.")][:2]

@@ -1,5 +1,7 @@
 // Validation of crossbar_mvm's arguments, shared by the CPU and CUDA registrations so that
-// both reject the same inputs with the same messages (each adds its device rules).
+// both reject the same inputs with the same messages: the argument prologue of the forward
+// and of the backward (crossbar_forward_prologue, crossbar_backward_prologue), each taking
+// the registration's device rules.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -174,7 +176,7 @@ inline void check_crossbar_noise_weight(const std::optional<at::Tensor>& noise_w
               noise_weight->sizes(), "; expected the shape of weight ", weight.sizes());
 }
 
-
+// bias [out_features], not with per_input_tile.
 inline void check_crossbar_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x,
                                 const at::Tensor& weight, const CrossbarParams& p) {
   if (!bias) return;
@@ -185,6 +187,93 @@ inline void check_crossbar_bias(const std::optional<at::Tensor>& bias, const at:
   checks::contiguous(*bias, kCrossbarOp, "bias");
   TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), kCrossbarOp,
               ": bias has shape ", bias->sizes(), "; expected [", weight.size(0), "]");
+}
+
+// noise_out (test-only explicit output noise): [max_passes, input_tiles, tokens, out_features].
+inline void check_crossbar_noise_out(const std::optional<at::Tensor>& noise_out, const at::Tensor& x,
+                                     const at::Tensor& weight, const CrossbarParams& p) {
+  if (!noise_out) return;
+  checks::same_dtype(*noise_out, x, kCrossbarOp, "noise_out", "x");
+  checks::same_device(*noise_out, x, kCrossbarOp, "noise_out", "x");
+  checks::contiguous(*noise_out, kCrossbarOp, "noise_out");
+  const std::vector<int64_t> expected{p.max_passes, split_count(weight.size(1), p.max_in), x.size(0),
+                                      weight.size(0)};
+  TORCH_CHECK(noise_out->sizes() == at::IntArrayRef(expected), kCrossbarOp, ": noise_out has shape ",
+              noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
+              at::IntArrayRef(expected));
+}
+
+// The backward's saved forward outputs: scales [tiles, tokens] and the clamp mask, bool
+// [input_tiles, tokens, out_features].
+inline void check_crossbar_saved(const at::Tensor& scales, const at::Tensor& mask, const at::Tensor& x,
+                                 const at::Tensor& weight, const CrossbarParams& p) {
+  const int64_t tin = split_count(weight.size(1), p.max_in);
+  const int64_t tiles = tin * split_count(weight.size(0), p.max_out);
+  checks::same_dtype(scales, x, kCrossbarOp, "scales", "x");
+  checks::same_device(scales, x, kCrossbarOp, "scales", "x");
+  TORCH_CHECK(scales.dim() == 2 && scales.size(0) == tiles && scales.size(1) == x.size(0), kCrossbarOp,
+              ": scales has shape ", scales.sizes(), "; expected [tiles, tokens]");
+  checks::same_device(mask, x, kCrossbarOp, "mask", "x");
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 3 && mask.size(0) == tin &&
+                  mask.size(1) == x.size(0) && mask.size(2) == weight.size(0),
+              kCrossbarOp, ": mask has shape ", mask.sizes(),
+              "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
+}
+
+// A validated call: its params and its sizes (x [M, K], weight [N, K], Tin x Tout tiles).
+struct CrossbarCall {
+  CrossbarParams p;
+  int64_t M, K, N, tin, tout;
+};
+
+// The device rules a registration adds to the shared prologue, as static members of `Device`:
+//   check_x(x): before the shared checks, that x is on the registration's device;
+//   check_call(x, rng, p, training): after the shared input checks, rng's device, the
+//     device's size limits and which features its kernel implements.
+template <typename Device>
+CrossbarCall crossbar_call(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+                           const at::Tensor& rng, c10::ArrayRef<double> params, bool training) {
+  CrossbarCall c;
+  c.p = make_crossbar_params(params);
+  Device::check_x(x);
+  check_crossbar_inputs(x, weight, out_scales, rng, c.p);
+  Device::check_call(x, rng, c.p, training);
+  c.M = x.size(0);
+  c.K = x.size(1);
+  c.N = weight.size(0);
+  c.tin = split_count(c.K, c.p.max_in);
+  c.tout = split_count(c.N, c.p.max_out);
+  return c;
+}
+
+// The forward's argument prologue: params, inputs, the device's rules, bias and the test-only
+// noise tensors.
+template <typename Device>
+CrossbarCall crossbar_forward_prologue(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
+                                       const std::optional<at::Tensor>& bias, const at::Tensor& rng,
+                                       const std::optional<at::Tensor>& noise_out,
+                                       const std::optional<at::Tensor>& noise_weight,
+                                       c10::ArrayRef<double> params, bool training) {
+  const CrossbarCall c = crossbar_call<Device>(x, weight, out_scales, rng, params, training);
+  check_crossbar_bias(bias, x, weight, c.p);
+  check_crossbar_noise_out(noise_out, x, weight, c.p);
+  check_crossbar_noise_weight(noise_weight, x, weight, c.p);
+  return c;
+}
+
+// The backward's argument prologue: the forward's inputs and device rules, then grad_y, the
+// saved scales and mask, and the test-only weight noise.
+template <typename Device>
+CrossbarCall crossbar_backward_prologue(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                                        const at::Tensor& out_scales, const at::Tensor& rng,
+                                        const at::Tensor& scales, const at::Tensor& mask,
+                                        const std::optional<at::Tensor>& noise_weight,
+                                        c10::ArrayRef<double> params, bool training) {
+  const CrossbarCall c = crossbar_call<Device>(x, weight, out_scales, rng, params, training);
+  check_crossbar_grad_y(grad_y, x, weight, c.p);
+  check_crossbar_saved(scales, mask, x, weight, c.p);
+  check_crossbar_noise_weight(noise_weight, x, weight, c.p);
+  return c;
 }
 
 }  // namespace lorafusion

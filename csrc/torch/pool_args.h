@@ -83,4 +83,21 @@ inline PoolShapeArgs check_pool_inputs(const at::Tensor& x, const at::Tensor& A,
   return shape;
 }
 
+// The backward's own arguments: grad_y [M, d_out] and the forward's `hidden` [M, hidden_width]
+// (hidden_width: r when the kernel merges the pool, else K * r; the kernel's own rule).
+inline void check_pool_backward_inputs(const at::Tensor& grad_y, const at::Tensor& hidden, const at::Tensor& x,
+                                       const PoolShapeArgs& a, int64_t hidden_width) {
+  checks::same_dtype(grad_y, x, kPoolOp, "grad_y", "x");
+  checks::same_device(grad_y, x, kPoolOp, "grad_y", "x");
+  checks::contiguous(grad_y, kPoolOp, "grad_y");
+  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == a.M && grad_y.size(1) == a.d_out, kPoolOp,
+              ": grad_y has shape ", grad_y.sizes(), "; expected [", a.M, ", ", a.d_out, "]");
+  checks::same_dtype(hidden, x, kPoolOp, "hidden", "x");
+  checks::same_device(hidden, x, kPoolOp, "hidden", "x");
+  checks::contiguous(hidden, kPoolOp, "hidden");
+  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == a.M && hidden.size(1) == hidden_width, kPoolOp,
+              ": hidden has shape ", hidden.sizes(), "; expected [", a.M, ", ", hidden_width,
+              "] (the second output of the forward)");
+}
+
 }  // namespace lorafusion

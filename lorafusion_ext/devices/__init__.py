@@ -21,8 +21,6 @@ from .base import (
     DeviceModel,
     IdealDeviceModel,
     ProgrammedState,
-    device_model_names,
-    get_device_model,
     single_pair_to_conductances,
     single_pair_to_weights,
 )
@@ -37,6 +35,7 @@ from .hermes import HERMES_G_MAX, HERMES_PROG_COEFF, HERMES_T_0, HermesModel
 from .pcm import PCM_DEFAULT_PROG_COEFF, CustomDriftPCMLikeModel, PCMLikeModel
 from .reram import RERAM_TIME_POLICIES, WAN2022_COEFFS, ReRAMModel
 from .reram_cmo import CMO_COEFF_DICT, ReRamCMOModel
+from .registry import device_model_names, get_device_model
 from .state_independent import STATE_INDEPENDENT_DEFAULT_PROG_COEFF, StateIndependentModel
 
 __all__ = [

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
+from lorafusion_ext.nn.convert import set_module
 
 
 def _aihwkit_classes() -> tuple[type, type]:
@@ -33,15 +34,6 @@ def _grid(layer: nn.Module) -> list[list[nn.Module]]:
     if hasattr(mod, "array"):
         return [list(row) for row in mod.array]
     return [[mod]]
-
-
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
-    if not path:
-        return module
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, name, module)
-    return model
 
 
 def _row_scale(tile: nn.Module, value: Tensor | None) -> Tensor:
@@ -140,14 +132,14 @@ def from_aihwkit_model(model: nn.Module, seed: int | None = None) -> nn.Module:
     for path, mod in found:
         if isinstance(mod, AihwkitLinear):
             layer_seed = None if gen is None else int(torch.randint(2**62, (1,), generator=gen))
-            model = _set_module(model, path, _from_layer(mod, layer_seed))
+            model = set_module(model, path, _from_layer(mod, layer_seed))
     for path, mod in reversed(found):
         if isinstance(mod, AnalogSequential):
             seq = nn.Sequential()
             for name, child in mod.named_children():
                 seq.add_module(name, child)
             seq.train(mod.training)
-            model = _set_module(model, path, seq)
+            model = set_module(model, path, seq)
     return model
 
 
@@ -210,5 +202,5 @@ def to_aihwkit_model(model: nn.Module) -> nn.Module:
     """
     found = [(p, m) for p, m in model.named_modules() if isinstance(m, AnalogLinear)]
     for path, mod in found:
-        model = _set_module(model, path, _to_layer(mod))
+        model = set_module(model, path, _to_layer(mod))
     return model

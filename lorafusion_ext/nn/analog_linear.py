@@ -10,10 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from lorafusion_ext.hardware import HardwareConfig, as_hardware
+from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
 from lorafusion_ext.nn.out_scaling import apply_out_scaling, expand_out_scaling, out_shape_of
+from lorafusion_ext.nn.tile_state import drift_layer, load_programmed_state, program_layer, unprogram_layer
 from lorafusion_ext.ops import precision
-from lorafusion_ext.ops.crossbar import crossbar_mvm
+from lorafusion_ext.ops.crossbar import crossbar_mvm, crossbar_mvm_inference
+from lorafusion_ext.ops.kwargs import op_kwargs
 
 _SEED_BOUND = 2**62
 _PROGRAMMED_BUFFERS = ("programmed_weight", "programmed_scales", "drift_alpha")
@@ -238,13 +241,13 @@ class AnalogLinear(nn.Linear):
                 w_norm, out_scales, _ = self._operands(x.device)
                 bias = precision.upcast(self.bias)
                 plan = (key, self.hardware, w_norm.detach().contiguous(), out_scales.detach().contiguous(),
-                        None if bias is None else bias.detach().contiguous(), self.hardware.op_kwargs()["params"],
+                        None if bias is None else bias.detach().contiguous(), op_kwargs(self.hardware)["params"],
                         torch.tensor([0, 1], dtype=torch.int64, device=self.rng_state.device))
             self.__dict__["_inference_plan"] = plan
         _, _, w_norm, out_scales, bias, params, step = plan
         sample_rows = self.hardware.sample_rows(x.shape, self.training)
         if sample_rows:  # per-sample weight noise: the rows per sample depend on the input's shape
-            params = self.hardware.op_kwargs(modifier_sample_rows=sample_rows)["params"]
+            params = op_kwargs(self.hardware, modifier_sample_rows=sample_rows)["params"]
         if w_norm.device != x.device:
             raise ValueError(f"AnalogLinear: input is on {x.device}; expected the layer's device ({w_norm.device})")
         out_dtype = x.dtype
@@ -253,11 +256,7 @@ class AnalogLinear(nn.Linear):
         if x2.shape[0] == 0:
             raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
         # The op reads (seed, calls) before it returns; the counter moves on after the call.
-        with torch._C._AutoDispatchBelowAutograd():
-            y = torch.ops.lorafusion.crossbar_mvm.default(
-                x2, w_norm, out_scales, bias, self.rng_state, None, None, params=params, training=self.training,
-                need_aux=False,
-            )[0]
+        y = crossbar_mvm_inference(x2, w_norm, out_scales, bias, self.rng_state, params, training=self.training)
         self.rng_state.add_(step)
         return y.reshape(*lead, self.out_features).to(out_dtype)
 
@@ -269,10 +268,11 @@ class AnalogLinear(nn.Linear):
                 f"AnalogLinear: input has shape {tuple(x.shape)}; expected [..., {self.in_features}]"
             )
         cdt = self.compute_dtype
-        if x.dtype not in (self.weight.dtype, cdt):
-            allowed = self.weight.dtype if cdt == self.weight.dtype else f"{self.weight.dtype} or {cdt}"
+        allowed = precision.allowed_with(self.weight.dtype)
+        if x.dtype not in allowed:
+            names = " or ".join(str(d) for d in allowed)
             raise ValueError(
-                f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}; expected {allowed}"
+                f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}; expected {names}"
             )
         if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and self._wants_grad(x)):
             return self._forward_no_grad(x)
@@ -338,8 +338,6 @@ class AnalogLinear(nn.Linear):
                     state_dict[key] = old.reshape(1, -1).expand(shape).clone()
         # The per-tile programmed state lives in a `programmed_state` child that exists only once
         # programmed: create (or drop) it from the keys before the children are loaded.
-        from lorafusion_ext.nn.deploy import load_programmed_state
-
         load_programmed_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
@@ -364,28 +362,20 @@ class AnalogLinear(nn.Linear):
         """AIHWKIT's per-step weight conditioning (`hardware.mapping.clip_when == "update"`):
         call after each optimizer step (or use `lorafusion_ext.nn.clip_after_steps`). See
         `lorafusion_ext.nn.conditioning.post_update_step`. A no-op for other configurations."""
-        from lorafusion_ext.nn.conditioning import post_update_step
-
         post_update_step(self)
         return self
 
     # ------------------------------------------------------------------ deployment
     def program(self, generator: torch.Generator | None = None) -> "AnalogLinear":
         """Program the current target weights onto the tiles (device noise from `generator`,
-        default torch's global RNG); see `lorafusion_ext.nn.deploy.program_layer`."""
-        from lorafusion_ext.nn.deploy import program_layer
-
+        default torch's global RNG); see `lorafusion_ext.nn.tile_state.program_layer`."""
         return program_layer(self, generator)
 
     def drift(self, t_seconds: float, generator: torch.Generator | None = None) -> "AnalogLinear":
         """Read the programmed crossbar `t_seconds` (s, >= 0) after programming; raises
-        RuntimeError when not programmed. See `lorafusion_ext.nn.deploy.drift_layer`."""
-        from lorafusion_ext.nn.deploy import drift_layer
-
+        RuntimeError when not programmed. See `lorafusion_ext.nn.tile_state.drift_layer`."""
         return drift_layer(self, t_seconds, generator)
 
     def unprogram(self) -> "AnalogLinear":
         """Forget the programming: compute with the target weights again."""
-        from lorafusion_ext.nn.deploy import unprogram_layer
-
         return unprogram_layer(self)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.deploy import MASK62, splitmix64
+from lorafusion_ext.nn.tile_state import MASK62, splitmix64
 from lorafusion_ext.nn.mapping import clip_and_remap
 from lorafusion_ext.nn.pool import PoolLayer
 from lorafusion_ext.ops import precision

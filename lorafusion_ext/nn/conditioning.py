@@ -14,27 +14,16 @@ weights times their new scales are the new `weight` (the mapping recomputed from
 same tiles). Without a remap AIHWKIT keeps the old mapping scales, which no `weight` reproduces
 exactly in floating point, so the layer holds the clipped tile weights and their scales
 (`held_weight`, `held_scales`) next to `weight` = their product.
+
+One layer's step, below `AnalogLinear` (whose `post_update_step` calls it); the model walkers
+`post_update_steps` / `clip_after_steps` are in `lorafusion_ext.nn.deploy`.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
-from torch import nn
-from torch.optim import Optimizer
 
-from lorafusion_ext.nn.mapping import clip_level
-
-
-def _blocks(layer) -> Iterable[tuple[int, int, slice, slice]]:
-    k0 = 0
-    for it, kt in enumerate(layer.layout.in_sizes):
-        o0 = 0
-        for ot, nt in enumerate(layer.layout.out_sizes):
-            yield it, ot, slice(o0, o0 + nt), slice(k0, k0 + kt)
-            o0 += nt
-        k0 += kt
+from lorafusion_ext.nn.mapping import clip_level, tile_blocks
 
 
 @torch.no_grad()
@@ -55,7 +44,7 @@ def post_update_step(layer) -> None:
     new_norm = torch.empty_like(w_norm)
     new_w = torch.empty_like(layer.weight)
     alpha = layer.out_scaling
-    for it, ot, rows, cols in _blocks(layer):
+    for it, ot, rows, cols in tile_blocks(layer.layout):
         tile = w_norm[rows, cols].contiguous()
         if m.clips:
             level = clip_level(tile, layer.hardware)
@@ -79,18 +68,3 @@ def post_update_step(layer) -> None:
         layer.held_weight = new_norm
         layer.held_scales = scales.clone()
     layer.weight.copy_(new_w)
-
-
-def post_update_steps(model: nn.Module) -> None:
-    """`post_update_step` on every AnalogLinear in `model`."""
-    from lorafusion_ext.nn.analog_linear import AnalogLinear
-
-    for module in model.modules():
-        if isinstance(module, AnalogLinear):
-            post_update_step(module)
-
-
-def clip_after_steps(optimizer: Optimizer, model: nn.Module):
-    """Run `post_update_steps(model)` after every `optimizer.step()` (what AIHWKIT's analog
-    optimizers do). Returns the hook handle (`.remove()` stops it)."""
-    return optimizer.register_step_post_hook(lambda *_: post_update_steps(model))

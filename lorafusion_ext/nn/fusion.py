@@ -62,7 +62,7 @@ class LoRAFusionLinear(AdaptedLinear):
 
     With a coefficient table, set the task of each sample with `task_ids` (an int64 tensor
     whose shape is a prefix of the input's leading dims), e.g. through
-    `lorafusion_ext.convert.task_context`.
+    `lorafusion_ext.nn.convert.task_context`.
 
     A bfloat16 / float16 layer computes base, pool, magnitude and norm in float32 and rounds
     the output once to the input's dtype (`lorafusion_ext.ops.precision`).
@@ -148,7 +148,7 @@ class LoRAFusionLinear(AdaptedLinear):
         if self.coeffs.dim() == 2 and ids is None:
             raise ValueError(
                 "LoRAFusionLinear: the coefficients are a per-task table; expected task_ids "
-                "(use lorafusion_ext.convert.task_context(model, task_ids))"
+                "(use lorafusion_ext.nn.convert.task_context(model, task_ids))"
             )
         if self.coeffs.dim() == 1 and ids is not None:
             raise ValueError("LoRAFusionLinear: task_ids given but the coefficients are one shared vector [K]")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.ops import precision
 
 
@@ -54,8 +55,6 @@ class AdaptedLinear(nn.Module):
         A half wrapper computes base and adapter in float32 and rounds their sum once
         (`lorafusion_ext.ops.precision`); an AnalogLinear takes float32 input itself, an
         nn.Linear gets its weights upcast."""
-        from lorafusion_ext.nn.analog_linear import AnalogLinear
-
         w = self.base.weight
         if isinstance(self.base, AnalogLinear) or x.dtype == w.dtype or w.dtype not in precision.FLOAT_DTYPES:
             return self.base(x)

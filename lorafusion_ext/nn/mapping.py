@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
 
 from lorafusion_ext.hardware import HardwareConfig
-from lorafusion_ext.reference import split_sizes
+from lorafusion_ext.ops.tiling import split_sizes
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,16 @@ def _clip_and_remap_one_tile(w: Tensor, layout: TileLayout, hw: HardwareConfig, 
             break
         w, wn = wn, w
     return w
+
+
+def tile_blocks(layer: Any) -> Iterator[tuple[int, int, slice, slice]]:
+    """(it, ot, rows, cols) of every tile of a TileLayout (or of a layer with a `layout`), input
+    tile major (AIHWKIT's order): the tile's weights are ``W[rows, cols]``."""
+    layout = layer if isinstance(layer, TileLayout) else layer.layout
+    k0 = 0
+    for it, kt in enumerate(layout.in_sizes):
+        n0 = 0
+        for ot, nt in enumerate(layout.out_sizes):
+            yield it, ot, slice(n0, n0 + nt), slice(k0, k0 + kt)
+            n0 += nt
+        k0 += kt

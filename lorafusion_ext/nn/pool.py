@@ -1,12 +1,20 @@
-"""`LoRAPool`: K LoRA adapters for each of a set of layers, stacked for `pool_fusion`."""
+"""`LoRAPool`: K LoRA adapters for each of a set of layers, stacked for `pool_fusion`, and its
+file format.
+
+`save_pool` / `load_pool` (also `LoRAPool.save` / `LoRAPool.load`): `pool.safetensors` (tensors
+"<layer path>.A" [K, r, d_in] and "<layer path>.B" [K, d_out, r]) + `pool_config.json` (alpha,
+rank, adapter names, layers).
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 
@@ -173,16 +181,60 @@ class LoRAPool(nn.Module):
     # ------------------------------------------------------------------ I/O
     def save(self, folder: str | Path) -> Path:
         """Write `pool.safetensors` + `pool_config.json` into `folder`; returns the folder."""
-        from lorafusion_ext.adapters import save_pool
-
         return save_pool(self, folder)
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str | None = None) -> "LoRAPool":
         """Read a pool written by `save`."""
-        from lorafusion_ext.adapters import load_pool
-
         return load_pool(folder, device=device)
 
     def extra_repr(self) -> str:
         return f"layers={len(self._names)}, K={self.num_adapters}, r={self.rank}, alpha={self.alpha}"
+
+
+# ---------------------------------------------------------------------- pool I/O
+POOL_WEIGHTS = "pool.safetensors"
+POOL_CONFIG = "pool_config.json"
+_FORMAT_VERSION = 1
+
+
+def save_pool(pool: LoRAPool, folder: str | Path) -> Path:
+    """Write `pool` into `folder` (created if needed); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, Tensor] = {}
+    for name in pool.layer_names:
+        lay = pool.layer(name)
+        tensors[f"{name}.A"] = lay.A.detach().cpu().contiguous()
+        tensors[f"{name}.B"] = lay.B.detach().cpu().contiguous()
+    save_file(tensors, str(folder / POOL_WEIGHTS))
+    config = {"format_version": _FORMAT_VERSION, **pool.config()}
+    (folder / POOL_CONFIG).write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def load_pool(folder: str | Path, device: torch.device | str | None = None) -> LoRAPool:
+    """Read a pool written by `save_pool` (bit-exact round trip)."""
+    folder = Path(folder)
+    cfg_path, w_path = folder / POOL_CONFIG, folder / POOL_WEIGHTS
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"load_pool: {p} is missing; expected a folder written by LoRAPool.save")
+    config = json.loads(cfg_path.read_text())
+    if config.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(f"load_pool: {cfg_path} has format_version {config.get('format_version')!r}; expected {_FORMAT_VERSION}")
+    tensors = load_file(str(w_path), device=str(device) if device is not None else "cpu")
+    layers = {}
+    for name, (d_in, d_out) in config["layers"].items():
+        try:
+            A, B = tensors[f"{name}.A"], tensors[f"{name}.B"]
+        except KeyError as exc:
+            raise ValueError(f"load_pool: {w_path} lacks tensor {exc.args[0]!r} listed in {cfg_path}") from None
+        expected_a = (config["num_adapters"], config["rank"], d_in)
+        expected_b = (config["num_adapters"], d_out, config["rank"])
+        if tuple(A.shape) != expected_a or tuple(B.shape) != expected_b:
+            raise ValueError(
+                f"load_pool: layer {name!r} has A {tuple(A.shape)}, B {tuple(B.shape)}; expected {expected_a}, {expected_b} per {cfg_path}"
+            )
+        layers[name] = (A, B)
+    return LoRAPool(layers, config["alpha"], config["adapter_names"])

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lorafusion_ext import _extension
-from lorafusion_ext.hardware import HardwareConfig, crossbar_param_names
-from lorafusion_ext.ops import precision
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.ops import extension, precision
+from lorafusion_ext.ops.kwargs import crossbar_param_names, op_kwargs
 
-_extension.load()
+extension.load()
 crossbar_param_names()  # read the packing order now, outside any traced code
 
 _OP = "lorafusion::crossbar_mvm"
@@ -181,7 +181,7 @@ def crossbar_mvm(
             raise ValueError(f"crossbar_mvm: sample_rows = {sample_rows} needs training=True and "
                              "hardware.modifier.per_batch_sample (per-sample weight noise); pass 0 or None")
         overrides["modifier_sample_rows"] = sample_rows
-    kwargs = hardware.op_kwargs(**overrides)
+    kwargs = op_kwargs(hardware, **overrides)
     y, s, _, passes, _ = torch.ops.lorafusion.crossbar_mvm(
         x2, weight, out_scales, bias, rng, noise_out, noise_weight, **kwargs,
         training=training, need_aux=need_aux,
@@ -193,3 +193,24 @@ def crossbar_mvm(
     if return_aux:
         return y, CrossbarAux(s, passes)
     return y
+
+
+def crossbar_mvm_inference(
+    x: Tensor,
+    weight: Tensor,
+    out_scales: Tensor,
+    bias: Tensor | None,
+    rng: Tensor,
+    params: list[float],
+    *,
+    training: bool,
+) -> Tensor:
+    """The compiled op called below autograd, for a caller that wants no gradient and has
+    prepared everything once (`AnalogLinear`'s no-gradient path, one-token decode steps):
+    `x` [tokens, in] 2-D contiguous in the compute dtype, the other operands as `crossbar_mvm`
+    takes them, `params` from `op_kwargs(...)["params"]`. Returns y [tokens, out]; the caller
+    moves `rng` on. No argument checks here beyond the compiled op's own."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.lorafusion.crossbar_mvm.default(
+            x, weight, out_scales, bias, rng, None, None, params=params, training=training, need_aux=False,
+        )[0]

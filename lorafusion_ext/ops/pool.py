@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lorafusion_ext import _extension
-from lorafusion_ext.ops import precision
+from lorafusion_ext.ops import extension, precision
 
-_extension.load()
+extension.load()
 
 _OP = "lorafusion::pool_fusion"
 POOL_MODES = ("sum", "lorahub")

@@ -34,15 +34,20 @@ def check_float(t: Tensor, where: str, name: str) -> None:
         raise ValueError(f"{where}: {name} has dtype {t.dtype}; expected {_EXPECTED}")
 
 
+def allowed_with(like: torch.dtype) -> tuple[torch.dtype, ...]:
+    """The dtypes that go with `like` (the one rule of mixed dtypes): `like` itself, and float32
+    when `like` is a half type (float32 and half operands compute the same float32 path)."""
+    return tuple(dict.fromkeys((like, compute_dtype(like))))
+
+
 def check_operand(t: Tensor | None, like: torch.dtype, where: str, name: str, ref: str = "x") -> None:
-    """An operand that goes with an input of dtype `like`: the same dtype, or float32 when `like`
-    is a half type (float32 parameters with half activations compute the same float32 path).
+    """An operand that goes with an input of dtype `like`: one of `allowed_with(like)`.
     No check against a non-floating `like` (e.g. a quantised base layer's storage dtype)."""
     if t is None or like not in FLOAT_DTYPES:
         return
-    allowed = (like, compute_dtype(like))
+    allowed = allowed_with(like)
     if t.dtype not in allowed:
-        names = " or ".join(str(d) for d in dict.fromkeys(allowed))
+        names = " or ".join(str(d) for d in allowed)
         raise ValueError(f"{where}: {name} has dtype {t.dtype} but {ref} has dtype {like}; expected {names}")
 
 

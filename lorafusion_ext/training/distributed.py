@@ -1,6 +1,6 @@
 """Data-parallel training with `torch.distributed`, launched by `torchrun` (docs/usage.md).
 
-`torchrun --nproc_per_node N -m lorafusion_ext.cli hwa-lora ...` starts N processes; each
+`torchrun --nproc_per_node N -m lorafusion_ext.apps.cli hwa-lora ...` starts N processes; each
 joins the process group from the environment torchrun sets (`init_from_env`), trains the same
 model on its shard of every batch through `DistributedDataParallel`, and only rank 0 writes
 files, logs and progress bars.

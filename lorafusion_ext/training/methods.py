@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from lorafusion_ext.convert import attach_lora, attach_pool, convert_to_analog, lora_adapter
-from lorafusion_ext.convert import targets as target_presets
+from lorafusion_ext.nn.convert import attach_lora, attach_pool, convert_to_analog, lora_adapter
+from lorafusion_ext.nn.convert import targets as target_presets
 from lorafusion_ext.data.glue import TaskSpec
 from lorafusion_ext.data.tokenize import EncodedDataset
 from lorafusion_ext.hardware import HardwareConfig

@@ -57,7 +57,7 @@ def pool_stage(M: int, K: int, r: int, d_in: int, d_out: int, rounds: int, mode:
 
 
 def training_step(rounds: int, threads: int) -> dict[str, float]:
-    from lorafusion_ext.convert import attach_lora, attach_pool, convert_to_analog
+    from lorafusion_ext.nn.convert import attach_lora, attach_pool, convert_to_analog
     from lorafusion_ext.models import DEFAULT_MODEL, load_classifier
     from lorafusion_ext.nn.pool import LoRAPool
 

@@ -3,7 +3,7 @@
 For each shape tokens x in -> out, with CUDA events (median of --reps after warm-up):
   - crossbar_mvm (pcm_paper preset, global and per-row bound management, eval) against
     torch.matmul of the same shape (the floor: cuBLAS) and against the unfused plain-PyTorch
-    reference (lorafusion_ext.reference.crossbar_mvm with injected noise), fp32 exact and TF32;
+    reference (lorafusion_ext.ops.reference.crossbar_mvm with injected noise), fp32 exact and TF32;
   - crossbar_mvm forward+backward (train) against nn.Linear forward+backward;
   - pool_fusion (sum, lorahub, mixed tasks) against its floor: two rank-K·r GEMMs
     (x @ A_catᵀ then @ B_catᵀ) with torch.matmul.
@@ -45,7 +45,7 @@ def cuda_time(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
 
 def bench_crossbar(m: int, k: int, n: int, reps: int, tf32: bool) -> dict:
     import lorafusion_ext as lf
-    from lorafusion_ext import reference
+    from lorafusion_ext.ops import reference
     from lorafusion_ext.hardware import BoundManagement, Mapping_
 
     torch.backends.cuda.matmul.allow_tf32 = tf32

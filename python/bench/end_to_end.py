@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lorafusion_ext.convert import attach_lora, convert_to_analog
+from lorafusion_ext.nn.convert import attach_lora, convert_to_analog
 from lorafusion_ext.data import encode, load_glue
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.models import DEFAULT_MODEL, load_classifier

@@ -87,7 +87,7 @@ def generation(digital: torch.nn.Module, analog: torch.nn.Module, ids: torch.Ten
 
 def training_step(digital: torch.nn.Module, analog: torch.nn.Module, batch: int, seq: int,
                   rounds: int) -> dict[str, float]:
-    from lorafusion_ext.convert import attach_lora
+    from lorafusion_ext.nn.convert import attach_lora
 
     models = {"digital": attach_lora(digital, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train(),
               "analog": attach_lora(analog, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train()}

@@ -1,9 +1,9 @@
-// CUDA registration of crossbar_mvm and its backward: the checks of csrc/torch/crossbar_ops.cpp
-// (same messages) with CUDA devices, then the torch-free launch API of csrc/cuda/launch.h on
-// the current stream.
+// CUDA registration of crossbar_mvm and its backward: the shared argument prologue of
+// crossbar_params.h (the CPU's checks and messages) with CUDA's device rules, then the
+// torch-free launch API of csrc/cuda/launch.h on the current stream.
 #include <torch/library.h>
 
-#include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "../../cuda/launch.h"
@@ -14,56 +14,56 @@
 namespace lorafusion {
 namespace {
 
-constexpr const char* kOp = "lorafusion::crossbar_mvm";
-
-void check_common(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
-                  const at::Tensor& rng, const CrossbarParams& p) {
-  cuda_glue::cuda_tensor(x, kOp, "x");
-  check_crossbar_inputs(x, weight, out_scales, rng, p);
-  TORCH_CHECK(x.size(0) <= INT32_MAX, kOp, ": x has ", x.size(0),
-              " rows; the CUDA kernel supports at most 2^31 - 1");
-  TORCH_CHECK(rng.device().is_cpu() || rng.device() == x.device(), kOp, ": rng is on ",
-              rng.device(), "; expected x's device ", x.device(),
-              " (or the CPU; a device rng lets a captured CUDA graph draw fresh noise)");
-}
-
 // Crossbar features the CUDA kernel does not implement yet: a clear error, never a silent skip.
 void check_cuda_features(const CrossbarParams& p, bool training) {
-  TORCH_CHECK(!(training && p.modifier_res > 0.0), kOp,
+  TORCH_CHECK(!(training && p.modifier_res > 0.0), kCrossbarOp,
               ": the DISCRETIZE training modifier (AIHWKIT modifier.type = DISCRETIZE) is implemented in the "
               "CPU kernel only");
-  TORCH_CHECK(p.inp_asymmetry == 0.0 && p.out_asymmetry == 0.0, kOp,
+  TORCH_CHECK(p.inp_asymmetry == 0.0 && p.out_asymmetry == 0.0, kCrossbarOp,
               ": inp_asymmetry / out_asymmetry (AIHWKIT forward.inp_asymmetry, forward.out_asymmetry) are "
               "implemented in the CPU kernel only; got ", p.inp_asymmetry, ", ", p.out_asymmetry,
               " on a CUDA tensor");
-  TORCH_CHECK(!(training && p.modifier_mult_std > 0.0), kOp,
+  TORCH_CHECK(!(training && p.modifier_mult_std > 0.0), kCrossbarOp,
               ": the MULT_NORMAL training modifier (AIHWKIT modifier.type = MULT_NORMAL) is implemented in the "
               "CPU kernel only");
-  TORCH_CHECK(!p.inp_sto_round && !p.out_sto_round, kOp,
+  TORCH_CHECK(!p.inp_sto_round && !p.out_sto_round, kCrossbarOp,
               ": stochastic rounding (AIHWKIT forward.inp_sto_round / out_sto_round) is implemented in the CPU "
               "kernel only");
-  TORCH_CHECK(!(training && p.modifier_sample_rows > 0), kOp,
+  TORCH_CHECK(!(training && p.modifier_sample_rows > 0), kCrossbarOp,
               ": per-sample weight noise (AIHWKIT modifier.per_batch_sample) is implemented in the CPU kernel only");
-  TORCH_CHECK(!(training && p.modifier_sto_round), kOp,
+  TORCH_CHECK(!(training && p.modifier_sto_round), kCrossbarOp,
               ": stochastic rounding of the DISCRETIZE modifier (AIHWKIT modifier.sto_round) is implemented in the "
               "CPU kernel only");
-  TORCH_CHECK(training || p.ir_drop == 0.0, kOp,
+  TORCH_CHECK(training || p.ir_drop == 0.0, kCrossbarOp,
               ": time-dependent IR drop (AIHWKIT TorchInferenceRPUConfigIRDropT forward.ir_drop) is implemented in "
               "the CPU kernel only; got ir_drop = ", p.ir_drop);
-  TORCH_CHECK(p.inp_noise == 0.0, kOp,
+  TORCH_CHECK(p.inp_noise == 0.0, kCrossbarOp,
               ": input noise (AIHWKIT forward.inp_noise) is implemented in the CPU kernel only; got ", p.inp_noise);
-  TORCH_CHECK(p.out_scale == 1.0, kOp,
+  TORCH_CHECK(p.out_scale == 1.0, kCrossbarOp,
               ": out_scale (AIHWKIT forward.out_scale) is implemented in the CPU kernel only; got ", p.out_scale);
-  TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kOp,
+  TORCH_CHECK(p.noise_management != NoiseManagement::kConstant, kCrossbarOp,
               ": CONSTANT noise management (AIHWKIT forward.noise_management = CONSTANT) is implemented in the "
               "CPU kernel only");
 }
+
+// The CUDA device rules for the shared prologue (crossbar_params.h).
+struct CudaRules {
+  static void check_x(const at::Tensor& x) { cuda_glue::cuda_tensor(x, kCrossbarOp, "x"); }
+  static void check_call(const at::Tensor& x, const at::Tensor& rng, const CrossbarParams& p, bool training) {
+    TORCH_CHECK(x.size(0) <= INT32_MAX, kCrossbarOp, ": x has ", x.size(0),
+                " rows; the CUDA kernel supports at most 2^31 - 1");
+    TORCH_CHECK(rng.device().is_cpu() || rng.device() == x.device(), kCrossbarOp, ": rng is on ",
+                rng.device(), "; expected x's device ", x.device(),
+                " (or the CPU; a device rng lets a captured CUDA graph draw fresh noise)");
+    check_cuda_features(p, training);
+  }
+};
 
 // The kernels read (seed, offset) from device memory; a CPU rng is copied over (not during
 // graph capture, where that copy would be illegal: pass a device rng there).
 at::Tensor device_rng(const at::Tensor& rng, const at::Tensor& x, cudaStream_t stream) {
   if (rng.device() == x.device()) return rng;
-  TORCH_CHECK(!cuda_glue::capturing(stream), kOp,
+  TORCH_CHECK(!cuda_glue::capturing(stream), kCrossbarOp,
               ": rng is a CPU tensor while a CUDA graph is being captured; keep rng on ",
               x.device(), " so that each replay reads the current (seed, offset)");
   return rng.to(x.device());
@@ -74,22 +74,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     const std::optional<at::Tensor>& bias, const at::Tensor& rng,
     const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
     c10::ArrayRef<double> params, bool training, bool need_aux) {
-  const CrossbarParams p = make_crossbar_params(params);
-  check_common(x, weight, out_scales, rng, p);
-  check_cuda_features(p, training);
-  check_crossbar_bias(bias, x, weight, p);
-  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
-  const int64_t tin = split_count(K, p.max_in), tout = split_count(N, p.max_out);
-  if (noise_out) {
-    checks::same_dtype(*noise_out, x, kOp, "noise_out", "x");
-    checks::same_device(*noise_out, x, kOp, "noise_out", "x");
-    checks::contiguous(*noise_out, kOp, "noise_out");
-    const std::vector<int64_t> expected{p.max_passes, tin, M, N};
-    TORCH_CHECK(noise_out->sizes() == at::IntArrayRef(expected), kOp, ": noise_out has shape ",
-                noise_out->sizes(), "; expected [max_passes, input_tiles, tokens, out_features] = ",
-                at::IntArrayRef(expected));
-  }
-  check_crossbar_noise_weight(noise_weight, x, weight, p);
+  const CrossbarCall c = crossbar_forward_prologue<CudaRules>(x, weight, out_scales, bias, rng, noise_out,
+                                                              noise_weight, params, training);
+  const CrossbarParams& p = c.p;
+  const int64_t M = c.M, K = c.K, N = c.N, tin = c.tin, tout = c.tout;
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);
@@ -121,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     cuda_glue::check_launch(
         cuda::crossbar_forward<scalar_t>(a, p, training, cuda_glue::allow_tf32(),
                                          ws.data_ptr(), bytes, stream),
-        kOp);
+        kCrossbarOp);
   });
   // As on the CPU: the (seed, offset) this call used, for the backward's regeneration.
   return {y, s, mask, passes, rng.clone()};
@@ -132,23 +120,10 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
     const at::Tensor& out_scales, const at::Tensor& rng, const at::Tensor& scales,
     const at::Tensor& mask, const std::optional<at::Tensor>& noise_weight,
     c10::ArrayRef<double> params, bool training, bool need_grad_x, bool need_grad_weight) {
-  const CrossbarParams p = make_crossbar_params(params);
-  check_common(x, weight, out_scales, rng, p);
-  check_cuda_features(p, training);
-  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
-  const int64_t tin = split_count(K, p.max_in);
-  const int64_t tiles = tin * split_count(N, p.max_out);
-  check_crossbar_grad_y(grad_y, x, weight, p);
-  checks::same_dtype(scales, x, kOp, "scales", "x");
-  checks::same_device(scales, x, kOp, "scales", "x");
-  TORCH_CHECK(scales.dim() == 2 && scales.size(0) == tiles && scales.size(1) == M, kOp,
-              ": scales has shape ", scales.sizes(), "; expected [tiles, tokens]");
-  checks::same_device(mask, x, kOp, "mask", "x");
-  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 3 && mask.size(0) == tin &&
-                  mask.size(1) == M && mask.size(2) == N,
-              kOp, ": mask has shape ", mask.sizes(),
-              "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
-  check_crossbar_noise_weight(noise_weight, x, weight, p);
+  const CrossbarCall c = crossbar_backward_prologue<CudaRules>(grad_y, x, weight, out_scales, rng, scales, mask,
+                                                               noise_weight, params, training);
+  const CrossbarParams& p = c.p;
+  const int64_t M = c.M, K = c.K, N = c.N;
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);

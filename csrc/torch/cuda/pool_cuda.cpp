@@ -1,5 +1,5 @@
-// CUDA registration of pool_fusion and its backward: the checks of csrc/torch/pool_ops.cpp
-// (same messages) with CUDA devices, then the launch API of csrc/cuda/launch.h.
+// CUDA registration of pool_fusion and its backward: the shared checks of pool_args.h (the
+// CPU's checks and messages) with CUDA's device rule, then the launch API of csrc/cuda/launch.h.
 #include <torch/library.h>
 
 #include <cmath>
@@ -13,17 +13,19 @@
 namespace lorafusion {
 namespace {
 
-constexpr const char* kOp = "lorafusion::pool_fusion";
-
-// The shared checks of pool_args.h with CUDA's device rule; returns the kernel's shape.
-cuda::PoolShape check_inputs(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
-                             const at::Tensor& coeffs, const std::optional<at::Tensor>& task_ids,
-                             double scale, const std::string& mode) {
-  cuda_glue::cuda_tensor(x, kOp, "x");
+// The shared checks of pool_args.h with CUDA's device rule.
+PoolShapeArgs check_inputs(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
+                           const at::Tensor& coeffs, const std::optional<at::Tensor>& task_ids,
+                           double scale, const std::string& mode) {
+  cuda_glue::cuda_tensor(x, kPoolOp, "x");
   // The range check reads two scalars back (a sync); under graph capture it is skipped and
   // the kernels turn an out-of-range row into NaN instead of reading out of bounds.
   const bool capturing = cuda_glue::capturing(cuda_glue::current_stream(x));
-  const PoolShapeArgs a = check_pool_inputs(x, A, B, coeffs, task_ids, scale, mode, !capturing);
+  return check_pool_inputs(x, A, B, coeffs, task_ids, scale, mode, !capturing);
+}
+
+// The checked call's shape as the kernels take it.
+cuda::PoolShape kernel_shape(const PoolShapeArgs& a) {
   cuda::PoolShape shape;
   shape.M = a.M;
   shape.d_in = a.d_in;
@@ -57,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor> pool_fusion_cuda(const at::Tensor& x, const a
                                                     const std::optional<at::Tensor>& task_ids,
                                                     double scale, c10::string_view mode) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const cuda::PoolShape shape = check_inputs(x, A, B, coeffs, task_ids, scale, std::string(mode));
+  const cuda::PoolShape shape = kernel_shape(check_inputs(x, A, B, coeffs, task_ids, scale, std::string(mode)));
   const bool merged = cuda::pool_is_merged(shape.mode, shape.has_task_ids);
   at::Tensor y = at::empty({shape.M, shape.d_out}, x.options());
   at::Tensor hidden = at::empty({shape.M, merged ? shape.r : shape.K * shape.r}, x.options());
@@ -70,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor> pool_fusion_cuda(const at::Tensor& x, const a
         cuda::pool_forward<scalar_t>(a, y.data_ptr<scalar_t>(), hidden.data_ptr<scalar_t>(),
                                      cuda_glue::allow_tf32(), ws.data_ptr(), bytes,
                                      cuda_glue::current_stream(x)),
-        kOp);
+        kPoolOp);
   });
   return {y, hidden};
 }
@@ -81,21 +83,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pool_fusion_backward_
     double scale, c10::string_view mode, bool need_x, bool need_coeffs, bool need_A,
     bool need_B) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const cuda::PoolShape shape = check_inputs(x, A, B, coeffs, task_ids, scale, std::string(mode));
-  const int64_t M = shape.M, N = shape.d_out;
-  checks::same_dtype(grad_y, x, kOp, "grad_y", "x");
-  checks::same_device(grad_y, x, kOp, "grad_y", "x");
-  checks::contiguous(grad_y, kOp, "grad_y");
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == M && grad_y.size(1) == N, kOp,
-              ": grad_y has shape ", grad_y.sizes(), "; expected [", M, ", ", N, "]");
-  const int64_t width =
-      cuda::pool_is_merged(shape.mode, shape.has_task_ids) ? shape.r : shape.K * shape.r;
-  checks::same_dtype(hidden, x, kOp, "hidden", "x");
-  checks::same_device(hidden, x, kOp, "hidden", "x");
-  checks::contiguous(hidden, kOp, "hidden");
-  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == M && hidden.size(1) == width, kOp,
-              ": hidden has shape ", hidden.sizes(), "; expected [", M, ", ", width,
-              "] (the second output of the forward)");
+  const PoolShapeArgs checked = check_inputs(x, A, B, coeffs, task_ids, scale, std::string(mode));
+  const cuda::PoolShape shape = kernel_shape(checked);
+  check_pool_backward_inputs(grad_y, hidden, x, checked,
+                             cuda::pool_is_merged(shape.mode, shape.has_task_ids) ? shape.r : shape.K * shape.r);
   // Gradients not asked for are empty tensors, as the CPU op and the fake kernel return.
   auto make = [&](bool need, const at::Tensor& like) {
     return need ? at::empty_like(like) : at::empty({0}, x.options());

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from lorafusion_ext.convert import HEAD_NAMES, attach_lora, attach_pool, trainable_parameters
+from lorafusion_ext.nn.convert import HEAD_NAMES, attach_lora, attach_pool, trainable_parameters
 from lorafusion_ext.data.glue import TaskSpec
 from lorafusion_ext.data.tokenize import EncodedDataset
 from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, DriftSweepResult, drift_sweep

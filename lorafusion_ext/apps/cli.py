@@ -234,7 +234,7 @@ def _hardware(name: str):
 
 
 def _targets(text: str | None):
-    from lorafusion_ext.convert import targets
+    from lorafusion_ext.nn.convert import targets
 
     return targets.ALL_LINEAR if not text else tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -273,7 +273,7 @@ def _resolve_defaults(args: argparse.Namespace, tasks: Sequence[str]) -> None:
 
 
 def _data_config(args: argparse.Namespace):
-    from lorafusion_ext.pipelines import DataConfig
+    from lorafusion_ext.apps.pipelines import DataConfig
 
     return DataConfig(args.glue_dir, args.max_length, getattr(args, "train_examples", None), args.eval_examples, args.seed,
                       doc_stride=getattr(args, "doc_stride", None), data_dir=getattr(args, "data_dir", None))
@@ -297,7 +297,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 def cmd_hwa_lora(args: argparse.Namespace) -> None:
-    from lorafusion_ext.pipelines import run_hwa_lora
+    from lorafusion_ext.apps.pipelines import run_hwa_lora
 
     _resolve_defaults(args, [args.task])
     _check_data(args, [args.task])
@@ -312,7 +312,7 @@ def cmd_pool(args: argparse.Namespace) -> None:
     if bool(args.tasks) == bool(args.import_peft):
         raise CLIError("pool: give exactly one of --tasks (train a pool) or --import-peft (import adapters)")
     if args.import_peft:
-        from lorafusion_ext.adapters import import_peft_adapters
+        from lorafusion_ext.interop.peft import import_peft_adapters
 
         folders = [f for f in args.import_peft.split(",") if f]
         for f in folders:
@@ -322,7 +322,7 @@ def cmd_pool(args: argparse.Namespace) -> None:
         path = pool.save(Path(args.out) / "pool")
         print(f"pool of {pool.num_adapters} adapters over {len(pool.layer_names)} layers written to {path}")
         return
-    from lorafusion_ext.pipelines import run_pool
+    from lorafusion_ext.apps.pipelines import run_pool
 
     tasks = [t for t in args.tasks.split(",") if t]
     _resolve_defaults(args, tasks)
@@ -334,7 +334,7 @@ def cmd_pool(args: argparse.Namespace) -> None:
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
-    from lorafusion_ext.pipelines import run_fusion
+    from lorafusion_ext.apps.pipelines import run_fusion
     from lorafusion_ext.training.methods import FusionConfig
 
     if not os.path.isdir(args.pool):
@@ -353,7 +353,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 def cmd_drift(args: argparse.Namespace) -> None:
     from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, format_time
-    from lorafusion_ext.pipelines import drift_evaluation, eval_data, load_run
+    from lorafusion_ext.apps.pipelines import drift_evaluation, eval_data, load_run
 
     out = Path(args.out)
     rows = []
@@ -386,8 +386,8 @@ def cmd_drift(args: argparse.Namespace) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    from lorafusion_ext.cost import CostModel, crossbar_cost, linear_layers
-    from lorafusion_ext.convert import HEAD_NAMES, _check_patterns, _matches
+    from lorafusion_ext.evaluation.cost import CostModel, crossbar_cost, linear_layers
+    from lorafusion_ext.nn.convert import HEAD_NAMES, matching_paths
     from lorafusion_ext.models import resolve_model_path
 
     try:
@@ -401,8 +401,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as exc:
         raise CLIError(f"--model {args.model}: cannot load its config ({exc})") from None
     layers = [(n, i, o) for n, i, o in linear_layers(model) if n.split(".", 1)[0] not in HEAD_NAMES]
-    pats = _check_patterns(_targets(args.targets), "cost")
-    adapted = [n for n, _, _ in layers if _matches(n, pats)]
+    adapted = matching_paths([n for n, _, _ in layers], _targets(args.targets), "cost")
     if not adapted:
         raise CLIError(f"--targets {args.targets}: no layer of {args.model} matches")
     cm = CostModel(tile_rows=args.tile, tile_cols=args.tile, energy_per_write_pj=args.energy_pj,
@@ -417,7 +416,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from lorafusion_ext.benchmark import kernel_benchmark
+    from lorafusion_ext.apps.benchmark import kernel_benchmark
 
     results = kernel_benchmark(threads=args.threads, quick=args.quick)
     print(results["markdown"])
@@ -426,7 +425,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from lorafusion_ext.demo import DemoConfig, run_demo
+    from lorafusion_ext.apps.demo import DemoConfig, run_demo
     from lorafusion_ext.models import DEFAULT_MODEL
 
     # Before any model is loaded: without a GLUE folder the data comes from `datasets` (online).

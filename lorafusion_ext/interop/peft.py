@@ -1,7 +1,6 @@
-"""LoRA pool save/load and peft interop (safetensors + JSON).
+"""peft interop (safetensors + JSON). The pool's own file format (`save_pool` / `load_pool`)
+is `lorafusion_ext.nn.pool`.
 
-- `save_pool` / `load_pool`: `pool.safetensors` (tensors "<layer path>.A" [K, r, d_in] and
-  "<layer path>.B" [K, d_out, r]) + `pool_config.json` (alpha, rank, adapter names, layers).
 - `import_peft_adapters`: peft LoRA adapter folders (`adapter_config.json` +
   `adapter_model.safetensors`) -> a `LoRAPool`, checking ranks and targets.
 - `export_peft_adapter`: a model's trained LoRA -> a folder that `peft.PeftModel.from_pretrained`
@@ -19,57 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lorafusion_ext.nn.convert import single_lora
 from lorafusion_ext.nn.pool import LoRAPool
 
-POOL_WEIGHTS = "pool.safetensors"
-POOL_CONFIG = "pool_config.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
-_FORMAT_VERSION = 1
-
-
-# ---------------------------------------------------------------------- pool I/O
-def save_pool(pool: LoRAPool, folder: str | Path) -> Path:
-    """Write `pool` into `folder` (created if needed); returns the folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, Tensor] = {}
-    for name in pool.layer_names:
-        lay = pool.layer(name)
-        tensors[f"{name}.A"] = lay.A.detach().cpu().contiguous()
-        tensors[f"{name}.B"] = lay.B.detach().cpu().contiguous()
-    save_file(tensors, str(folder / POOL_WEIGHTS))
-    config = {"format_version": _FORMAT_VERSION, **pool.config()}
-    (folder / POOL_CONFIG).write_text(json.dumps(config, indent=2))
-    return folder
-
-
-def load_pool(folder: str | Path, device: torch.device | str | None = None) -> LoRAPool:
-    """Read a pool written by `save_pool` (bit-exact round trip)."""
-    folder = Path(folder)
-    cfg_path, w_path = folder / POOL_CONFIG, folder / POOL_WEIGHTS
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"load_pool: {p} is missing; expected a folder written by LoRAPool.save")
-    config = json.loads(cfg_path.read_text())
-    if config.get("format_version") != _FORMAT_VERSION:
-        raise ValueError(f"load_pool: {cfg_path} has format_version {config.get('format_version')!r}; expected {_FORMAT_VERSION}")
-    tensors = load_file(str(w_path), device=str(device) if device is not None else "cpu")
-    layers = {}
-    for name, (d_in, d_out) in config["layers"].items():
-        try:
-            A, B = tensors[f"{name}.A"], tensors[f"{name}.B"]
-        except KeyError as exc:
-            raise ValueError(f"load_pool: {w_path} lacks tensor {exc.args[0]!r} listed in {cfg_path}") from None
-        expected_a = (config["num_adapters"], config["rank"], d_in)
-        expected_b = (config["num_adapters"], d_out, config["rank"])
-        if tuple(A.shape) != expected_a or tuple(B.shape) != expected_b:
-            raise ValueError(
-                f"load_pool: layer {name!r} has A {tuple(A.shape)}, B {tuple(B.shape)}; expected {expected_a}, {expected_b} per {cfg_path}"
-            )
-        layers[name] = (A, B)
-    return LoRAPool(layers, config["alpha"], config["adapter_names"])
 
 
 # ---------------------------------------------------------------------- peft import
@@ -181,8 +135,6 @@ def export_peft_adapter(
     target_modules lists the full module paths, so peft adapts exactly these layers. Task
     heads are not exported (peft's modules_to_save holds them; save the head separately).
     """
-    from lorafusion_ext.convert import single_lora
-
     # peft's LoraConfig has one r and one lora_alpha.
     layers, rank, alpha = single_lora(model, "export_peft_adapter")
     dropouts = {float(getattr(m.dropout, "p", 0.0)) for m in layers.values()}

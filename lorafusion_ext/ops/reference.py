@@ -11,15 +11,7 @@ import torch
 from torch import Tensor
 
 from lorafusion_ext.hardware import HardwareConfig
-
-
-def split_sizes(size: int, max_size: int | None) -> list[int]:
-    """AIHWKIT's balanced tile split of `size` into chunks of at most `max_size`."""
-    if not max_size or size <= max_size:
-        return [size]
-    n = -(-size // max_size)
-    base, extra = divmod(size, n)
-    return [base + (i < extra) for i in range(n)]
+from lorafusion_ext.ops.tiling import split_sizes
 
 
 def _quantize(v: Tensor, res: float, bound: float | None) -> Tensor:

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from lorafusion_ext.assets import GLUE_POOL, load_packaged_pool
-from lorafusion_ext.cost import crossbar_cost_of
+from lorafusion_ext.evaluation.cost import crossbar_cost_of
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.models import resolve_model_path
 from lorafusion_ext.evaluation.drift_sweep import DEFAULT_TIMES, DriftSweepResult, format_time
 from lorafusion_ext.hardware import HardwareConfig
-from lorafusion_ext.pipelines import (
+from lorafusion_ext.apps.pipelines import (
     DataConfig,
     RunRecord,
     drift_evaluation,

@@ -2,6 +2,10 @@
 
 Only the subset of AIHWKIT that lorafusion_ext models converts; any other field set to a
 non-default value raises a ValueError that names it, so a config is never silently changed.
+
+The public door is `HardwareConfig.from_aihwkit` / `to_aihwkit`, which import this module
+lazily, on call: the package's one documented import circle (docs/architecture.md, "The
+Python layers").
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
+from lorafusion_ext import hardware as hw
 from lorafusion_ext.interop.aihwkit_noise import device_from_noise_model, noise_model_from_device
 
 _IGNORED = {
@@ -63,8 +68,6 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         WeightModifierType,
         WeightRemapType,
     )
-
-    from lorafusion_ext import hardware as hw
 
     if type(rpu) not in (TorchInferenceRPUConfig, TorchInferenceRPUConfigIRDropT):
         raise ValueError(f"rpu_config is a {type(rpu).__name__}; expected a TorchInferenceRPUConfig or "
@@ -225,8 +228,6 @@ def _ir_drop_from_rpu_config(rpu: Any) -> Any:
     """HardwareConfig.ir_drop of a TorchInferenceRPUConfigIRDropT (ONE_PASS only)."""
     from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
     from aihwkit.simulator.parameters.enums import AnalogMVType
-
-    from lorafusion_ext import hardware as hw
 
     f = rpu.forward
     if f.mv_type != AnalogMVType.ONE_PASS:

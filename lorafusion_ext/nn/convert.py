@@ -55,6 +55,18 @@ def _matches(path: str, compiled: list[re.Pattern]) -> bool:
     return any(c.search(path) for c in compiled)
 
 
+def matching_paths(paths: Sequence[str], patterns: Targets, where: str = "targets") -> list[str]:
+    """The module paths among `paths` that the target `patterns` match, by the rule of
+    `convert_to_analog` / `attach_lora` (the end of a path, on component boundaries; a pattern
+    may be a regex), in their order. Heads are not excluded here.
+
+    Raises:
+        ValueError: `patterns` is not a non-empty sequence of strings (the message names `where`).
+    """
+    compiled = _check_patterns(patterns, where)
+    return [p for p in paths if _matches(p, compiled)]
+
+
 def is_head(path: str, heads: Sequence[str] = HEAD_NAMES) -> bool:
     """Whether the module at `path` belongs to a task head (first path component in `heads`)."""
     return path.split(".", 1)[0] in heads
@@ -68,10 +80,15 @@ def block_key(path: str) -> str:
     return path[: m.end()] if m else path
 
 
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
+    """Put `module` at `path` in `model` (replacing what is there) and return the model, which
+    is `module` itself when `path` is "" (the root replaced)."""
+    if not path:
+        return module
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, name, module)
+    return model
 
 
 #: Module names of language-model output layers, never converted or adapted (besides whatever
@@ -138,7 +155,7 @@ def convert_to_analog(
     for path, lin in _linear_layers(model, targets, "convert_to_analog", heads):
         if isinstance(lin, AnalogLinear):
             continue
-        _set_module(model, path, AnalogLinear.from_linear(lin, hardware, generator=gen))
+        set_module(model, path, AnalogLinear.from_linear(lin, hardware, generator=gen))
     return model
 
 
@@ -158,7 +175,7 @@ def attach_lora(
     layers = _linear_layers(model, targets, "attach_lora", heads)
     _freeze_except_adapters(model, train_head, heads)
     for path, lin in layers:
-        _set_module(model, path, LoRALinear(lin, rank, alpha, dropout))
+        set_module(model, path, LoRALinear(lin, rank, alpha, dropout))
     return model
 
 
@@ -282,7 +299,7 @@ def attach_pool(
         layer_pool: PoolLayer | AnalogPoolLayer = pool.layer(name)
         if isinstance(base, AnalogLinear) and pool_on_crossbar is not False:
             layer_pool = AnalogPoolLayer.from_pool_layer(layer_pool, base.hardware, pool_seeds(int(base.rng_state[0])))
-        _set_module(model, name, LoRAFusionLinear(base, layer_pool, pool.scaling, groups[key], mode, magnitude))
+        set_module(model, name, LoRAFusionLinear(base, layer_pool, pool.scaling, groups[key], mode, magnitude))
     return model
 
 

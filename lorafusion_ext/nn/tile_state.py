@@ -1,0 +1,442 @@
+"""One analog layer's programming, drift and programmed state (docs/numerics.md, programming
+and drift).
+
+Below `AnalogLinear` in the layering (docs/architecture.md): `AnalogLinear.program`, `.drift`,
+`.unprogram` and its state_dict loading call `program_layer`, `drift_layer`, `unprogram_layer`
+and `load_programmed_state` here; this module never imports the layer class, so a layer is
+typed here by its base class, `nn.Linear`, and is always an `AnalogLinear`. The model walkers
+(`program(model)`...) are in `lorafusion_ext.nn.deploy`.
+
+What programming does, per layer and per tile (``layer.layout``; tiles in AIHWKIT's order: input
+tile major, output tile minor):
+
+1. the device model (``get_device_model(hw.device.name, **hw.device.options)``) programs the tile's
+   *normalised* target weights (``layer.tile_weights()``, what an AIHWKIT tile holds) and returns a
+   :class:`~lorafusion_ext.devices.ProgrammedState`;
+2. with global drift compensation on (``hw.device.drift_compensation``), the tile is read out with
+   identity inputs through the full noisy crossbar MVM without periphery:
+   ``β0 = max(1e-4, mean |F(W_prog)|)``.
+
+``drift(t)`` restarts every tile from its programmed state (AIHWKIT semantics: drifts do not
+accumulate), draws drift and read noise at ``t`` seconds after programming, and sets
+``α(t) = β0 / max(1e-4, mean |F(W_t)|)`` per tile (applied to the tile's outputs in eval only).
+
+The target weights (``layer.weight``) are never modified; ``unprogram`` returns to them. What
+programming leaves on the layer is explicit module state, saved and restored by ``state_dict``:
+
+* ``<prefix>programmed_weight`` [out, in]: the normalised tile weights now on the crossbar
+  (programmed, or drifted to the last ``drift`` time);
+* ``<prefix>drift_alpha`` [n_in_tiles, n_out_tiles]: α of the last read-out (ones after
+  ``program``); absent when drift compensation is off;
+* ``<prefix>programmed_state.<it>_<ot>.<field>``: the tile's ProgrammedState (``weights``,
+  ``scale``, ``nu`` for PCM, ``g_target`` for ReRAM), what every ``drift`` restarts from;
+* ``<prefix>programmed_state.readout_baseline`` [n_in_tiles, n_out_tiles]: β0 per tile;
+* ``<prefix>programmed_state.t_seconds`` (0-d, float64): the time (s) the crossbar was last read at
+  (0 after ``program``).
+
+Randomness: device noise (programming, drift, read noise) comes from the ``generator`` argument
+(default: torch's global RNG of the weights' device), consumed in AIHWKIT's order so that a layer
+programmed with a generator seeded like AIHWKIT's global RNG gets the same conductances. The
+read-out noise of the compensation MVM comes from the layer's own counter RNG (``rng_state``): a
+stream derived from the layer seed and the tile index, at the layer's current call counter, which
+each ``program``/``drift`` advances by one. A seeded layer plus a seeded generator therefore give a
+reproducible ``program()``/``drift()``.
+
+Drift before program: a ``RuntimeError`` that says to call ``program()`` first. Auto-programming
+(what AIHWKIT's ``drift_weights`` does) would draw a programming sample from an RNG the caller did
+not choose, the kind of hidden state this package avoids.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import torch
+from torch import Tensor, nn
+
+from lorafusion_ext.devices import (
+    DeviceModel,
+    GlobalDriftCompensation,
+    ProgrammedState,
+    compensation_alpha,
+    get_device_model,
+)
+from lorafusion_ext.devices.base import check_time
+from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.nn.mapping import TileLayout, tile_blocks
+from lorafusion_ext.ops.crossbar import crossbar_mvm
+
+__all__ = [
+    "MASK62",
+    "ProgrammedTiles",
+    "check_programmable",
+    "device_model_of",
+    "drift_layer",
+    "is_programmed",
+    "load_programmed_state",
+    "program_layer",
+    "programmed_state",
+    "readout",
+    "splitmix64",
+    "tile_blocks",
+    "unprogram_layer",
+]
+
+_STATE = "programmed_state"
+MASK62 = (1 << 62) - 1
+# Tag mixed into the layer seed so that the read-out stream never coincides with the forward stream.
+_READOUT_TAG = 0x5EAD07
+_COMPENSATION = GlobalDriftCompensation()
+
+
+# ------------------------------------------------------------------------------------------------
+# State container
+# ------------------------------------------------------------------------------------------------
+
+
+class _TileState(nn.Module):
+    """Buffers of one tile's ProgrammedState (one buffer per field that is not None)."""
+
+    def __init__(self, state: ProgrammedState) -> None:
+        super().__init__()
+        for name, value in state.to_dict().items():
+            self.register_buffer(name, value)
+
+    def state(self) -> ProgrammedState:
+        return ProgrammedState.from_dict(dict(self.named_buffers(recurse=False)))
+
+
+class ProgrammedTiles(nn.Module):
+    """The programmed state of one AnalogLinear: one ProgrammedState per tile, the compensation
+    baselines and the last read time.
+
+    Children are named ``"<it>_<ot>"`` (input tile, output tile), so the state_dict keys are
+    ``programmed_state.<it>_<ot>.<field>``.
+
+    Args:
+        states: ``{(it, ot): ProgrammedState}`` for every tile of the layer.
+        readout_baseline: β0 per tile [n_in_tiles, n_out_tiles] (read-out units), or None when
+            drift compensation is off.
+        t_seconds: s, the time the crossbar was last read at (0 right after programming).
+    """
+
+    def __init__(
+        self,
+        states: dict[tuple[int, int], ProgrammedState],
+        readout_baseline: Tensor | None,
+        t_seconds: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for (it, ot), state in states.items():
+            self.add_module(f"{it}_{ot}", _TileState(state))
+        self.register_buffer("readout_baseline", readout_baseline)
+        device = next(iter(states.values())).weights.device
+        self.register_buffer("t_seconds", torch.tensor(float(t_seconds), dtype=torch.float64, device=device))
+
+    def tile(self, it: int, ot: int) -> ProgrammedState:
+        """ProgrammedState of input tile `it`, output tile `ot` (a view of the buffers)."""
+        return getattr(self, f"{it}_{ot}").state()
+
+    def __repr__(self) -> str:
+        # One line: a programmed model's print-out should not grow by a line per tile.
+        return f"{type(self).__name__}({len(self._modules)} tiles, t={float(self.t_seconds):g} s)"
+
+
+def programmed_state(layer: nn.Linear) -> ProgrammedTiles | None:
+    """The layer's :class:`ProgrammedTiles`, or None when it is not programmed."""
+    return layer._modules.get(_STATE)  # type: ignore[return-value]
+
+
+def is_programmed(layer: nn.Linear) -> bool:
+    """True when `layer` holds a programmed state (``program`` was called or it was loaded)."""
+    return programmed_state(layer) is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def device_model_of(hardware: HardwareConfig) -> DeviceModel:
+    """The device model of `hardware` (``hardware.device.name`` and its options).
+
+    Raises:
+        ValueError: unknown device model name or option (the message lists the known ones).
+    """
+    return get_device_model(hardware.device.name, **dict(hardware.device.options))
+
+
+def splitmix64(x: int) -> int:
+    """SplitMix64 of `x` (a 64-bit integer): derives independent seeds from one seed."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def _readout_rng(layer: nn.Linear, tile_index: int, counter: int) -> Tensor:
+    """int64 [2] (seed, offset) of tile `tile_index`'s read-out noise at layer call `counter`."""
+    seed = int(layer.rng_state[0])
+    derived = splitmix64(splitmix64(seed ^ _READOUT_TAG) + tile_index) & MASK62
+    return torch.tensor([derived, counter], dtype=torch.int64, device=layer.rng_state.device)
+
+
+def _advance_counter(layer: nn.Linear) -> int:
+    """The layer's call counter before advancing it by one."""
+    counter = int(layer.rng_state[1])
+    layer.rng_state[1] += 1
+    return counter
+
+
+def readout(tile_weights: Tensor, hardware: HardwareConfig, rng: Tensor) -> Tensor:
+    """Global drift compensation read-out of one tile: ``max(1e-4, mean |F(I)|)``, 0-d.
+
+    ``F(I)`` [kt, nt] is the crossbar MVM (DAC, output noise, ADC, bound management of
+    `hardware`; no mapping scales, no α, no bias) of the identity inputs ``eye(kt)`` through the
+    tile's normalised weights `tile_weights` [nt, kt], with the noise of `rng` (int64 [2]).
+    """
+    nt, kt = tile_weights.shape
+    # One physical tile, cut from the layer by the same rule as the op's, so within
+    # (max_in, max_out): the op does not split it again. The tile size stays in the config, as
+    # the IR drop pads the rows to the physical tile (AIHWKIT reads out through tile.forward).
+    max_in, max_out = hardware.tiles.max_in, hardware.tiles.max_out
+    if (max_in is not None and kt > max_in) or (max_out is not None and nt > max_out):
+        raise ValueError(f"readout: tile_weights has shape {tuple(tile_weights.shape)}; expected one tile of at most "
+                         f"[{max_out}, {max_in}] (hardware.tiles)")
+    hw = hardware
+    eye = _COMPENSATION.readout_inputs(kt, dtype=tile_weights.dtype, device=tile_weights.device)
+    out_scales = tile_weights.new_empty((0, 1, nt))
+    y = crossbar_mvm(eye, tile_weights.contiguous(), out_scales, None, rng, hw, training=False)
+    return _COMPENSATION.readout(y)
+
+
+def _program_tile(model: DeviceModel, weights: Tensor, generator: torch.Generator | None) -> ProgrammedState:
+    # The programmed conductances are informative only (drift restarts from the programmed weights)
+    # and would double the state: do not keep them when the model lets us.
+    if "keep_conductances" in inspect.signature(model.program).parameters:
+        return model.program(weights, generator=generator, keep_conductances=False)  # type: ignore[call-arg]
+    return model.program(weights, generator=generator)
+
+
+def _check_layer(layer: object, where: str) -> nn.Linear:
+    # This module sits below AnalogLinear (which calls it), so it checks the layer's shape of
+    # state rather than its class.
+    if not all(hasattr(layer, a) for a in ("layout", "tile_weights", "rng_state", "hardware")):
+        raise ValueError(f"{where}: layer is a {type(layer).__name__}; expected an AnalogLinear")
+    return layer  # type: ignore[return-value]
+
+
+def _uses_compensation(layer: nn.Linear) -> bool:
+    return bool(layer.hardware.device.drift_compensation)
+
+
+def check_programmable(layer: object, generator: object) -> DeviceModel:
+    """Everything `program_layer` can reject, checked before anything is drawn or changed."""
+    layer = _check_layer(layer, "program")
+    model = device_model_of(layer.hardware)
+    w = layer.weight.detach()
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("program: the layer's target weights contain NaN or inf; expected finite weights")
+    if not bool((w != 0).any()):
+        raise ValueError(
+            f"program: the layer's target weights [{layer.out_features}, {layer.in_features}] are all "
+            "zero; expected trained weights (load them before programming)"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"program: generator is a {type(generator).__name__}; expected a torch.Generator or None")
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# One layer
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def program_layer(layer: nn.Linear, generator: torch.Generator | None = None) -> nn.Linear:
+    """Program `layer`'s current target weights onto its tiles (see the module docstring).
+
+    Replaces any earlier programming. Sets ``programmed_weight`` (programmed normalised weights
+    [out, in]), ``drift_alpha`` (ones [n_in_tiles, n_out_tiles], or None without compensation) and
+    the ``programmed_state`` child; ``weight`` is unchanged.
+
+    Args:
+        layer: the AnalogLinear.
+        generator: source of the device noise (on the weights' device type); None: torch's global RNG.
+
+    Returns:
+        `layer`.
+
+    Raises:
+        ValueError: `layer` is not an AnalogLinear; its target weights are all zero (nothing to
+            program: load the weights first) or not finite; unknown device model; a generator on
+            another device type.
+    """
+    model = check_programmable(layer, generator)
+    w_norm, scales = (t.detach() for t in layer.tile_weights())
+    single = layer.layout.n_in == 1 and layer.layout.n_out == 1
+    states: dict[tuple[int, int], ProgrammedState] = {}
+    for it, ot, rows, cols in tile_blocks(layer):
+        # AIHWKIT's tile holds its weights contiguous; the device model's draws follow memory order.
+        tile_w = w_norm if single else w_norm[rows, cols].contiguous()
+        states[(it, ot)] = _program_tile(model, tile_w, generator)
+    programmed = _assemble(layer, {k: s.weights for k, s in states.items()}, w_norm)
+    baseline = None
+    if _uses_compensation(layer):
+        counter = _advance_counter(layer)
+        baseline = _readouts(layer, {k: s.weights for k, s in states.items()}, counter)
+    layer.programmed_weight = programmed
+    layer.programmed_scales = scales.clone()
+    layer.drift_alpha = None if baseline is None else torch.ones_like(baseline)
+    layer.add_module(_STATE, ProgrammedTiles(states, baseline, 0.0))
+    return layer
+
+
+@torch.no_grad()
+def drift_layer(layer: nn.Linear, t_seconds: float, generator: torch.Generator | None = None) -> nn.Linear:
+    """Read `layer`'s crossbar `t_seconds` s after programming: drift + read noise from the
+    programmed state, then (compensation on) α(t) per tile.
+
+    Sets ``programmed_weight`` to the drifted normalised weights [out, in] and ``drift_alpha`` to
+    α(t) [n_in_tiles, n_out_tiles]. Every call restarts from the programmed state, so
+    ``drift(3600); drift(60)`` is the crossbar at 60 s, not 3660 s.
+
+    Args:
+        layer: a programmed AnalogLinear.
+        t_seconds: s after programming finished; finite and >= 0.
+        generator: source of the device noise; None: torch's global RNG.
+
+    Returns:
+        `layer`.
+
+    Raises:
+        ValueError: `t_seconds` negative, NaN, infinite or not a number; not an AnalogLinear.
+        RuntimeError: the layer is not programmed (call ``program()`` first).
+    """
+    layer = _check_layer(layer, "drift")
+    t = check_time(t_seconds)
+    container = programmed_state(layer)
+    if container is None:
+        raise RuntimeError(
+            "drift: the layer is not programmed; call program() first (drift(t) reads the crossbar "
+            "t seconds after programming)"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"drift: generator is a {type(generator).__name__}; expected a torch.Generator or None")
+    model = device_model_of(layer.hardware)
+    drifted: dict[tuple[int, int], Tensor] = {}
+    for it, ot, _, _ in tile_blocks(layer):
+        drifted[(it, ot)] = model.drift(container.tile(it, ot), t, generator=generator)
+    w_t = _assemble(layer, drifted, layer.weight)
+    alpha = None
+    if _uses_compensation(layer) and container.readout_baseline is not None:
+        counter = _advance_counter(layer)
+        current = _readouts(layer, drifted, counter)
+        alpha = compensation_alpha(container.readout_baseline, current)
+    layer.programmed_weight = w_t
+    layer.drift_alpha = alpha
+    container.t_seconds.fill_(t)
+    return layer
+
+
+def unprogram_layer(layer: nn.Linear) -> nn.Linear:
+    """Forget the programming: the layer computes with its target weights again (no drift, no α)."""
+    layer = _check_layer(layer, "unprogram")
+    layer.programmed_weight = None
+    layer.programmed_scales = None
+    layer.drift_alpha = None
+    if _STATE in layer._modules:
+        del layer._modules[_STATE]
+    return layer
+
+
+def _assemble(layer: nn.Linear, tiles: dict[tuple[int, int], Tensor], like: Tensor) -> Tensor:
+    """[out, in] matrix from the per-tile [nt, kt] matrices."""
+    dtype = layer.compute_dtype  # float32 for a half layer: programmed conductances are not rounded
+    if len(tiles) == 1:
+        return next(iter(tiles.values())).to(dtype=dtype).contiguous()
+    out = torch.empty((layer.out_features, layer.in_features), dtype=dtype, device=like.device)
+    for it, ot, rows, cols in tile_blocks(layer):
+        out[rows, cols] = tiles[(it, ot)]
+    return out
+
+
+def _readouts(layer: nn.Linear, tiles: dict[tuple[int, int], Tensor], counter: int) -> Tensor:
+    """Read-out per tile [n_in_tiles, n_out_tiles] at layer call `counter`."""
+    out = torch.empty((layer.layout.n_in, layer.layout.n_out), dtype=layer.compute_dtype, device=layer.weight.device)
+    for it, ot, _, _ in tile_blocks(layer):
+        index = it * layer.layout.n_out + ot
+        out[it, ot] = readout(tiles[(it, ot)], layer.hardware, _readout_rng(layer, index, counter))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# state_dict
+# ------------------------------------------------------------------------------------------------
+
+
+def load_programmed_state(layer: nn.Linear, state_dict: dict[str, Tensor], prefix: str) -> None:
+    """Create (or remove) `layer`'s ``programmed_state`` child from the keys of `state_dict`
+    under ``prefix + "programmed_state."``, so that ``load_state_dict`` restores a programmed layer
+    into a fresh one (and clears it when the state_dict holds no programmed state).
+
+    Called by ``AnalogLinear._load_from_state_dict`` before the children are loaded.
+
+    Raises:
+        ValueError: a tile key that does not fit the layer's tile layout, a missing tile, or a
+            ProgrammedState with missing entries or wrong shapes.
+    """
+    head = prefix + _STATE + "."
+    entries = {k[len(head):]: v for k, v in state_dict.items() if k.startswith(head)}
+    if _STATE in layer._modules:
+        del layer._modules[_STATE]
+    if not entries:
+        return
+    device = layer.weight.device
+    layout = _layout_after_load(layer, state_dict, prefix)
+    per_tile: dict[str, dict[str, Tensor]] = {}
+    own: dict[str, Tensor] = {}
+    for key, value in entries.items():
+        if "." in key:
+            tile, field = key.split(".", 1)
+            per_tile.setdefault(tile, {})[field] = value.detach().clone().to(device)
+        else:
+            own[key] = value.detach().clone().to(device)
+    expected = {f"{it}_{ot}": (rows.stop - rows.start, cols.stop - cols.start) for it, ot, rows, cols in tile_blocks(layout)}
+    if set(per_tile) != set(expected):
+        raise ValueError(
+            f"{head}*: the state_dict has tiles {sorted(per_tile)}; expected {sorted(expected)} "
+            f"(the layer's tile layout {layout})"
+        )
+    states: dict[tuple[int, int], ProgrammedState] = {}
+    for name, fields in per_tile.items():
+        try:
+            state = ProgrammedState.from_dict(fields)
+        except ValueError as err:
+            raise ValueError(f"{head}{name}: {err}") from None
+        if tuple(state.weights.shape) != expected[name]:
+            raise ValueError(
+                f"{head}{name}.weights has shape {tuple(state.weights.shape)}; expected {expected[name]}"
+            )
+        it, ot = (int(s) for s in name.split("_"))
+        states[(it, ot)] = state
+    unknown = sorted(set(own) - {"readout_baseline", "t_seconds"})
+    if unknown:
+        raise ValueError(f"{head}: unknown entries {unknown}; expected readout_baseline, t_seconds")
+    baseline = own.get("readout_baseline")
+    shape = (layout.n_in, layout.n_out)
+    if baseline is not None and tuple(baseline.shape) != shape:
+        raise ValueError(f"{head}readout_baseline has shape {tuple(baseline.shape)}; expected {shape}")
+    t = float(own["t_seconds"]) if "t_seconds" in own else 0.0
+    layer.add_module(_STATE, ProgrammedTiles(states, baseline, t))
+
+
+def _layout_after_load(layer: nn.Linear, state_dict: dict[str, Tensor], prefix: str) -> TileLayout:
+    # The state_dict's hardware (extra state, applied after this hook) decides the tile layout
+    # the layer will have once loaded.
+    extra = state_dict.get(prefix + "_extra_state")
+    if isinstance(extra, dict) and "hardware" in extra:
+        hw = HardwareConfig.from_dict(json.loads(extra["hardware"]))
+        return TileLayout.of(layer.in_features, layer.out_features, hw)
+    return layer.layout
