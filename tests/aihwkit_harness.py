@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Iterator
 
 import torch
@@ -133,3 +134,176 @@ def freeze_analog_weights(layer: nn.Module) -> None:
     for row in _tiles(layer):
         for tile in row:
             tile.tile.weight.requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------ clamp at the bound
+# AIHWKIT 1.1's torch tile has no gradient mask of its own at its converters: it calls
+# `torch.clamp` on the quantised input (DAC) and output (ADC) and lets autograd differentiate
+# it. Its gradient at exactly ±bound is therefore torch's: 1 up to torch 2.13 (closed range),
+# 0 from torch 2.14 (docs/numerics.md, "The straight-through estimator at exactly the bound").
+
+
+def torch_clamp_passes_gradient_at_bound() -> bool:
+    """Whether the installed torch's `clamp` has gradient 1 at exactly min and max."""
+    v = torch.tensor([-1.0, 1.0], requires_grad=True)
+    torch.clamp(v, min=-1.0, max=1.0).sum().backward()
+    return bool((v.grad == 1).all())
+
+
+class _ClosedRangeClamp(torch.autograd.Function):
+    """torch.clamp with gradient 1 on the closed range [min, max], 0 outside and at NaN."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, lo: float | None, hi: float | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(v)
+        ctx.lo, ctx.hi = lo, hi
+        return torch.clamp(v, min=lo, max=hi)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        inside = v == v  # False at NaN
+        if ctx.lo is not None:
+            inside &= v >= ctx.lo
+        if ctx.hi is not None:
+            inside &= v <= ctx.hi
+        return grad * inside, None, None
+
+
+class ClampProbe:
+    """What AIHWKIT's converters saw in the accepted (last) pass of each tile: the elements whose
+    clamp input sat exactly on ±bound, where its gradient is torch's version-dependent one."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        tiles = _tiles(layer)
+        self.in_sizes = [row[0].in_size for row in tiles]
+        self.current: tuple[int, int] = (0, 0)
+        self.dac: dict[tuple[int, int], Tensor] = {}  # tile -> [rows, in_size] bool, last pass
+        self.adc: dict[tuple[int, int], Tensor] = {}  # tile -> [rows, out_size] bool, last pass
+
+    def dac_on_bound(self, shape: torch.Size) -> Tensor:
+        """Bool mask of x's elements (x of `shape`, [..., in_features]) that sat exactly on the
+        DAC bound in the accepted pass of any tile that read them."""
+        k = sum(self.in_sizes)
+        mask = torch.zeros(int(torch.Size(shape).numel()) // k, k, dtype=torch.bool)
+        k0 = 0
+        for it, kt in enumerate(self.in_sizes):
+            for (i, _), hit in self.dac.items():
+                if i == it:
+                    mask[:, k0 : k0 + kt] |= hit.reshape(-1, kt).cpu()
+            k0 += kt
+        return mask.reshape(shape)
+
+    def adc_on_bound(self) -> int:
+        """Outputs that sat exactly on the ADC bound in an accepted pass (all tiles)."""
+        return int(sum(int(h.sum()) for h in self.adc.values()))
+
+    def on_bound(self, shape: torch.Size) -> Tensor:
+        """Bool mask of x's elements whose AIHWKIT input gradient depends on clamp's gradient at
+        the bound: on the DAC bound themselves, or in a row whose output (of a tile reading them)
+        sat on the ADC bound."""
+        mask = self.dac_on_bound(shape)
+        flat = mask.reshape(-1, mask.shape[-1])
+        k0 = 0
+        for it, kt in enumerate(self.in_sizes):
+            for (i, _), hit in self.adc.items():
+                if i == it:
+                    flat[:, k0 : k0 + kt] |= hit.reshape(flat.shape[0], -1).any(dim=1, keepdim=True).cpu()
+            k0 += kt
+        return flat.reshape(shape)
+
+
+@contextlib.contextmanager
+def aihwkit_clamp(layer: nn.Module, closed_range: bool = False) -> Iterator[ClampProbe]:
+    """Run AIHWKIT's torch tile with its `clamp` observed (and, with closed_range, given the
+    gradient 1 on [min, max] on any torch: the straight-through rule this package documents).
+
+    Yields a ClampProbe filled during the forward passes run inside the block.
+    """
+    import aihwkit.simulator.tiles.analog_mvm as mvm
+
+    probe = ClampProbe(layer)
+    original = mvm.clamp
+    grid = _tiles(layer)
+    saved = {}
+
+    def clamp(v: Tensor, min=None, max=None) -> Tensor:  # noqa: A002  (torch.clamp's keywords)
+        caller = sys._getframe(1).f_code.co_name
+        on = torch.zeros_like(v, dtype=torch.bool)
+        if min is not None:
+            on |= v == min
+        if max is not None:
+            on |= v == max
+        if caller == "_prepare_input":
+            probe.dac[probe.current] = on.detach()
+        elif caller == "_finalize_output":
+            probe.adc[probe.current] = on.detach()
+        if closed_range:
+            return _ClosedRangeClamp.apply(v, min, max)
+        return original(v, min=min, max=max)
+
+    for it, row in enumerate(grid):
+        for ot, tile in enumerate(row):
+            sim = tile.tile
+            saved[id(sim)] = sim.forward
+
+            def wrapped(*args, _key=(it, ot), _orig=sim.forward, **kwargs):
+                probe.current = _key
+                return _orig(*args, **kwargs)
+
+            sim.forward = wrapped
+    mvm.clamp = clamp
+    try:
+        yield probe
+    finally:
+        mvm.clamp = original
+        for row in grid:
+            for tile in row:
+                tile.tile.forward = saved[id(tile.tile)]
+
+
+def assert_input_gradient(ours: Tensor, theirs: Tensor, ste: Tensor, on_bound: Tensor, keep: Tensor | None = None,
+                          exact: bool = False, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Our input gradient against AIHWKIT's, on the elements `keep` (default: all).
+
+    theirs: AIHWKIT's gradient under the installed torch; ste: AIHWKIT's with clamp's gradient 1
+    on the closed range (`aihwkit_clamp(closed_range=True)`), our documented straight-through
+    rule; on_bound: the elements where the two rules can differ (`ClampProbe.on_bound`).
+    Off the bound ours equals AIHWKIT's; on it, AIHWKIT's gradient is torch's version-dependent
+    one, and ours equals the straight-through value instead (and AIHWKIT's too where torch's
+    clamp passes at the bound, torch <= 2.13).
+    """
+    keep = torch.ones_like(ours, dtype=torch.bool) if keep is None else keep
+
+    def same(a: Tensor, b: Tensor, what: str) -> None:
+        if exact:
+            assert torch.equal(a, b), f"{what}: max |diff| {(a - b).abs().max().item() if a.numel() else 0}"
+        else:
+            torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+    off = keep & ~on_bound
+    # The closed-range clamp changes AIHWKIT only where a clamp input sat on a bound.
+    same(theirs[off], ste[off], "AIHWKIT with and without the closed-range clamp, off the bound")
+    same(ours[off], theirs[off], "ours vs AIHWKIT off the bound")
+    same(ours[keep & on_bound], ste[keep & on_bound], "ours vs the straight-through value on the bound")
+    if torch_clamp_passes_gradient_at_bound():
+        same(ours[keep], theirs[keep], "ours vs AIHWKIT (this torch's clamp passes at the bound)")
+
+
+def aihwkit_input_gradients(layer: nn.Module, x: Tensor, grad_out: Tensor,
+                            noise: contextlib.AbstractContextManager | None = None):
+    """AIHWKIT's forward on x and its input gradient for `grad_out`, twice: under the installed
+    torch, and with the closed-range clamp (the straight-through value). `noise`: a re-enterable
+    context (e.g. `injected_noise(...)` made by a lambda) entered around each forward.
+
+    Returns (y, grad under this torch, straight-through grad, on-bound mask of x's elements).
+    """
+    outs = []
+    for closed in (False, True):
+        xa = x.detach().clone().requires_grad_(True)
+        with (noise() if noise is not None else contextlib.nullcontext()), aihwkit_clamp(layer, closed) as probe:
+            y = layer(xa)
+        y.backward(grad_out)
+        outs.append((y, xa.grad, probe))
+    (y, grad, probe), (_, ste, _) = outs
+    return y, grad, ste, probe.on_bound(x.shape)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import random
 import sys
 from pathlib import Path
@@ -59,10 +57,11 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     assert not part["complete"] and "held_out/rte/lorafusion/seed0" in part["pending"]
     assert set(part["pool"]) == {"sst2", "mrpc", "rte"}
     assert "Incomplete" in (out / "lorafusion.md").read_text()
-    pool_lines = (out / "cells.jsonl").read_text().splitlines()
+    pool_cells = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    assert len(pool_cells) == 3
     # The full run resumes: the pool cells are not run again.
     res = mod.main(args)
-    assert (out / "cells.jsonl").read_text().splitlines()[: len(pool_lines)] == pool_lines
+    assert {p.name: p.read_text() for p in (out / "cells").glob("pool__*.json")} == pool_cells
     assert res["complete"], res["pending"]
     assert set(res["held_out"]) == {"sst2", "mrpc", "rte"}
     for task, methods in res["held_out"].items():
@@ -78,7 +77,7 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     # The pool is on the crossbar: LoRAFusion programs more cells once, none per task.
     assert rte["lorafusion"]["cells_once"] > rte["hwa_lora"]["cells_once"]
     assert rte["lorafusion"]["cells_per_task"] == rte["hwa_lora"]["cells_per_task"] == 0
-    cells = mod.load_cells(out / "cells.jsonl")
+    cells = mod.run_folder(mod.parse(args)).load()
     assert cells["ablation/rte/pool_digital"]["cells_once"] == rte["hwa_lora"]["cells_once"]
     # The seed-0 HWA-LoRA is the pool member of the task, reused.
     assert cells["held_out/rte/hwa_lora/seed0"]["reused_from"] == "pool/rte"
@@ -88,13 +87,13 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     on_disk = json.loads((out / "lorafusion.json").read_text())
     assert set(on_disk) >= {"held_out", "ablations", "command", "wall_s"}
     # The wall clock from the first cell's start covers every computed cell; the threads are the run's.
-    assert on_disk["elapsed_s"] >= max(r["wall_s"] for r in mod.load_cells(out / "cells.jsonl").values())
+    assert on_disk["elapsed_s"] >= max(r["wall_s"] for r in cells.values())
     assert on_disk["threads"] == 1 and "1 torch thread(s)" in (out / "lorafusion.md").read_text()
     assert "Complete" in (out / "lorafusion.md").read_text() and (out / "lorafusion.png").is_file()
-    # Rerun: every cell is skipped, nothing is appended.
-    n_lines = len((out / "cells.jsonl").read_text().splitlines())
+    # Rerun: every cell is skipped, nothing is written.
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     again = mod.main(args)
-    assert len((out / "cells.jsonl").read_text().splitlines()) == n_lines
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == stamps
     assert again["held_out"] == res["held_out"]
     # The run cannot be resumed with another magnitude lr (its cells would mix two recipes)...
     with pytest.raises(ValueError, match="--magnitude-lr"):
@@ -104,36 +103,21 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     other = tmp_path / "other"
     mod.main(["--quick", "--glue-dir", str(glue), "--out", str(other), "--threads", "1", "--import-from", str(out),
               "--model", str(out / "tiny_bert"), "--magnitude-lr", "0.05", "--report"])
-    imported = mod.load_cells(other / "cells.jsonl")
+    imported = mod.run_folder(mod.parse(["--quick", "--glue-dir", str(glue), "--out", str(other)])).load()
     assert {f"pool/{t}" for t in ("sst2", "mrpc", "rte")} <= set(imported)
     assert (other / "pool" / "rte" / "run.json").is_file()
     assert imported["held_out/rte/digital_lora/seed1"]["t0"] == cells["held_out/rte/digital_lora/seed1"]["t0"]
     assert not any("/magnitude_only/" in k or "/lorafusion/" in k or k.startswith("ablation/") for k in imported)
 
 
-def test_cell_claims_share_the_queue_between_workers(tmp_path):
+def test_cells_of_the_old_log_are_read(tmp_path):
+    # A run made before the harness appended its cells to <out>/cells.jsonl: they are still finished.
     mod = _load_script()
-    assert mod.claim(tmp_path, "held_out/rte/lorafusion/seed0")
-    assert not mod.claimed_by_other(tmp_path, "held_out/rte/lorafusion/seed0")  # ours
-    mod.release(tmp_path, "held_out/rte/lorafusion/seed0")
-    # Another live process holds a claim: not ours to take, until it dies.
-    path = mod._claim_path(tmp_path, "pool/sst2")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    code = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        assert mod.claimed_by_other(tmp_path, "pool/sst2") and not mod.claim(tmp_path, "pool/sst2")
-    finally:
-        holder.kill()
-        holder.wait()
-    # A claim file left by a dead worker, or naming a live pid (reused after a restart), is free.
-    path.write_text(str(os.getppid()))
-    assert not mod.claimed_by_other(tmp_path, "pool/sst2") and mod.claim(tmp_path, "pool/sst2")
-    mod.release(tmp_path, "pool/sst2")
-    assert not path.exists()
+    glue = _write_glue(tmp_path / "glue")
+    s = mod.parse(["--quick", "--glue-dir", str(glue), "--out", str(tmp_path / "run"), "--model", "m"])
+    s.out.mkdir(parents=True)
+    (s.out / "cells.jsonl").write_text("".join(json.dumps({"key": c.key, "t0": 0.5}) + "\n" for c in mod.plan(s)))
+    assert mod.run_folder(s).load().keys() == {c.key for c in mod.plan(s)}
 
 
 def test_pool_span_measures_what_the_other_members_can_express():

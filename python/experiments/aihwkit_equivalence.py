@@ -34,11 +34,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import platform
-import shlex
+import re
 import sys
 import time
 from pathlib import Path
@@ -47,20 +46,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lorafusion_ext.nn.convert import HEAD_NAMES, attach_lora, is_head
-from lorafusion_ext.nn.convert import targets as target_presets
+from lorafusion_ext import AnalogLinear, HardwareConfig, LoRALinear, attach_lora, drift, program
+from lorafusion_ext import targets as target_presets
+from lorafusion_ext.nn.convert import HEAD_NAMES, is_head
 from lorafusion_ext.evaluation.drift_sweep import format_time
-from lorafusion_ext.hardware import HardwareConfig
-from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.deploy import drift, program
 from lorafusion_ext.nn.tile_state import device_model_of
-from lorafusion_ext.nn.lora import LoRALinear
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig, train
 
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_stats import format_mean_std  # noqa: E402
+from harness import RunFolder, command_line, format_mean_std, pyplot, read_json, write_json_atomic, write_page  # noqa: E402
 
 ENGINES = ("aihwkit", "lorafusion_ext")
 #: s after programming, and their JSON keys.
@@ -204,27 +200,55 @@ def run_cell(engine: str, seed: int, args: argparse.Namespace, rpu: Any, data: D
     }
 
 
-def _read_cell(path: Path) -> dict | None:
-    """A finished cell, or None (absent; cells are written whole by `_write_cell`)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+KEY_FIELDS = ("model", "steps", "batch_size", "max_length", "rank", "alpha", "dropout", "lr", "head_lr",
+              "train_examples", "eval_examples", "trials")
 
 
-def _write_cell(path: Path, cell: dict) -> None:
-    """Write-then-rename, so that another engine's process never reads half a cell."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(cell, indent=2))
-    os.replace(tmp, path)
+def cell_name(engine: str, seed: int) -> str:
+    return f"{engine}_seed{seed}"
 
 
-def _load_finished(cells: dict[str, dict[int, dict]], work: Path, seeds: list[int], key: dict) -> None:
+def _load_finished(cells: dict[str, dict[int, dict]], folder: RunFolder, seeds: list[int]) -> None:
+    done = folder.load()
     for engine in ENGINES:
         for seed in seeds:
-            cell = _read_cell(work / f"{engine}_seed{seed}.json") if seed not in cells[engine] else None
-            if cell is not None and cell.get("key") == key:
-                cells[engine][seed] = cell
+            if seed not in cells[engine] and cell_name(engine, seed) in done:
+                cells[engine][seed] = done[cell_name(engine, seed)]
+
+
+def adopt_committed(folder: RunFolder, out: Path, config: str, key: dict, note: Path) -> list[str]:
+    """Into a run folder without finished cells (a fresh clone): the cells of the report in
+    `out` (`cells_from_report`), and in `note` what its page says and its JSON does not hold (the
+    cells' summed time, whether some ran one process per engine)."""
+    path = out / "aihwkit_equivalence.json"
+    report = read_json(path)
+    if report is None or (report.get("config") or {}).get("config") != config:
+        return []
+    taken = folder.adopt(cells_from_report(report, key, str(path)))
+    if taken:
+        page = path.with_suffix(".md").read_text() if path.with_suffix(".md").is_file() else ""
+        found = re.search(r"sum over the finished cells \(training \+ drift evaluation\): (\d+) s", page)
+        write_json_atomic(note, {"source": str(path), "cells_s": float(found.group(1)) if found else 0.0,
+                                 "engines_split": "one process per engine (`--engines`)" in page})
+    return taken
+
+
+def cells_from_report(report: dict, key: dict, source: str) -> dict[str, dict]:
+    """The finished cells a committed report holds, as cells of the run folder (the report keeps
+    each cell's accuracies, seconds per step and unprogrammed accuracy; not its per-trial values,
+    final loss or evaluation time). Empty unless the report's recipe is `key`."""
+    config = report.get("config", {})
+    if not isinstance(config, dict) or {k: config.get(k) for k in KEY_FIELDS} != key:
+        return {}
+    out = {}
+    for engine, e in report.get("engines", {}).items():
+        for i, seed in enumerate(e.get("seeds", [])):
+            out[cell_name(engine, seed)] = {
+                "engine": engine, "seed": seed, "s_per_step": e["s_per_step_per_seed"][i],
+                "train_s": e["s_per_step_per_seed"][i] * config["steps"],
+                "accuracy_unprogrammed": e["accuracy_unprogrammed"][i],
+                "accuracy": {k: e[k][i] for k in TIMES}, "key": key, "adopted_from": source}
+    return out
 
 
 # ---------------------------------------------------------------------- report
@@ -239,7 +263,10 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
 
 
 def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argparse.Namespace, command: str,
-              wall_s: float, hw_note: str) -> tuple[dict, str]:
+              wall_s: float, hw_note: str, adopted: dict | None = None) -> tuple[dict, str]:
+    """The JSON and the page. `adopted`: what the page of the cells taken from a committed report
+    said and its JSON does not hold (`adopt_committed`)."""
+    adopted = adopted or {}
     engines: dict[str, Any] = {}
     for engine in ENGINES:
         done = [cells[engine][s] for s in seeds if s in cells[engine]]
@@ -268,7 +295,8 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "",
         f"Command: `{command}`  ",
         f"Wall time of this invocation: {wall_s:.0f} s; sum over the finished cells (training + drift evaluation): "
-        f"{sum(c.get('train_s', c['s_per_step'] * args.steps) + c['eval_s'] for e in ENGINES for c in cells[e].values()):.0f} s. Machine: {result['machine']}.",
+        f"{adopted.get('cells_s', 0.0) + sum(c.get('train_s', c['s_per_step'] * args.steps) + c['eval_s'] for e in ENGINES for c in cells[e].values() if 'adopted_from' not in c):.0f} s. "
+        f"Machine: {result['machine']}.",
         "",
         f"Model {args.model}, SST-2, {args.steps} steps at batch {args.batch_size}, max length {args.max_length}, "
         f"LoRA r {args.rank}, alpha {args.alpha:g}, dropout {args.dropout:g} on every linear layer, LoRA lr {args.lr:g}, "
@@ -307,7 +335,8 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
         "on this model and config."
         + (" Some cells were trained by one process per engine (`--engines`), running at the same time on the same "
            "cores as other work: their seconds per step include that contention."
-           if any(c.get("engines_in_process") not in (None, list(ENGINES)) for e in cells.values() for c in e.values())
+           if adopted.get("engines_split") or any(c.get("engines_in_process") not in (None, list(ENGINES))
+                                                  for e in cells.values() for c in e.values())
            else ""),
         "",
     ]
@@ -322,11 +351,7 @@ def summarise(cells: dict[str, dict[int, dict]], seeds: list[int], args: argpars
 def plot(result: dict, path: Path) -> None:
     """Accuracy against drift time, per engine: each seed's mean over programming draws (dots)
     and the mean ± std over seeds (line, band)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = list(range(len(TIMES)))
     for j, engine in enumerate(ENGINES):
@@ -354,7 +379,7 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     ap.add_argument("--glue-dir", default=os.environ.get("LORAFUSION_GLUE_DIR"))
@@ -393,11 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--engines {args.engines!r}: expected a comma-separated subset of {ENGINES}")
     if args.glue_dir is None or not os.path.isdir(args.glue_dir):
         ap.error(f"--glue-dir {args.glue_dir}: expected a local GLUE folder (SST-2)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run_engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # The computing command (a --report-only rerun only rewrites the report of the same cells).
-    command = " ".join(shlex.quote(a) for a in ["python/experiments/aihwkit_equivalence.py",
-                                                 *(sys.argv[1:] if argv is None else argv)] if a != "--report-only")
+    command = command_line("python/experiments/aihwkit_equivalence.py", argv, drop=("--report-only",), prefix="")
     rpu = paper_rpu_config(args.config)
     try:
         hw = HardwareConfig.from_aihwkit(rpu)
@@ -423,31 +453,28 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "max_length", "rank", "alpha", "dropout",
-                                          "lr", "head_lr", "train_examples", "eval_examples", "trials")}
+    key = {k: getattr(args, k) for k in KEY_FIELDS}
+    folder = RunFolder(work, config=key)
+    # A fresh clone (no finished cell) resumes where the committed report stopped.
+    note = Path(args.work) / f"adopted_{args.config}.json"
+    taken = adopt_committed(folder, out, args.config, key, note)
+    if taken:
+        print(f"[aihwkit_equivalence] finished cells taken from the report: {', '.join(taken)}", flush=True)
+    adopted = read_json(note)
+    _load_finished(cells, folder, seeds)
     for seed in seeds:
         for engine in ENGINES:
-            path = work / f"{engine}_seed{seed}.json"
-            cell = _read_cell(path)
-            if cell is not None and cell.get("key") == key:
-                cells[engine][seed] = cell
-                continue
-            if args.report_only or engine not in run_engines:
+            if seed in cells[engine] or args.report_only or engine not in run_engines:
                 continue
             cell = run_cell(engine, seed, args, rpu, data)
-            cell["key"] = key
             cell["engines_in_process"] = list(run_engines)
-            _write_cell(path, cell)
-            cells[engine][seed] = cell
-            _load_finished(cells, work, seeds, key)  # the other engine's process may have finished cells
-            result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
-            (out / "aihwkit_equivalence.json").write_text(json.dumps(result, indent=2))
-            (out / "aihwkit_equivalence.md").write_text(md)
-    _load_finished(cells, work, seeds, key)
-    result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note)
-    (out / "aihwkit_equivalence.json").write_text(json.dumps(result, indent=2))
-    (out / "aihwkit_equivalence.md").write_text(md)
-    plot(result, out / "aihwkit_equivalence.png")
+            cells[engine][seed] = folder.store(cell_name(engine, seed), cell)
+            _load_finished(cells, folder, seeds)  # the other engine's process may have finished cells
+            result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note, adopted)
+            write_page(out, "aihwkit_equivalence", md, result)
+    _load_finished(cells, folder, seeds)
+    result, md = summarise(cells, seeds, args, command, time.perf_counter() - t_start, hw_note, adopted)
+    write_page(out, "aihwkit_equivalence", md, result, plot=lambda path: plot(result, path))
     print(md)
     return 0
 

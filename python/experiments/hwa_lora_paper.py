@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -52,12 +50,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lorafusion_ext.nn.convert import attach_lora, lora_layers, trainable_parameters
-from lorafusion_ext.nn.convert import targets as target_presets
+from lorafusion_ext import AnalogLinear, HardwareConfig, analog_layers, attach_lora, drift, program, trainable_parameters
+from lorafusion_ext import targets as target_presets
+from lorafusion_ext.nn.convert import lora_layers
 from lorafusion_ext.evaluation.drift_sweep import format_time
-from lorafusion_ext.hardware import ADC, DAC, HardwareConfig
-from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.deploy import analog_layers, drift, program
+from lorafusion_ext.hardware import ADC, DAC
 from lorafusion_ext.apps.pipelines import drift_evaluation
 from lorafusion_ext.tasks import DataConfig, Task, get_task
 from lorafusion_ext.training.loop import TrainConfig
@@ -65,7 +62,7 @@ from lorafusion_ext.training.methods import HWALoRAConfig, analog_model, load_ta
 
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from process_lock import ProcessLock  # noqa: E402
+from harness import Claims, ProcessLock, RunFolder, command_line, format_mean_std, read_json, write_page  # noqa: E402
 
 TIMES = (0.0, 3600.0, 86400.0, 31536000.0, 315360000.0)
 TEN_YEARS = 315360000.0
@@ -86,9 +83,10 @@ MULTI_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte", "squad")
 
 
 class Runner:
-    """Cells stored as JSON under `work`; a finished cell is read back instead of recomputed.
-    Several processes may share `work` (`--workers`): a cell, and each adapter's training, is
-    locked by the process computing it; the others skip the cell or wait for the adapter."""
+    """Cells stored as JSON under `work` (a `harness.RunFolder` keyed by the recipe); a finished
+    cell is read back instead of recomputed. Several processes may share `work` (`--workers`): a
+    cell (`harness.Claims`), and each adapter's training (`ProcessLock`), is locked by the
+    process computing it; the others skip the cell or wait for the adapter."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -100,6 +98,8 @@ class Runner:
         self.key = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "max_length", "lr", "head_lr",
                                                    "train_examples", "eval_examples", "trials", "squad_steps",
                                                    "squad_max_length", "squad_doc_stride", "squad_eval_examples")}
+        self.folder = RunFolder(self.work, config=self.key)
+        self.claims = Claims(self.work, suffix=".lock")
 
     # ---------------------------------------------------------------- plumbing
     def tokenizer(self) -> Any:
@@ -109,70 +109,34 @@ class Runner:
 
         return AutoTokenizer.from_pretrained(resolve_model_path(self.args.model))
 
-    def _stored(self, name: str) -> dict | None:
-        path = self.work / f"{name}.json"
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            if stored.get("key") == self.key:
-                self.cells[name] = stored
-                return stored
-        return None
-
     def adopt(self, report: Path) -> list[str]:
         """Take the finished cells of this configuration from an earlier report (`hwa_lora.json`)
         into `work`, so that a fresh checkout whose work folder is gone resumes where the committed
-        report stopped. Trained adapters are not in the report: a later cell that needs one retrains
-        it (seeded, so the same adapter). Returns the names adopted."""
-        if not report.is_file() or any(self.work.glob("*.json")):
-            # Only into a work folder without finished cells (a fresh clone): in a used one, a
-            # cell deleted to have it recomputed must stay deleted.
-            return []
-        try:
-            cells = json.loads(report.read_text()).get("cells", {})
-        except (json.JSONDecodeError, AttributeError):
-            return []
-        adopted = []
-        for name, cell in cells.items():
-            path = self.work / f"{name}.json"
-            if isinstance(cell, dict) and cell.get("key") == self.key and not path.is_file():
-                tmp = path.with_suffix(".json.tmp")
-                tmp.write_text(json.dumps(cell, indent=2))
-                tmp.replace(path)
-                adopted.append(name)
-        return adopted
+        report stopped (only into a work folder without finished cells: `RunFolder.adopt`).
+        Trained adapters are not in the report: a later cell that needs one retrains it (seeded,
+        so the same adapter). Returns the names adopted."""
+        cells = (read_json(report) or {}).get("cells", {})
+        return self.folder.adopt(cells) if isinstance(cells, dict) else []
 
     def reload(self) -> None:
         """Read every finished cell of this configuration (some may come from other workers)."""
-        for path in sorted(self.work.glob("*.json")):
-            self._stored(path.stem)
+        self.cells.update(self.folder.load())
 
     def cell(self, name: str, compute: Callable[[], dict]) -> dict | None:
-        stored = self._stored(name)
-        if stored is not None:
+        stored = self.folder.get(name)
+        if stored is None:
+            if self.args.report_only or (self.args.only and not any(name.startswith(p) for p in self.args.only)):
+                return None
+            stored = self.folder.compute_once(name, lambda: {**compute(), "worker": self.args.worker_index},
+                                              self.claims, lambda msg: print(f"[hwa_lora_paper] {msg}", flush=True))
+            if stored is None:
+                return None
+            self.cells[name] = stored
+            if self.after_cell is not None:
+                self.after_cell()
             return stored
-        if self.args.report_only or (self.args.only and not any(name.startswith(p) for p in self.args.only)):
-            return None
-        lock = ProcessLock(self.work / f"{name}.lock")
-        if not lock.try_acquire():
-            print(f"[hwa_lora_paper] cell {name}: computed by process {lock.owner()}; skipped here", flush=True)
-            return None
-        try:
-            stored = self._stored(name)  # finished while this process was waiting for the lock
-            if stored is not None:
-                return stored
-            t0 = time.perf_counter()
-            result = compute()
-            result.update(key=self.key, wall_s=time.perf_counter() - t0, worker=self.args.worker_index)
-            path = self.work / f"{name}.json"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            tmp.replace(path)
-            self.cells[name] = result
-        finally:
-            lock.release()
-        if self.after_cell is not None:
-            self.after_cell()
-        return result
+        self.cells[name] = stored
+        return stored
 
     def data(self, task: Task) -> DataConfig:
         a = self.args
@@ -412,23 +376,24 @@ def squad(r: Runner) -> None:
 
 # ---------------------------------------------------------------------- report
 def _ms(values: list[float]) -> str:
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{100 * m:.2f}"
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-    return f"{100 * m:.2f} ± {100 * s:.2f}"
+    return format_mean_std(values, digits=2, scale=100)
 
 
 def _sweep_cells(sweep: dict) -> list[str]:
     return [_ms([row[i] for row in sweep["values"]]) for i in range(len(sweep["times_s"]))]
 
 
+def expected_cells() -> list[str]:
+    """Every cell of the experiment, in report order."""
+    return (["baseline_digital", "baseline_hwa"]
+            + [f"placement_hwa_sst2_r8_{s}" for s in ("attention", "qv", "ffn")]
+            + [f"rank_{k}" for k in RANKS if k != 8] + ["hardware_change"]
+            + [f"multitask_train_{n}" for n in MULTI_TASKS if n != "sst2"] + ["multitask", "squad"])
+
+
 def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
     c = r.cells
-    expected = (["baseline_digital", "baseline_hwa"]
-                + [f"placement_hwa_sst2_r8_{s}" for s in ("attention", "qv", "ffn")]
-                + [f"rank_{k}" for k in RANKS if k != 8] + ["hardware_change"]
-                + [f"multitask_train_{n}" for n in MULTI_TASKS if n != "sst2"] + ["multitask", "squad"])
+    expected = expected_cells()
     missing = [n for n in expected if n not in c]
     a = r.args
     lines = ["# HWA-LoRA: the paper's experiments on lorafusion_ext", ""]
@@ -600,7 +565,7 @@ def plot(r: Runner, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     ap.add_argument("--glue-dir", default=os.environ.get("LORAFUSION_GLUE_DIR"))
@@ -642,12 +607,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out = args.work if args.quick else "docs/results"
     if args.glue_dir is None or not os.path.isdir(args.glue_dir):
         ap.error(f"--glue-dir {args.glue_dir}: expected a local GLUE folder (with squad/)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv_list = sys.argv[1:] if argv is None else argv
     # The computing command (a --report-only rerun only rewrites the report of the same cells).
-    command = "python python/experiments/hwa_lora_paper.py " + " ".join(
-        shlex.quote(x) for x in argv_list if x != "--report-only")
+    command = command_line("python/experiments/hwa_lora_paper.py", argv_list, drop=("--report-only",))
     r = Runner(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -666,12 +635,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # A --report-only rerun keeps the wall time of the invocation that computed the cells.
     prior_wall = None
-    if args.report_only and (out / "hwa_lora.json").is_file():
+    prior = read_json(out / "hwa_lora.json") if args.report_only else None
+    if prior is not None and prior.get("command") == command:
         try:
-            prior = json.loads((out / "hwa_lora.json").read_text())
-            if prior.get("command") == command:
-                prior_wall = float(prior["wall_time_s"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            prior_wall = float(prior["wall_time_s"])
+        except (KeyError, TypeError, ValueError):
             prior_wall = None
 
     def write() -> None:
@@ -679,12 +647,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         r.reload()
         md, js = report(r, command, prior_wall if prior_wall is not None else time.perf_counter() - t0)
-        for name, text in (("hwa_lora.md", md), ("hwa_lora.json", json.dumps(js, indent=2))):
-            tmp = out / (name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(out / name)
-        if r.cells:  # no empty figure for a run with no finished cell
-            plot(r, out / "hwa_lora.png")
+        # No empty figure for a run with no finished cell.
+        write_page(out, "hwa_lora", md, js, plot=(lambda path: plot(r, path)) if r.cells else None)
 
     r.after_cell = write
     # Each worker starts at a different experiment, so that they rarely wait on each other.

@@ -20,11 +20,14 @@ Protocol (every linear layer but `lm_head` an `AnalogLinear` with `--hardware`):
    reprogrammed per trial); a seed's value is the mean over trials. Seeds change the LoRA and
    coefficient initialisation, the data order, dropout and the hardware noise.
 
-Cells (one training run and its evaluation) are appended to `<out>/cells.jsonl` as they
-finish and skipped on a rerun (resumable at cell granularity); pool members are saved under
-`<out>/pool/<task>` and the stacked pool under `<out>/pool/all`. After every cell the report
-(`lorafusion_bbh.md`, `.json`, `.png` in `--docs`) is rewritten from the finished cells, with
-the pending ones listed.
+Cells (one training run and its evaluation) are stored as they finish, one JSON file each under
+`<out>/cells/` (`harness.RunFolder`; runs made before kept them in `<out>/cells.jsonl`, still
+read), and skipped on a rerun (resumable at cell granularity); several processes may share one
+`--out` (each claims the next cell). Pool members are saved under `<out>/pool/<task>` and the
+stacked pool under `<out>/pool/all`. After every cell the report (`lorafusion_bbh.md`, `.json`,
+`.png` in `--docs`) is rewritten from the finished cells, with the pending ones listed. A fresh
+clone whose `--out` has no finished cell takes them from the committed report of the same
+budget (`docs/results/lorafusion_bbh*.json`), so it computes only what that report lacks.
 
 Budget (defaults) sized for 2 cores: 7 pool tasks × 30 steps of batch 4 on 40 examples; 3
 held-out tasks × 3 seeds × {lorafusion, hwa_lora} × 20 steps on 5 examples; 40 evaluation
@@ -41,10 +44,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,13 +54,10 @@ from typing import Any
 
 import torch
 
-
-from lorafusion_ext.nn.convert import lora_adapter, trainable_parameters
+from lorafusion_ext import HardwareConfig, LoRAPool, lora_adapter, trainable_parameters
 from lorafusion_ext.evaluation.cost import crossbar_cost_of
-
-from lorafusion_ext.hardware import PRESETS, HardwareConfig
+from lorafusion_ext.hardware import PRESETS
 from lorafusion_ext.models import DEFAULT_LLM, load_generator
-from lorafusion_ext.nn.pool import LoRAPool
 from lorafusion_ext.apps.pipelines import drift_evaluation, load_run, run_hwa_lora
 from lorafusion_ext.tasks import DataConfig, get_task
 from lorafusion_ext.training.loop import TrainConfig
@@ -67,8 +65,10 @@ from lorafusion_ext.training.methods import FusionConfig, HWALoRAConfig, analog_
 
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cell_log import append_cell, load_cells  # noqa: E402
-from seed_stats import format_mean_std, mean_std  # noqa: E402
+from harness import (Cell, Claims, RunFolder, command_line, committed_reports, format_mean_std, pyplot,  # noqa: E402
+                     read_json, run_queue, write_json_atomic, write_page)
+from harness.report import mean_and_error  # noqa: E402
+from harness.tiny_models import tiny_llama  # noqa: E402
 
 POOL_TASKS = ("multistep_arithmetic_two", "object_counting", "hyperbaton", "word_sorting", "dyck_languages",
               "date_understanding", "navigate")
@@ -113,13 +113,63 @@ class Settings:
 
 
 # ---------------------------------------------------------------------- cells
-def plan(s: Settings) -> list[tuple[str, str, str, int]]:
-    """(key, kind, task, seed) of every cell in run order: the pool, then seed by seed every
-    held-out task and method."""
-    cells = [(f"pool/{t}", "pool", t, 0) for t in s.pool_tasks]
+def plan(s: Settings) -> list[Cell]:
+    """Every cell in run order: the pool, then seed by seed every held-out task and method (the
+    cell's `kind` is "pool" or the method)."""
+    cells = [Cell(f"pool/{t}", "pool", t, "hwa_lora", 0) for t in s.pool_tasks]
     for seed in s.budget.seeds:
-        cells += [(f"held_out/{t}/{m}/seed{seed}", m, t, seed) for t in s.held_out for m in METHODS]
+        cells += [Cell(f"held_out/{t}/{m}/seed{seed}", m, t, m, seed) for t in s.held_out for m in METHODS]
     return cells
+
+
+def run_folder(s: Settings) -> RunFolder:
+    return RunFolder(s.out / "cells", legacy_log=s.out / "cells.jsonl")
+
+
+def recipe(s: Settings) -> dict:
+    """The cells' recipe as the report records it (JSON types); a committed report with the same
+    is adopted."""
+    return json.loads(json.dumps({"budget": dataclasses.asdict(s.budget), "model": s.model,
+                                  "hardware": s.hardware_name, "pool_tasks": list(s.pool_tasks)}))
+
+
+def cells_from_report(s: Settings, report: dict, source: str) -> dict[str, dict]:
+    """The finished cells a report holds (its per-seed values, trainable counts and cell
+    counts; not the per-trial values), when its recipe is this run's. A method's values are
+    its finished seeds in `--seeds` order: the seeds whose cell is not pending."""
+    theirs = {"budget": report.get("budget"), "model": report.get("model"), "hardware": report.get("hardware"),
+              "pool_tasks": report.get("pool_tasks")}
+    if theirs != recipe(s):
+        return {}
+    pending = set(report.get("pending", []))
+    out: dict[str, dict] = {}
+    for t, v in report.get("pool", {}).items():
+        out[f"pool/{t}"] = {"key": f"pool/{t}", "metric": "exact_match", "t0": v, "adopted_from": source}
+    for t, methods in report.get("held_out", {}).items():
+        for m, e in methods.items():
+            seeds = [seed for seed in s.budget.seeds if f"held_out/{t}/{m}/seed{seed}" not in pending]
+            for i, seed in enumerate(seeds[: len(e["t0"])]):
+                key = f"held_out/{t}/{m}/seed{seed}"
+                out[key] = {"key": key, "metric": e["metric"], "t0": e["t0"][i], "t10y": e["t10y"][i],
+                            "trainable": e["trainable"], "cells_per_task": e["cells_per_task"],
+                            "cells_once": e["cells_once"], "adopted_from": source}
+    return out
+
+
+def adopt_committed(s: Settings, folder: RunFolder) -> list[str]:
+    """Into a run folder without finished cells (a fresh clone): the cells of the report in
+    `--docs`, or else of a committed report (docs/results), whose recipe is this run's. The
+    report's summed compute time is kept beside them (`<out>/adopted_report.json`)."""
+    if not folder.empty():
+        return []
+    for path in [s.docs / "lorafusion_bbh.json", *committed_reports("lorafusion_bbh*.json")]:
+        report = read_json(path)
+        records = cells_from_report(s, report, str(path)) if report else {}
+        if records:
+            taken = folder.adopt(records)
+            write_json_atomic(s.out / "adopted_report.json", {"source": str(path), "wall_s": report.get("wall_s", 0.0)})
+            return taken
+    return []
 
 
 def _data(s: Settings, train_examples: int) -> DataConfig:
@@ -195,10 +245,10 @@ def held_out_cell(s: Settings, method: str, task: str, seed: int) -> dict:
             "trainable": counts["total"], "trainable_by_kind": counts, **cost, **extra}
 
 
-def run_cell(s: Settings, key: str, kind: str, task: str, seed: int) -> dict:
+def run_cell(s: Settings, cell: Cell) -> dict:
     start = time.perf_counter()
-    rec = pool_cell(s, task) if kind == "pool" else held_out_cell(s, kind, task, seed)
-    return {"key": key, **rec, "wall_s": time.perf_counter() - start}
+    rec = pool_cell(s, cell.task) if cell.kind == "pool" else held_out_cell(s, cell.kind, cell.task, cell.seed)
+    return {"key": cell.key, **rec, "wall_s": time.perf_counter() - start}
 
 
 # ---------------------------------------------------------------------- report
@@ -214,18 +264,18 @@ def collect(s: Settings, done: dict[str, dict]) -> dict:
                                              "cells_per_task": recs[0]["cells_per_task"],
                                              "cells_once": recs[0]["cells_once"]}
     pool = {t: done[f"pool/{t}"]["t0"] for t in s.pool_tasks if f"pool/{t}" in done}
-    pending = [k for k, *_ in plan(s) if k not in done]
+    pending = [c.key for c in plan(s) if c.key not in done]
+    adopted = read_json(s.out / "adopted_report.json") or {}
     return {"held_out": held, "pool": pool, "budget": dataclasses.asdict(s.budget), "model": s.model,
             "hardware": s.hardware_name, "pool_tasks": list(s.pool_tasks), "command": s.command,
-            "wall_s": sum(r.get("wall_s", 0.0) for r in done.values()), "pending": pending,
+            "wall_s": adopted.get("wall_s", 0.0) + sum(r.get("wall_s", 0.0) for r in done.values()),
+            "pending": pending,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                        f"{s.threads} thread(s) per worker"}
 
 
 def write_report(s: Settings, done: dict[str, dict]) -> dict:
     res = collect(s, done)
-    s.docs.mkdir(parents=True, exist_ok=True)
-    (s.docs / "lorafusion_bbh.json").write_text(json.dumps(res, indent=2))
     b = s.budget
     lines = ["# LoRAFusion on BIG-Bench Hard (decoder-only LLM, analog)", "",
              f"Model `{s.model}`, hardware `{s.hardware_name}`. Pool: HWA-LoRAs on {', '.join(s.pool_tasks)} "
@@ -252,17 +302,12 @@ def write_report(s: Settings, done: dict[str, dict]) -> dict:
         lines += [f"**Incomplete:** {len(res['pending'])} cells pending: " + ", ".join(res["pending"]), ""]
     lines += [f"Command: `{s.command}`", "", f"Compute: {res['wall_s'] / 3600:.2f} h summed over cells; machine: "
               f"{res['machine']}.", ""]
-    (s.docs / "lorafusion_bbh.md").write_text("\n".join(lines))
-    _plot(s.docs / "lorafusion_bbh.png", res)
+    write_page(s.docs, "lorafusion_bbh", "\n".join(lines), res, plot=lambda path: _plot(path, res))
     return res
 
 
 def _plot(path: Path, res: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     tasks = list(res["held_out"])
     fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(tasks)), 3.2))
     width = 0.8 / len(METHODS)
@@ -270,10 +315,10 @@ def _plot(path: Path, res: dict) -> None:
         xs, ys, es = [], [], []
         for i, t in enumerate(tasks):
             if m in res["held_out"][t]:
-                mean, std = mean_std(res["held_out"][t][m]["t10y"])
+                mean, err = mean_and_error(res["held_out"][t][m]["t10y"])
                 xs.append(i + j * width)
                 ys.append(mean)
-                es.append(0.0 if math.isnan(std) else std)
+                es.append(err)
         ax.bar(xs, ys, width, yerr=es, label=m)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, fontsize=7)
     ax.set_ylabel("exact match at 10 y")
@@ -315,9 +360,6 @@ def parse(argv: list[str] | None) -> Settings:
         if a.held_out == ",".join(HELD_OUT):
             held = ("boolean_expressions",)
         if a.model is None:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-            from tiny_models import tiny_llama
-
             model = tiny_llama(out / "tiny_llama")
     for name in ("pool_steps", "pool_train_examples", "shots", "steps", "batch_size", "eval_examples", "max_length",
                  "trials"):
@@ -339,8 +381,7 @@ def parse(argv: list[str] | None) -> Settings:
         p.error(f"--data-dir {a.data_dir!r} is not a folder")
     argv_list = sys.argv[1:] if argv is None else argv
     # The computing command (a --report rerun only rewrites the report of the same cells).
-    command = "python python/experiments/lorafusion_bbh.py " + " ".join(
-        shlex.quote(x) for x in argv_list if x != "--report")
+    command = command_line("python/experiments/lorafusion_bbh.py", argv_list, drop=("--report",))
     docs = Path(a.docs) if a.docs else (out if a.quick else Path("docs/results"))
     s = Settings(model=model, data_dir=a.data_dir, hardware_name=a.hardware, out=out, docs=docs,
                  pool_tasks=pool_tasks, held_out=held, budget=b, command=command, threads=a.threads,
@@ -354,18 +395,19 @@ def main(argv: list[str] | None = None) -> dict:
     s = parse(argv)
     torch.set_num_threads(s.threads)
     s.out.mkdir(parents=True, exist_ok=True)
-    cells_path = s.out / "cells.jsonl"
+    folder = run_folder(s)
+    adopted = adopt_committed(s, folder)
+    if adopted:
+        print(f"[lorafusion_bbh] {len(adopted)} finished cells taken from a committed report", flush=True)
     if not getattr(s, "report_only", False):
-        for key, kind, task, seed in plan(s):
-            if key in load_cells(cells_path):
-                continue
-            rec = run_cell(s, key, kind, task, seed)
-            rec["finished_at"] = time.time()
-            append_cell(cells_path, rec)
-            print(f"[lorafusion_bbh] {key}: t0 {rec['t0']:.3f}" +
+        def finished(cell: Cell, rec: dict) -> None:
+            print(f"[lorafusion_bbh] {cell.key}: t0 {rec['t0']:.3f}" +
                   (f" t10y {rec['t10y']:.3f}" if "t10y" in rec else "") + f" ({rec['wall_s']:.0f} s)", flush=True)
-            write_report(s, load_cells(cells_path))
-    return write_report(s, load_cells(cells_path))
+            write_report(s, folder.load())
+
+        run_queue(plan(s), folder, Claims(s.out / "claims"), lambda cell, done: run_cell(s, cell), after_cell=finished,
+                  log=lambda msg: print(f"[lorafusion_bbh] {msg}", flush=True))
+    return write_report(s, folder.load())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""The protocol of the LoRAFusion GLUE experiment (`python/experiments/lorafusion_glue.py`): its
+budget and settings, and its cells in priority order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import Cell, RunFolder
+from lorafusion_ext import HardwareConfig
+from lorafusion_ext.training.methods import FusionConfig
+
+TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
+METHODS = ("lorafusion", "hwa_lora", "digital_lora", "head_only", "magnitude_only")
+TEN_YEARS = 315360000.0
+# Runs whose settings.json predates the recorded fusion recipe ran the published magnitude lr.
+LEGACY_MAGNITUDE_LR = 5e-3
+
+
+@dataclass
+class Budget:
+    """What every training run gets (pool members and every method alike)."""
+
+    steps: int = 100
+    batch_size: int = 16
+    max_length: int = 64
+    train_examples: int = 1600
+    eval_examples: int = 200
+    lora_lr: float = 1e-3
+    head_lr: float = 1e-2
+    seeds: tuple[int, ...] = (0, 1, 2)
+    trials: int = 3
+    data_seed: int = 0
+    #: steps of the pool members (None: `steps`; then a member is also the seed-0 `hwa_lora`
+    #: of its task; otherwise that seed is trained on its own with `steps`).
+    pool_steps: int | None = None
+    #: examples the pool members draw from (None: `train_examples`).
+    pool_train_examples: int | None = None
+
+
+@dataclass
+class Settings:
+    model: str
+    glue_dir: str
+    hardware_name: str
+    out: Path
+    docs: Path
+    tasks: tuple[str, ...]
+    ablation_tasks: tuple[str, ...]
+    diagnosis_task: str | None
+    budget: Budget
+    fusion: FusionConfig
+    pool_digital: bool
+    only: tuple[str, ...] = ()
+    progress: bool = False
+    command: str = ""
+    hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
+    export: tuple[Path, str] | None = None
+    report_only: bool = False
+    import_from: Path | None = None
+    threads: int = 1  # torch threads per worker of the run that computed the cells
+
+
+
+ABLATIONS: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
+    ("mode=sum", (("mode", "sum"),)),
+    ("granularity=layer", (("granularity", "layer"),)),
+    ("granularity=global", (("granularity", "global"),)),
+    ("no_magnitude", (("magnitude", False),)),
+    ("pool_digital", (("pool_on_crossbar", False),)),
+)
+
+DIAGNOSIS: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = (
+    ("coeff_lr=0.005", (("coeff_lr", 0.005),)),
+    ("coeff_lr=0.1", (("coeff_lr", 0.1),)),
+    ("magnitude_lr=0.001", (("magnitude_lr", 1e-3),)),
+    ("magnitude_lr=0.005", (("magnitude_lr", 5e-3),)),
+    ("magnitude_lr=0.02", (("magnitude_lr", 2e-2),)),
+    ("init=uniform_1_over_k", (("init", "uniform_1_over_k"),)),
+    ("l1=0", (("l1", 0.0),)),
+)
+
+
+# The other side of the learning-rate diagnosis (no tuning one side only): HWA-LoRA's LoRA lr
+# and the magnitudes-only baseline's lr moved like LoRAFusion's magnitude lr, and that move
+# repeated on the second ablation task. (method, variant, params); seed 0.
+BALANCE: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
+    ("lorafusion", "magnitude_lr=0.02", (("magnitude_lr", 2e-2),)),
+    ("hwa_lora", "hwa_lora lora_lr=0.003", (("lora_lr", 3e-3),)),
+    ("magnitude_only", "magnitude_only magnitude_lr=0.02", (("magnitude_lr", 2e-2),)),
+)
+
+
+def plan(s: Settings) -> list[Cell]:
+    """Every cell of the experiment, in priority order (what runs first when several workers
+    share the queue, and what an interrupted run has finished): the pool; seed 0 of
+    `lorafusion`, `hwa_lora` (reused), `magnitude_only` and `head_only` on every task; seed 0
+    of `digital_lora`; the capacity/optimisation diagnosis on `--diagnosis-task`; the other
+    seeds of every method; then the other ablations and diagnosis cells."""
+    cells = [Cell(f"pool/{t}", "pool", t, "hwa_lora", 0) for t in s.tasks]
+
+    def held(seed: int, methods: tuple[str, ...]) -> list[Cell]:
+        return [Cell(f"held_out/{t}/{m}/seed{seed}", "held_out", t, m, seed) for m in methods for t in s.tasks]
+
+    seeds = list(s.budget.seeds)
+    first = seeds[0]
+    cells += held(first, ("lorafusion", "hwa_lora", "magnitude_only", "head_only"))
+    def moves(params: tuple[tuple[str, Any], ...]) -> bool:  # a variant that is the run's own recipe is not one
+        return dict(params).get("magnitude_lr", -1.0) != s.fusion.magnitude_lr
+
+    diag = []
+    if s.diagnosis_task:
+        diag = [Cell(f"diagnosis/{s.diagnosis_task}/{n}", "diagnosis", s.diagnosis_task, "lorafusion", first, n, p)
+                for n, p in DIAGNOSIS if moves(p)]
+    k_pool = len(s.tasks) - 1
+    ablations = []
+    for t in s.ablation_tasks:
+        for name, params in ABLATIONS:
+            ablations.append(Cell(f"ablation/{t}/{name}", "ablation", t, "lorafusion", first, name, params))
+        for k in range(1, k_pool):
+            ablations.append(Cell(f"ablation/{t}/K={k}", "ablation", t, "lorafusion", first, f"K={k}", (("K", k),)))
+    # Capacity vs optimisation first (coefficients only, the learning-rate sweeps), then the
+    # seeds the main table needs, then the rest of the ablations.
+    early = [c for c in ablations if c.variant == "no_magnitude"][:1]
+    cells += held(first, ("digital_lora",))
+    cells += early + diag[:4]
+    for seed in seeds[1:]:
+        cells += held(seed, METHODS)
+    if s.diagnosis_task:
+        for t in dict.fromkeys((s.diagnosis_task, *s.ablation_tasks)):
+            cells += [Cell(f"diagnosis/{t}/{v}", "diagnosis", t, m, first, v, p) for m, v, p in BALANCE
+                      if f"diagnosis/{t}/{v}" not in {c.key for c in diag} and (m == "hwa_lora" or moves(p))]
+    cells += [c for c in ablations if c not in early]
+    cells += diag[4:]
+    if s.only:
+        cells = [c for c in cells if any(c.key.startswith(p) for p in s.only)]
+    return cells
+
+
+# Cells that do not depend on the pool's content, imported from another run (--import-from)
+# with the same per-task budget: the same training, seed and data give the same result.
+POOL_FREE = ("hwa_lora", "digital_lora", "head_only", "magnitude_only")  # magnitude_only: c = 0, Δy = 0
+
+
+def _held_out_budget(budget: dict) -> dict:
+    return {k: v for k, v in budget.items() if k not in ("pool_steps", "pool_train_examples", "seeds")}
+
+
+def _pool_budget(budget: dict) -> tuple:
+    return (budget.get("pool_steps") or budget["steps"], budget.get("pool_train_examples") or budget["train_examples"])
+
+
+def pool_is_hwa_seed0(s: Settings) -> bool:
+    """Whether a pool member is also the seed-0 `hwa_lora` of its task (same recipe, budget, seed)."""
+    b = s.budget
+    return (b.pool_steps in (None, b.steps) and b.pool_train_examples in (None, b.train_examples)
+            and b.seeds and b.seeds[0] == 0)
+
+
+def run_folder(s: Settings) -> RunFolder:
+    """The run's finished cells: one JSON file each under `<out>/cells/`; runs made before this
+    layout appended them to `<out>/cells.jsonl`, still read."""
+    return RunFolder(s.out / "cells", legacy_log=s.out / "cells.jsonl")

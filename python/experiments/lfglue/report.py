@@ -1,0 +1,267 @@
+"""The report of the LoRAFusion GLUE experiment: its JSON, its Markdown page, its plot, and what
+the pool can express (`pool_span`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import Cell, format_mean_std, machine, mean_std, pyplot, read_json, write_page
+from harness.report import mean_and_error
+from lorafusion_ext import LoRAPool
+from lorafusion_ext.data.glue import task_spec
+from lorafusion_ext.training.methods import FusionConfig
+
+from .protocol import METHODS, Settings, pool_is_hwa_seed0
+
+#: The run-level figures of a committed report whose cells a fresh run folder took (`<out>/`).
+ADOPTED = "adopted_report.json"
+
+# ---------------------------------------------------------------------- report
+def _fmt(xs: list[float]) -> str:
+    if not xs:
+        return "pending"
+    return format_mean_std(xs) + ("" if len(xs) > 1 else " (1 seed)")
+
+
+def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
+    """The JSON report: held_out, ablations (incl. diagnosis), pool, pending cells."""
+    held: dict[str, dict] = {}
+    for t in s.tasks:
+        metric = task_spec(t).metrics[0]
+        for m in METHODS:
+            recs = [done.get(f"held_out/{t}/{m}/seed{seed}") for seed in s.budget.seeds]
+            got = [r for r in recs if r is not None]
+            entry = {"metric": metric, "t0": [r["t0"] for r in got], "t10y": [r["t10y"] for r in got],
+                     "seeds": [seed for seed, r in zip(s.budget.seeds, recs) if r is not None],
+                     "trainable": got[0]["trainable"] if got else None,
+                     "cells_per_task": got[0]["cells_per_task"] if got else None,
+                     "cells_once": got[0]["cells_once"] if got else None}
+            held.setdefault(t, {})[m] = entry
+    ablations: dict[str, dict] = {}
+    for c in cells:
+        if c.kind in ("ablation", "diagnosis") and c.key in done:
+            r = done[c.key]
+            ablations.setdefault(c.kind, {}).setdefault(c.task, {})[c.variant] = {
+                "metric": r["metric"], "t0": [r["t0"]], "t10y": [r["t10y"]], "trainable": r["trainable"],
+                "params": dict(c.params), "seeds": [0]}
+    pool = {c.task: {k: done[c.key][k] for k in ("metric", "dev", "t0", "t10y")}
+            for c in cells if c.kind == "pool" and c.key in done}
+    pending = [c.key for c in cells if c.key not in done]
+    imported = {k: r["imported_from"] for k, r in done.items() if "imported_from" in r}
+    wall = sum(r.get("wall_s", 0.0) for r in done.values())
+    ends = [r["finished_at"] for r in done.values() if "finished_at" in r]
+    span = (max(ends) - min(ends)) if len(ends) > 1 else None
+    # First computed cell's start to the last one's end: the run's wall clock when it ran in one go.
+    computed = [r for r in done.values()
+                if "finished_at" in r and "imported_from" not in r and "reused_from" not in r]
+    elapsed = (max(r["finished_at"] for r in computed) - min(r["finished_at"] - r.get("wall_s", 0.0) for r in computed)
+               if computed else None)
+    workers = len({r.get("worker") for r in done.values() if "worker" in r})
+    where = machine()
+    adopted = read_json(s.out / ADOPTED)
+    if adopted is not None:  # cells taken from a committed report: its run's figures
+        wall += adopted.get("wall_s") or 0.0
+        workers += adopted.get("workers") or 0
+        if not ends:  # nothing computed since: the timings and machine are the report's
+            span, elapsed, where = adopted.get("span_s"), adopted.get("elapsed_s"), adopted.get("machine", where)
+    return {"held_out": held, "ablations": ablations, "pool": pool, "budget": dataclasses.asdict(s.budget),
+            "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
+            "tasks": list(s.tasks), "complete": not pending, "pending": pending, "imported": imported,
+            "command": s.command,
+            "wall_s": wall, "span_s": span, "elapsed_s": elapsed,
+            "workers": workers, "threads": s.threads,
+            "machine": where}
+
+
+def _plot(path: Path, res: dict) -> None:
+    plt = pyplot()
+    tasks = list(res["held_out"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    width = 0.8 / len(METHODS)
+    for ax, when in zip(axes, ("t0", "t10y")):
+        for j, m in enumerate(METHODS):
+            xs, ys, es = [], [], []
+            for i, t in enumerate(tasks):
+                vals = res["held_out"][t][m][when]
+                if vals:
+                    mean, err = mean_and_error(vals)
+                    xs.append(i + (j - (len(METHODS) - 1) / 2) * width)
+                    ys.append(mean)
+                    es.append(err)
+            ax.bar(xs, ys, width, yerr=es, capsize=2, label=m)
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels([f"{t}\n({res['held_out'][t][METHODS[0]]['metric']})" for t in tasks])
+        ax.set_title({"t0": "t = 0", "t10y": "t = 10 years"}[when])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("dev metric (mean ± std over seeds)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Held-out GLUE task: LoRAFusion vs baselines on the analog model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
+    res = collect(s, cells, done)
+    adopted = read_json(s.out / ADOPTED) or {}
+    if (s.out / "pool" / "all" / "pool.safetensors").is_file():
+        res["pool_span"] = pool_span(LoRAPool.load(s.out / "pool" / "all"))
+    elif adopted.get("pool_span"):  # the pool's weights are not committed; the report's analysis is
+        res["pool_span"] = adopted["pool_span"]
+    b = s.budget
+    status = ("**Complete**: every cell below finished." if res["complete"] else
+              f"**Incomplete**: {len(res['pending'])} of {len(cells)} cells are pending (listed at the end); "
+              "tables show only finished cells, and a method with fewer seeds says so. Rerun the command to "
+              "complete them (finished cells are skipped).")
+    lines = [
+        "# LoRAFusion on GLUE: leave-one-out reproduction on the analog model",
+        "",
+        status,
+        "",
+        f"Model `{s.model}`, every linear layer analog (`{s.hardware_name}`), heads digital. Tasks: "
+        f"{', '.join(s.tasks)}; each held out in turn, the pool being the HWA-LoRAs of the others "
+        f"(K = {len(s.tasks) - 1}).",
+        "",
+        ("Budget, identical for every method and every pool member: " if pool_is_hwa_seed0(s) else
+         f"Pool members: {b.pool_steps or b.steps} steps on at most {b.pool_train_examples or b.train_examples} "
+         "examples. Budget, identical for every method on the held-out task: ")
+        + f"{b.steps} steps of batch {b.batch_size}, "
+        f"sequence length {b.max_length}, at most {b.train_examples} training examples (a fixed subsample, "
+        f"seed {b.data_seed}), head learning rate {b.head_lr:g}; LoRA (rank 8, alpha 32, all linear layers) "
+        f"learning rate {b.lora_lr:g}; LoRAFusion `FusionConfig` {_fusion_text(s.fusion)}. Dev metric on at most "
+        f"{b.eval_examples} dev examples (fixed subsample). Seeds {list(b.seeds)}; each seed's value is the mean "
+        f"over {b.trials} programming + drift trials (reprogrammed each trial) at t = 0 and t = 10 years.",
+        "",
+        "Methods: `lorafusion` (pool fused by coefficients + DoRA magnitudes, pool "
+        + ("digital: `--pool-digital`" if s.pool_digital else "on the crossbar") + "), `hwa_lora` (LoRA trained "
+        "through the hardware" + ("; its seed-0 run is the pool member of that task, reused" if pool_is_hwa_seed0(s)
+                                  else "") + "), `digital_lora` (the same "
+        "LoRA recipe trained on the digital model, then deployed with the pretrained weights on the crossbar), "
+        "`head_only` (only the head), `magnitude_only` (DoRA magnitudes + head, coefficients frozen at 0).",
+        "",
+        "## Pool members (HWA-LoRA per task, seed 0)",
+        "",
+        "| task | metric | dev (analog, not programmed) | t = 0 | t = 10 y |",
+        "|---|---|---|---|---|",
+    ]
+    for t in s.tasks:
+        p = res["pool"].get(t)
+        lines.append(f"| {t} | {task_spec(t).metrics[0]} | " + (
+            f"{p['dev'][p['metric']]:.3f} | {p['t0']:.3f} | {p['t10y']:.3f} |" if p else "pending | pending | pending |"))
+    lines += ["", "## Held-out task: mean ± std over seeds", "",
+              "| task | method | t = 0 | t = 10 y | trainable params | cells programmed once | cells reprogrammed per task |",
+              "|---|---|---|---|---|---|---|"]
+    for t in s.tasks:
+        for m in METHODS:
+            e = res["held_out"][t][m]
+            tr = "" if e["trainable"] is None else f"{e['trainable']:,}"
+            cp = "" if e["cells_per_task"] is None else f"{e['cells_per_task']:,}"
+            co = "" if e["cells_once"] is None else f"{e['cells_once']:,}"
+            lines.append(f"| {t} ({e['metric']}) | {m} | {_fmt(e['t0'])} | {_fmt(e['t10y'])} | {tr} | {co} | {cp} |")
+    gap = _gap(res, s)
+    if gap:
+        lines += ["", gap]
+    for kind, title in (("ablation", "Ablations (seed 0; the `lorafusion` seed-0 cell is the reference)"),
+                        ("diagnosis", "Diagnosis (seed 0)")):
+        block = res["ablations"].get(kind)
+        if not block:
+            continue
+        lines += ["", f"## {title}", "", "| held-out task | variant | t = 0 | t = 10 y | trainable |", "|---|---|---|---|---|"]
+        for t, variants in block.items():
+            ref = done.get(f"held_out/{t}/lorafusion/seed0")
+            if ref:
+                lines.append(f"| {t} | reference (`lorafusion` seed 0) | {ref['t0']:.3f} | {ref['t10y']:.3f} | {ref['trainable']:,} |")
+            for v, e in variants.items():
+                lines.append(f"| {t} | {v} | {e['t0'][0]:.3f} | {e['t10y'][0]:.3f} | {e['trainable']:,} |")
+    span = res.get("pool_span")
+    if span:
+        lines += ["", "## What the pool can express (weights only, no training)", "",
+                  "Fraction of each task's own HWA-LoRA update ΔW = s·B·A that the other pool members can "
+                  "reproduce by least squares (`pool_span`): per-layer coefficients (`sum` mode) and one global "
+                  "vector; and the largest |cosine similarity| of its flattened update with another member's.", "",
+                  "| held-out task | explained, per-layer c | explained, global c | max abs cosine to another member |",
+                  "|---|---|---|---|"]
+        for t in span["members"]:
+            cos = max(abs(v) for k, v in span["cosine"][t].items() if k != t)
+            lines.append(f"| {t} | {span['explained_layer'][t]:.3f} | {span['explained_global'][t]:.3f} | {cos:.3f} |")
+    lines += ["", "![held-out results](lorafusion.png)", "",
+              "## Reproduce", "", "```", s.command, "```", "",
+              f"Wall time of the finished cells: {res['wall_s']:.0f} s (`wall_s`: the sum of each cell's own wall "
+              f"time; cells ran in {res['workers']} worker process(es) of {res['threads']} torch thread(s) each, "
+              f"sharing the CPUs with other jobs" + (f"; first to last finished cell: {res['span_s']:.0f} s" if res['span_s'] else "")
+              + (f"; first cell's start to last cell's end: {res['elapsed_s']:.0f} s ({res['elapsed_s'] / 3600:.2f} h)"
+                 if res.get('elapsed_s') else "")
+              + f"). Machine: {res['machine']}."]
+    if res["imported"]:
+        source_cmd = adopted.get("import_command", "")
+        if s.import_from is not None and (s.import_from / "settings.json").is_file():
+            source_cmd = json.loads((s.import_from / "settings.json").read_text()).get("command", "")
+        lines += ["", f"{len(res['imported'])} cells were imported (`--import-from`) from a run with the same per-task "
+                  "budget, model and hardware (same training, seed and data, so the same result); the JSON's "
+                  "`imported` maps each to its source" + (f", written by `{source_cmd}`" if source_cmd else "") + "."]
+    if res["pending"]:
+        lines += ["", "## Pending cells", "", ", ".join(f"`{k}`" for k in res["pending"])]
+    write_page(s.docs, "lorafusion", "\n".join(lines) + "\n", res, json_newline=True,
+               plot=lambda path: _plot(path, res))
+    return res
+
+
+def _fusion_text(f: FusionConfig) -> str:
+    return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(f).items() if k != "head_lr")
+
+
+def _gap(res: dict, s: Settings) -> str:
+    """Mean gap (points) of lorafusion to hwa_lora at t = 0 over the tasks where both exist."""
+    diffs = []
+    for t in s.tasks:
+        a, b = res["held_out"][t]["lorafusion"]["t0"], res["held_out"][t]["hwa_lora"]["t0"]
+        if a and b:
+            diffs.append(100 * (mean_std(b)[0] - mean_std(a)[0]))
+    if not diffs:
+        return ""
+    return (f"Mean gap `hwa_lora` − `lorafusion` at t = 0 over {len(diffs)} task(s) with both: "
+            f"{sum(diffs) / len(diffs):.1f} points (metric × 100).")
+
+
+# ---------------------------------------------------------------------- pool span (diagnosis)
+@torch.no_grad()
+def pool_span(pool: LoRAPool) -> dict:
+    """How much of each member's weight update ΔW_T = s B_T A_T the other members can express.
+
+    For held-out T, per layer: the least-squares fit min_c ‖ΔW_T − Σ_k c_k ΔW_k‖_F over the
+    other members k (`sum` mode with one coefficient per layer: a superset of what `block`
+    and `global` coefficients can reach); `explained_layer` is 1 − Σ residual² / Σ ‖ΔW_T‖²
+    over the layers; `explained_global` the same with one coefficient vector for the whole
+    model. `cosine` is the cosine similarity of the flattened updates of every member pair.
+    A small explained fraction means the pool cannot reproduce the held-out task's own LoRA
+    update: the fusion must find another solution or rely on magnitudes and head."""
+    names = list(pool.adapter_names)
+    K = len(names)
+    flat = {n: (pool.layer(n).B.double() @ pool.layer(n).A.double()).reshape(K, -1) for n in pool.layer_names}
+    gram_layers = {n: v @ v.t() for n, v in flat.items()}  # [K, K] per layer
+    gram_total = sum(gram_layers.values())
+    out: dict[str, Any] = {"members": names, "explained_layer": {}, "explained_global": {}}
+    for t in range(K):
+        others = [k for k in range(K) if k != t]
+        target_sq = float(gram_total[t, t])
+        res_layer = 0.0
+        for g in gram_layers.values():
+            G = g[others][:, others]
+            b = g[others, t]
+            c = torch.linalg.lstsq(G, b.unsqueeze(1)).solution.squeeze(1)
+            res_layer += float(g[t, t] - 2 * c @ b + c @ G @ c)
+        G = gram_total[others][:, others]
+        b = gram_total[others, t]
+        c = torch.linalg.lstsq(G, b.unsqueeze(1)).solution.squeeze(1)
+        res_global = float(gram_total[t, t] - 2 * c @ b + c @ G @ c)
+        out["explained_layer"][names[t]] = 1 - res_layer / target_sq
+        out["explained_global"][names[t]] = 1 - res_global / target_sq
+    norms = gram_total.diagonal().sqrt()
+    out["cosine"] = {names[i]: {names[j]: float(gram_total[i, j] / (norms[i] * norms[j])) for j in range(K)}
+                     for i in range(K)}
+    return out
