@@ -144,7 +144,8 @@ def test_report_pages_command_and_settings(tmp_path):
     assert "CPUs visible" in harness.machine() and harness.machine(2).endswith("2 torch thread(s)")
 
 
-def test_old_layouts_are_read(tmp_path):
+def test_old_layouts_are_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness_cells, "NOISE_STREAM", 1)  # the old layouts predate the field
     # The append-only log of the GLUE/BBH scripts before the harness, one record per line.
     log = tmp_path / "cells.jsonl"
     log.write_text(json.dumps({"key": "pool/sst2", "t0": 0.8}) + "\n\n" + json.dumps({"key": "pool/rte", "t0": 0.6}) + "\n")
@@ -162,6 +163,7 @@ def test_old_layouts_are_read(tmp_path):
 
 
 def test_a_noise_stream_bump_leaves_old_cells_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness_cells, "NOISE_STREAM", 1)
     folder = harness.RunFolder(tmp_path, config={"steps": 300})
     (tmp_path / "old.json").write_text(json.dumps({"key": {"steps": 300}, "acc": 0.9}))  # no field: version 1
     folder.store("new", {"acc": 0.8})
@@ -179,7 +181,9 @@ def test_a_noise_stream_bump_leaves_old_cells_out(tmp_path, monkeypatch):
 
 def test_adopt_only_into_an_empty_folder(tmp_path):
     folder = harness.RunFolder(tmp_path, config={"steps": 300})
-    report = {"a": {"key": {"steps": 300}, "acc": 0.9}, "b": {"key": {"steps": 100}, "acc": 0.1}}
+    now = harness.NOISE_STREAM  # cells of this engine's stream (older ones are never adopted)
+    report = {"a": {"key": {"steps": 300}, "acc": 0.9, "noise_stream": now},
+              "b": {"key": {"steps": 100}, "acc": 0.1, "noise_stream": now}}
     assert folder.adopt(report) == ["a"]  # b was computed with another recipe
     assert json.loads((tmp_path / "a.json").read_text()) == report["a"]  # as it was: no field added
     (tmp_path / "a.json").unlink()
@@ -220,6 +224,26 @@ def _recorded_argv(report: Path, tmp_path: Path, extra: tuple[str, ...] = ()) ->
     return [*argv, *extra]
 
 
+#: The stream new cells are computed with; the committed pages were computed with stream 1
+#: (device noise from torch.normal_, before the Philox device streams).
+CURRENT_STREAM = harness.NOISE_STREAM
+COMMITTED_STREAM = 1
+
+
+def _pin_committed_stream(monkeypatch) -> None:
+    """Resume as the committed pages' engine did: their cells are of stream 1. Under the current
+    stream they are not the run's (test_committed_cells_are_stale_under_the_current_stream)."""
+    monkeypatch.setattr(harness_cells, "NOISE_STREAM", COMMITTED_STREAM)
+
+
+def test_committed_cells_are_stale_under_the_current_stream(tmp_path):
+    # The Philox device streams changed every seeded programming/drift result: a cell without a
+    # noise_stream field (every committed page's) is never adopted into a run of the current engine.
+    assert CURRENT_STREAM == 2
+    folder = harness.RunFolder(tmp_path / "w")
+    assert folder.adopt({"legacy": {"key": "legacy", "acc": 0.9}}) == [] and folder.load() == {}
+
+
 @pytest.mark.parametrize("page, extra", [
     ("lorafusion.json", ()),
     ("pool100/lorafusion.json", ()),
@@ -227,7 +251,8 @@ def _recorded_argv(report: Path, tmp_path: Path, extra: tuple[str, ...] = ()) ->
     ("lorafusion_magnitude_lr_5e-3.json", ("--magnitude-lr", "0.005", "--diagnosis-task", "sst2")),
 ])
 def test_glue_pages_resume_with_nothing_to_compute(page, extra, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the commands' --docs and the committed reports are relative to it
+    monkeypatch.chdir(ROOT)
+    _pin_committed_stream(monkeypatch)  # the commands' --docs and the committed reports are relative to it
     mod = _script("lorafusion_glue")
     argv = _recorded_argv(RESULTS / page, tmp_path, extra)
     assert "--out" in argv  # else the default run folder would be the checkout's
@@ -238,13 +263,14 @@ def test_glue_pages_resume_with_nothing_to_compute(page, extra, tmp_path, monkey
     assert taken and harness.to_compute(mod.plan(s), folder.load()) == []
     assert json.loads((s.out / "adopted_report.json").read_text())["source"].endswith(page)
     # Under another noise stream, the committed cells are not the run's: all of them are recomputed.
-    monkeypatch.setattr(harness_cells, "NOISE_STREAM", 2)
+    monkeypatch.setattr(harness_cells, "NOISE_STREAM", CURRENT_STREAM)
     assert len(harness.to_compute(mod.plan(s), mod.run_folder(s).load())) == len(mod.plan(s))
 
 
 @pytest.mark.parametrize("page", ["lorafusion_bbh.json", "lorafusion_bbh_reduced.json"])
 def test_bbh_pages_resume_with_nothing_to_compute(page, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
+    _pin_committed_stream(monkeypatch)
     mod = _script("lorafusion_bbh")
     argv = _recorded_argv(RESULTS / page, tmp_path)
     s = mod.parse(argv if "--out" in argv else [*argv, "--out", str(tmp_path / "run")])
@@ -253,7 +279,8 @@ def test_bbh_pages_resume_with_nothing_to_compute(page, tmp_path, monkeypatch):
     assert harness.to_compute(mod.plan(s), folder.load()) == []
 
 
-def test_hwa_lora_page_resumes_with_nothing_to_compute(tmp_path):
+def test_hwa_lora_page_resumes_with_nothing_to_compute(tmp_path, monkeypatch):
+    _pin_committed_stream(monkeypatch)
     mod = _script("hwa_lora_paper")
     args = mod.parse_args(_recorded_argv(RESULTS / "hwa_lora.json", tmp_path, ("--work", str(tmp_path / "work"))))
     runner = mod.Runner(args)
@@ -262,7 +289,8 @@ def test_hwa_lora_page_resumes_with_nothing_to_compute(tmp_path):
     assert [c for c in mod.expected_cells() if c not in runner.cells] == []
 
 
-def test_aihwkit_page_resumes_with_nothing_to_compute(tmp_path):
+def test_aihwkit_page_resumes_with_nothing_to_compute(tmp_path, monkeypatch):
+    _pin_committed_stream(monkeypatch)
     mod = _script("aihwkit_equivalence")
     args = mod.parse_args(_recorded_argv(RESULTS / "aihwkit_equivalence.json", tmp_path, ("--work", str(tmp_path / "work"))))
     key = {k: getattr(args, k) for k in mod.KEY_FIELDS}

@@ -111,12 +111,14 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
 
 
 def test_cells_of_the_old_log_are_read(tmp_path):
-    # A run made before the harness appended its cells to <out>/cells.jsonl: they are still finished.
+    # A run made before the harness appended its cells to <out>/cells.jsonl: they are still finished
+    # (their engine's noise stream written in, as a run of the current engine would be).
     mod = _load_script()
     glue = _write_glue(tmp_path / "glue")
     s = mod.parse(["--quick", "--glue-dir", str(glue), "--out", str(tmp_path / "run"), "--model", "m"])
     s.out.mkdir(parents=True)
-    (s.out / "cells.jsonl").write_text("".join(json.dumps({"key": c.key, "t0": 0.5}) + "\n" for c in mod.plan(s)))
+    (s.out / "cells.jsonl").write_text("".join(json.dumps({"key": c.key, "t0": 0.5, "noise_stream": sys.modules["harness"].NOISE_STREAM}) + "\n"
+                                             for c in mod.plan(s)))
     assert mod.run_folder(s).load().keys() == {c.key for c in mod.plan(s)}
 
 

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 #: Version of the simulator's noise draws that new cells are computed with (see module docstring).
-NOISE_STREAM = 1
+#: 1: device noise (programming, drift, read noise) from torch.normal_ in AIHWKIT's order (today's
+#: ``draws="aihwkit"``); 2: device noise from the extension's Philox streams (``draws="philox"``,
+#: the default since issue 24; docs/numerics.md, "Device noise streams").
+NOISE_STREAM = 2
 #: The version of a record that has no ``noise_stream`` field (cells computed before it existed).
 LEGACY_NOISE_STREAM = 1
 
