@@ -25,10 +25,10 @@ from torch import Tensor, nn
 
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.nn.analog_linear import AnalogLinear
-from lorafusion_ext.nn.tile_state import MASK62, splitmix64
 from lorafusion_ext.nn.mapping import clip_and_remap
 from lorafusion_ext.nn.pool import PoolLayer
 from lorafusion_ext.ops import precision
+from lorafusion_ext.ops.seeds import MASK62, splitmix64
 
 # Mixed into the base layer's seed so that the pool's noise streams are distinct from the base's
 # and from each other, and reproducible from the base's seed alone.

@@ -74,9 +74,9 @@ from lorafusion_ext.nn.mapping import TileLayout, tile_blocks
 from lorafusion_ext.ops.crossbar import crossbar_mvm_inference
 from lorafusion_ext.ops.device import DRIFT_PURPOSE, PhiloxNoise, fused_drift, fused_program
 from lorafusion_ext.ops.kwargs import op_kwargs
+from lorafusion_ext.ops.seeds import MASK62, splitmix64
 
 __all__ = [
-    "MASK62",
     "ProgrammedTiles",
     "check_draws",
     "check_programmable",
@@ -88,13 +88,11 @@ __all__ = [
     "program_layer",
     "programmed_state",
     "readout",
-    "splitmix64",
     "tile_blocks",
     "unprogram_layer",
 ]
 
 _STATE = "programmed_state"
-MASK62 = (1 << 62) - 1
 # Tag mixed into the layer seed so that the read-out stream never coincides with the forward stream.
 _READOUT_TAG = 0x5EAD07
 # Tag mixed into the call seed of the device-noise streams (draws="philox").
@@ -177,14 +175,6 @@ def device_model_of(hardware: HardwareConfig) -> DeviceModel:
         ValueError: unknown device model name or option (the message lists the known ones).
     """
     return get_device_model(hardware.device.name, **dict(hardware.device.options))
-
-
-def splitmix64(x: int) -> int:
-    """SplitMix64 of `x` (a 64-bit integer): derives independent seeds from one seed."""
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
 
 
 def _readout_rng(layer: nn.Linear, tile_index: int, counter: int) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 from lorafusion_ext.devices import PCMLikeModel, ProgrammedState
 from lorafusion_ext.devices.base import GeneratorLike, single_pair_scale
 from lorafusion_ext.ops import extension
+from lorafusion_ext.ops.seeds import MASK62, splitmix64
 
 extension.load()
 
@@ -32,21 +33,13 @@ DEVICE_STREAM = 5
 #: First purpose of a drift call's draws (a program call's start at 0): read noise G+ = 8, G- = 9
 #: (kPurposeReadPlus / kPurposeReadMinus in csrc/cpu/pcm_fused.h).
 DRIFT_PURPOSE = 8
-_MASK62 = (1 << 62) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
 
 
 def device_normals(seed: int, purpose: int, count: int, device: torch.device | str = "cpu") -> Tensor:
     """float32 [count]: standard normals of device-noise stream (`seed`, `purpose`), elements
     0..count-1. Purposes past 255 (the key's pass field) move to a derived seed."""
     if purpose >= 256:
-        seed = _splitmix64(seed ^ (purpose >> 8)) & _MASK62
+        seed = splitmix64(seed ^ (purpose >> 8)) & MASK62
     rng = torch.tensor([seed, 0], dtype=torch.int64, device=device)
     return torch.ops.lorafusion.philox_normal(rng, DEVICE_STREAM, purpose & 0xFF, 0, 0, count)
 
@@ -62,7 +55,7 @@ class PhiloxNoise:
     """
 
     def __init__(self, seed: int, first_purpose: int = 0) -> None:
-        if not 0 <= int(seed) <= _MASK62:
+        if not 0 <= int(seed) <= MASK62:
             raise ValueError(f"PhiloxNoise: seed = {seed}; expected 0 <= seed < 2**62")
         self.seed = int(seed)
         self.first_purpose = int(first_purpose)
