@@ -90,3 +90,53 @@ def test_metrics_against_known_values():
         compute_metrics(("bleu",), [1], [1])
     with pytest.raises(ValueError, match="2 predictions for 3 labels"):
         compute_metrics(("accuracy",), [1, 0], [1, 0, 1])
+
+
+def _ragged_dataset(n: int = 203, width: int = 40, seed: int = 0):
+    """An EncodedDataset of `n` examples of random lengths 1..width (no tokenizer needed)."""
+    import torch
+
+    from lorafusion_ext.data.tokenize import EncodedDataset
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, 100, (n, width), generator=g) * mask
+    return EncodedDataset({"input_ids": ids, "attention_mask": mask}, torch.arange(n)), lengths
+
+
+def test_group_by_length_sees_every_example_once_with_less_padding():
+    import torch
+
+    ds, lengths = _ragged_dataset()
+    plain = list(ds.batches(8, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    grouped = list(ds.batches(8, shuffle=True, generator=torch.Generator().manual_seed(1), group_by_length=5))
+    again = list(ds.batches(8, shuffle=True, generator=torch.Generator().manual_seed(1), group_by_length=5))
+    seen = torch.cat([b["labels"] for b in grouped])
+    assert sorted(seen.tolist()) == list(range(len(ds)))  # one epoch: every example once
+    assert [len(b["labels"]) for b in grouped][:-1] == [8] * (len(grouped) - 1)  # only the last is short
+    assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(grouped, again))  # seeded
+    cells = lambda bs: sum(b["input_ids"].numel() for b in bs)  # noqa: E731
+    assert cells(grouped) < 0.75 * cells(plain)  # trimming now removes most of the padding
+    for b in grouped:  # trimmed to the batch's longest example, no token lost
+        assert b["attention_mask"].shape[1] == int(lengths[b["labels"]].max())
+    with pytest.raises(ValueError, match="group_by_length"):
+        next(ds.batches(8, shuffle=True, group_by_length=-1))
+
+
+def test_predict_batches_by_length_and_returns_the_data_order():
+    import torch
+    from torch import nn
+
+    from lorafusion_ext.training.loop import predict
+
+    class LengthModel(nn.Module):
+        """Logits that name each row's length, so any reordering shows."""
+
+        def forward(self, input_ids, attention_mask):
+            n = attention_mask.sum(1)
+            return type("Out", (), {"logits": nn.functional.one_hot(n, 64).float()})()
+
+    ds, lengths = _ragged_dataset(n=57)
+    assert torch.equal(predict(LengthModel(), ds, batch_size=10), lengths)
+    assert torch.equal(ds.lengths()[ds.length_order()], torch.sort(lengths, descending=True).values)

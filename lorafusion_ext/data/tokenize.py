@@ -54,16 +54,49 @@ class EncodedDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def lengths(self) -> Tensor:
+        """Tokens per example [N] (int64): the attention mask's ones, or the full width without
+        a mask."""
+        mask = self.features.get("attention_mask")
+        if mask is None:
+            width = next(iter(self.features.values())).shape[1] if self.features else 0
+            return torch.full((len(self),), width, dtype=torch.int64)
+        return mask.sum(1)
+
+    def length_order(self) -> Tensor:
+        """Example indices [N] sorted by length, longest first (stable): batches cut from this
+        order carry little padding, and `batches(..., order=...)` keeps predictions mappable."""
+        return torch.sort(self.lengths(), descending=True, stable=True).indices
+
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                trim: bool = True) -> Iterator[dict[str, Tensor]]:
+                trim: bool = True, group_by_length: int = 0, order: Tensor | None = None) -> Iterator[dict[str, Tensor]]:
         """Mini-batches (dicts of tensors incl. the labels under `label_names`); `trim` cuts
         padding columns that no row of the batch uses, so short batches cost less (label
-        positions always point at used columns)."""
+        positions always point at used columns).
+
+        `group_by_length` (with `shuffle`): the shuffled examples are cut into groups of
+        `group_by_length * batch_size`, each group is sorted by length and cut into batches, and
+        the batches are shuffled: every example is still seen once per epoch, but a batch holds
+        examples of similar length, so trimming removes most padding (the Hugging Face
+        Trainer's `group_by_length`, with its group of 50 batches). 0: plain shuffling.
+        `order`: the example indices to batch, in this order (without `shuffle`), e.g.
+        `length_order()`."""
         if batch_size < 1:
             raise ValueError(f"batch_size = {batch_size}; expected a positive integer")
+        if group_by_length < 0:
+            raise ValueError(f"group_by_length = {group_by_length}; expected 0 (off) or a positive group size in batches")
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
+        if order is not None:
+            if shuffle:
+                raise ValueError("batches: give `order` or `shuffle`, not both")
+            if order.dim() != 1 or order.dtype != torch.int64:
+                raise ValueError(f"batches: order must be a 1-D int64 index tensor; got {order.dtype} "
+                                 f"{tuple(order.shape)}")
+        else:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if shuffle and group_by_length:
+            order = self._length_grouped(order, batch_size, group_by_length, generator)
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = {k: v[idx] for k, v in self.features.items()}
             labels = self.labels[idx]
@@ -82,6 +115,22 @@ class EncodedDataset:
                 for j, name in enumerate(self.label_names):
                     batch[name] = self.labels[idx, j]
             yield batch
+
+
+    def _length_grouped(self, order: Tensor, batch_size: int, group: int, generator: torch.Generator | None) -> Tensor:
+        """`order` regrouped: per group of `group` batches sorted by length, batches shuffled
+        (the last, possibly short, batch stays last so that every other batch is full)."""
+        lengths = self.lengths()[order]
+        size = group * batch_size
+        parts = []
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            parts.append(chunk[torch.sort(lengths[start : start + size], descending=True, stable=True).indices])
+        grouped = torch.cat(parts) if parts else order
+        full = len(grouped) // batch_size
+        perm = torch.randperm(full, generator=generator)
+        body = grouped[: full * batch_size].view(full, batch_size)[perm].reshape(-1)
+        return torch.cat([body, grouped[full * batch_size :]])
 
 
 def encode(examples: Sequence[Example], tokenizer: Any, max_length: int = 128, regression: bool = False) -> EncodedDataset:
