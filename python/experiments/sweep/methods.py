@@ -1,0 +1,124 @@
+"""How one cell of the budget sweep trains and is evaluated, per method, and each task's
+chance level."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness import Cell
+from harness.cells import file_name
+from lorafusion_ext import attach_lora
+from lorafusion_ext.apps.pipelines import DataConfig, drift_evaluation, task_data
+from lorafusion_ext.data.glue import task_spec
+from lorafusion_ext.evaluation.metrics import compute_metrics
+from lorafusion_ext.models import load_classifier
+from lorafusion_ext.nn.convert import is_head
+from lorafusion_ext.training.loop import TrainConfig, TrainResult, train
+from lorafusion_ext.training.methods import HWALoRAConfig, analog_classifier, load_task_state, task_state, train_hwa_lora
+
+from .protocol import TEN_YEARS, Settings
+
+
+def data(s: Settings, task: str, tokenizer: Any):
+    """(task, training set, dev set) with the recipe's sizes."""
+    r = s.recipe
+    return task_data(task, tokenizer, DataConfig(s.glue_dir, r.max_length, r.train_examples, r.eval_examples,
+                                                 r.data_seed))
+
+
+def lora_cfg(s: Settings) -> HWALoRAConfig:
+    return HWALoRAConfig(lr=s.recipe.lora_lr, head_lr=s.recipe.head_lr)
+
+
+def train_cfg(s: Settings, cell: Cell) -> TrainConfig:
+    """The cell's training, checkpointed every `checkpoint_every` steps under <out>/checkpoints
+    so that a run killed mid-cell resumes where it stopped."""
+    r = s.recipe
+    return TrainConfig(steps=int(cell.param("steps")), batch_size=r.batch_size, seed=cell.seed,
+                       checkpoint_dir=str(s.out / "checkpoints" / file_name(cell.key)),
+                       checkpoint_every=r.checkpoint_every, resume=True, progress=s.progress,
+                       run_name=cell.key, group_by_length=r.group_by_length)
+
+
+def _on_crossbar(s: Settings, model: nn.Module, dev: Any, task: str, seed: int) -> dict[str, Any]:
+    """Programmed and read at 0 s and 10 years, `trials` trials (reprogrammed each)."""
+    sweep = drift_evaluation(model, dev, task, times=(0.0, TEN_YEARS), trials=s.recipe.trials, seed=seed,
+                             progress=False)
+    return {"t0": sweep.mean[0], "t10y": sweep.mean[1],
+            "t0_trials": [v[0] for v in sweep.values], "t10y_trials": [v[1] for v in sweep.values]}
+
+
+def _losses(result: TrainResult) -> dict[str, float]:
+    tail = result.losses[-20:]
+    return {"final_loss": float(np.mean(tail)) if tail else float("nan"), "steps": result.steps}
+
+
+def hwa_lora(s: Settings, cell: Cell) -> dict[str, Any]:
+    """A LoRA (and the head) trained through the hardware, then evaluated on it."""
+    model, tok = analog_classifier(s.model, task_spec(cell.task), s.hardware, seed=cell.seed)
+    task, train_set, dev = data(s, cell.task, tok)
+    result = train_hwa_lora(model, train_set, lora_cfg(s), train_cfg(s, cell), description=cell.key)
+    return {**_losses(result), **_on_crossbar(s, model, dev, cell.task, cell.seed)}
+
+
+def digital_lora(s: Settings, cell: Cell) -> dict[str, Any]:
+    """The same LoRA recipe trained digitally; its digital score (the ceiling), then the
+    pretrained weights on the crossbar with that LoRA and head, digital as in HWA-LoRA."""
+    spec = task_spec(cell.task)
+    cfg = lora_cfg(s)
+    digital, tok = load_classifier(s.model, spec.num_labels, seed=cell.seed)
+    task, train_set, dev = data(s, cell.task, tok)
+    result = train_hwa_lora(digital, train_set, cfg, train_cfg(s, cell), description=cell.key)
+    ceiling = task.evaluate(digital, dev)[task.main_metric]
+    model, _ = analog_classifier(s.model, spec, s.hardware, seed=cell.seed)
+    attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))
+    load_task_state(model, task_state(digital))
+    return {**_losses(result), "digital": ceiling, **_on_crossbar(s, model, dev, cell.task, cell.seed)}
+
+
+def full_finetune(s: Settings, cell: Cell) -> dict[str, Any]:
+    """Every weight trained digitally (the body at `full_finetune_lr`, the head at `head_lr`):
+    the reference of what the model can learn on the task."""
+    spec = task_spec(cell.task)
+    model, tok = load_classifier(s.model, spec.num_labels, seed=cell.seed)
+    task, train_set, dev = data(s, cell.task, tok)
+    head = [p for n, p in model.named_parameters() if is_head(n)]
+    body = [p for n, p in model.named_parameters() if not is_head(n)]
+    opt = torch.optim.Adam([{"params": body, "lr": s.recipe.full_finetune_lr}, {"params": head, "lr": s.recipe.head_lr}])
+    result = train(model, train_set, opt, train_cfg(s, cell), description=cell.key)
+    return {**_losses(result), "digital": task.evaluate(model, dev)[task.main_metric]}
+
+
+TRAIN = {"hwa_lora": hwa_lora, "digital_lora": digital_lora, "full_finetune": full_finetune}
+
+
+def run_cell(s: Settings, cell: Cell) -> dict[str, Any]:
+    """Train and evaluate one cell; its checkpoints are removed once its record exists."""
+    torch.set_num_threads(s.threads)
+    t0 = time.perf_counter()
+    rec = TRAIN[cell.method](s, cell)
+    rec.update(key=cell.key, wall_s=time.perf_counter() - t0, task=cell.task, method=cell.method, seed=cell.seed, budget=int(cell.param("steps")),
+               metric=task_spec(cell.task).metrics[0])
+    shutil.rmtree(s.out / "checkpoints" / file_name(cell.key), ignore_errors=True)
+    return rec
+
+
+def chance(s: Settings, task: str) -> dict[str, Any]:
+    """The main metric of the constant predictor on the dev examples used: the training set's
+    majority class for classification, a constant score for regression (correlation 0)."""
+    spec = task_spec(task)
+    _, tok = load_classifier(s.model, spec.num_labels, seed=0)
+    t, train_set, dev = data(s, task, tok)
+    labels = dev.labels.numpy()
+    if spec.num_labels == 1:
+        return {"metric": spec.metrics[0], "value": 0.0, "predictor": "constant score", "dev_examples": len(labels)}
+    majority = int(torch.bincount(train_set.labels).argmax())
+    value = compute_metrics(spec.metrics[:1], np.full(len(labels), majority), labels)[spec.metrics[0]]
+    return {"metric": spec.metrics[0], "value": float(value), "predictor": f"class {majority} (training majority)",
+            "dev_examples": len(labels)}

@@ -1,0 +1,97 @@
+"""The budget sweep's settings, its per-task budgets and its cells in priority order."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import Cell
+from lorafusion_ext import HardwareConfig
+
+TASKS = ("sst2", "stsb", "mrpc")
+#: Methods compared on the crossbar at every budget; `digital` (the digital LoRA without any
+#: hardware, the ceiling) comes from the `digital_lora` cells, `full_finetune` is the
+#: reference of what the model can learn (largest budget, one seed).
+METHODS = ("hwa_lora", "digital_lora")
+TEN_YEARS = 315360000.0
+#: The largest budget is at least 3 epochs at the batch size, or this many steps if fewer.
+MAX_STEPS = 2000
+
+
+def default_budgets(n_train: int, batch_size: int, points: int = 4, max_steps: int = MAX_STEPS) -> tuple[int, ...]:
+    """`points` step counts on a log scale, from about 100 to the largest, which is 3 epochs of
+    `n_train` examples at `batch_size` or `max_steps`, whichever is smaller (issue 25); the
+    smallest is never above a third of the largest. Rounded to 10 steps (5 below 100)."""
+    if n_train < 1 or batch_size < 1 or points < 2:
+        raise ValueError(f"default_budgets: n_train {n_train}, batch_size {batch_size}, points {points}; "
+                         "expected positive sizes and at least 2 points")
+    top = min(3 * math.ceil(n_train / batch_size), max_steps)
+    low = min(100.0, top / 3)
+    out = []
+    for i in range(points):
+        v = low * (top / low) ** (i / (points - 1))
+        step = 5 if v < 100 else 10
+        out.append(max(1, int(round(v / step)) * step))
+    out[-1] = top  # the rule's budget exactly
+    return tuple(sorted(set(out)))
+
+
+@dataclass
+class Recipe:
+    """What every training run gets, every method alike."""
+
+    batch_size: int = 32
+    max_length: int = 64
+    lora_lr: float = 1e-3
+    head_lr: float = 1e-3
+    full_finetune_lr: float = 5e-5
+    group_by_length: int = 50
+    train_examples: int | None = None
+    eval_examples: int | None = None
+    data_seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    trials: int = 3
+    checkpoint_every: int = 100
+
+
+@dataclass
+class Settings:
+    model: str
+    glue_dir: str
+    hardware_name: str
+    out: Path
+    docs: Path
+    tasks: tuple[str, ...]
+    budgets: dict[str, tuple[int, ...]]
+    recipe: Recipe
+    threads: int = 1
+    only: tuple[str, ...] = ()
+    progress: bool = False
+    command: str = ""
+    hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
+
+
+def cell_key(task: str, method: str, steps: int, seed: int) -> str:
+    return f"{task}/{method}/b{steps}/seed{seed}"
+
+
+def plan(s: Settings) -> list[Cell]:
+    """Every cell, cheapest useful result first: seed 0 at every budget (smallest first, both
+    methods), then the full fine-tune reference, then the other seeds at the largest budget."""
+    first, reference, more = [], [], []
+    for task in s.tasks:
+        budgets = s.budgets[task]
+        for steps in budgets:
+            for method in METHODS:
+                first.append((steps, Cell(cell_key(task, method, steps, s.recipe.seeds[0]), "sweep", task, method,
+                                          s.recipe.seeds[0], params=(("steps", steps),))))
+        top = budgets[-1]
+        reference.append(Cell(cell_key(task, "full_finetune", top, s.recipe.seeds[0]), "reference", task,
+                              "full_finetune", s.recipe.seeds[0], params=(("steps", top),)))
+        for seed in s.recipe.seeds[1:]:
+            for method in METHODS:
+                more.append((top, Cell(cell_key(task, method, top, seed), "sweep", task, method, seed,
+                                       params=(("steps", top),))))
+    ordered = [c for _, c in sorted(first, key=lambda x: x[0])] + reference + [c for _, c in sorted(more, key=lambda x: x[0])]
+    return [c for c in ordered if not s.only or c.key.startswith(s.only)]
