@@ -65,6 +65,19 @@ def parse_budgets(text: str, tasks: tuple[str, ...]) -> dict[str, tuple[int, ...
     return out
 
 
+def without_workers(args: list[str]) -> list[str]:
+    """`args` less `--workers N` / `--workers=N`: how many processes ran does not change a result."""
+    out, skip = [], False
+    for x in args:
+        if skip:
+            skip = False
+        elif x == "--workers":
+            skip = True
+        elif not x.startswith("--workers="):
+            out.append(x)
+    return out
+
+
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--glue-dir", required=True, help="GLUE folder (official TSV layout)")
@@ -121,7 +134,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     s = Settings(model=model, glue_dir=a.glue_dir, hardware_name=a.hardware, out=out, docs=docs, tasks=tasks,
                  budgets=budgets, recipe=recipe, threads=a.threads,
                  only=tuple(x for x in a.only.split(",") if x), progress=not a.no_progress,
-                 command=command_line(SCRIPT, argv, drop=(*NOT_IN_COMMAND, "--workers")))
+                 command=command_line(SCRIPT, without_workers(sys.argv[1:] if argv is None else argv),
+                                      drop=NOT_IN_COMMAND))
     s.hardware = HardwareConfig.preset(a.hardware)
     return s, a
 
