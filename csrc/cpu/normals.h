@@ -1,5 +1,5 @@
 // Standard normals of a Philox noise stream on the CPU: the scalar path of lorafusion/philox.h
-// and the vector paths (AVX-512F: 16 blocks per step, AVX2: 8), chosen at compile time for the
+// and the vector paths (AVX-512F: 16 or 32 blocks per step, AVX2: 8 or 16), chosen at compile time for the
 // host the extension is built on. Every path gives the same bits (tested through philox_normal).
 #pragma once
 #include <lorafusion/philox.h>
@@ -34,6 +34,7 @@ inline void normals_blocks(const NoiseKey& key, uint64_t b0, uint64_t b1, float*
 #ifdef LORAFUSION_AVX2_NORMALS
   if (b + 8 <= b1) {
     const avx2::RoundKeys rk = avx2::round_keys(key);
+    for (; b + 16 <= b1; b += 16) avx2::normals16(key, rk, b, out + (b - b0) * 4);
     for (; b + 8 <= b1; b += 8) avx2::normals8(key, rk, b, out + (b - b0) * 4);
   }
 #endif

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 
 import torch
 from torch import Tensor, nn
@@ -274,10 +275,12 @@ def check_programmable(layer: object, generator: object, draws: object = "philox
     """Everything `program_layer` can reject, checked before anything is drawn or changed."""
     layer = _check_layer(layer, "program")
     model = device_model_of(layer.hardware)
-    w = layer.weight.detach()
-    if not bool(torch.isfinite(w).all()):
+    # One vectorised pass, no temporaries: min and max are NaN or infinite exactly when some
+    # weight is (NaN propagates), and both 0 exactly when every weight is.
+    low, high = (float(v) for v in torch.aminmax(layer.weight.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("program: the layer's target weights contain NaN or inf; expected finite weights")
-    if not bool((w != 0).any()):
+    if low == 0.0 and high == 0.0:
         raise ValueError(
             f"program: the layer's target weights [{layer.out_features}, {layer.in_features}] are all "
             "zero; expected trained weights (load them before programming)"
