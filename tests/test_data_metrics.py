@@ -140,3 +140,21 @@ def test_predict_batches_by_length_and_returns_the_data_order():
     ds, lengths = _ragged_dataset(n=57)
     assert torch.equal(predict(LengthModel(), ds, batch_size=10), lengths)
     assert torch.equal(ds.lengths()[ds.length_order()], torch.sort(lengths, descending=True).values)
+
+
+def test_chance_level_is_the_constant_predictor():
+    import numpy as np
+
+    from lorafusion_ext.evaluation.metrics import chance_level
+
+    train = np.array([1, 1, 1, 0])  # majority: class 1
+    dev = np.array([1, 0, 1, 1, 0])
+    assert chance_level("accuracy", train, dev) == (0.6, "class 1 (training majority)")
+    value, _ = chance_level("f1", train, dev)  # precision 3/5, recall 1
+    assert value == pytest.approx(2 * 0.6 / 1.6)
+    assert chance_level("mcc", train, dev)[0] == 0.0
+    assert chance_level("pearson", np.array([0.5, 4.0]), np.array([1.0, 2.0, 3.0])) == (0.0, "constant score")
+    with pytest.raises(ValueError, match="unknown metric"):
+        chance_level("auc", train, dev)
+    with pytest.raises(ValueError, match="expected some of each"):
+        chance_level("accuracy", train, np.array([], dtype=np.int64))

@@ -64,9 +64,14 @@ def test_quick_run_is_resumable_reports_pending_cells_and_completes(tmp_path):
     assert {p.name: p.read_text() for p in (out / "cells").glob("pool__*.json")} == pool_cells
     assert res["complete"], res["pending"]
     assert set(res["held_out"]) == {"sst2", "mrpc", "rte"}
-    for task, methods in res["held_out"].items():
-        assert set(methods) == set(mod.METHODS)
-        for name, e in methods.items():
+    for task, entries in res["held_out"].items():
+        assert set(entries) == {*mod.METHODS, "chance", "full_finetune_t0", "learnable"}
+        # The reference levels of the task: its chance on the dev examples, a full fine-tune, and
+        # whether that fine-tune learned anything.
+        assert entries["chance"] == res["references"][task]["chance"] and entries["full_finetune_t0"] is not None
+        assert isinstance(entries["learnable"], bool)
+        for name in mod.METHODS:
+            e = entries[name]
             assert len(e["t0"]) == len(e["t10y"]) == 2, (task, name)
             assert all(0.0 <= v <= 1.0 for v in e["t0"] + e["t10y"]), (task, name)
             assert e["trainable"] > 0

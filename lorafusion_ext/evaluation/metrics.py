@@ -52,3 +52,21 @@ def compute_metrics(names: Sequence[str], pred, label) -> dict[str, float]:
     if len(pred) != len(label):
         raise ValueError(f"{len(pred)} predictions for {len(label)} labels")
     return {n: METRICS[n](pred, label) for n in names}
+
+
+def chance_level(metric: str, train_labels, dev_labels) -> tuple[float, str]:
+    """(value, predictor): `metric` of the constant predictor on `dev_labels`, the level a task's
+    scores must clear before they say that anything was learned.
+
+    Integer labels (classification): the majority class of `train_labels` predicted for every
+    dev example (e.g. MRPC's F1 of always "paraphrase"). Float labels (regression): a constant
+    score, whose correlation with the labels is taken as 0 (it is undefined)."""
+    if metric not in METRICS:
+        raise ValueError(f"chance_level: unknown metric {metric!r}; expected one of {sorted(METRICS)}")
+    train, dev = _as_array(train_labels), _as_array(dev_labels)
+    if train.size == 0 or dev.size == 0:
+        raise ValueError(f"chance_level: {train.size} training and {dev.size} dev labels; expected some of each")
+    if np.issubdtype(train.dtype, np.floating):
+        return 0.0, "constant score"
+    majority = int(np.bincount(train.astype(np.int64)).argmax())
+    return float(METRICS[metric](np.full(dev.shape, majority), dev)), f"class {majority} (training majority)"

@@ -98,9 +98,11 @@ from harness import (Cell, Claims, PendingCell, RunFolder, command_line, committ
                      record_settings, recorded_settings, run_queue, write_json_atomic)
 from harness.tiny_models import tiny_bert  # noqa: E402
 from lfglue.export import export_pool  # noqa: E402
-from lfglue.methods import TRAIN, cells_per_task, data, pool_for, train_lorafusion, train_pool_member  # noqa: E402
+from lfglue.methods import (TRAIN, cells_per_task, chance_level, data, full_finetune, pool_for,  # noqa: E402
+                            train_lorafusion, train_pool_member)
 from lfglue.protocol import (LEGACY_MAGNITUDE_LR, METHODS, POOL_FREE, TASKS, TEN_YEARS, Budget,  # noqa: E402
-                             Settings, _held_out_budget, _pool_budget, plan, pool_is_hwa_seed0, run_folder)
+                             Settings, _held_out_budget, _pool_budget, comparable_budget, plan, pool_is_hwa_seed0,
+                             run_folder)
 from lfglue.report import ADOPTED, pool_span, write_report  # noqa: E402
 
 __all__ = ["METHODS", "TASKS", "Budget", "Settings", "plan", "run_folder", "claims", "pool_span", "write_report",
@@ -141,7 +143,9 @@ def import_cells(s: Settings, source: Path) -> int:
     if (_held_out_budget(theirs["budget"]) != _held_out_budget(mine["budget"]) or theirs["model"] != mine["model"]
             or theirs["hardware"] != mine["hardware"]):
         raise ValueError(f"--import-from {source}: its budget/model/hardware differ from this run's; nothing imported")
-    their_pool_is_hwa = _pool_budget(theirs["budget"]) == (theirs["budget"]["steps"], theirs["budget"]["train_examples"])
+    their_pool = _pool_budget(theirs["budget"])
+    their_pool_is_hwa = (their_pool[:2] == (theirs["budget"]["steps"], theirs["budget"]["train_examples"])
+                         and their_pool[2] is None)
     same_pool = (_pool_budget(theirs["budget"]) == _pool_budget(mine["budget"])
                  and tuple(theirs.get("tasks", ())) == tuple(s.tasks))
     same_magnitude_lr = theirs.get("magnitude_lr", LEGACY_MAGNITUDE_LR) == s.fusion.magnitude_lr
@@ -185,9 +189,11 @@ def cells_from_report(s: Settings, report: dict, source: str) -> dict[str, dict]
     tasks, magnitude lr) is this run's: its per-seed values, trainable parameters and cell
     counts, and its pool members' dev scores (not the per-trial values). Imported cells keep
     their source."""
-    mine = json.loads(json.dumps({"budget": dataclasses.asdict(s.budget), "model": s.model,
+    mine = json.loads(json.dumps({"budget": comparable_budget(dataclasses.asdict(s.budget)), "model": s.model,
                                   "hardware": s.hardware_name, "tasks": list(s.tasks)}))
     theirs = {k: report.get(k) for k in mine}
+    if isinstance(theirs["budget"], dict):
+        theirs["budget"] = comparable_budget(theirs["budget"])
     if theirs != mine or (report.get("fusion_config") or {}).get("magnitude_lr") != s.fusion.magnitude_lr:
         return {}
     imported = report.get("imported", {})
@@ -199,12 +205,20 @@ def cells_from_report(s: Settings, report: dict, source: str) -> dict[str, dict]
 
     for t, p in report.get("pool", {}).items():
         add(f"pool/{t}", {k: p[k] for k in ("metric", "dev", "t0", "t10y")})
-    for t, methods in report.get("held_out", {}).items():
-        for m, e in methods.items():
+    for t, entries in report.get("held_out", {}).items():
+        for m, e in entries.items():
+            if m not in METHODS:  # the task's reference levels (chance, full fine-tune), not a method
+                continue
             for seed, t0, t10y in zip(e["seeds"], e["t0"], e["t10y"]):
                 add(f"held_out/{t}/{m}/seed{seed}", {"metric": e["metric"], "t0": t0, "t10y": t10y,
                                                      "trainable": e["trainable"], "cells_per_task": e["cells_per_task"],
                                                      "cells_once": e["cells_once"]})
+    for t, ref in report.get("references", {}).items():
+        if ref.get("chance") is not None:
+            add(f"chance/{t}", {"metric": ref["metric"], "chance": ref["chance"], "dev_examples": ref.get("dev_examples")})
+        if ref.get("full_finetune_t0") is not None:
+            add(f"reference/{t}/full_finetune", {"metric": ref["metric"], "digital": ref["full_finetune_t0"],
+                                                 "steps": ref.get("full_finetune_steps")})
     for kind, tasks in report.get("ablations", {}).items():
         for t, variants in tasks.items():
             for v, e in variants.items():
@@ -257,6 +271,10 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         busy = [k for k in theirs if Claims(s.import_from / "claims").claimed_by_other(k)]
         if busy:  # the imported run is computing it: wait for the import instead of repeating it
             raise PendingCell(f"{busy[0]} is running in {s.import_from}")
+    if cell.kind == "chance":
+        return {"key": cell.key, **chance_level(s, cell.task), "wall_s": time.perf_counter() - t0}
+    if cell.kind == "reference":
+        return {"key": cell.key, **full_finetune(s, cell.task, cell.seed), "wall_s": time.perf_counter() - t0}
     if cell.kind == "pool":
         saved = s.out / "pool" / cell.task
         if (saved / "run.json").is_file() and (saved / "task_state.pt").is_file():
@@ -290,6 +308,19 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
 
 
 # ---------------------------------------------------------------------- main
+def _count_or_all(text: str) -> int:
+    """A positive example count, or 'all' (returned as 0)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer or 'all'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v}: expected a positive integer or 'all'")
+    return v
+
+
 def parse(argv: list[str] | None) -> Settings:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--glue-dir", required=True, help="GLUE folder in the official layout")
@@ -307,14 +338,22 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--train-examples", type=int, default=None)
-    p.add_argument("--eval-examples", type=int, default=None)
+    p.add_argument("--train-examples", type=_count_or_all, default=None, help="a number, or 'all'")
+    p.add_argument("--eval-examples", type=_count_or_all, default=None, help="a number, or 'all'")
     p.add_argument("--seeds", default=None, help="comma-separated, default 0,1,2")
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--pool-steps", type=int, default=None,
                    help="steps of the pool members (default --steps; when they differ, the pool members are not "
                         "reused as the seed-0 hwa_lora)")
     p.add_argument("--pool-train-examples", type=int, default=None)
+    p.add_argument("--pool-epochs", type=float, default=None,
+                   help="train each pool member this many epochs of its examples, at most --pool-max-steps "
+                        "(overrides --pool-steps): pool members trained to convergence")
+    p.add_argument("--pool-max-steps", type=int, default=None)
+    p.add_argument("--group-by-length", type=int, default=None,
+                   help="batches of similar length, groups of this many batches (default 0: plain shuffling)")
+    p.add_argument("--full-finetune-lr", type=float, default=None,
+                   help="learning rate of each task's full fine-tune reference (default 5e-5)")
     p.add_argument("--magnitude-lr", type=float, default=FusionConfig().magnitude_lr,
                    help="learning rate of the DoRA magnitudes (lorafusion and magnitude_only); "
                         "docs/results/lorafusion_magnitude_lr_5e-3.md ran 5e-3")
@@ -332,13 +371,28 @@ def parse(argv: list[str] | None) -> Settings:
     b = Budget()
     if a.quick:
         b = Budget(steps=2, batch_size=4, max_length=24, train_examples=16, eval_examples=8, seeds=(0, 1), trials=1)
-    for name in ("steps", "batch_size", "max_length", "train_examples", "eval_examples", "trials", "pool_steps",
-                 "pool_train_examples"):
+    for name in ("steps", "batch_size", "max_length", "trials", "pool_steps", "pool_train_examples", "pool_max_steps"):
         v = getattr(a, name)
         if v is not None:
             if v < 1:
                 p.error(f"--{name.replace('_', '-')} = {v}; expected a positive integer")
             setattr(b, name, v)
+    for name in ("train_examples", "eval_examples"):  # "all" (0 here): every example of the split
+        v = getattr(a, name)
+        if v is not None:
+            setattr(b, name, v or None)
+    if a.pool_epochs is not None:
+        if not a.pool_epochs > 0:
+            p.error(f"--pool-epochs = {a.pool_epochs}; expected a positive number")
+        b.pool_epochs = a.pool_epochs
+    if a.group_by_length is not None:
+        if a.group_by_length < 0:
+            p.error(f"--group-by-length = {a.group_by_length}; expected 0 (off) or a positive number of batches")
+        b.group_by_length = a.group_by_length
+    if a.full_finetune_lr is not None:
+        if not a.full_finetune_lr > 0:
+            p.error(f"--full-finetune-lr = {a.full_finetune_lr}; expected a positive learning rate")
+        b.full_finetune_lr = a.full_finetune_lr
     if a.seeds:
         b.seeds = tuple(int(x) for x in a.seeds.split(","))
     tasks = tuple(t.strip().lower() for t in a.tasks.split(",") if t.strip())
@@ -423,7 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
         return theirs is not None and any(theirs.claimed_by_other(c.key) for c in all_cells)
 
     def finished(cell: Cell, rec: dict) -> None:
-        log(f"{cell.key}: t0 {rec['t0']:.4f} t10y {rec['t10y']:.4f} ({rec['metric']}, {rec['wall_s']:.0f} s)")
+        shown = " ".join(f"{k} {rec[k]:.4f}" for k in ("t0", "t10y", "digital", "chance") if k in rec)
+        log(f"{cell.key}: {shown} ({rec['metric']}, {rec['wall_s']:.0f} s)")
         write_report(s, all_cells, folder.load())  # other workers store cells too: read them all
 
     run_queue(cells, folder, claims(s), lambda cell, done: run_cell(s, cell, done), after_cell=finished,

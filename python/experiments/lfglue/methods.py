@@ -14,6 +14,7 @@ from lorafusion_ext import LoRAPool, attach_lora, attach_pool, trainable_paramet
 from lorafusion_ext.nn.convert import is_head
 from lorafusion_ext.evaluation.cost import crossbar_cost_of
 from lorafusion_ext.data.glue import task_spec
+from lorafusion_ext.evaluation.metrics import chance_level as metric_chance
 from lorafusion_ext.models import load_classifier
 from lorafusion_ext.nn.analog_pool import AnalogPoolLayer
 from lorafusion_ext.apps.pipelines import DataConfig, RunRecord, load_run, save_run, task_data
@@ -30,7 +31,7 @@ from lorafusion_ext.training.methods import (
     train_hwa_lora,
 )
 
-from .protocol import Settings
+from .protocol import Settings, pool_steps_for
 
 def data(s: Settings, task: str, tokenizer: Any, pool: bool = False):
     b = s.budget
@@ -38,9 +39,18 @@ def data(s: Settings, task: str, tokenizer: Any, pool: bool = False):
     return task_data(task, tokenizer, DataConfig(s.glue_dir, b.max_length, n, b.eval_examples, b.data_seed))
 
 
-def tcfg(s: Settings, seed: int, desc: str, pool: bool = False) -> TrainConfig:
-    steps = s.budget.pool_steps if pool and s.budget.pool_steps else s.budget.steps
-    return TrainConfig(steps=steps, batch_size=s.budget.batch_size, seed=seed, progress=s.progress, run_name=desc)
+def tcfg(s: Settings, seed: int, desc: str, pool: bool = False, n_train: int | None = None) -> TrainConfig:
+    """The training of one run: the held-out budget, or a pool member's (`pool`, drawing from
+    `n_train` examples, which `--pool-epochs` needs)."""
+    b = s.budget
+    if pool and b.pool_epochs is not None:
+        if n_train is None:
+            raise ValueError("tcfg: a pool member trained for --pool-epochs needs n_train")
+        steps = pool_steps_for(b, n_train)
+    else:
+        steps = b.pool_steps if pool and b.pool_steps else b.steps
+    return TrainConfig(steps=steps, batch_size=b.batch_size, seed=seed, progress=s.progress, run_name=desc,
+                       group_by_length=b.group_by_length)
 
 
 
@@ -55,7 +65,8 @@ def train_pool_member(s: Settings, task: str) -> tuple[nn.Module, Any]:
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=0)
     _, train_set, dev = data(s, task, tok, pool=True)
     cfg = lora_cfg(s)
-    train_hwa_lora(model, train_set, cfg, tcfg(s, 0, f"pool {task}", pool=True), description=f"pool {task}")
+    train_hwa_lora(model, train_set, cfg, tcfg(s, 0, f"pool {task}", pool=True, n_train=len(train_set)),
+                   description=f"pool {task}")
     record = RunRecord("hwa-lora", spec.name, s.model, s.hardware.to_dict(), 0, lora=dataclasses.asdict(cfg),
                        metrics=evaluate(model, dev, spec.metrics), trainable=trainable_parameters(model))
     save_run(s.out / "pool" / task, record, model)
@@ -150,6 +161,33 @@ def train_lorafusion(s: Settings, cell: Cell) -> tuple[nn.Module, Any]:
     _, train_set, _ = data(s, task, tok)
     train_fusion(model, pool, train_set, cfg, tcfg(s, seed, f"lorafusion {task}"), description=f"lorafusion {task}")
     return model, tok
+
+
+# ---------------------------------------------------------------------- reference levels
+def full_finetune(s: Settings, task: str, seed: int) -> dict[str, Any]:
+    """What the model can learn on `task`: every weight trained digitally (body at
+    `full_finetune_lr`, head at the head lr) for the pool members' budget (the largest of the
+    run), scored on the dev examples."""
+    spec = task_spec(task)
+    model, tok = load_classifier(s.model, spec.num_labels, seed=seed)
+    _, train_set, dev = data(s, task, tok, pool=True)
+    head = [p for n, p in model.named_parameters() if is_head(n)]
+    body = [p for n, p in model.named_parameters() if not is_head(n)]
+    opt = torch.optim.Adam([{"params": body, "lr": s.budget.full_finetune_lr}, {"params": head, "lr": s.budget.head_lr}])
+    cfg = tcfg(s, seed, f"full_finetune {task}", pool=True, n_train=len(train_set))
+    train(model, train_set, opt, cfg, description=f"full_finetune {task}")
+    return {"metric": spec.metrics[0], "digital": evaluate(model, dev, spec.metrics)[spec.metrics[0]],
+            "steps": cfg.steps}
+
+
+def chance_level(s: Settings, task: str) -> dict[str, Any]:
+    """The main metric of the constant predictor on the dev examples used
+    (`lorafusion_ext.evaluation.metrics.chance_level`)."""
+    spec = task_spec(task)
+    _, tok = load_classifier(s.model, spec.num_labels, seed=0)
+    _, train_set, dev = data(s, task, tok)
+    value, predictor = metric_chance(spec.metrics[0], train_set.labels.numpy(), dev.labels.numpy())
+    return {"metric": spec.metrics[0], "chance": value, "predictor": predictor, "dev_examples": len(dev.labels)}
 
 
 # ---------------------------------------------------------------------- cost

@@ -3,6 +3,7 @@ budget and settings, and its cells in priority order."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ class Budget:
     steps: int = 100
     batch_size: int = 16
     max_length: int = 64
-    train_examples: int = 1600
-    eval_examples: int = 200
+    #: None: every example of the split.
+    train_examples: int | None = 1600
+    eval_examples: int | None = 200
     lora_lr: float = 1e-3
     head_lr: float = 1e-2
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -37,6 +39,40 @@ class Budget:
     pool_steps: int | None = None
     #: examples the pool members draw from (None: `train_examples`).
     pool_train_examples: int | None = None
+    #: pool members trained to convergence: this many epochs of their training examples, at
+    #: most `pool_max_steps` steps (overrides `pool_steps`; None: off).
+    pool_epochs: float | None = None
+    pool_max_steps: int = 2000
+    #: batches of similar length (groups of this many batches, `TrainConfig.group_by_length`);
+    #: 0: plain shuffling, as the runs recorded before the field.
+    group_by_length: int = 0
+    #: learning rate of the full fine-tune (the reference of what the model learns on a task).
+    full_finetune_lr: float = 5e-5
+
+
+#: Budget fields added after runs were recorded, with the value those runs had: a recorded
+#: budget without them equals one with them at these values.
+LATER_FIELDS = {"pool_epochs": None, "pool_max_steps": 2000, "group_by_length": 0, "full_finetune_lr": 5e-5}
+
+
+def comparable_budget(budget: dict) -> dict:
+    """`budget` (a recorded `Budget` as a dict) less the later fields at their recorded-run
+    values, so that budgets recorded before those fields existed compare equal."""
+    return {k: v for k, v in budget.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+def pool_steps_for(b: Budget, n_train: int) -> int:
+    """Steps of a pool member that draws from `n_train` examples."""
+    if b.pool_epochs is not None:
+        return max(1, min(b.pool_max_steps, math.ceil(b.pool_epochs * math.ceil(n_train / b.batch_size))))
+    return b.pool_steps or b.steps
+
+
+#: A task counts as learnable when the full fine-tune's dev metric is above the constant
+#: predictor's by more than this (in the metric's units: 2 points of accuracy or F1, 0.02 of
+#: MCC or Pearson). Below it, the methods are not compared on the task: a tie at chance says
+#: nothing about them.
+LEARNABLE_MARGIN = 0.02
 
 
 @dataclass
@@ -98,7 +134,8 @@ def plan(s: Settings) -> list[Cell]:
     `lorafusion`, `hwa_lora` (reused), `magnitude_only` and `head_only` on every task; seed 0
     of `digital_lora`; the capacity/optimisation diagnosis on `--diagnosis-task`; the other
     seeds of every method; then the other ablations and diagnosis cells."""
-    cells = [Cell(f"pool/{t}", "pool", t, "hwa_lora", 0) for t in s.tasks]
+    cells = [Cell(f"chance/{t}", "chance", t, "chance", 0) for t in s.tasks]
+    cells += [Cell(f"pool/{t}", "pool", t, "hwa_lora", 0) for t in s.tasks]
 
     def held(seed: int, methods: tuple[str, ...]) -> list[Cell]:
         return [Cell(f"held_out/{t}/{m}/seed{seed}", "held_out", t, m, seed) for m in methods for t in s.tasks]
@@ -124,6 +161,8 @@ def plan(s: Settings) -> list[Cell]:
     # seeds the main table needs, then the rest of the ablations.
     early = [c for c in ablations if c.variant == "no_magnitude"][:1]
     cells += held(first, ("digital_lora",))
+    # What the model can learn on each task: one digital full fine-tune per task.
+    cells += [Cell(f"reference/{t}/full_finetune", "reference", t, "full_finetune", first) for t in s.tasks]
     cells += early + diag[:4]
     for seed in seeds[1:]:
         cells += held(seed, METHODS)
@@ -144,18 +183,20 @@ POOL_FREE = ("hwa_lora", "digital_lora", "head_only", "magnitude_only")  # magni
 
 
 def _held_out_budget(budget: dict) -> dict:
-    return {k: v for k, v in budget.items() if k not in ("pool_steps", "pool_train_examples", "seeds")}
+    return {k: v for k, v in comparable_budget(budget).items()
+            if k not in ("pool_steps", "pool_train_examples", "pool_epochs", "pool_max_steps", "seeds")}
 
 
 def _pool_budget(budget: dict) -> tuple:
-    return (budget.get("pool_steps") or budget["steps"], budget.get("pool_train_examples") or budget["train_examples"])
+    return (budget.get("pool_steps") or budget["steps"], budget.get("pool_train_examples") or budget["train_examples"],
+            budget.get("pool_epochs"), budget.get("pool_max_steps", 2000))
 
 
 def pool_is_hwa_seed0(s: Settings) -> bool:
     """Whether a pool member is also the seed-0 `hwa_lora` of its task (same recipe, budget, seed)."""
     b = s.budget
     return (b.pool_steps in (None, b.steps) and b.pool_train_examples in (None, b.train_examples)
-            and b.seeds and b.seeds[0] == 0)
+            and b.pool_epochs is None and b.seeds and b.seeds[0] == 0)
 
 
 def run_folder(s: Settings) -> RunFolder:

@@ -16,7 +16,7 @@ from lorafusion_ext import LoRAPool
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.training.methods import FusionConfig
 
-from .protocol import METHODS, Settings, pool_is_hwa_seed0
+from .protocol import LEARNABLE_MARGIN, METHODS, Settings, pool_is_hwa_seed0
 
 #: The run-level figures of a committed report whose cells a fresh run folder took (`<out>/`).
 ADOPTED = "adopted_report.json"
@@ -42,6 +42,9 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
                      "cells_per_task": got[0]["cells_per_task"] if got else None,
                      "cells_once": got[0]["cells_once"] if got else None}
             held.setdefault(t, {})[m] = entry
+    references = {t: reference_levels(t, done) for t in s.tasks}
+    for t, ref in references.items():
+        held[t].update({k: ref[k] for k in ("chance", "full_finetune_t0", "learnable")})
     ablations: dict[str, dict] = {}
     for c in cells:
         if c.kind in ("ablation", "diagnosis") and c.key in done:
@@ -69,13 +72,34 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         workers += adopted.get("workers") or 0
         if not ends:  # nothing computed since: the timings and machine are the report's
             span, elapsed, where = adopted.get("span_s"), adopted.get("elapsed_s"), adopted.get("machine", where)
-    return {"held_out": held, "ablations": ablations, "pool": pool, "budget": dataclasses.asdict(s.budget),
+    return {"held_out": held, "references": references, "ablations": ablations, "pool": pool,
+            "budget": dataclasses.asdict(s.budget),
             "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
             "tasks": list(s.tasks), "complete": not pending, "pending": pending, "imported": imported,
             "command": s.command,
             "wall_s": wall, "span_s": span, "elapsed_s": elapsed,
             "workers": workers, "threads": s.threads,
             "machine": where}
+
+
+def reference_levels(task: str, done: dict[str, dict]) -> dict[str, Any]:
+    """The task's chance level, its full fine-tune's dev score and whether it is learnable
+    (the fine-tune above chance by more than `LEARNABLE_MARGIN`; None while either is pending)."""
+    ch, ft = done.get(f"chance/{task}"), done.get(f"reference/{task}/full_finetune")
+    chance = ch["chance"] if ch else None
+    full = ft["digital"] if ft else None
+    learnable = None if chance is None or full is None else bool(full > chance + LEARNABLE_MARGIN)
+    return {"metric": task_spec(task).metrics[0], "chance": chance, "full_finetune_t0": full, "learnable": learnable,
+            "full_finetune_steps": ft.get("steps") if ft else None, "dev_examples": ch.get("dev_examples") if ch else None}
+
+
+def learned_above_chance(entry: dict, chance: float) -> bool | None:
+    """Whether a method's t = 0 mean is above `chance` by more than its seed standard deviation
+    (None with fewer than 2 seeds: the spread is unknown)."""
+    if len(entry["t0"]) < 2:
+        return None
+    mean, sd = mean_std(entry["t0"])
+    return bool(mean - chance > sd)
 
 
 def _plot(path: Path, res: dict) -> None:
@@ -128,13 +152,19 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         f"(K = {len(s.tasks) - 1}).",
         "",
         ("Budget, identical for every method and every pool member: " if pool_is_hwa_seed0(s) else
-         f"Pool members: {b.pool_steps or b.steps} steps on at most {b.pool_train_examples or b.train_examples} "
-         "examples. Budget, identical for every method on the held-out task: ")
+         (f"Pool members: {b.pool_epochs:g} epochs of their training examples, at most {b.pool_max_steps} steps "
+          f"(on at most {b.pool_train_examples or b.train_examples or 'all'} examples). "
+          if b.pool_epochs is not None else
+          f"Pool members: {b.pool_steps or b.steps} steps on at most {b.pool_train_examples or b.train_examples or 'all'} "
+          "examples. ") + "Budget, identical for every method on the held-out task: ")
         + f"{b.steps} steps of batch {b.batch_size}, "
-        f"sequence length {b.max_length}, at most {b.train_examples} training examples (a fixed subsample, "
-        f"seed {b.data_seed}), head learning rate {b.head_lr:g}; LoRA (rank 8, alpha 32, all linear layers) "
-        f"learning rate {b.lora_lr:g}; LoRAFusion `FusionConfig` {_fusion_text(s.fusion)}. Dev metric on at most "
-        f"{b.eval_examples} dev examples (fixed subsample). Seeds {list(b.seeds)}; each seed's value is the mean "
+        f"sequence length {b.max_length}" + (f", batches grouped by length (groups of {b.group_by_length} batches)"
+                                             if b.group_by_length else "")
+        + f", {'at most ' + str(b.train_examples) + ' training examples (a fixed subsample, seed ' + str(b.data_seed) + ')' if b.train_examples else 'every training example'}, "
+        f"head learning rate {b.head_lr:g}; LoRA (rank 8, alpha 32, all linear layers) "
+        f"learning rate {b.lora_lr:g}; LoRAFusion `FusionConfig` {_fusion_text(s.fusion)}. Dev metric on "
+        f"{'at most ' + str(b.eval_examples) + ' dev examples (fixed subsample)' if b.eval_examples else 'the whole dev split'}. "
+        f"Seeds {list(b.seeds)}; each seed's value is the mean "
         f"over {b.trials} programming + drift trials (reprogrammed each trial) at t = 0 and t = 10 years.",
         "",
         "Methods: `lorafusion` (pool fused by coefficients + DoRA magnitudes, pool "
@@ -163,6 +193,26 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
             cp = "" if e["cells_per_task"] is None else f"{e['cells_per_task']:,}"
             co = "" if e["cells_once"] is None else f"{e['cells_once']:,}"
             lines.append(f"| {t} ({e['metric']}) | {m} | {_fmt(e['t0'])} | {_fmt(e['t10y'])} | {tr} | {co} | {cp} |")
+    lines += ["", "## What this model can learn", "",
+              f"Each task's constant predictor (chance) on the dev examples used, and the digital model fully "
+              f"fine-tuned with the pool members' budget (body lr {b.full_finetune_lr:g}, head lr {b.head_lr:g}, seed "
+              f"{b.seeds[0]}). A task is learnable when the fine-tune beats chance by more than {LEARNABLE_MARGIN} "
+              "(in the metric's units); the methods are compared only on learnable tasks. The last two columns: "
+              "whether `digital_lora` and `hwa_lora` are above chance at t = 0 by more than their seed standard "
+              "deviation.", "",
+              "| task | metric | chance | full fine-tune | learnable | digital_lora above chance | hwa_lora above chance |",
+              "|---|---|---|---|---|---|---|"]
+    show = lambda v: "pending" if v is None else (("yes" if v else "no") if isinstance(v, bool) else f"{v:.3f}")  # noqa: E731
+    for t in s.tasks:
+        ref = res["references"][t]
+        above = [None if ref["chance"] is None else learned_above_chance(res["held_out"][t][m], ref["chance"])
+                 for m in ("digital_lora", "hwa_lora")]
+        lines.append(f"| {t} | {ref['metric']} | {show(ref['chance'])} | {show(ref['full_finetune_t0'])} "
+                     f"| {show(ref['learnable'])} | {show(above[0])} | {show(above[1])} |")
+    unlearnable = [t for t in s.tasks if res["references"][t]["learnable"] is False]
+    if unlearnable:
+        lines += ["", f"Not learnable by this model at this budget, left out of the comparison: {', '.join(unlearnable)} "
+                  "(the full fine-tune stays at chance)."]
     gap = _gap(res, s)
     if gap:
         lines += ["", gap]
@@ -219,12 +269,15 @@ def _gap(res: dict, s: Settings) -> str:
     """Mean gap (points) of lorafusion to hwa_lora at t = 0 over the tasks where both exist."""
     diffs = []
     for t in s.tasks:
+        if res["held_out"][t].get("learnable") is False:
+            continue
         a, b = res["held_out"][t]["lorafusion"]["t0"], res["held_out"][t]["hwa_lora"]["t0"]
         if a and b:
             diffs.append(100 * (mean_std(b)[0] - mean_std(a)[0]))
     if not diffs:
         return ""
-    return (f"Mean gap `hwa_lora` − `lorafusion` at t = 0 over {len(diffs)} task(s) with both: "
+    return (f"Mean gap `hwa_lora` − `lorafusion` at t = 0 over {len(diffs)} task(s) with both (learnable or not yet "
+            "known): "
             f"{sum(diffs) / len(diffs):.1f} points (metric × 100).")
 
 

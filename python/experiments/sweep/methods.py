@@ -16,7 +16,7 @@ from harness.cells import file_name
 from lorafusion_ext import attach_lora
 from lorafusion_ext.apps.pipelines import DataConfig, drift_evaluation, task_data
 from lorafusion_ext.data.glue import task_spec
-from lorafusion_ext.evaluation.metrics import compute_metrics
+from lorafusion_ext.evaluation.metrics import chance_level
 from lorafusion_ext.models import load_classifier
 from lorafusion_ext.nn.convert import is_head
 from lorafusion_ext.training.loop import TrainConfig, TrainResult, train
@@ -110,15 +110,10 @@ def run_cell(s: Settings, cell: Cell) -> dict[str, Any]:
 
 
 def chance(s: Settings, task: str) -> dict[str, Any]:
-    """The main metric of the constant predictor on the dev examples used: the training set's
-    majority class for classification, a constant score for regression (correlation 0)."""
+    """The main metric of the constant predictor on the dev examples used
+    (`lorafusion_ext.evaluation.metrics.chance_level`)."""
     spec = task_spec(task)
     _, tok = load_classifier(s.model, spec.num_labels, seed=0)
-    t, train_set, dev = data(s, task, tok)
-    labels = dev.labels.numpy()
-    if spec.num_labels == 1:
-        return {"metric": spec.metrics[0], "value": 0.0, "predictor": "constant score", "dev_examples": len(labels)}
-    majority = int(torch.bincount(train_set.labels).argmax())
-    value = compute_metrics(spec.metrics[:1], np.full(len(labels), majority), labels)[spec.metrics[0]]
-    return {"metric": spec.metrics[0], "value": float(value), "predictor": f"class {majority} (training majority)",
-            "dev_examples": len(labels)}
+    _, train_set, dev = data(s, task, tok)
+    value, predictor = chance_level(spec.metrics[0], train_set.labels.numpy(), dev.labels.numpy())
+    return {"metric": spec.metrics[0], "value": value, "predictor": predictor, "dev_examples": len(dev.labels)}
