@@ -98,6 +98,12 @@ class Runner:
         self.key = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "max_length", "lr", "head_lr",
                                                    "train_examples", "eval_examples", "trials", "squad_steps",
                                                    "squad_max_length", "squad_doc_stride", "squad_eval_examples")}
+        # Recipe fields added later enter the key only when set, so that the cells of runs
+        # recorded before them keep matching.
+        if args.task_steps:
+            self.key["task_steps"] = dict(sorted(args.task_steps.items()))
+        if args.group_by_length:
+            self.key["group_by_length"] = args.group_by_length
         self.folder = RunFolder(self.work, config=self.key)
         self.claims = Claims(self.work, suffix=".lock")
 
@@ -145,10 +151,19 @@ class Runner:
                               doc_stride=a.squad_doc_stride)
         return DataConfig(a.glue_dir, a.max_length, a.train_examples, a.eval_examples, 0)
 
+    def steps(self, task: Task) -> int:
+        """Training steps of a run on `task`: --squad-steps for extractive QA, else the task's
+        --task-steps entry, else --steps."""
+        a = self.args
+        if task.kind == "extractive_qa":
+            return a.squad_steps
+        return a.task_steps.get(task.name, a.steps)
+
     def tcfg(self, name: str, steps: int | None = None) -> TrainConfig:
         a = self.args
         return TrainConfig(steps=steps or a.steps, batch_size=a.batch_size, seed=0, progress=not a.no_progress,
-                           checkpoint_dir=str(self.work / name / "ckpt"), checkpoint_every=50, resume=True)
+                           checkpoint_dir=str(self.work / name / "ckpt"), checkpoint_every=50, resume=True,
+                           group_by_length=a.group_by_length)
 
     def lcfg(self, rank: int = 8, targets: tuple[str, ...] = target_presets.ALL_LINEAR) -> HWALoRAConfig:
         return HWALoRAConfig(rank=rank, alpha=32.0, dropout=0.1, lr=self.args.lr, head_lr=self.args.head_lr,
@@ -181,7 +196,7 @@ class Runner:
             load_task_state(model, torch.load(state_path, weights_only=True))
             info = json.loads((self.work / name / "train.json").read_text())
         else:
-            steps = self.args.squad_steps if task.kind == "extractive_qa" else None
+            steps = self.steps(task)
             t0 = time.perf_counter()
             res = train_hwa_lora(model, task.train_data(tok, data), lcfg, self.tcfg(name, steps), description=name)
             info = {"train_s": time.perf_counter() - t0, "steps": res.steps,
@@ -207,7 +222,7 @@ def baselines(r: Runner) -> None:
         dev = task.eval_data(tok, data)
         cfg = r.lcfg()
         t0 = time.perf_counter()
-        res = train_hwa_lora(model, task.train_data(tok, data), cfg, r.tcfg("digital_sst2"), description="digital")
+        res = train_hwa_lora(model, task.train_data(tok, data), cfg, r.tcfg("digital_sst2", r.args.task_steps.get("sst2")), description="digital")
         train_s = time.perf_counter() - t0
         acc = task.evaluate(model, dev)[task.main_metric]
         torch.save(task_state(model), r.work / "digital_sst2" / "task_state.pt")
@@ -303,7 +318,7 @@ def hardware_change(r: Runner) -> None:
         head = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(("lora_A", "lora_B"))]
         opt = torch.optim.Adam([{"params": lora, "lr": r.args.lr}, {"params": head, "lr": r.args.head_lr}])
         train(model, task.train_data(r.tokenizer(), r.data(task)), opt,
-              replace(r.tcfg("hw_change_retrain"), checkpoint_dir=None, resume=False), description="retrain 6 bit")
+              replace(r.tcfg("hw_change_retrain", r.args.task_steps.get("sst2")), checkpoint_dir=None, resume=False), description="retrain 6 bit")
         retrain_s = time.perf_counter() - t0
         unchanged = _programmed_fingerprint(model) == fingerprint
         if not unchanged:
@@ -408,7 +423,10 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
         f"Model {a.model}; hardware `pcm_paper` (8-bit DAC/ADC, out_noise 0.04, ADD_NORMAL 0.067 in training, "
         "per-row mapping with 3σ clip and remap, one tile per layer, PCM with global drift compensation) on every "
         "linear layer, heads digital. Recipe for every method: "
-        f"{a.steps} steps at batch {a.batch_size}, max length {a.max_length}, LoRA α 32, dropout 0.1, LoRA lr {a.lr:g}, "
+        f"{a.steps} steps at batch {a.batch_size}"
+        + (" (per task: " + ", ".join(f"{t} {n}" for t, n in sorted(a.task_steps.items())) + ")" if a.task_steps else "")
+        + (f", batches grouped by length (groups of {a.group_by_length})" if a.group_by_length else "")
+        + f", max length {a.max_length}, LoRA α 32, dropout 0.1, LoRA lr {a.lr:g}, "
         f"head lr {a.head_lr:g}, seed 0; training examples {a.train_examples or 'all'}, dev examples "
         f"{a.eval_examples or 'all'}. {a.trials} drift trials per entry (mean ± std, in %). GLUE data: train split "
         "for training, dev split for evaluation.", "",
@@ -565,6 +583,18 @@ def plot(r: Runner, path: Path) -> None:
     plt.close(fig)
 
 
+def _task_steps(text: str) -> dict[str, int]:
+    """'stsb=540,mrpc=345' -> {'stsb': 540, 'mrpc': 345}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        task, _, steps = part.partition("=")
+        if task not in MULTI_TASKS or task == "squad" or not steps.strip().isdigit() or int(steps) < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected TASK=STEPS with TASK one of "
+                                             f"{[t for t in MULTI_TASKS if t != 'squad']} and STEPS a positive integer")
+        out[task] = int(steps)
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
@@ -577,6 +607,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train-examples", type=int, default=None)
     ap.add_argument("--eval-examples", type=int, default=None)
     ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--task-steps", type=_task_steps, default={},
+                    help="per-task steps of the GLUE runs, e.g. 'stsb=540,mrpc=345' (others: --steps)")
+    ap.add_argument("--group-by-length", type=int, default=0,
+                    help="batches of similar length, groups of this many batches (default 0: plain shuffling)")
     ap.add_argument("--squad-steps", type=int, default=300)
     ap.add_argument("--squad-max-length", type=int, default=192)
     ap.add_argument("--squad-doc-stride", type=int, default=64)
@@ -595,6 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers {args.workers}: expected >= 1")
+    if args.group_by_length < 0:
+        ap.error(f"--group-by-length {args.group_by_length}: expected 0 (off) or a positive number of batches")
     if args.quick:
         args.steps, args.squad_steps, args.trials, args.batch_size = 2, 2, 2, min(args.batch_size, 4)
         args.train_examples, args.eval_examples, args.squad_eval_examples = 16, 8, 4
