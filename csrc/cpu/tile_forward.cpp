@@ -267,10 +267,11 @@ const T* TileForward<T>::injected_noise_row(const TileRange& t, int64_t m, int p
 template <typename T>
 const float* TileForward<T>::output_normals(const TileRange& t, int64_t m, int pass, std::vector<float>& normals) const {
   const int64_t nt = t.o1 - t.o0;
-  const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
-                                      static_cast<uint32_t>(t.it));
+  const NoiseKey key = make_noise_key(seed, offset, out_stream, static_cast<uint32_t>(pass),
+                                      static_cast<uint32_t>(noise_tile >= 0 ? noise_tile : t.it));
   normals.resize(nt);
-  fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
+  fill_normals(key, static_cast<uint64_t>(m) * (noise_ld > 0 ? noise_ld : N) + noise_col0 + t.o0, nt,
+               normals.data());
   return normals.data();
 }
 
