@@ -348,3 +348,56 @@ def test_set_backward_on_a_model_without_analog_tiles_names_the_field():
     assert set_backward(layer, QUIET).hardware.backward == QUIET
     assert set_backward(layer, None).hardware.backward is None
 
+
+# ------------------------------------------------------------------------------- AIHWKIT config
+
+
+def test_from_aihwkit_maps_the_backward_io_parameters():
+    pytest.importorskip("aihwkit")
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+
+    rpu = TorchInferenceRPUConfig()
+    assert HardwareConfig.from_aihwkit(rpu).backward is None  # AIHWKIT's default: a perfect backward
+    b = rpu.backward
+    b.is_perfect = False
+    b.inp_res = 1 / 62
+    b.out_res = 1 / 254
+    b.inp_bound = 1.0
+    b.out_bound = 10.0
+    b.out_noise = 0.02
+    b.noise_management = NoiseManagementType.MAX
+    b.nm_thres = 3.0
+    b.bound_management = BoundManagementType.ITERATIVE
+    back = HardwareConfig.from_aihwkit(rpu).backward
+    assert back == Periphery(DAC(6, 1.0), ADC(8, 10.0), 0.02, NoiseManagement("max", 3.0),
+                             BoundManagement("iterative_per_row"))
+    hw = HardwareConfig.from_aihwkit(rpu)
+    again = HardwareConfig.from_aihwkit(hw.to_aihwkit())
+    assert again.backward == back
+
+
+@pytest.mark.parametrize("field, value", [("inp_noise", 0.1), ("w_noise", 0.01), ("out_asymmetry", 0.1),
+                                          ("inp_sto_round", True)])
+def test_from_aihwkit_names_unmodelled_backward_fields(field, value):
+    pytest.importorskip("aihwkit")
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+
+    rpu = TorchInferenceRPUConfig()
+    rpu.backward.is_perfect = False
+    setattr(rpu.backward, field, value)
+    with pytest.raises(ValueError, match=rf"rpu_config\.backward\.{field}"):
+        HardwareConfig.from_aihwkit(rpu)
+
+
+def test_from_aihwkit_rejects_unmodelled_backward_managements():
+    pytest.importorskip("aihwkit")
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import BoundManagementType
+
+    rpu = TorchInferenceRPUConfig()
+    rpu.backward.is_perfect = False
+    rpu.backward.bound_management = BoundManagementType.ITERATIVE_WORST_CASE
+    with pytest.raises(ValueError, match=r"rpu_config\.backward\.bound_management"):
+        HardwareConfig.from_aihwkit(rpu)
+
