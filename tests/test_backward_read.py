@@ -401,3 +401,29 @@ def test_from_aihwkit_rejects_unmodelled_backward_managements():
     with pytest.raises(ValueError, match=r"rpu_config\.backward\.bound_management"):
         HardwareConfig.from_aihwkit(rpu)
 
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize("flag, check", [
+    ("ideal", lambda hw: hw.backward is None),
+    ("same", lambda hw: hw.backward == hw.forward_periphery),
+    ("6", lambda hw: hw.backward.dac.bits == 6 and hw.backward.adc.bits == 6
+     and hw.backward.out_noise == hw.out_noise),
+])
+def test_cli_backward_flag(flag, check):
+    from lorafusion_ext.apps import cli
+
+    for command in ("hwa-lora", "pool", "fuse"):
+        extra = {"hwa-lora": ["--task", "sst2"], "pool": ["--tasks", "sst2"], "fuse": ["--task", "sst2", "--pool", "p"]}
+        args = cli.build_parser().parse_args([command, *extra[command], "--out", "o", "--backward", flag])
+        assert check(cli._with_backward(cli._hardware(args.hardware), args.backward))
+
+
+@pytest.mark.parametrize("flag", ["17", "1", "fast"])
+def test_cli_bad_backward_flag_names_it(flag):
+    from lorafusion_ext.apps import cli
+
+    with pytest.raises(cli.CLIError, match="--backward"):
+        cli._with_backward(cli._hardware("pcm_paper"), flag)
+
