@@ -402,6 +402,13 @@ def test_from_aihwkit_rejects_unmodelled_backward_managements():
         HardwareConfig.from_aihwkit(rpu)
 
 
+
+def test_to_aihwkit_refuses_a_global_backward_bound_management():
+    pytest.importorskip("aihwkit")
+    with pytest.raises(ValueError, match=r"hardware\.backward\.bound_management\.mode"):
+        PAPER.replace(backward=QUIET).to_aihwkit()
+
+
 # ----------------------------------------------------------------------------------------- CLI
 
 

@@ -79,7 +79,9 @@ def _backward_from_io(io: Any) -> "hw.Periphery | None":
 
     if io.is_perfect:
         return None
-    others = [(path, value) for path, value in _diff(io, IOParameters(), "") if path not in _BACKWARD_FIELDS]
+    if not isinstance(io, IOParameters):
+        raise ValueError(f"rpu_config.backward is a {type(io).__name__}; expected IOParameters")
+    others = [(path, value) for path, value in _diff(io, type(io)(), "") if path not in _BACKWARD_FIELDS]
     if others:
         names = ", ".join(f"rpu_config.backward.{path} = {value!r}" for path, value in others)
         raise ValueError(f"{names}: not modelled by lorafusion_ext's backward read (it models "
