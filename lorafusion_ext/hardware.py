@@ -54,6 +54,22 @@ def _check_converter(owner: str, bits: int | None, bound: float | None) -> None:
     _check_nonneg(owner, "bound", bound, positive=True)
 
 
+def _max_passes(bm: "BoundManagement", dac: "DAC") -> int:
+    """Bound-management passes at most: reductions 1, 2, 4, ... up to the first one that
+    exceeds min(max_factor, max_res / Δin), as AIHWKIT's loop (at most 32)."""
+    if bm.mode == "none":
+        return 1
+    limit = bm.max_factor
+    step = 2.0 * (dac.bound or 0.0) * dac.resolution
+    if step > 0:
+        limit = min(limit, bm.max_res / step)
+    passes, reduction = 1, 1.0
+    while reduction <= limit:
+        reduction *= 2.0
+        passes += 1
+    return min(passes, 32)
+
+
 def _freeze(value: Any) -> Any:
     """JSON lists back to tuples, at any depth (the config must stay hashable)."""
     return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
@@ -320,6 +336,98 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Periphery:
+    """What one analog read of a tile needs besides its weights: the converters, the output
+    noise and the two managements (docs/numerics.md, "The backward read").
+
+    `HardwareConfig.backward` holds one for the on-chip backward pass: the input gradient
+    dx = W^T dy read through the same conductances, its dy scaled per token by
+    `noise_management`, quantised by `dac` (bits, bound), multiplied by the tile's weights
+    transposed, given `out_noise` (std, in units of the ADC range), quantised and clamped by `adc`
+    with `bound_management` repeating the read where it saturates, then scaled back (AIHWKIT's
+    `rpu_config.backward` IOParameters of its C++ tiles). The converters' `asymmetry`, `noise`
+    and `sto_round` are not modelled for this read and must keep their defaults.
+    """
+
+    dac: DAC = field(default_factory=DAC)
+    adc: ADC = field(default_factory=ADC)
+    out_noise: float = 0.04
+    noise_management: NoiseManagement = field(default_factory=NoiseManagement)
+    bound_management: BoundManagement = field(default_factory=BoundManagement)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("dac", DAC), ("adc", ADC), ("noise_management", NoiseManagement),
+                          ("bound_management", BoundManagement)):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"backward.{name} = {getattr(self, name)!r}; expected a {cls.__name__}")
+        _check_nonneg("backward", "out_noise", self.out_noise)
+        for part, names in (("dac", ("asymmetry", "noise", "sto_round")), ("adc", ("asymmetry", "sto_round"))):
+            conv = getattr(self, part)
+            for name in names:
+                if getattr(conv, name):
+                    raise ValueError(f"backward.{part}.{name} = {getattr(conv, name)!r} is not modelled for the "
+                                     "backward read; expected its default (0 / False)")
+
+    @classmethod
+    def with_bits(cls, bits: int | None, base: "Periphery | None" = None) -> "Periphery":
+        """`base` (default: `Periphery()`) with both converters at `bits` (None: unquantised).
+
+        Raises:
+            ValueError: `bits` out of range, naming ``backward.dac.bits``.
+        """
+        base = base if base is not None else cls()
+        try:
+            dac = dataclasses.replace(base.dac, bits=bits)
+            adc = dataclasses.replace(base.adc, bits=bits)
+        except ValueError as err:
+            raise ValueError(f"backward.{err}") from None
+        return dataclasses.replace(base, dac=dac, adc=adc)
+
+    @property
+    def max_passes(self) -> int:
+        """Bound-management passes of the read at most (as `HardwareConfig.max_passes`)."""
+        return _max_passes(self.bound_management, self.dac)
+
+    def op_params(self) -> dict[str, float | int | bool]:
+        """The backward read's crossbar parameters by name (`bwd_*` in `lorafusion/params.h`)."""
+        return {
+            "bwd_read": True,
+            "bwd_inp_res": self.dac.resolution,
+            "bwd_inp_bound": float(self.dac.bound or 0.0),
+            "bwd_out_res": self.adc.resolution,
+            "bwd_out_bound": float(self.adc.bound or 0.0),
+            "bwd_out_noise": float(self.out_noise),
+            "bwd_nm_thres": float(self.noise_management.threshold),
+            "bwd_noise_management": _NM_CODES[self.noise_management.mode],
+            "bwd_bound_management": _BM_CODES[self.bound_management.mode],
+            "bwd_max_passes": self.max_passes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Periphery":
+        """Inverse of `dataclasses.asdict` (validated; an unknown field raises naming it)."""
+        parts = {"dac": DAC, "adc": ADC, "noise_management": NoiseManagement, "bound_management": BoundManagement}
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in parts:
+                kwargs[key] = parts[key](**value)
+            elif key == "out_noise":
+                kwargs[key] = value
+            else:
+                raise ValueError(f"HardwareConfig.from_dict: unknown field 'backward.{key}'")
+        return cls(**kwargs)
+
+
+#: The op's backward-read parameters when `HardwareConfig.backward` is None: today's ideal
+#: straight-through backward (the kernel never reads the others).
+_NO_BACKWARD_READ: dict[str, float | int | bool] = {
+    "bwd_read": False, "bwd_inp_res": 0.0, "bwd_inp_bound": 1.0, "bwd_out_res": 0.0, "bwd_out_bound": 12.0,
+    "bwd_out_noise": 0.0, "bwd_nm_thres": 0.0, "bwd_noise_management": _NM_CODES["abs_max"],
+    "bwd_bound_management": _BM_CODES["iterative_global"], "bwd_max_passes": 1,
+}
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Everything that defines an analog layer's non-idealities. Immutable; use `replace`."""
 
@@ -336,9 +444,15 @@ class HardwareConfig:
     #: A fixed digital factor on every output after the ADC (AIHWKIT ``forward.out_scale``):
     #: the output is v · fl(out_scale / s) instead of v · fl(1 / s). Not a learned scale.
     out_scale: float = 1.0
+    #: The backward pass's read of the input gradient: None (the default) is the ideal
+    #: straight-through backward (dx = W̃ᵀ·dy in digital); a `Periphery` reads dx through the
+    #: tile's conductances, transposed, with its own converters, noise and managements.
+    backward: Periphery | None = None
 
     def __post_init__(self) -> None:
         _check_nonneg("hardware", "out_noise", self.out_noise)
+        if self.backward is not None and not isinstance(self.backward, Periphery):
+            raise ValueError(f"hardware.backward = {self.backward!r}; expected a Periphery or None")
         _check_finite("hardware", "out_scale", self.out_scale)
         for name, cls in (
             ("dac", DAC),
@@ -410,17 +524,19 @@ class HardwareConfig:
     def max_passes(self) -> int:
         """Bound-management passes at most: reductions 1, 2, 4, ... up to the first one
         that exceeds min(max_factor, max_res / Δin), as AIHWKIT's loop."""
-        if self.bound_management.mode == "none":
-            return 1
-        limit = self.bound_management.max_factor
-        step = 2.0 * (self.dac.bound or 0.0) * self.dac.resolution
-        if step > 0:
-            limit = min(limit, self.bound_management.max_res / step)
-        passes, reduction = 1, 1.0
-        while reduction <= limit:
-            reduction *= 2.0
-            passes += 1
-        return min(passes, 32)
+        return _max_passes(self.bound_management, self.dac)
+
+    @property
+    def forward_periphery(self) -> "Periphery":
+        """The forward read's periphery as a `Periphery`: ``replace(backward=hw.forward_periphery)``
+        reads the gradient through the same converters, noise and managements as the forward.
+
+        Raises:
+            ValueError: a forward DAC/ADC feature the backward read does not model (asymmetry,
+                input noise, stochastic rounding), naming it.
+        """
+        return Periphery(dac=self.dac, adc=self.adc, out_noise=self.out_noise,
+                         noise_management=self.noise_management, bound_management=self.bound_management)
 
     def op_params(self) -> dict[str, float | int | bool]:
         """The crossbar's parameters by name, as `lorafusion/params.h` defines them (the one
@@ -459,6 +575,7 @@ class HardwareConfig:
             "ir_drop_g_max": float(self.ir_drop.g_max),
             "ir_drop_g_min": float(self.ir_drop.g_min),
             "out_scale": float(self.out_scale),
+            **(_NO_BACKWARD_READ if self.backward is None else self.backward.op_params()),
         }
 
     def sample_rows(self, shape: Sequence[int], training: bool) -> int:
@@ -501,6 +618,8 @@ class HardwareConfig:
                 kwargs[key] = Device(**dev)
             elif key in ("out_noise", "out_scale"):
                 kwargs[key] = value
+            elif key == "backward":
+                kwargs[key] = None if value is None else Periphery.from_dict(value)
             else:
                 raise ValueError(f"HardwareConfig.from_dict: unknown field {key!r}")
         return cls(**kwargs)

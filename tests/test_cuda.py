@@ -187,6 +187,32 @@ def test_backward_cpu_vs_cuda(name):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["paper", "tiled", "tiled_per_row"])
+@pytest.mark.parametrize("read", ["same", "per_row_6bit", "no_bm"])
+def test_backward_read_cpu_vs_cuda(name, read):
+    """The backward read (HardwareConfig.backward): the same draws of its output noise on both
+    devices (stream 6), outputs equal up to the GEMMs' summation order (float64)."""
+    from lorafusion_ext.hardware import NoiseManagement, Periphery
+
+    base = CONFIGS[name]
+    back = {"same": base.forward_periphery,
+            "per_row_6bit": Periphery.with_bits(6, Periphery(bound_management=BoundManagement("iterative_per_row"))),
+            "no_bm": Periphery(out_noise=0.05, noise_management=NoiseManagement("max"),
+                               bound_management=BoundManagement("none"))}[read]
+    hw = base.replace(out_noise=0.0, backward=back)
+    wn, ms = _weights(60, 120, 11, torch.float64)
+    x = torch.randn(40, 120, dtype=torch.float64)
+    g = torch.randn(40, 60, dtype=torch.float64)
+    g[:, :2] *= 30.0  # saturating columns: bound management acts
+    grads = []
+    for dev in ("cpu", DEV):
+        xd = x.to(dev).requires_grad_(True)
+        y = lf.ops.crossbar_mvm(xd, wn.to(dev), _scales(ms, 120, hw).to(dev), None, torch.tensor([3, 1], device=dev),
+                                hw, training=True)
+        grads.append(torch.autograd.grad(y, xd, g.to(dev))[0].cpu())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------- torch integration
 @pytest.mark.parametrize("hw", [SMOOTH, SMOOTH.replace(tiles=Tiles(7, 5)), lf.HardwareConfig.preset("ideal")],
                          ids=["smooth", "smooth_tiled", "ideal"])

@@ -1,21 +1,60 @@
 // CPU backward of the crossbar MVM (straight-through): per tile, the output gradient masked
 // where the ADC clamped and scaled by the digital periphery, the DAC's straight-through mask
 // and the weight gradient's operand regenerated from the forward's noise keys, then the two
-// GEMMs. See docs/numerics.md, "The crossbar MVM".
+// GEMMs. With a backward read (params.bwd_read) the input gradient's GEMM is instead a read of
+// the tile transposed, through the backward periphery (backward_read). See docs/numerics.md,
+// "The crossbar MVM" and "The backward read".
 #include <ATen/Parallel.h>
 #include <lorafusion/philox.h>
 #include <lorafusion/quant.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <tuple>
 #include <vector>
 
 #include "crossbar_mvm.h"
 #include "crossbar_tile.h"
+#include "tile_forward.h"
 
 namespace lorafusion::cpu {
 namespace {
+
+// The input gradient of tile t read through the crossbar: the tile's output gradient g [M, Nt]
+// is the input of a forward read (TileForward, with K and N swapped) through the transposed
+// tile, with the backward periphery `pb`: noise management of g's rows, the backward DAC, the
+// GEMM g_q W~ (W~ [Nt, Kt], the tile's weights as the forward read them), output noise on its
+// own stream (kStreamBackwardOutput, key tile field t.index, element m * K + global input
+// column), the backward ADC with bound management, and the scale undone. Returns [M, Kt].
+// `weight_of(sample)`: the tile's W~ (of batch sample `sample` with per-sample weight noise).
+template <typename T>
+at::Tensor backward_read(const at::Tensor& g, const TileRange& t, const CrossbarParams& pb, int64_t K,
+                         int64_t sample_rows, uint64_t seed, uint64_t offset,
+                         const std::function<at::Tensor(int64_t)>& weight_of) {
+  const int64_t M = g.size(0), nt = t.o1 - t.o0, kt = t.k1 - t.k0;
+  const auto opt = g.options();
+  at::Tensor y = at::empty({M, kt}, opt);
+  at::Tensor s = at::empty({1, M}, opt);
+  at::Tensor passes = at::empty({1, M}, opt.dtype(at::kInt));
+  TileForward<T> f{pb,      g.data_ptr<T>(), M,       nt,    kt,      nullptr, 0,       1,
+                   nullptr, nullptr,         1,       y,     seed,    offset,  false,   sample_rows,
+                   false,   y.data_ptr<T>(), s.data_ptr<T>(), nullptr, passes.data_ptr<int32_t>()};
+  f.out_stream = kStreamBackwardOutput;
+  f.noise_tile = t.index;
+  f.noise_ld = K;
+  f.noise_col0 = t.k0;
+  const TileRange rt{0, nt, 0, kt, 0, 0};
+  if (sample_rows > 0) {
+    // TileForward's GEMM is xq @ w.t(): w = W~_s^T (a view) makes it g_q @ W~_s.
+    f.run_tile(rt, at::Tensor(), [&](int64_t sample) { return weight_of(sample).t(); });
+  } else {
+    // A transposed view: the GEMM then reads W~ as it is laid out (the ideal backward's call),
+    // and the bound-test probe gathers the few columns it needs by stride.
+    f.run_tile(rt, weight_of(0).t(), {});
+  }
+  return y;
+}
 
 template <typename T>
 void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
@@ -36,6 +75,7 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
   const T* sc = out_scales.data_ptr<T>();
   const uint8_t* mk = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());  // vectorises, bool does not
   const auto opt = x.options();
+  const CrossbarParams read_params = backward_read_params(p);
   for (const auto& t : tiles) {
     const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
     const T* st = s.data_ptr<T>() + t.index * M;
@@ -137,7 +177,13 @@ void backward_impl(const at::Tensor& grad_y, const at::Tensor& x, const at::Tens
     if (grad_x.defined()) {
       at::Tensor gx;
       const int64_t sample_rows = weight_noise_sample_rows(p, training);
-      if (sample_rows > 0) {  // each sample's rows through its own noisy weights
+      if (p.bwd_read) {
+        gx = backward_read<T>(g, t, read_params, K, sample_rows, rng_value(rng, 0), rng_value(rng, 1),
+                              [&](int64_t sample) {
+                                return tile_weight<T>(weight, t, p, training, rng_value(rng, 0),
+                                                      rng_value(rng, 1), noise_weight, sample);
+                              });
+      } else if (sample_rows > 0) {  // each sample's rows through its own noisy weights
         gx = at::empty({M, kt}, opt);
         for (int64_t m0 = 0; m0 < M; m0 += sample_rows) {
           const at::Tensor w = tile_weight<T>(weight, t, p, training, rng_value(rng, 0), rng_value(rng, 1),

@@ -214,9 +214,18 @@ bool TileForward<T>::probe_columns_fail(const TileRange& t, const at::Tensor& xq
   std::nth_element(by_peak.begin(), by_peak.begin() + (cols - 1), by_peak.end(),
                    [&](int64_t a, int64_t b) { return column_peak[a] > column_peak[b]; });
   // A few dot products per row, in cache: a BLAS call this skinny costs several times more.
+  // w_tile may be a transposed view (the backward read's W~^T): gather its rows by stride.
   std::vector<T> wc(cols * kt);
   const T* w = w_tile.data_ptr<T>();
-  for (int64_t j = 0; j < cols; ++j) std::copy(w + by_peak[j] * kt, w + (by_peak[j] + 1) * kt, wc.begin() + j * kt);
+  const int64_t ld0 = w_tile.stride(0), ld1 = w_tile.stride(1);
+  for (int64_t j = 0; j < cols; ++j) {
+    const T* row = w + by_peak[j] * ld0;
+    if (ld1 == 1) {
+      std::copy(row, row + kt, wc.begin() + j * kt);
+    } else {
+      for (int64_t k = 0; k < kt; ++k) wc[j * kt + k] = row[k * ld1];
+    }
+  }
   // Rows that cannot reach the bound in these columns need no dot products: by Cauchy-Schwarz
   // |y| <= ||xq_m|| max_j ||W_j||, and a computed dot exceeds the exact one by less than the
   // rounding allowance in threshold(), so a row whose bound is within the ADC limit is never
@@ -267,10 +276,11 @@ const T* TileForward<T>::injected_noise_row(const TileRange& t, int64_t m, int p
 template <typename T>
 const float* TileForward<T>::output_normals(const TileRange& t, int64_t m, int pass, std::vector<float>& normals) const {
   const int64_t nt = t.o1 - t.o0;
-  const NoiseKey key = make_noise_key(seed, offset, kStreamOutput, static_cast<uint32_t>(pass),
-                                      static_cast<uint32_t>(t.it));
+  const NoiseKey key = make_noise_key(seed, offset, out_stream, static_cast<uint32_t>(pass),
+                                      static_cast<uint32_t>(noise_tile >= 0 ? noise_tile : t.it));
   normals.resize(nt);
-  fill_normals(key, static_cast<uint64_t>(m) * N + t.o0, nt, normals.data());
+  fill_normals(key, static_cast<uint64_t>(m) * (noise_ld > 0 ? noise_ld : N) + noise_col0 + t.o0, nt,
+               normals.data());
   return normals.data();
 }
 

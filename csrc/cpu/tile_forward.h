@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <lorafusion/params.h>
+#include <lorafusion/philox.h>
 
 #include <cstdint>
 #include <functional>
@@ -57,6 +58,13 @@ struct TileForward {
   // does not vectorise a loop that stores bool.
   uint8_t* mask;
   int32_t* passes;  // [T, M]
+  // The output noise's key and elements: by default the forward's (stream kStreamOutput, key
+  // tile field t.it, element m * N + t.o0 + n); the backward read (crossbar_backward.cpp) runs
+  // a tile transposed and sets its own stream, tile field and the layer's element layout.
+  uint32_t out_stream = kStreamOutput;
+  int64_t noise_tile = -1;  // the key's tile field; -1: t.it
+  int64_t noise_ld = 0;     // elements per token row; 0: N
+  int64_t noise_col0 = 0;   // the tile's first element column, added to t.o0
 
   // Tile t's forward into y, s_out, mask and passes: noise management, then the
   // bound-management loop over passes. w_tile: the tile's weights shared by every row, or

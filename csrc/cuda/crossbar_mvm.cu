@@ -598,6 +598,71 @@ struct GradXEpilogue {
   __device__ __forceinline__ void flag_row(int64_t) const {}
 };
 
+// The backward read (params.bwd_read; docs/numerics.md, "The backward read"): one pass's
+// epilogue of g_q W̃ for the pending rows: output noise on its own stream (element m*K + k0 + k
+// of (backward output, pass, tile index)), the backward ADC, the bound test, the clamp and the
+// read's input scale undone, into dx [M, ld]; a row that runs again is overwritten by its next
+// pass, as on the CPU.
+template <typename T>
+struct ReadEpilogue {
+  const int* rows;  // compacted pending rows of this pass, or null (identity)
+  int64_t K, k0, index, pass;
+  T sigma, step, bound;
+  const int64_t* rng;
+  const T* s_read;  // [M] the read's input scale of each row's pass
+  T* dx;
+  int64_t ld;
+  int* row_bad;
+  TileState* state;
+
+  __device__ __forceinline__ bool element(int64_t m, int64_t k, T v, T noise, T inv_s) const {
+    if (sigma > T(0)) v = add_rn(v, mul_rn(sigma, noise));
+    v = adc_round<T>(v, step);
+    const bool inside = v <= bound && v >= -bound;  // tested after rounding, before the clamp
+    v = clamp_nan<T>(v, -bound, bound);
+    dx[m * ld + k] = mul_rn(v, inv_s);
+    return !inside;
+  }
+
+  __device__ __forceinline__ bool pair(int64_t i, int64_t j, T v0, T v1, bool has1) const {
+    const int64_t m = rows ? rows[i] : i;
+    T n0 = T(0), n1 = T(0);
+    if (sigma > T(0)) {
+      const NoiseKey key =
+          make_noise_key(static_cast<uint64_t>(rng[0]), static_cast<uint64_t>(rng[1]), kStreamBackwardOutput,
+                         static_cast<uint32_t>(pass), static_cast<uint32_t>(index));
+      float z0 = 0.f, z1 = 0.f;
+      detail::stream_normals(key, static_cast<uint64_t>(m) * K + k0 + j, has1, &z0, &z1);
+      n0 = static_cast<T>(z0);
+      n1 = static_cast<T>(z1);
+    }
+    const T inv_s = div_rn(T(1), s_read[m]);
+    bool bad = element(m, j, v0, n0, inv_s);
+    if (has1) bad |= element(m, j + 1, v1, n1, inv_s);
+    return bad;
+  }
+
+  __device__ __forceinline__ void flag_row(int64_t i) const {
+    const int64_t m = rows ? rows[i] : i;
+    row_bad[m] = 1;  // benign race: every writer stores 1
+    state->bad = 1;
+  }
+};
+
+// After the read's passes: grad_x[:, k0:k1] (+)= dx ⊙ DAC mask (GradXEpilogue's rule); an
+// all-zero g (abs-max or max noise management) reads exact zeros, as AIHWKIT and the CPU.
+template <typename T>
+__global__ void read_finish_kernel(const TileState* __restrict__ state, bool abs_max, const T* __restrict__ dx,
+                                   int64_t ld, int64_t M, TileGeom t, GradXEpilogue<T> epi) {
+  const bool zero = abs_max && !state->any_nonzero;
+  for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < t.kt();
+         k += int64_t(gridDim.x) * blockDim.x) {
+      epi.one(m, k, zero ? T(0) : dx[m * ld + k]);
+    }
+  }
+}
+
 // grad_w[o0:o1, k0:k1] = Gᵀ xs (tiles are disjoint: a plain store).
 template <typename T>
 struct GradWEpilogue {
@@ -625,6 +690,12 @@ template <typename T>
 struct BackwardBuffers {
   T *wt, *wtT, *g, *gT, *xs, *xsT;
   unsigned long long* wmax;
+  // the backward read's (params.bwd_read): noise management, quantised g, its output, bound management
+  T *inv_a, *gq, *dx, *s_read;
+  int32_t* passes_read;
+  int* rows[2];
+  int* row_bad;
+  TileState* state;
 };
 
 template <typename T>
@@ -636,6 +707,17 @@ BackwardBuffers<T> carve_backward(Carver& c, int64_t M, int64_t K, int64_t N,
   if (need_x) {
     b.wt = c.take<T>(l.max_nt * l.ldk);
     b.wtT = c.take<T>(l.max_kt * l.ldn);
+    if (p.bwd_read) {
+      b.inv_a = c.take<T>(M);
+      b.gq = c.take<T>(M * l.ldn);
+      b.dx = c.take<T>(M * l.ldk);
+      b.s_read = c.take<T>(M);
+      b.passes_read = c.take<int32_t>(M);
+      b.rows[0] = c.take<int>(M);
+      b.rows[1] = c.take<int>(M);
+      b.row_bad = c.take<int>(M);
+      b.state = c.take<TileState>(1);
+    }
   }
   if (need_w) {
     b.gT = c.take<T>(l.max_nt * l.ldm);
@@ -644,6 +726,53 @@ BackwardBuffers<T> carve_backward(Carver& c, int64_t M, int64_t K, int64_t N,
   }
   b.wmax = c.take<unsigned long long>(1);
   return b;
+}
+
+// The input gradient of tile t read through the crossbar (params.bwd_read): the forward's
+// pipeline run on the transposed problem. g [M, ldn] (b.g) is the read's input and W̃ᵀ
+// [kt, ldn] (b.wtT) its tile: noise management of g's rows, then per bound-management pass
+// the backward DAC (quantize_kernel), the GEMM g_q W̃ with ReadEpilogue, and select_kernel;
+// finally read_finish_kernel masks and stores (or adds) into grad_x through `out`.
+template <typename T>
+cudaError_t backward_read(const BackwardBuffers<T>& b, const BackwardLayout& l, const TileGeom& t, int64_t M,
+                          int64_t K, const CrossbarParams& p, const int64_t* rng, bool allow_tf32,
+                          const GradXEpilogue<T>& out, cudaStream_t stream) {
+  const CrossbarParams r = backward_read_params(p);
+  const TileGeom rt{0, t.nt(), 0, t.kt(), 0, 0};  // the read's tile: inputs = the tile's outputs
+  const bool abs_max = r.noise_management == NoiseManagement::kAbsMax ||
+                       r.noise_management == NoiseManagement::kMax;
+  const bool signed_max = r.noise_management == NoiseManagement::kMax;
+  const bool scaling = r.noise_management != NoiseManagement::kNone ||
+                       r.bound_management != BoundManagement::kNone;
+  const int max_passes = r.bound_management == BoundManagement::kNone ? 1 : r.max_passes;
+  const T dac_step = static_cast<T>(2.0 * r.inp_bound * r.inp_res);
+  const T dac_bound = static_cast<T>(r.inp_bound);
+  const T adc_step = static_cast<T>(2.0 * r.out_bound * r.out_res);
+  const T adc_bound = r.out_bound > 0 ? static_cast<T>(r.out_bound) : std::numeric_limits<T>::infinity();
+  LF_CUDA_TRY(cudaMemsetAsync(b.state, 0, sizeof(TileState), stream));
+  absmax_kernel<T><<<grid_cap(ceil_div(M, 8), 4096), 256, 0, stream>>>(
+      b.g, M, l.ldn, rt, abs_max, signed_max, static_cast<T>(r.nm_thres), b.inv_a, b.state);
+  LF_CUDA_TRY(cudaGetLastError());
+  tile_begin_kernel<T><<<1, 1, 0, stream>>>(b.state, M, abs_max);
+  LF_CUDA_TRY(cudaGetLastError());
+  T reduction = T(1);
+  for (int pass = 0; pass < max_passes; ++pass, reduction = reduction * T(2)) {
+    const int* rows_in = pass == 0 ? nullptr : b.rows[(pass - 1) % 2];
+    quantize_kernel<T><<<rows_grid(l.ldn, M, 256), 256, 0, stream>>>(
+        b.g, l.ldn, rt, b.inv_a, rows_in, b.state, reduction, scaling, dac_step, dac_bound, pass, b.gq, l.ldn,
+        b.s_read, b.passes_read, b.row_bad);
+    LF_CUDA_TRY(cudaGetLastError());
+    ReadEpilogue<T> epi{rows_in,  K,         t.k0, t.index, pass,     static_cast<T>(r.out_noise),
+                        adc_step, adc_bound, rng,  b.s_read, b.dx,    l.ldk,
+                        b.row_bad, b.state};
+    const GemmShape shape{M, &b.state->count, t.kt(), l.ldn, l.ldn, l.ldn};
+    LF_CUDA_TRY(detail::launch_gemm_nt<T>(b.gq, b.wtT, shape, M, allow_tf32, epi, stream));
+    select_kernel<<<1, 1024, 0, stream>>>(b.state, rows_in, b.rows[pass % 2], b.row_bad,
+                                          static_cast<int>(r.bound_management), pass + 1 == max_passes);
+    LF_CUDA_TRY(cudaGetLastError());
+  }
+  read_finish_kernel<T><<<rows_grid(t.kt(), M, 256), 256, 0, stream>>>(b.state, abs_max, b.dx, l.ldk, M, t, out);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -702,8 +831,12 @@ cudaError_t crossbar_backward(const CrossbarBackwardArgs<T>& a, const CrossbarPa
                                                 stream));
         GradXEpilogue<T> epi{a.x, s_tile, K, t.k0, scaling, dac_may_clamp, !one_tile, step,
                              bound, a.grad_x};
-        const GemmShape shape{M, nullptr, t.kt(), l.ldn, l.ldn, l.ldn};
-        LF_CUDA_TRY(detail::launch_gemm_nt<T>(b.g, b.wtT, shape, M, allow_tf32, epi, stream));
+        if (p.bwd_read) {
+          LF_CUDA_TRY(backward_read<T>(b, l, t, M, K, p, a.rng, allow_tf32, epi, stream));
+        } else {
+          const GemmShape shape{M, nullptr, t.kt(), l.ldn, l.ldn, l.ldn};
+          LF_CUDA_TRY(detail::launch_gemm_nt<T>(b.g, b.wtT, shape, M, allow_tf32, epi, stream));
+        }
       }
       if (need_w) {
         // grad_w tile = Gᵀ xs: NT form with both operands transposed (depth = tokens).

@@ -90,6 +90,28 @@ inline CrossbarParams make_crossbar_params(c10::ArrayRef<double> packed) {
               ": inp_res > 0 needs inp_bound > 0 (the DAC range)");
   TORCH_CHECK(!(p.out_res > 0.0 && p.out_bound <= 0.0), kCrossbarOp,
               ": out_res > 0 needs out_bound > 0 (the ADC range)");
+  if (p.bwd_read) {
+    nonneg(p.bwd_inp_res, "bwd_inp_res");
+    nonneg(p.bwd_inp_bound, "bwd_inp_bound");
+    nonneg(p.bwd_out_res, "bwd_out_res");
+    nonneg(p.bwd_out_bound, "bwd_out_bound");
+    nonneg(p.bwd_out_noise, "bwd_out_noise");
+    nonneg(p.bwd_nm_thres, "bwd_nm_thres");
+    TORCH_CHECK(p.bwd_inp_res < 1.0 && p.bwd_out_res < 1.0, kCrossbarOp, ": bwd_inp_res = ", p.bwd_inp_res,
+                ", bwd_out_res = ", p.bwd_out_res, "; expected resolutions in [0, 1) (1 / (2^bits - 2))");
+    TORCH_CHECK(!(p.bwd_inp_res > 0.0 && p.bwd_inp_bound <= 0.0), kCrossbarOp,
+                ": bwd_inp_res > 0 needs bwd_inp_bound > 0 (the backward DAC range)");
+    TORCH_CHECK(!(p.bwd_out_res > 0.0 && p.bwd_out_bound <= 0.0), kCrossbarOp,
+                ": bwd_out_res > 0 needs bwd_out_bound > 0 (the backward ADC range)");
+    const auto bnm = static_cast<int32_t>(p.bwd_noise_management);
+    TORCH_CHECK(bnm >= 0 && bnm <= 3, kCrossbarOp, ": bwd_noise_management = ", bnm,
+                "; expected 0 (none), 1 (abs_max), 2 (max) or 3 (constant)");
+    const auto bbm = static_cast<int32_t>(p.bwd_bound_management);
+    TORCH_CHECK(bbm >= 0 && bbm <= 2, kCrossbarOp, ": bwd_bound_management = ", bbm,
+                "; expected 0 (none), 1 (iterative_global), 2 (iterative_per_row)");
+    TORCH_CHECK(p.bwd_max_passes >= 1 && p.bwd_max_passes <= 32, kCrossbarOp, ": bwd_max_passes = ",
+                p.bwd_max_passes, "; expected 1..32");
+  }
   const auto nm = static_cast<int32_t>(p.noise_management);
   TORCH_CHECK(nm >= 0 && nm <= 3, kCrossbarOp, ": noise_management = ", nm,
               "; expected 0 (none), 1 (abs_max), 2 (max) or 3 (constant)");

@@ -97,6 +97,13 @@ def _lora_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", default=None, help="comma-separated module-name patterns (default: all linear layers)")
 
 
+def _backward_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backward", default="ideal", metavar="{ideal,same,BITS}",
+                   help="the backward pass's read of the input gradient: ideal (straight-through, the default), same "
+                        "(through the forward's periphery: converters, output noise, managements), or BITS (the "
+                        "forward's periphery with both backward converters at BITS bits, 2..16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorafusion", description="Analog crossbar deployment and adaptation "
                                      "of transformers: HWA-LoRA and LoRAFusion (lorafusion_ext).")
@@ -110,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (run.json, task_state.pt, results)")
     _common(p)
     _lora_args(p)
+    _backward_arg(p)
 
     p = sub.add_parser("pool", help="train a pool of LoRAs on source tasks, or import peft adapters")
     p.add_argument("--tasks", help="comma-separated source tasks (GLUE tasks, or bbh:<name> tasks)")
@@ -117,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (pool/ and one run per task)")
     _common(p)
     _lora_args(p)
+    _backward_arg(p)
 
     p = sub.add_parser("fuse", help="LoRAFusion on a new task: train coefficients and magnitudes only")
     p.add_argument("--task", required=True, help="a GLUE task, squad or bbh:<name>")
@@ -133,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--magnitude-lr", type=_positive_float, default=2e-2,
                    help="DoRA magnitudes' learning rate (published: 5e-3; why 2e-2: docs/lorafusion_gap.md)")
     p.add_argument("--head-lr", type=_positive_float, default=1e-3)
+    _backward_arg(p)
     _common(p)
 
     p = sub.add_parser("drift", help="evaluate saved runs after drift (0 s ... 10 y), N trials; table + plot")
@@ -236,6 +246,23 @@ def _hardware(name: str):
     raise CLIError(f"--hardware {name!r}: expected a preset ({', '.join(PRESETS)}) or a JSON file of HardwareConfig.to_dict()")
 
 
+def _with_backward(hw, backward: str):
+    """`hw` with the backward read of `--backward` (ideal: None; same: the forward's periphery;
+    BITS: the forward's periphery with both converters at BITS bits)."""
+    from lorafusion_ext.hardware import Periphery
+
+    try:
+        if backward == "ideal":
+            return hw.replace(backward=None)
+        if backward == "same":
+            return hw.replace(backward=hw.forward_periphery)
+        if backward.isdigit():
+            return hw.replace(backward=Periphery.with_bits(int(backward), hw.forward_periphery))
+    except ValueError as exc:
+        raise CLIError(f"--backward {backward}: {exc}") from None
+    raise CLIError(f"--backward {backward!r}: expected ideal, same or a number of bits (2..16)")
+
+
 def _targets(text: str | None):
     from lorafusion_ext.nn.convert import targets
 
@@ -304,7 +331,7 @@ def cmd_hwa_lora(args: argparse.Namespace) -> None:
 
     _resolve_defaults(args, [args.task])
     _check_data(args, [args.task])
-    record, _ = run_hwa_lora(args.task, args.model, _hardware(args.hardware), _lora_config(args),
+    record, _ = run_hwa_lora(args.task, args.model, _with_backward(_hardware(args.hardware), args.backward), _lora_config(args),
                              _train_config(args, args.out, f"hwa-lora-{_file_name(args.task)}"), _data_config(args),
                              args.out)
     print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable,
@@ -330,7 +357,7 @@ def cmd_pool(args: argparse.Namespace) -> None:
     tasks = [t for t in args.tasks.split(",") if t]
     _resolve_defaults(args, tasks)
     _check_data(args, tasks)
-    pool, records = run_pool(tasks, args.model, _hardware(args.hardware), _lora_config(args),
+    pool, records = run_pool(tasks, args.model, _with_backward(_hardware(args.hardware), args.backward), _lora_config(args),
                              _train_config(args, args.out, "pool"), _data_config(args), args.out)
     print(json.dumps({r.task: r.metrics for r in records}, indent=2))
     print(f"pool of {pool.num_adapters} adapters written to {Path(args.out) / 'pool'}")
@@ -347,7 +374,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     cfg = FusionConfig(mode=args.mode, granularity=args.granularity, magnitude=not args.no_magnitude,
                        coeff_lr=args.coeff_lr, l1=args.l1, magnitude_lr=args.magnitude_lr, head_lr=args.head_lr,
                        pool_on_crossbar=False if args.pool_digital else None)
-    record, _ = run_fusion(args.task, args.model, _hardware(args.hardware), args.pool, cfg,
+    record, _ = run_fusion(args.task, args.model, _with_backward(_hardware(args.hardware), args.backward), args.pool, cfg,
                            _train_config(args, args.out, f"fuse-{_file_name(args.task)}"), _data_config(args), args.out,
                            lora_num=args.lora_num)
     print(json.dumps({"task": record.task, "metrics": record.metrics, "trainable": record.trainable,

@@ -18,7 +18,8 @@ from lorafusion_ext import hardware as hw
 from lorafusion_ext.interop.aihwkit_noise import device_from_noise_model, noise_model_from_device
 
 _IGNORED = {
-    # Fields that do not change the torch tile's inference forward or that we model elsewhere.
+    # Fields that do not change the torch tile's inference forward or that we model elsewhere
+    # (`backward` is read by _backward_from_io).
     "backward",
     "update",
     "runtime",
@@ -56,6 +57,57 @@ def _diff(obj: Any, ref: Any, prefix: str) -> list[tuple[str, Any]]:
     if type(obj) is not type(ref) or str(obj) != str(ref):
         out.append((prefix[:-1], obj))
     return out
+
+
+#: The backward IOParameters fields the backward read models (`HardwareConfig.backward`).
+_BACKWARD_FIELDS = ("is_perfect", "inp_res", "inp_bound", "out_res", "out_bound", "out_noise", "noise_management",
+                    "bound_management", "nm_thres", "max_bm_factor", "max_bm_res")
+
+
+def _backward_from_io(io: Any) -> "hw.Periphery | None":
+    """`rpu_config.backward` (IOParameters) as the backward read's periphery: None when it is
+    perfect (AIHWKIT's default for inference configs: the ideal backward).
+
+    AIHWKIT's C++ tiles (RPUCuda's forward/backward pass) read the backward vector by vector, so
+    ITERATIVE bound management is `iterative_per_row` here.
+
+    Raises:
+        ValueError: naming every field set to a value the backward read does not model.
+    """
+    from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+    from aihwkit.simulator.parameters.io import IOParameters
+
+    if io.is_perfect:
+        return None
+    if not isinstance(io, IOParameters):
+        raise ValueError(f"rpu_config.backward is a {type(io).__name__}; expected IOParameters")
+    others = [(path, value) for path, value in _diff(io, type(io)(), "") if path not in _BACKWARD_FIELDS]
+    if others:
+        names = ", ".join(f"rpu_config.backward.{path} = {value!r}" for path, value in others)
+        raise ValueError(f"{names}: not modelled by lorafusion_ext's backward read (it models "
+                         f"{', '.join('backward.' + f for f in _BACKWARD_FIELDS[1:])})")
+    bm = {BoundManagementType.NONE: "none", BoundManagementType.ITERATIVE: "iterative_per_row"}.get(io.bound_management)
+    if bm is None:
+        raise ValueError(f"rpu_config.backward.bound_management = {io.bound_management!r}; expected NONE or ITERATIVE")
+    nm = {
+        NoiseManagementType.NONE: "none",
+        NoiseManagementType.ABS_MAX: "abs_max",
+        NoiseManagementType.MAX: "max",
+        NoiseManagementType.CONSTANT: "constant",
+    }.get(io.noise_management)
+    if nm is None:
+        raise ValueError(
+            f"rpu_config.backward.noise_management = {io.noise_management!r}; expected NONE, ABS_MAX, MAX or CONSTANT")
+    try:
+        return hw.Periphery(
+            dac=hw.DAC(_res_to_bits(io.inp_res, "backward.inp_res"), float(io.inp_bound) if io.inp_bound > 0 else None),
+            adc=hw.ADC(_res_to_bits(io.out_res, "backward.out_res"), float(io.out_bound) if io.out_bound > 0 else None),
+            out_noise=float(io.out_noise),
+            noise_management=hw.NoiseManagement(nm, float(io.nm_thres)),
+            bound_management=hw.BoundManagement(bm, float(io.max_bm_factor), float(io.max_bm_res)),
+        )
+    except ValueError as err:
+        raise ValueError(f"rpu_config.backward: {err}") from None
 
 
 def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
@@ -212,6 +264,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         modifier=modifier,
         device=device,
         ir_drop=ir_drop,
+        backward=_backward_from_io(rpu.backward),
     )
 
 
@@ -346,6 +399,29 @@ def rpu_config_from_hardware(h: Any) -> Any:
         rpu.modifier.res = h.modifier.res
         rpu.modifier.sto_round = h.modifier.sto_round
     rpu.modifier.per_batch_sample = h.modifier.per_batch_sample
+    if h.backward is not None:
+        b, p = rpu.backward, h.backward
+        if p.bound_management.mode == "iterative_global":
+            raise ValueError(
+                "hardware.backward.bound_management.mode = 'iterative_global' has no AIHWKIT equivalent (its C++ "
+                "tiles read the backward vector by vector: 'iterative_per_row')")
+        b.is_perfect = False
+        b.inp_res = p.dac.resolution if p.dac.bits is not None else -1.0
+        b.inp_bound = p.dac.bound if p.dac.bound is not None else -1.0
+        b.out_res = p.adc.resolution if p.adc.bits is not None else -1.0
+        b.out_bound = p.adc.bound if p.adc.bound is not None else -1.0
+        b.out_noise = p.out_noise
+        b.nm_thres = p.noise_management.threshold
+        b.max_bm_factor = p.bound_management.max_factor
+        b.max_bm_res = p.bound_management.max_res
+        b.noise_management = {
+            "none": NoiseManagementType.NONE,
+            "abs_max": NoiseManagementType.ABS_MAX,
+            "max": NoiseManagementType.MAX,
+            "constant": NoiseManagementType.CONSTANT,
+        }[p.noise_management.mode]
+        b.bound_management = {"none": BoundManagementType.NONE,
+                              "iterative_per_row": BoundManagementType.ITERATIVE}[p.bound_management.mode]
     rpu.noise_model = noise_model_from_device(h.device)
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
     if h.ir_drop.scale > 0:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from lorafusion_ext.devices.base import check_time
+from lorafusion_ext.hardware import Periphery
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.tile_state import (
@@ -30,7 +31,7 @@ from lorafusion_ext.nn.tile_state import (
     unprogram_layer,
 )
 
-__all__ = ["analog_layers", "clip_after_steps", "drift", "post_update_steps", "program", "unprogram"]
+__all__ = ["analog_layers", "clip_after_steps", "drift", "post_update_steps", "program", "set_backward", "unprogram"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -54,6 +55,26 @@ def _layers_or_raise(model: nn.Module, where: str) -> list[tuple[str, AnalogLine
             "first (AnalogLinear.from_linear / convert_to_analog)"
         )
     return layers
+
+
+def set_backward(model: nn.Module, backward: Periphery | None) -> nn.Module:
+    """Set the backward read (`HardwareConfig.backward`, docs/numerics.md "The backward read")
+    of every analog layer of `model` (an analog pool's tiles included): a `Periphery`, or None
+    for the ideal straight-through backward. Returns `model`.
+
+    Raises:
+        ValueError: `backward` is not a Periphery or None, or `model` has no AnalogLinear (no
+            analog tile to read the gradient through), naming `backward`.
+    """
+    if backward is not None and not isinstance(backward, Periphery):
+        raise ValueError(f"set_backward: backward = {backward!r}; expected a Periphery or None")
+    layers = analog_layers(model)
+    if not layers and backward is not None:
+        raise ValueError(f"set_backward: backward = {backward!r} on a model ({type(model).__name__}) with no "
+                         "AnalogLinear layer: no analog tile to read the gradient through")
+    for _, layer in layers:
+        layer.hardware = layer.hardware.replace(backward=backward)
+    return model
 
 
 def _named(name: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lorafusion_ext.hardware import HardwareConfig
+from lorafusion_ext.hardware import HardwareConfig, Periphery
 from lorafusion_ext.ops.tiling import split_sizes
 
 
@@ -97,6 +97,23 @@ def crossbar_tile(
     return out, s_final, used
 
 
+def _tile_weight(w_norm: Tensor, hw: HardwareConfig, training: bool, noise_weight: Tensor | None,
+                 o0: int, nt: int, k0: int, kt: int) -> Tensor:
+    """The tile's weights [Nt, Kt] as the crossbar reads them (with the training modifier;
+    [B, Nt, Kt] with a per-sample `noise_weight` [B, N, K])."""
+    w = w_norm[o0 : o0 + nt, k0 : k0 + kt]
+    if training and hw.modifier.kind == "add_normal" and noise_weight is not None:
+        amp = hw.modifier.std * w.abs().max()
+        w = w + amp * noise_weight[..., o0 : o0 + nt, k0 : k0 + kt]
+    if training and hw.modifier.kind == "mult_normal" and noise_weight is not None:
+        w = w + (w * hw.modifier.std) * noise_weight[..., o0 : o0 + nt, k0 : k0 + kt]
+    if training and hw.modifier.kind == "discretize":
+        res = 1.0 / hw.modifier.res if hw.modifier.res > 1.0 else hw.modifier.res
+        step = res * (2.0 * w.abs().max())
+        w = torch.round(w / step) * step
+    return w
+
+
 def crossbar_mvm(
     x: Tensor,
     w_norm: Tensor,
@@ -130,16 +147,7 @@ def crossbar_mvm(
         parts = []
         o0 = 0
         for nt in n_sizes:
-            w = w_norm[o0 : o0 + nt, k0 : k0 + kt]
-            if training and hw.modifier.kind == "add_normal" and noise_weight is not None:
-                amp = hw.modifier.std * w.abs().max()
-                w = w + amp * noise_weight[..., o0 : o0 + nt, k0 : k0 + kt]
-            if training and hw.modifier.kind == "mult_normal" and noise_weight is not None:
-                w = w + (w * hw.modifier.std) * noise_weight[..., o0 : o0 + nt, k0 : k0 + kt]
-            if training and hw.modifier.kind == "discretize":
-                res = 1.0 / hw.modifier.res if hw.modifier.res > 1.0 else hw.modifier.res
-                step = res * (2.0 * w.abs().max())
-                w = torch.round(w / step) * step
+            w = _tile_weight(w_norm, hw, training, noise_weight, o0, nt, k0, kt)
             noise = None
             if noise_out is not None:
                 noise = [noise_out[p, it, :, o0 : o0 + nt] for p in range(noise_out.shape[0])]
@@ -153,3 +161,83 @@ def crossbar_mvm(
         k0 += kt
     assert y is not None
     return y if bias is None else y + bias
+
+
+def backward_read(g: Tensor, w: Tensor, periphery: Periphery, noise: list[Tensor] | None = None) -> Tensor:
+    """The input gradient of one tile read through the crossbar (docs/numerics.md, "The backward
+    read"): the tile's output gradient g [M, Nt] (after the digital periphery) read through the
+    tile transposed, w [Nt, Kt] the tile's weights as the forward read them ([B, Nt, Kt]: batch
+    sample b's rows through w[b]), with `periphery`'s noise management, DAC, output noise
+    (`noise[p]` [M, Kt] standard normals of pass p; None: none), ADC and bound management.
+
+    It is the forward read of g through wᵀ: `crossbar_tile` with the periphery's parts.
+    Returns dx [M, Kt].
+    """
+    hw = HardwareConfig(dac=periphery.dac, adc=periphery.adc, out_noise=periphery.out_noise,
+                        noise_management=periphery.noise_management, bound_management=periphery.bound_management)
+    dx, _, _ = crossbar_tile(g, w.transpose(-1, -2), hw, noise)
+    return dx
+
+
+def crossbar_mvm_grad_x(
+    grad_y: Tensor,
+    x: Tensor,
+    w_norm: Tensor,
+    out_scales: Tensor,
+    hw: HardwareConfig,
+    scales: Tensor,
+    mask: Tensor,
+    noise_weight: Tensor | None = None,
+    training: bool = False,
+    noise_backward: Tensor | None = None,
+) -> Tensor:
+    """Reference of the op's input gradient (`crossbar_mvm_backward`'s grad_x), the ideal
+    straight-through backward (`hw.backward` None) or the backward read (`backward_read`).
+
+    grad_y [M, N]; x, w_norm, out_scales, noise_weight as `crossbar_mvm`; `scales` [tiles, M]
+    and `mask` bool [Tin, M, N]: the forward op's outputs; `noise_backward` [max_passes, tiles,
+    M, K] standard normals of the backward read's output noise (tile index it·Tout + ot; None:
+    none). The DAC's straight-through mask is taken as in the plain case (no input noise,
+    asymmetry or stochastic rounding). Returns grad_x [M, K].
+    """
+    k_sizes = split_sizes(w_norm.shape[1], hw.tiles.max_in)
+    n_sizes = split_sizes(w_norm.shape[0], hw.tiles.max_out)
+    tiles = len(k_sizes) * len(n_sizes)
+    m = x.shape[0]
+    dac_step = 2.0 * (hw.dac.bound or 0.0) * hw.dac.resolution
+    gx = None if tiles == 1 else torch.zeros_like(x)
+    k0 = 0
+    index = 0
+    for it, kt in enumerate(k_sizes):
+        o0 = 0
+        for nt in n_sizes:
+            w = _tile_weight(w_norm, hw, training, noise_weight, o0, nt, k0, kt)
+            g = torch.where(mask[it, :, o0 : o0 + nt], grad_y[:, o0 : o0 + nt], torch.zeros((), dtype=x.dtype))
+            for j in range(out_scales.shape[0]):
+                g = g * out_scales[j, it, o0 : o0 + nt]
+            if hw.out_scale != 1.0:
+                g = g * hw.out_scale
+            if hw.backward is not None:
+                noise = None
+                if noise_backward is not None:
+                    noise = [noise_backward[p, index, :, k0 : k0 + kt] for p in range(noise_backward.shape[0])]
+                part = backward_read(g, w, hw.backward, noise)
+            elif w.dim() == 3:
+                rows = m // w.shape[0]
+                part = torch.cat([g[b * rows : (b + 1) * rows] @ w[b] for b in range(w.shape[0])])
+            else:
+                part = g @ w
+            v = x[:, k0 : k0 + kt] * scales[index][:, None]
+            if dac_step > 0:
+                v = torch.round(v / dac_step) * dac_step
+            if hw.dac.bound is not None:
+                part = part * ((v >= -hw.dac.bound) & (v <= hw.dac.bound)).to(x.dtype)
+            if gx is None:
+                gx = part
+            else:
+                gx[:, k0 : k0 + kt] += part
+            o0 += nt
+            index += 1
+        k0 += kt
+    assert gx is not None
+    return gx

@@ -49,7 +49,17 @@ enum class NoiseManagement : int32_t { kNone = 0, kAbsMax = 1, kMax = 2, kConsta
   X(double, ir_drop_adc_frequency, 0.0) /* integrated-current quantisation frequency; 0: off */ \
   X(double, ir_drop_g_max, 25.0) /* conductance of max|W_tile|, uS (SinglePairConductanceConverter) */ \
   X(double, ir_drop_g_min, 0.0)  /* conductance of a zero weight, uS */                    \
-  X(double, out_scale, 1.0)     /* fixed digital factor on the output after the ADC (AIHWKIT forward.out_scale) */
+  X(double, out_scale, 1.0)     /* fixed digital factor on the output after the ADC (AIHWKIT forward.out_scale) */ \
+  X(bool, bwd_read, false)      /* backward: dx read through the tile (below); false: ideal straight-through */ \
+  X(double, bwd_inp_res, 0.0)   /* backward read's DAC step (of dy); 0: none */            \
+  X(double, bwd_inp_bound, 1.0) /* backward read's DAC clamp; 0: none */                   \
+  X(double, bwd_out_res, 0.0)   /* backward read's ADC step; 0: none */                    \
+  X(double, bwd_out_bound, 12.0) /* backward read's ADC clamp; 0: none */                  \
+  X(double, bwd_out_noise, 0.0) /* backward read's output noise std (stream kStreamBackwardOutput) */ \
+  X(double, bwd_nm_thres, 0.0)  /* backward read's noise-management threshold */           \
+  X(NoiseManagement, bwd_noise_management, NoiseManagement::kAbsMax)                       \
+  X(BoundManagement, bwd_bound_management, BoundManagement::kIterativeGlobal)              \
+  X(int32_t, bwd_max_passes, 1) /* backward read's bound-management passes at most */
 
 // One crossbar tile's periphery and the call's output layout.
 struct CrossbarParams {
@@ -67,7 +77,23 @@ inline constexpr const char* kCrossbarParamNames[] = {
 inline constexpr int64_t kCrossbarParamCount =
     static_cast<int64_t>(sizeof(kCrossbarParamNames) / sizeof(kCrossbarParamNames[0]));
 
-// Balanced split of `size` into chunks of at most `max_size`, as AIHWKIT's tile array.
+// The backward read's periphery as the parameters of a forward read (of dy through the
+// transposed tile): its converters, output noise and managements; no asymmetry, input noise,
+// stochastic rounding, IR drop, modifier or tiling (the caller reads one tile at a time).
+inline CrossbarParams backward_read_params(const CrossbarParams& p) {
+  CrossbarParams b;
+  b.inp_res = p.bwd_inp_res;
+  b.inp_bound = p.bwd_inp_bound;
+  b.out_res = p.bwd_out_res;
+  b.out_bound = p.bwd_out_bound;
+  b.out_noise = p.bwd_out_noise;
+  b.nm_thres = p.bwd_nm_thres;
+  b.noise_management = p.bwd_noise_management;
+  b.bound_management = p.bwd_bound_management;
+  b.max_passes = p.bwd_max_passes;
+  return b;
+}
+
 // What the periphery multiplies a row's output by to undo its input scale s_m (AIHWKIT:
 // output *= out_scale / scale). ABS_MAX and MAX hold the scale in a tensor, so the quotient is
 // taken in T. CONSTANT holds it in a Python float, (1 / nm_thres) / 2^pass, so the quotient is
@@ -95,6 +121,7 @@ inline T output_factor(const CrossbarParams& p, T s_m) {
   return p.out_scale == 1.0 ? inv : inv * static_cast<T>(p.out_scale);
 }
 
+// Balanced split of `size` into chunks of at most `max_size`, as AIHWKIT's tile array.
 inline int64_t split_count(int64_t size, int64_t max_size) {
   if (max_size <= 0 || size <= max_size) return 1;
   return (size + max_size - 1) / max_size;

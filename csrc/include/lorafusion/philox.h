@@ -143,6 +143,8 @@ enum NoiseStream : uint32_t {
   kStreamOutputRound = 4u,  // stochastic rounding of the ADC
   kStreamDevice = 5u,       // device-model noise (programming, drift exponents, read noise):
                             // pass = the draw's purpose, seed = per call, layer and tile
+  kStreamBackwardOutput = 6u,  // output noise of the backward read (dx = W^T dy): pass p, tile
+                               // index it * Tout + ot, element m * K + k (global input column)
 };
 
 // The normal for element `index` of stream (stream, pass, tile) under (seed, offset).

@@ -124,6 +124,10 @@ std::tuple<at::Tensor, at::Tensor> crossbar_mvm_backward_cuda(
                                                                noise_weight, params, training);
   const CrossbarParams& p = c.p;
   const int64_t M = c.M, K = c.K, N = c.N;
+  // Checked here, not in check_cuda_features: the forward of such a layer runs on CUDA as ever.
+  TORCH_CHECK(!(p.bwd_read && need_grad_x && p.bwd_noise_management == NoiseManagement::kConstant), kCrossbarOp,
+              ": CONSTANT noise management of the backward read (bwd_noise_management) is implemented in the CPU "
+              "kernel only");
 
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = cuda_glue::current_stream(x);
