@@ -379,3 +379,49 @@ def test_model_conversion_round_trips_ranges():
     assert torch.equal(_ref_ranges(again), ranges)
     with torch.no_grad():
         assert torch.equal(again.eval()(x), back(x))
+
+
+# ------------------------------------------------------------------------------------------------ the fused op
+
+
+@pytest.mark.parametrize("nm", [NoiseManagement("none"), NoiseManagement("abs_max"), NoiseManagement("max"),
+                                NoiseManagement("constant", 2.0), NoiseManagement("abs_max", 0.5)],
+                         ids=["none", "abs_max", "max", "constant", "abs_max_thres"])
+def test_fused_dac_loop_equals_the_pytorch_graph(nm):
+    # Without gradient the CPU kernel clamps and divides in its DAC loop, one call for the layer;
+    # with gradients the same values come from PyTorch's clamp and division around the op.
+    hw = _hw(Tiles(64, 40), noise_management=nm, bound_management=BoundManagement("iterative_global")).replace(
+        mapping=Mapping_("row", 1.0, learn_out_scaling=True))
+    torch.manual_seed(0)
+    layer = lf.nn.AnalogLinear(150, 90, hardware=hw, seed=0).eval()
+    ranges = 0.5 + 2 * torch.rand(layer.input_range.shape, generator=torch.Generator().manual_seed(1))
+    ranges[1, 2] = -ranges[1, 2]  # AIHWKIT clamps at |r| and divides by r: the sign cancels
+    with torch.no_grad():
+        layer.input_range.copy_(ranges)
+        layer.out_scaling.uniform_(0.5, 1.5)
+    x = torch.randn(33, 150, generator=torch.Generator().manual_seed(2)) * 3
+    with torch.no_grad():
+        fused = layer(x)
+    graph = layer(x)
+    assert graph.requires_grad
+    assert torch.equal(fused, graph.detach())
+
+
+def test_fused_input_range_argument_is_checked():
+    from lorafusion_ext.ops.crossbar import crossbar_mvm_inference
+    from lorafusion_ext.ops.kwargs import op_kwargs
+
+    hw = _hw(Tiles(64, 40))
+    x, w = torch.randn(4, 150), torch.rand(90, 150) - 0.5
+    scales = torch.ones(1, 3, 90)
+    params = op_kwargs(hw)["params"]
+    rng = torch.tensor([0, 0])
+    crossbar_mvm_inference(x, w, scales, None, rng, params, training=False, input_range=torch.ones(3, 3))
+    with pytest.raises(RuntimeError, match=r"input_range has shape \[3, 2\]"):
+        crossbar_mvm_inference(x, w, scales, None, rng, params, training=False, input_range=torch.ones(3, 2))
+    with pytest.raises(RuntimeError, match="input_range.*dtype"):
+        crossbar_mvm_inference(x, w, scales, None, rng, params, training=False,
+                               input_range=torch.ones(3, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="without gradient"):
+        torch.ops.lorafusion.crossbar_mvm(x, w, scales, None, rng, None, None, torch.ones(3, 3), params=params,
+                                          training=False, need_aux=True)

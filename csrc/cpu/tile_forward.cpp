@@ -78,6 +78,18 @@ void one_hot_mvm(const T* xq, int64_t kt, const std::vector<int64_t>& col, const
 
 }  // namespace
 
+template <typename T>
+const T* TileForward<T>::tile_input(const TileRange& t, int64_t m, T* buf) const {
+  const T* xr = x + m * K + t.k0;
+  if (!input_range) return xr;
+  // AIHWKIT: clamp(x, min=-|r|, max=|r|) (r.item() as the bounds), then x / r (the tensor).
+  const T r = input_range[t.index];  // index = it * tout + ot
+  const T bound = std::abs(r);
+  const int64_t kt = t.k1 - t.k0;
+  for (int64_t k = 0; k < kt; ++k) buf[k] = clamp_nan<T>(xr[k], -bound, bound) / r;
+  return buf;
+}
+
 // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt];
 // with `norms` also each row's (sum |xq|, sum xq^2), taken while the row is in cache.
 template <typename T>
@@ -95,8 +107,10 @@ void TileForward<T>::quantize(const TileRange& t, const std::vector<int64_t>& ro
     std::vector<float> offsets(p.inp_sto_round ? kt : 0);
     for (int64_t i = b; i < e; ++i) {
       const int64_t m = rows[i];
-      const T* xr = x + m * K + t.k0;
       T* q = xq + i * kt;
+      // With input ranges the tile's input lands in q first; each loop below reads and writes
+      // q[k] at the same k, so it may run in place.
+      const T* xr = tile_input(t, m, q);
       const T sm = s[m];
       if (p.inp_sto_round) {
         dac_round_offsets(seed, offset, t, K, m, pass, offsets.data());
@@ -505,9 +519,10 @@ bool TileForward<T>::noise_management_scales(const TileRange& t, std::vector<T>&
     std::atomic<bool> any_nonzero{false};
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
       bool nz = false;
+      std::vector<T> ranged(input_range ? kt : 0);
       for (int64_t m = b; m < e; ++m) {
         bool row_nz = true;
-        inv_a[m] = nm_inverse_scale<T>(p, x + m * K + t.k0, kt, &row_nz);
+        inv_a[m] = nm_inverse_scale<T>(p, tile_input(t, m, ranged.data()), kt, &row_nz);
         nz |= row_nz;
       }
       if (nz) any_nonzero.store(true, std::memory_order_relaxed);

@@ -336,7 +336,8 @@ class AnalogLinear(nn.Linear):
         gets the DAC input concat_i(clamp(x_i, r[i, o]) / r[i, o]); each tile's output is
         multiplied by fl(r * ms), then (eval, programmed) by the drift compensation, then by the
         learned out-scaling, before the input tiles are summed and the bias added. When no
-        gradient reaches a range, these factors are one more periphery row of the fused op."""
+        gradient reaches a range, these factors are one more periphery row of the op, and on the CPU
+        the clamp and scale run in the kernel's DAC loop (one call for the whole layer)."""
         ir = self.hardware.input_range
         assert ir is not None and self.input_range is not None
         out_dtype = x.dtype
@@ -362,6 +363,23 @@ class AnalogLinear(nn.Linear):
         grad = torch.is_grad_enabled() and (x2.requires_grad or ranges.requires_grad or w_norm.requires_grad
                                             or (alpha is not None and alpha.requires_grad))
         sample_rows = hw.sample_rows(x.shape, self.training)
+        if not grad and x2.device.type == "cpu":
+            # One call of the op for every tile: the CPU kernel clamps and scales each tile's input
+            # in its DAC loop, and r comes back in through the first periphery row, fl(r * ms).
+            with torch.no_grad():
+                rows = [ir_ops.range_rows(ranges, scales, hw, layout)]
+                if drift is not None:
+                    rows.append(drift[:, layout.row_tiles(x2.device)])
+                if alpha is not None:
+                    rows.append(expand_out_scaling(alpha, layout))
+                params = op_kwargs(hw, **({"modifier_sample_rows": sample_rows} if sample_rows else {}))["params"]
+                y = crossbar_mvm_inference(
+                    x2.contiguous(), w_norm.detach().contiguous(), torch.stack(rows).contiguous(),
+                    None if bias is None else bias.detach().contiguous(), self.rng_state, params,
+                    training=self.training, input_range=ranges.detach().contiguous(),
+                )
+                self.rng_state[1] += 1
+            return y.reshape(*lead, self.out_features).to(out_dtype)
         sub_hw = self._column_hardware()
         views = ir_ops.tile_ranges(ranges, layout)
         n_rows = w_norm.shape[0]
