@@ -102,23 +102,36 @@ void TileForward<T>::quantize(const TileRange& t, const std::vector<int64_t>& ro
                        p.bound_management != BoundManagement::kNone;
   const bool asymmetric = p.inp_asymmetry != 0.0;
   const T asym = static_cast<T>(1.0 - p.inp_asymmetry);
+  const bool ranged = input_range != nullptr;
+  const T r = ranged ? input_range[t.index] : T(1);
+  const T r_bound = std::abs(r);
   at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
     std::vector<float> normals(inp_sigma > T(0) ? kt : 0);
     std::vector<float> offsets(p.inp_sto_round ? kt : 0);
     for (int64_t i = b; i < e; ++i) {
       const int64_t m = rows[i];
       T* q = xq + i * kt;
-      // With input ranges the tile's input lands in q first; each loop below reads and writes
-      // q[k] at the same k, so it may run in place.
-      const T* xr = tile_input(t, m, q);
       const T sm = s[m];
       if (p.inp_sto_round) {
+        // With input ranges the tile's input lands in q first; the loop reads and writes q[k]
+        // at the same k, so it may run in place.
+        const T* xr = tile_input(t, m, q);
         dac_round_offsets(seed, offset, t, K, m, pass, offsets.data());
         const T f = scaling ? sm : T(1);
         for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize_sto<T>(xr[k] * f, step, bound, offsets[k]);
+      } else if (ranged) {
+        // The range in the same loop as the DAC (tile_input's arithmetic): one pass over the row.
+        const T* xr = x + m * K + t.k0;
+        if (scaling) {
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>((clamp_nan<T>(xr[k], -r_bound, r_bound) / r) * sm, step, bound);
+        } else {
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(clamp_nan<T>(xr[k], -r_bound, r_bound) / r, step, bound);
+        }
       } else if (scaling) {
+        const T* xr = x + m * K + t.k0;
         for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k] * sm, step, bound);
       } else {
+        const T* xr = x + m * K + t.k0;
         for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k], step, bound);
       }
       if (inp_sigma > T(0)) {  // AIHWKIT: after the DAC clamp, before the asymmetry
