@@ -503,7 +503,9 @@ class AnalogLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         tiles = f"{self.layout.n_in}x{self.layout.n_out} tiles"
-        return f"{super().extra_repr()}, {tiles}, programmed={self.programmed_weight is not None}"
+        ranges = "" if self.input_range is None else ", learned input ranges" if isinstance(
+            self.input_range, nn.Parameter) else ", input ranges"
+        return f"{super().extra_repr()}, {tiles}{ranges}, programmed={self.programmed_weight is not None}"
 
     def reset_parameters(self) -> None:
         # nn.Linear's init, so a fresh AnalogLinear is initialised like a fresh nn.Linear.
