@@ -321,6 +321,50 @@ class IRDrop:
 
 
 @dataclass(frozen=True)
+class InputRange:
+    """Learned input ranges (AIHWKIT 1.1's `pre_post.input_range`, `InputRangeParameter`;
+    docs/numerics.md, "Learned input ranges"). Every tile (input tile i, output tile o) holds a
+    range r > 0: its input is clamped to [-r, r] and divided by r before the DAC, and its output
+    is multiplied by r again after the ADC (with the mapping scales, as fl(r * scale)).
+
+    `learn_input_range`: r is a trainable parameter (else a buffer, still initialised from
+    data). `init_value`: r before any data. `init_from_data`: the first this many training
+    forwards (with a non-zero input std) set r to the running mean of `init_std_alpha` * std(x).
+    The gradient of r is AIHWKIT's `InputRangeForward`: from the clipped inputs, times r and
+    `gradient_scale` when `gradient_relative`, plus `decay` * r when more than
+    `input_min_percentage` of the inputs are inside the range; with `manage_output_clipping`
+    minus (1 - p) * r when the fraction p of unclipped outputs is below
+    `output_min_percentage` (needs noise and bound management "none", as AIHWKIT)."""
+
+    learn_input_range: bool = True
+    init_value: float = 3.0
+    init_from_data: int = 100
+    init_std_alpha: float = 3.0
+    decay: float = 0.001
+    input_min_percentage: float = 0.95
+    manage_output_clipping: bool = False
+    output_min_percentage: float = 0.95
+    gradient_scale: float = 1.0
+    gradient_relative: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"input_range.{name} = {getattr(self, name)!r}; expected a bool")
+        _check_nonneg("input_range", "init_value", self.init_value, positive=True)
+        if isinstance(self.init_from_data, bool) or not isinstance(self.init_from_data, int) or self.init_from_data < 0:
+            raise ValueError(f"input_range.init_from_data = {self.init_from_data!r}; expected an integer >= 0")
+        _check_nonneg("input_range", "init_std_alpha", self.init_std_alpha, positive=True)
+        _check_nonneg("input_range", "decay", self.decay)
+        _check_finite("input_range", "gradient_scale", self.gradient_scale)
+        for name in ("input_min_percentage", "output_min_percentage"):
+            v = getattr(self, name)
+            _check_finite("input_range", name, v)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"input_range.{name} = {v!r}; expected a fraction in [0, 1]")
+
+
+@dataclass(frozen=True)
 class Device:
     """Conductance model used by `program()` / `drift()`: a name of
     `lorafusion_ext.devices.get_device_model` ("pcm", "pcm_custom_drift", "state_independent",
@@ -448,6 +492,8 @@ class HardwareConfig:
     #: straight-through backward (dx = W̃ᵀ·dy in digital); a `Periphery` reads dx through the
     #: tile's conductances, transposed, with its own converters, noise and managements.
     backward: Periphery | None = None
+    #: Learned input ranges per tile (AIHWKIT ``pre_post.input_range``); None: off.
+    input_range: InputRange | None = None
 
     def __post_init__(self) -> None:
         _check_nonneg("hardware", "out_noise", self.out_noise)
@@ -467,6 +513,19 @@ class HardwareConfig:
         ):
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"hardware.{name} = {getattr(self, name)!r}; expected a {cls.__name__}")
+        if self.input_range is not None:
+            if not isinstance(self.input_range, InputRange):
+                raise ValueError(f"hardware.input_range = {self.input_range!r}; expected an InputRange or None")
+            if self.input_range.manage_output_clipping and (
+                self.noise_management.mode != "none" or self.bound_management.mode != "none"
+                or self.adc.bound is None
+            ):
+                raise ValueError(
+                    "hardware.input_range.manage_output_clipping = True needs noise_management.mode 'none', "
+                    "bound_management.mode 'none' and an ADC bound (AIHWKIT's supports_manage_output_clipping)")
+            if self.ir_drop.scale > 0:
+                raise ValueError("hardware.input_range with ir_drop.scale > 0 is not modelled (AIHWKIT's IR-drop "
+                                 "tile has no learned input range)")
         if self.ir_drop.scale > 0:
             if self.dac.bits is None or self.dac.bound is None:
                 raise ValueError("hardware.ir_drop.scale > 0 needs a DAC (dac.bits and dac.bound): the input is a "
@@ -518,6 +577,7 @@ class HardwareConfig:
             and self.adc.asymmetry == 0
             and self.ir_drop.scale == 0
             and self.out_scale == 1
+            and self.input_range is None
         )
 
     @property
@@ -620,6 +680,8 @@ class HardwareConfig:
                 kwargs[key] = value
             elif key == "backward":
                 kwargs[key] = None if value is None else Periphery.from_dict(value)
+            elif key == "input_range":
+                kwargs[key] = None if value is None else InputRange(**value)
             else:
                 raise ValueError(f"HardwareConfig.from_dict: unknown field {key!r}")
         return cls(**kwargs)

@@ -19,8 +19,8 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                   const std::optional<at::Tensor>& bias, const at::Tensor& rng,
                   const CrossbarParams& p, bool training, bool need_aux,
                   const std::optional<at::Tensor>& noise_out,
-                  const std::optional<at::Tensor>& noise_weight, at::Tensor& y, at::Tensor& s,
-                  at::Tensor& mask, at::Tensor& passes) {
+                  const std::optional<at::Tensor>& noise_weight, const std::optional<at::Tensor>& input_range,
+                  at::Tensor& y, at::Tensor& s, at::Tensor& mask, at::Tensor& passes) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const auto tiles = make_tiles(K, N, p);
   const int64_t tin = split_count(K, p.max_in);
@@ -45,6 +45,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                    s.data_ptr<T>(),
                    need_aux ? reinterpret_cast<uint8_t*>(mask.data_ptr<bool>()) : nullptr,
                    passes.data_ptr<int32_t>()};
+  if (input_range) f.input_range = input_range->data_ptr<T>();
   for (const auto& t : tiles) {
     if (f.sample_rows > 0) {
       f.run_tile(t, at::Tensor(), [&](int64_t sample) {
@@ -70,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_forward(
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
     const std::optional<at::Tensor>& bias, const at::Tensor& rng, const CrossbarParams& params,
     bool training, bool need_aux, const std::optional<at::Tensor>& noise_out,
-    const std::optional<at::Tensor>& noise_weight) {
+    const std::optional<at::Tensor>& noise_weight, const std::optional<at::Tensor>& input_range) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   const int64_t tin = split_count(K, params.max_in), tout = split_count(N, params.max_out);
   // per_input_tile: [Tin * M, N] here (one [M, N] block per input tile), viewed [Tin, M, N].
@@ -82,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_mvm_forward(
   at::Tensor passes = at::empty({tin * tout, M}, x.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "crossbar_mvm_forward", [&] {
     forward_impl<scalar_t>(x, weight, out_scales, bias, rng, params, training, need_aux,
-                           noise_out, noise_weight, y, s, mask, passes);
+                           noise_out, noise_weight, input_range, y, s, mask, passes);
   });
   if (params.per_input_tile) y = y.view({tin, M, N});
   return {y, s, mask, passes};

@@ -78,6 +78,18 @@ void one_hot_mvm(const T* xq, int64_t kt, const std::vector<int64_t>& col, const
 
 }  // namespace
 
+template <typename T>
+const T* TileForward<T>::tile_input(const TileRange& t, int64_t m, T* buf) const {
+  const T* xr = x + m * K + t.k0;
+  if (!input_range) return xr;
+  // AIHWKIT: clamp(x, min=-|r|, max=|r|) (r.item() as the bounds), then x / r (the tensor).
+  const T r = input_range[t.index];  // index = it * tout + ot
+  const T bound = std::abs(r);
+  const int64_t kt = t.k1 - t.k0;
+  for (int64_t k = 0; k < kt; ++k) buf[k] = clamp_nan<T>(xr[k], -bound, bound) / r;
+  return buf;
+}
+
 // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt];
 // with `norms` also each row's (sum |xq|, sum xq^2), taken while the row is in cache.
 template <typename T>
@@ -90,21 +102,36 @@ void TileForward<T>::quantize(const TileRange& t, const std::vector<int64_t>& ro
                        p.bound_management != BoundManagement::kNone;
   const bool asymmetric = p.inp_asymmetry != 0.0;
   const T asym = static_cast<T>(1.0 - p.inp_asymmetry);
+  const bool ranged = input_range != nullptr;
+  const T r = ranged ? input_range[t.index] : T(1);
+  const T r_bound = std::abs(r);
   at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
     std::vector<float> normals(inp_sigma > T(0) ? kt : 0);
     std::vector<float> offsets(p.inp_sto_round ? kt : 0);
     for (int64_t i = b; i < e; ++i) {
       const int64_t m = rows[i];
-      const T* xr = x + m * K + t.k0;
       T* q = xq + i * kt;
       const T sm = s[m];
       if (p.inp_sto_round) {
+        // With input ranges the tile's input lands in q first; the loop reads and writes q[k]
+        // at the same k, so it may run in place.
+        const T* xr = tile_input(t, m, q);
         dac_round_offsets(seed, offset, t, K, m, pass, offsets.data());
         const T f = scaling ? sm : T(1);
         for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize_sto<T>(xr[k] * f, step, bound, offsets[k]);
+      } else if (ranged) {
+        // The range in the same loop as the DAC (tile_input's arithmetic): one pass over the row.
+        const T* xr = x + m * K + t.k0;
+        if (scaling) {
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>((clamp_nan<T>(xr[k], -r_bound, r_bound) / r) * sm, step, bound);
+        } else {
+          for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(clamp_nan<T>(xr[k], -r_bound, r_bound) / r, step, bound);
+        }
       } else if (scaling) {
+        const T* xr = x + m * K + t.k0;
         for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k] * sm, step, bound);
       } else {
+        const T* xr = x + m * K + t.k0;
         for (int64_t k = 0; k < kt; ++k) q[k] = dac_quantize<T>(xr[k], step, bound);
       }
       if (inp_sigma > T(0)) {  // AIHWKIT: after the DAC clamp, before the asymmetry
@@ -515,9 +542,10 @@ bool TileForward<T>::noise_management_scales(const TileRange& t, std::vector<T>&
     std::atomic<bool> any_nonzero{false};
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
       bool nz = false;
+      std::vector<T> ranged(input_range ? kt : 0);
       for (int64_t m = b; m < e; ++m) {
         bool row_nz = true;
-        inv_a[m] = nm_inverse_scale<T>(p, x + m * K + t.k0, kt, &row_nz);
+        inv_a[m] = nm_inverse_scale<T>(p, tile_input(t, m, ranged.data()), kt, &row_nz);
         nz |= row_nz;
       }
       if (nz) any_nonzero.store(true, std::memory_order_relaxed);

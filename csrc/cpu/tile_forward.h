@@ -65,6 +65,13 @@ struct TileForward {
   int64_t noise_tile = -1;  // the key's tile field; -1: t.it
   int64_t noise_ld = 0;     // elements per token row; 0: N
   int64_t noise_col0 = 0;   // the tile's first element column, added to t.o0
+  // [Tin, Tout] learned input ranges or null: tile (i, o) reads clamp(x, -|r|, |r|) / r,
+  // r = input_range[t.index] (= i * tout + o; AIHWKIT's pre_forward), in the DAC loop.
+  const T* input_range = nullptr;
+
+  // x row m of tile t as the tile reads it: through the tile's input range into `buf` [Kt]
+  // (returned), or x itself without ranges.
+  const T* tile_input(const TileRange& t, int64_t m, T* buf) const;
 
   // Tile t's forward into y, s_out, mask and passes: noise management, then the
   // bound-management loop over passes. w_tile: the tile's weights shared by every row, or

@@ -22,11 +22,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
     const std::optional<at::Tensor>& bias, const at::Tensor& rng,
     const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
-    c10::ArrayRef<double> params, bool training, bool need_aux) {
+    const std::optional<at::Tensor>& input_range, c10::ArrayRef<double> params, bool training, bool need_aux) {
   const CrossbarCall c = crossbar_forward_prologue<CpuRules>(x, weight, out_scales, bias, rng, noise_out,
                                                              noise_weight, params, training);
+  check_crossbar_input_range(input_range, x, weight, c.p, need_aux);
   auto [y, s, mask, passes] = cpu::crossbar_mvm_forward(x, weight, out_scales, bias, rng, c.p,
-                                                        training, need_aux, noise_out, noise_weight);
+                                                        training, need_aux, noise_out, noise_weight, input_range);
   // The (seed, offset) this call used, as an output of its own: backward regenerates the
   // modifier noise from it even when the caller's RNG buffer has moved on (or a compiled
   // graph would otherwise read the mutated buffer).

@@ -242,6 +242,24 @@ inline void check_crossbar_saved(const at::Tensor& scales, const at::Tensor& mas
               "; expected bool [input_tiles, tokens, out_features] (run forward with need_aux)");
 }
 
+// input_range (learned input ranges, fused into the DAC loop): [input_tiles, output_tiles], x's
+// dtype and device, contiguous; for calls without gradient only (the gradient path applies the
+// ranges outside the op, in AIHWKIT's autograd graph).
+inline void check_crossbar_input_range(const std::optional<at::Tensor>& input_range, const at::Tensor& x,
+                                       const at::Tensor& weight, const CrossbarParams& p, bool need_aux) {
+  if (!input_range) return;
+  TORCH_CHECK(!need_aux, kCrossbarOp,
+              ": input_range is fused for calls without gradient (need_aux = False); the gradient path "
+              "clamps and scales the input outside the op");
+  checks::same_dtype(*input_range, x, kCrossbarOp, "input_range", "x");
+  checks::same_device(*input_range, x, kCrossbarOp, "input_range", "x");
+  checks::contiguous(*input_range, kCrossbarOp, "input_range");
+  const std::vector<int64_t> expected{split_count(weight.size(1), p.max_in), split_count(weight.size(0), p.max_out)};
+  TORCH_CHECK(input_range->sizes() == at::IntArrayRef(expected), kCrossbarOp, ": input_range has shape ",
+              input_range->sizes(), "; expected [input_tiles, output_tiles] = ", at::IntArrayRef(expected));
+  TORCH_CHECK(p.ir_drop == 0.0, kCrossbarOp, ": input_range with ir_drop > 0 is not modelled");
+}
+
 // A validated call: its params and its sizes (x [M, K], weight [N, K], Tin x Tout tiles).
 struct CrossbarCall {
   CrossbarParams p;

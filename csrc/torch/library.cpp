@@ -6,7 +6,7 @@
 TORCH_LIBRARY(lorafusion, m) {
   m.def(
       "crossbar_mvm(Tensor x, Tensor weight, Tensor out_scales, Tensor? bias, Tensor rng, "
-      "Tensor? noise_out=None, Tensor? noise_weight=None, *, "
+      "Tensor? noise_out=None, Tensor? noise_weight=None, Tensor? input_range=None, *, "
       "float[] params, bool training, bool need_aux) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});

@@ -136,7 +136,7 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         "mapping.max_input_size", "mapping.max_output_size",
         "modifier.type", "modifier.std_dev", "modifier.res", "modifier.per_batch_sample", "modifier.sto_round", "clip.type", "clip.sigma", "clip.fixed_value", "remap.type",
         "noise_model", "drift_compensation",
-    }
+    } | {f"pre_post.input_range.{name}" for name in _INPUT_RANGE_FIELDS} | {"pre_post.input_range.enable"}
     if type(rpu) is TorchInferenceRPUConfigIRDropT:
         modelled |= set(_IR_DROP_FIELDS)
     for path, value in _diff(rpu, type(rpu)(), ""):
@@ -265,7 +265,33 @@ def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
         device=device,
         ir_drop=ir_drop,
         backward=_backward_from_io(rpu.backward),
+        input_range=_input_range_from_rpu_config(rpu),
     )
+
+
+#: InputRangeParameter fields that HardwareConfig.input_range (InputRange) carries, same names.
+_INPUT_RANGE_FIELDS = (
+    "learn_input_range", "init_value", "init_from_data", "init_std_alpha", "decay", "input_min_percentage",
+    "manage_output_clipping", "output_min_percentage", "gradient_scale", "gradient_relative",
+)
+
+
+def _input_range_from_rpu_config(rpu: Any) -> Any:
+    """HardwareConfig.input_range of `rpu.pre_post.input_range` (None when not enabled; its other
+    fields then change nothing). A `calibration_info` is refused like any field not modelled."""
+    p = rpu.pre_post.input_range
+    if not p.enable:
+        return None
+    values = {name: getattr(p, name) for name in _INPUT_RANGE_FIELDS}
+    for name in ("init_value", "init_std_alpha", "decay", "input_min_percentage", "output_min_percentage",
+                 "gradient_scale"):
+        values[name] = float(values[name])
+    if isinstance(values["init_from_data"], float) and values["init_from_data"].is_integer():
+        values["init_from_data"] = int(values["init_from_data"])
+    try:
+        return hw.InputRange(**values)
+    except ValueError as err:
+        raise ValueError(f"rpu_config.pre_post.{err}") from None
 
 
 #: IOParametersIRDropT fields read by _ir_drop_from_rpu_config (the others are refused there).
@@ -422,6 +448,11 @@ def rpu_config_from_hardware(h: Any) -> Any:
         }[p.noise_management.mode]
         b.bound_management = {"none": BoundManagementType.NONE,
                               "iterative_per_row": BoundManagementType.ITERATIVE}[p.bound_management.mode]
+    if h.input_range is not None:
+        p = rpu.pre_post.input_range
+        p.enable = True
+        for name in _INPUT_RANGE_FIELDS:
+            setattr(p, name, getattr(h.input_range, name))
     rpu.noise_model = noise_model_from_device(h.device)
     rpu.drift_compensation = GlobalDriftCompensation() if h.device.drift_compensation else None
     if h.ir_drop.scale > 0:

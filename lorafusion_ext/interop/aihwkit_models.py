@@ -81,6 +81,10 @@ def _from_layer(src: nn.Module, seed: int | None) -> AnalogLinear:
             alpha = getattr(tile, "alpha", None)
             if isinstance(alpha, Tensor):
                 drift[i, o] = alpha.detach().reshape(-1)[0]
+            if layer.input_range is not None:
+                # AIHWKIT: one range and one data-initialisation counter per tile, [1] each.
+                layer.input_range[i, o] = tile.input_range.detach().reshape(-1)[0]
+                layer.input_range_update_idx[i, o] = tile.input_range_update_idx.detach().reshape(-1)[0]
             learned = tile.get_learned_out_scales()
             if learned is not None:
                 value = learned.detach().reshape(-1).cpu()
@@ -114,7 +118,8 @@ def from_aihwkit_model(model: nn.Module, seed: int | None = None) -> nn.Module:
     `lorafusion_ext.nn.AnalogLinear` (and every `AnalogSequential` by an `nn.Sequential`).
 
     Carried over: tile weights (programmed / drifted ones when programmed), mapping scales,
-    learned out-scaling, drift-compensation alphas, the bias and the train/eval mode, so
+    learned out-scaling, learned input ranges (and their data-initialisation counters),
+    drift-compensation alphas, the bias and the train/eval mode, so
     deterministic outputs are identical. A programmed layer arrives as programmed (its
     crossbar state), without the device state that a new `drift()` needs: `program()` again
     for drift studies. Returns the model (a new object when `model` itself was converted).
@@ -164,6 +169,10 @@ def _to_layer(src: AnalogLinear) -> nn.Module:
             tile.tile.weight.data = w_norm[rows, cols].detach().cpu().clone()
             if src.hardware.mapping.weight_scaling != "none" or src.held_scales is not None:
                 tile.set_mapping_scales(scales[i, rows].detach().cpu().clone())
+            if src.input_range is not None:
+                tile.input_range.data = src.input_range[i, o].detach().cpu().reshape(1).clone()
+                tile.input_range_update_idx.data = (
+                    src.input_range_update_idx[i, o].detach().cpu().reshape(1).to(tile.input_range_update_idx.dtype))
             if src.out_scaling is not None:
                 value = src.out_scaling[i, rows] if src.hardware.mapping.out_scaling_columnwise else src.out_scaling[i, o]
                 tile.set_learned_out_scales(value.detach().cpu().reshape(-1))
@@ -193,7 +202,7 @@ def _data_type(dtype: torch.dtype) -> Any:
 def to_aihwkit_model(model: nn.Module) -> nn.Module:
     """Replace, in place, every `lorafusion_ext.nn.AnalogLinear` in `model` by an AIHWKIT 1.1
     `AnalogLinear` (TorchInferenceRPUConfig from `HardwareConfig.to_aihwkit`), carrying the
-    tile weights, mapping scales, learned out-scaling, programmed / drifted state (tile
+    tile weights, mapping scales, learned out-scaling, learned input ranges, programmed / drifted state (tile
     weights and drift-compensation alphas) and bias. Returns the model (a new object when
     `model` itself was converted).
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lorafusion_ext.hardware import HardwareConfig, as_hardware
+from lorafusion_ext.hardware import HardwareConfig, Tiles, as_hardware
+from lorafusion_ext.nn import input_range as ir_ops
 from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
 from lorafusion_ext.nn.out_scaling import apply_out_scaling, expand_out_scaling, out_shape_of
@@ -94,6 +95,7 @@ class AnalogLinear(nn.Linear):
             self.out_scaling = nn.Parameter(torch.ones(shape, device=self.weight.device, dtype=self.weight.dtype))
         else:
             self.register_parameter("out_scaling", None)
+        self._init_input_range()
         # Drift compensation scales [n_in_tiles, n_out_tiles] of the programmed crossbar,
         # applied in eval only; None until programmed (see lorafusion_ext.devices).
         self.register_buffer("drift_alpha", None)
@@ -105,6 +107,29 @@ class AnalogLinear(nn.Linear):
         # scales [n_in_tiles, out] (see tile_weights); None otherwise.
         self.register_buffer("held_weight", None)
         self.register_buffer("held_scales", None)
+
+    def _init_input_range(self) -> None:
+        """The learned input ranges of `hardware.input_range` (AIHWKIT: one per tile):
+        `input_range` [n_in_tiles, n_out_tiles] at `init_value`, a parameter when learned (else a
+        buffer), and `input_range_update_idx` [n_in_tiles, n_out_tiles], the data batches each
+        range was initialised from; both None without input ranges."""
+        ir = self.hardware.input_range
+        for name in ("input_range", "input_range_update_idx"):
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+            self.__dict__.pop(name, None)
+        if ir is None:
+            self.register_parameter("input_range", None)
+            self.register_buffer("input_range_update_idx", None)
+            return
+        shape = (self.layout.n_in, self.layout.n_out)
+        dtype = precision.compute_dtype(self.weight.dtype)
+        value = torch.full(shape, float(ir.init_value), device=self.weight.device, dtype=dtype)
+        if ir.learn_input_range:
+            self.input_range = nn.Parameter(value)
+        else:
+            self.register_buffer("input_range", value)
+        self.register_buffer("input_range_update_idx", torch.zeros(shape, device=self.weight.device, dtype=dtype))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -274,6 +299,8 @@ class AnalogLinear(nn.Linear):
             raise ValueError(
                 f"AnalogLinear: input dtype {x.dtype} differs from the layer's {self.weight.dtype}; expected {names}"
             )
+        if self.hardware.input_range is not None:
+            return self._forward_input_range(x)
         if not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and self._wants_grad(x)):
             return self._forward_no_grad(x)
         out_dtype = x.dtype
@@ -303,6 +330,130 @@ class AnalogLinear(nn.Linear):
             y = y + precision.upcast(self.bias)
         return y.reshape(*lead, self.out_features).to(out_dtype)
 
+    def _forward_input_range(self, x: Tensor) -> Tensor:
+        """The forward with learned input ranges (`nn.input_range`), in AIHWKIT's order per tile:
+        in training the ranges first take their data initialisation; each output tile column o
+        gets the DAC input concat_i(clamp(x_i, r[i, o]) / r[i, o]); each tile's output is
+        multiplied by fl(r * ms), then (eval, programmed) by the drift compensation, then by the
+        learned out-scaling, before the input tiles are summed and the bias added. When no
+        gradient reaches a range, these factors are one more periphery row of the op, and on the CPU
+        the clamp and scale run in the kernel's DAC loop (one call for the whole layer)."""
+        ir = self.hardware.input_range
+        assert ir is not None and self.input_range is not None
+        out_dtype = x.dtype
+        x = x.to(self.compute_dtype)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
+        if x2.device != self.weight.device:
+            raise ValueError(f"AnalogLinear: input is on {x2.device}; expected the layer's device ({self.weight.device})")
+        if self.training:
+            ir_ops.init_from_data(self.input_range.data, self.input_range_update_idx, x2, self.layout, ir)
+        ranges = precision.upcast(self.input_range)
+        if self.programmed_weight is not None:
+            w_norm, scales = precision.upcast(self.programmed_weight), precision.upcast(self.programmed_scales)
+        else:
+            w_norm, scales = self.tile_weights()
+        drift = precision.upcast(self.drift_alpha) if (not self.training and self.drift_alpha is not None) else None
+        alpha = self.out_scaling
+        alpha = None if alpha is None else precision.upcast(alpha)
+        bias = precision.upcast(self.bias)
+        layout, hw = self.layout, self.hardware
+        grad = torch.is_grad_enabled() and (x2.requires_grad or ranges.requires_grad or w_norm.requires_grad
+                                            or (alpha is not None and alpha.requires_grad))
+        sample_rows = hw.sample_rows(x.shape, self.training)
+        if not grad and x2.device.type == "cpu":
+            # One call of the op for every tile: the CPU kernel clamps and scales each tile's input
+            # in its DAC loop, and r comes back in through the first periphery row, fl(r * ms).
+            with torch.no_grad():
+                rows = [ir_ops.range_rows(ranges, scales, hw, layout)]
+                if drift is not None:
+                    rows.append(drift[:, layout.row_tiles(x2.device)])
+                if alpha is not None:
+                    rows.append(expand_out_scaling(alpha, layout))
+                params = op_kwargs(hw, **({"modifier_sample_rows": sample_rows} if sample_rows else {}))["params"]
+                y = crossbar_mvm_inference(
+                    x2.contiguous(), w_norm.detach().contiguous(), torch.stack(rows).contiguous(),
+                    None if bias is None else bias.detach().contiguous(), self.rng_state, params,
+                    training=self.training, input_range=ranges.detach().contiguous(),
+                )
+                self.rng_state[1] += 1
+            return y.reshape(*lead, self.out_features).to(out_dtype)
+        sub_hw = self._column_hardware()
+        views = ir_ops.tile_ranges(ranges, layout)
+        n_rows = w_norm.shape[0]
+        outs = []
+        o0 = 0
+        for o, size in enumerate(layout.out_sizes):
+            w_o = w_norm if layout.n_out == 1 else w_norm[o0 : o0 + size]
+            clips = ([ir_ops.ClipCount() for _ in range(layout.n_in)]
+                     if grad and ir.manage_output_clipping and ranges.requires_grad else None)
+            xs = ir_ops.scaled_input(x2, views, layout, o, ir, clips)
+            if not grad:
+                rows = [ir_ops.range_rows(ranges, scales, hw, layout)[:, o0 : o0 + size]]
+                if drift is not None:
+                    rows.append(drift[:, o : o + 1].expand(layout.n_in, size))
+                if alpha is not None:
+                    rows.append(self._alpha_columns(alpha, o, o0, size).detach().expand(layout.n_in, size))
+                y_o = crossbar_mvm(
+                    xs.contiguous(), w_o.contiguous(), torch.stack(rows).contiguous(),
+                    None if bias is None else bias[o0 : o0 + size].contiguous(), self._next_rng(), sub_hw,
+                    training=self.training, sample_rows=sample_rows,
+                )
+                outs.append(y_o)
+                o0 += size
+                continue
+            parts = crossbar_mvm(
+                xs.contiguous(), w_o.contiguous(), w_o.new_empty((0, layout.n_in, size)), None, self._next_rng(),
+                sub_hw, training=self.training, per_input_tile=True, sample_rows=sample_rows,
+            )
+            col = []
+            for i in range(layout.n_in):
+                y_t = parts[i]
+                if clips is not None and hw.adc.bound is not None:
+                    b = hw.adc.bound
+                    clips[i].clipped = int(((y_t >= b) | (y_t <= -b)).count_nonzero())
+                piece = y_t * ir_ops.tile_scale(views, scales, hw, i, o, o0, size)
+                if drift is not None:
+                    piece = piece * drift[i, o : o + 1]
+                if alpha is not None:
+                    piece = piece * self._alpha_columns(alpha, o, o0, size)[i]
+                col.append(piece)
+            outs.append(col)
+            o0 += size
+        assert o0 == n_rows
+        if not grad:
+            y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+        else:
+            # AIHWKIT's TileModuleArray: concat over output tiles, summed over input tiles, + bias.
+            y = None
+            for i in range(layout.n_in):
+                row = outs[0][i] if len(outs) == 1 else torch.cat([c[i] for c in outs], dim=-1)
+                y = row if y is None else y + row
+            assert y is not None
+            if bias is not None:
+                y = y + bias
+        return y.reshape(*lead, self.out_features).to(out_dtype)
+
+    def _alpha_columns(self, alpha: Tensor, o: int, o0: int, size: int) -> Tensor:
+        """Output tile o's learned out-scaling per input tile: [n_in_tiles, size] (columnwise) or
+        [n_in_tiles, 1] (one per tile), as AIHWKIT views a tile's alpha against its output."""
+        if self.hardware.mapping.out_scaling_columnwise:
+            return alpha[:, o0 : o0 + size]
+        return alpha[:, o : o + 1]
+
+    def _column_hardware(self) -> HardwareConfig:
+        """The configuration of one output tile column's op call (input tiles only)."""
+        hw = self.hardware
+        if self.layout.n_out == 1:
+            return hw
+        cached = self.__dict__.get("_column_hw")
+        if cached is None or cached[0] is not hw:
+            cached = (hw, hw.replace(tiles=Tiles(hw.tiles.max_in, None)))
+            self.__dict__["_column_hw"] = cached
+        return cached[1]
+
     def _wants_grad(self, x: Tensor) -> bool:
         """Whether a gradient may flow through this call (x or a parameter requires one)."""
         return x.requires_grad or any(p is not None and p.requires_grad for p in self._parameters.values())
@@ -314,6 +465,11 @@ class AnalogLinear(nn.Linear):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         hw = HardwareConfig.from_dict(json.loads(state["hardware"]))
         if hw != self.hardware:
+            if (hw.input_range is None) != (self.hardware.input_range is None):
+                raise ValueError(
+                    f"AnalogLinear.load_state_dict: the saved hardware.input_range is {hw.input_range!r}, this "
+                    f"layer's is {self.hardware.input_range!r}; build the layer with the saved hardware "
+                    "(HardwareConfig.from_dict) to load learned input ranges")
             self.hardware = hw
             self.layout = TileLayout.of(self.in_features, self.out_features, hw)
 
@@ -347,7 +503,9 @@ class AnalogLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         tiles = f"{self.layout.n_in}x{self.layout.n_out} tiles"
-        return f"{super().extra_repr()}, {tiles}, programmed={self.programmed_weight is not None}"
+        ranges = "" if self.input_range is None else ", learned input ranges" if isinstance(
+            self.input_range, nn.Parameter) else ", input ranges"
+        return f"{super().extra_repr()}, {tiles}{ranges}, programmed={self.programmed_weight is not None}"
 
     def reset_parameters(self) -> None:
         # nn.Linear's init, so a fresh AnalogLinear is initialised like a fresh nn.Linear.

@@ -32,7 +32,8 @@ def _param(params: list[float], name: str) -> float:
 
 
 @torch.library.register_fake(_OP)
-def _crossbar_mvm_fake(x, weight, out_scales, bias, rng, noise_out=None, noise_weight=None, *, params, need_aux, **_: Any):
+def _crossbar_mvm_fake(x, weight, out_scales, bias, rng, noise_out=None, noise_weight=None, input_range=None, *,
+                       params, need_aux, **_: Any):
     max_in, max_out = int(_param(params, "max_in")), int(_param(params, "max_out"))
     m, n = x.shape[0], weight.shape[0]
     tin = _split_count(weight.shape[1], max_in)
@@ -52,7 +53,7 @@ def _crossbar_mvm_backward_fake(grad_y, x, weight, *args, need_grad_x, need_grad
 
 
 def _setup_context(ctx: Any, inputs: tuple, keyword_only_inputs: dict, output: tuple) -> None:
-    x, weight, out_scales, bias, _, _, noise_weight = inputs
+    x, weight, out_scales, bias, _, _, noise_weight, _ = inputs
     _, s, mask, _, rng = output
     ctx.params = keyword_only_inputs["params"]
     ctx.training = keyword_only_inputs["training"]
@@ -78,7 +79,7 @@ def _backward(ctx: Any, grad_y: Tensor, *_: Any) -> tuple:
         grad_x = gx if need_x else None
         grad_w = gw if need_w else None
     grad_b = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-    return grad_x, grad_w, None, grad_b, None, None, None
+    return grad_x, grad_w, None, grad_b, None, None, None, None
 
 
 torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
@@ -204,13 +205,19 @@ def crossbar_mvm_inference(
     params: list[float],
     *,
     training: bool,
+    input_range: Tensor | None = None,
 ) -> Tensor:
     """The compiled op called below autograd, for a caller that wants no gradient and has
     prepared everything once (`AnalogLinear`'s no-gradient path, one-token decode steps):
     `x` [tokens, in] 2-D contiguous in the compute dtype, the other operands as `crossbar_mvm`
     takes them, `params` from `op_kwargs(...)["params"]`. Returns y [tokens, out]; the caller
-    moves `rng` on. No argument checks here beyond the compiled op's own."""
+    moves `rng` on. No argument checks here beyond the compiled op's own.
+
+    `input_range` [input_tiles, output_tiles] (CPU kernel only): learned input ranges fused into
+    the DAC loop, tile (i, o) reading clamp(x, -|r|, |r|) / r (AIHWKIT's `pre_forward`); the
+    factor r goes back in through `out_scales` (`nn.input_range.range_rows`)."""
     with torch._C._AutoDispatchBelowAutograd():
         return torch.ops.lorafusion.crossbar_mvm.default(
-            x, weight, out_scales, bias, rng, None, None, params=params, training=training, need_aux=False,
+            x, weight, out_scales, bias, rng, None, None, input_range, params=params, training=training,
+            need_aux=False,
         )[0]

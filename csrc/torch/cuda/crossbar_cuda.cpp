@@ -73,9 +73,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out_scales,
     const std::optional<at::Tensor>& bias, const at::Tensor& rng,
     const std::optional<at::Tensor>& noise_out, const std::optional<at::Tensor>& noise_weight,
-    c10::ArrayRef<double> params, bool training, bool need_aux) {
+    const std::optional<at::Tensor>& input_range, c10::ArrayRef<double> params, bool training, bool need_aux) {
   const CrossbarCall c = crossbar_forward_prologue<CudaRules>(x, weight, out_scales, bias, rng, noise_out,
                                                               noise_weight, params, training);
+  check_crossbar_input_range(input_range, x, weight, c.p, need_aux);
+  // lorafusion_ext.nn.AnalogLinear clamps and scales CUDA inputs outside the op instead.
+  TORCH_CHECK(!input_range, kCrossbarOp,
+              ": input_range (learned input ranges fused into the DAC loop) is implemented in the CPU kernel only");
   const CrossbarParams& p = c.p;
   const int64_t M = c.M, K = c.K, N = c.N, tin = c.tin, tout = c.tout;
 
