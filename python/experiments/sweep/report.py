@@ -114,6 +114,12 @@ def markdown(data: dict[str, Any]) -> str:
             else:
                 lines.append(f"- At {label}: crossover not yet known (budgets pending).")
         lines.append("")
+    lines += ["## What not to conclude yet", "",
+              "- Below the largest budget each entry is one training seed: a gap there smaller than the seed spread "
+              "at the largest budget is not a finding.",
+              "- The spread over drift trials (programming noise) is inside each seed's value, not shown: the JSON "
+              "holds every trial (`cells`).",
+              "- One model (all-MiniLM-L6-v2, a sentence-embedding model) and one hardware preset (`pcm_paper`).", ""]
     if data["pending"]:
         lines += ["## Pending cells", "", ", ".join(f"`{k}`" for k in data["pending"]), ""]
     return "\n".join(lines)
