@@ -485,3 +485,20 @@ class TestBadInput:
             torch.ops.lorafusion.crossbar_mvm(*args, params=[0.0, 1.0, 0.0], training=False, need_aux=False)
         with pytest.raises(ValueError, match="unknown crossbar parameter 'inp_rez'"):
             op_kwargs(PAPER, inp_rez=0.1)
+
+
+@pytest.mark.parametrize("name", ["paper", "per_row", "no_nm", "no_bm", "nm_thres", "max_nm", "saturating", "asym"])
+def test_identity_readout_equals_the_general_path(name):
+    # The drift-compensation read-out feeds eye(K) (M = K rows, one tile), which the kernel
+    # quantises without reading its K^2 entries. One extra zero row turns that shortcut off
+    # and leaves the first K rows' noise keys, scales and passes as they were: the rows must
+    # agree bit for bit, in every configuration the shortcut takes.
+    hw = {"max_nm": PAPER.replace(noise_management=NoiseManagement("max")),
+          "saturating": PAPER.replace(adc=ADC(8, 0.6)),  # the identity's outputs saturate: several passes
+          "asym": PAPER.replace(dac=DAC(8, 1.0, asymmetry=0.1))}.get(name) or CONFIGS[name]
+    k, n = 300, 40
+    wn, ms = _weights(n, k, 3)
+    eye = torch.eye(k)
+    fast = _call(eye, wn, ms, hw, rng=(11, 4))
+    general = _call(torch.cat([eye, torch.zeros(1, k)]), wn, ms, hw, rng=(11, 4))[:k]
+    assert torch.equal(fast, general)

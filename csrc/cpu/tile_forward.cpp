@@ -92,10 +92,47 @@ const T* TileForward<T>::tile_input(const TileRange& t, int64_t m, T* buf) const
 
 // Quantised inputs of `rows` (row indices into x) at per-row scale s into xq [rows, Kt];
 // with `norms` also each row's (sum |xq|, sum xq^2), taken while the row is in cache.
+// Whether tile t reads the identity, x = eye(K) as the drift-compensation read-out feeds it
+// (one tile, M = K rows): row m's quantised input is then DAC(s_m) at column m and exact
+// zeros elsewhere, known without the K^2 passes of noise management, DAC and the one-hot
+// scan. Only where those passes would give exactly that: no input range, input noise,
+// stochastic rounding, per-sample weights or IR drop. One read of x, stopping at the first
+// entry off the identity (an ordinary input costs a few reads).
+template <typename T>
+bool TileForward<T>::identity_input(const TileRange& t) const {
+  const int64_t kt = t.k1 - t.k0;
+  if (tin != 1 || t.k0 != 0 || kt != K || M != K || input_range != nullptr || p.inp_noise > 0.0 ||
+      p.inp_sto_round || sample_rows > 0 || ir_drop)
+    return false;
+  for (int64_t m = 0; m < M; ++m) {
+    const T* r = x + m * K;
+    for (int64_t k = 0; k < K; ++k)
+      if (!(r[k] == (k == m ? T(1) : T(0)))) return false;
+  }
+  return true;
+}
+
 template <typename T>
 void TileForward<T>::quantize(const TileRange& t, const std::vector<int64_t>& rows, int pass, const T* s, T* xq,
-                              std::vector<std::pair<T, T>>* norms) const {
+                              std::vector<std::pair<T, T>>* norms, bool identity) const {
   const int64_t kt = t.k1 - t.k0;
+  if (identity) {
+    // The rows of eye(K) through the DAC loop below: 0 * s_m rounds to +0, 1 * s_m is s_m,
+    // no asymmetry applies to a positive value; the norms of one non-zero are exact.
+    const T step = dac_step(), bound = static_cast<T>(p.inp_bound);
+    const bool scaling = p.noise_management != NoiseManagement::kNone ||
+                         p.bound_management != BoundManagement::kNone;
+    at::parallel_for(0, static_cast<int64_t>(rows.size()), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t m = rows[i];
+        T* q = xq + i * kt;
+        std::fill(q, q + kt, T(0));
+        q[m] = dac_quantize<T>(scaling ? T(1) * s[m] : T(1), step, bound);
+        if (norms) (*norms)[i] = {std::abs(q[m]), q[m] * q[m]};
+      }
+    });
+    return;
+  }
   const T inp_sigma = static_cast<T>(p.inp_noise);
   const T step = dac_step(), bound = static_cast<T>(p.inp_bound);
   const bool scaling = p.noise_management != NoiseManagement::kNone ||
@@ -536,8 +573,15 @@ IrDropParams TileForward<T>::ir_drop_params() const {
 // Noise management: each row's 1 / a into inv_a (fixed across passes; 1 without). Returns
 // whether AIHWKIT's shortcut applies: no row of the tile has a != 0 (exact zeros out).
 template <typename T>
-bool TileForward<T>::noise_management_scales(const TileRange& t, std::vector<T>& inv_a) const {
+bool TileForward<T>::noise_management_scales(const TileRange& t, std::vector<T>& inv_a, bool identity) const {
   const int64_t kt = t.k1 - t.k0;
+  if (identity && (p.noise_management == NoiseManagement::kAbsMax || p.noise_management == NoiseManagement::kMax)) {
+    // Every row of eye(K) has max = abs-max = 1: the scale of the row {1}.
+    const T one = T(1);
+    bool unused = true;
+    std::fill(inv_a.begin(), inv_a.end(), nm_inverse_scale<T>(p, &one, 1, &unused));
+    return false;
+  }
   if (p.noise_management == NoiseManagement::kAbsMax || p.noise_management == NoiseManagement::kMax) {
     std::atomic<bool> any_nonzero{false};
     at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
@@ -584,7 +628,7 @@ template <typename T>
 at::Tensor TileForward<T>::tile_mvm(const TileRange& t, const std::vector<int64_t>& rows, const at::Tensor& xq,
                                     const at::Tensor& w_tile,
                                     const std::function<at::Tensor(int64_t)>& sample_weight,
-                                    const IrDropTile<T>* ir_tile) const {
+                                    const IrDropTile<T>* ir_tile, bool identity) const {
   const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
   const int64_t mp = static_cast<int64_t>(rows.size());
   const bool into_y = tin == 1 && tout == 1 && mp == M;
@@ -606,8 +650,18 @@ at::Tensor TileForward<T>::tile_mvm(const TileRange& t, const std::vector<int64_
   // One-hot rows (the identity read-out): the products alone, bit-equal to the GEMM, K times
   // fewer operations.
   std::vector<int64_t> col;
-  if (w_tile.dim() == 2 && w_tile.stride(1) == 1 && one_hot_rows(xq.data_ptr<T>(), mp, kt, col) &&
-      all_finite<T>(w_tile)) {
+  bool one_hot = false;
+  if (w_tile.dim() == 2 && w_tile.stride(1) == 1) {
+    if (identity) {  // row i holds its one non-zero (if the DAC kept one) at column rows[i]
+      const T* q = xq.data_ptr<T>();
+      col.resize(mp);
+      for (int64_t i = 0; i < mp; ++i) col[i] = q[i * kt + rows[i]] != T(0) ? rows[i] : -1;
+      one_hot = true;
+    } else {
+      one_hot = one_hot_rows(xq.data_ptr<T>(), mp, kt, col);
+    }
+  }
+  if (one_hot && all_finite<T>(w_tile)) {
     at::Tensor ybuf = into_y ? y_tensor : at::empty({mp, nt}, xopt);
     one_hot_mvm(xq.data_ptr<T>(), kt, col, w_tile, ybuf.data_ptr<T>());
     return ybuf;
@@ -656,7 +710,8 @@ void TileForward<T>::run_tile(const TileRange& t, const at::Tensor& w_tile,
                               const std::function<at::Tensor(int64_t)>& sample_weight) const {
   const int64_t kt = t.k1 - t.k0, nt = t.o1 - t.o0;
   std::vector<T> inv_a(M, T(1));
-  const bool all_zero = noise_management_scales(t, inv_a);
+  const bool identity = identity_input(t);
+  const bool all_zero = noise_management_scales(t, inv_a, identity);
   T* s_tile = s_out + t.index * M;
   int32_t* passes_tile = passes + t.index * M;
   if (all_zero) {
@@ -683,14 +738,14 @@ void TileForward<T>::run_tile(const TileRange& t, const at::Tensor& w_tile,
     }
     const at::Tensor xq = xq_all.narrow(0, 0, mp);
     const bool probe_pass = probe && pass + 1 < max_passes;
-    quantize(t, rows, pass, s_tile, xq.data_ptr<T>(), probe_pass ? &norms : nullptr);
+    quantize(t, rows, pass, s_tile, xq.data_ptr<T>(), probe_pass ? &norms : nullptr, identity);
     if (probe_pass) {
       if (w_absmax < 0.0) {
         w_absmax = static_cast<double>(row_absmax<T>(w_tile.data_ptr<T>(), w_tile.numel()));
       }
       if (pass_must_fail(t, xq, w_tile, norms, w_absmax)) continue;
     }
-    const at::Tensor ybuf = tile_mvm(t, rows, xq, w_tile, sample_weight, ir_tile ? &*ir_tile : nullptr);
+    const at::Tensor ybuf = tile_mvm(t, rows, xq, w_tile, sample_weight, ir_tile ? &*ir_tile : nullptr, identity);
     T* yb = ybuf.data_ptr<T>();
     std::vector<uint8_t> row_ok(mp, 1);
     epilogue(t, rows, pass, yb, row_ok, s_tile, tin == 1);

@@ -83,15 +83,16 @@ struct TileForward {
   T adc_step() const { return static_cast<T>(2.0 * p.out_bound * p.out_res); }
 
   // --- the steps of run_tile, in order (each documented at its definition)
-  bool noise_management_scales(const TileRange& t, std::vector<T>& inv_a) const;
+  bool identity_input(const TileRange& t) const;
+  bool noise_management_scales(const TileRange& t, std::vector<T>& inv_a, bool identity) const;
   void zero_tile(const TileRange& t, T* s_tile, int32_t* passes_tile) const;
   void quantize(const TileRange& t, const std::vector<int64_t>& rows, int pass, const T* s, T* xq,
-                std::vector<std::pair<T, T>>* norms) const;
+                std::vector<std::pair<T, T>>* norms, bool identity) const;
   bool pass_must_fail(const TileRange& t, const at::Tensor& xq, const at::Tensor& w_tile,
                       const std::vector<std::pair<T, T>>& norms, double w_absmax) const;
   at::Tensor tile_mvm(const TileRange& t, const std::vector<int64_t>& rows, const at::Tensor& xq,
                       const at::Tensor& w_tile, const std::function<at::Tensor(int64_t)>& sample_weight,
-                      const IrDropTile<T>* ir_tile) const;
+                      const IrDropTile<T>* ir_tile, bool identity) const;
   void epilogue(const TileRange& t, const std::vector<int64_t>& rows, int pass, T* ybuf,
                 std::vector<uint8_t>& row_ok, const T* s, bool direct) const;
   void settle_pass(const TileRange& t, std::vector<int64_t>& rows, const std::vector<uint8_t>& row_ok,
