@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from lorafusion_ext.nn.convert import attach_lora, attach_pool, convert_to_analog, lora_adapter
+from lorafusion_ext.nn.convert import attach_lora, attach_pool, convert_to_analog, is_head, lora_adapter
 from lorafusion_ext.nn.convert import targets as target_presets
 from lorafusion_ext.data.glue import TaskSpec
 from lorafusion_ext.data.tokenize import EncodedDataset
@@ -97,6 +97,16 @@ def train_hwa_lora(model: nn.Module, data: EncodedDataset, cfg: HWALoRAConfig, t
     opt = torch.optim.Adam(groups)
     return train(model, data, opt, tcfg, description=description,
                  log_extra={"method": "hwa-lora", "rank": cfg.rank, "alpha": cfg.alpha})
+
+
+def train_full_finetune(model: nn.Module, data: EncodedDataset, lr: float, head_lr: float, tcfg: TrainConfig,
+                        description: str = "full fine-tune") -> TrainResult:
+    """Train every weight of a digital `model` (Adam; the body at `lr`, the task head at
+    `head_lr`): the reference of what the model itself can learn on a task."""
+    head = [p for n, p in model.named_parameters() if is_head(n)]
+    body = [p for n, p in model.named_parameters() if not is_head(n)]
+    opt = torch.optim.Adam([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}])
+    return train(model, data, opt, tcfg, description=description)
 
 
 def pool_from_models(models: Sequence[nn.Module], names: Sequence[str]) -> LoRAPool:

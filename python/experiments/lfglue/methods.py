@@ -27,6 +27,7 @@ from lorafusion_ext.training.methods import (
     load_task_state,
     pool_from_models,
     task_state,
+    train_full_finetune,
     train_fusion,
     train_hwa_lora,
 )
@@ -171,11 +172,9 @@ def full_finetune(s: Settings, task: str, seed: int) -> dict[str, Any]:
     spec = task_spec(task)
     model, tok = load_classifier(s.model, spec.num_labels, seed=seed)
     _, train_set, dev = data(s, task, tok, pool=True)
-    head = [p for n, p in model.named_parameters() if is_head(n)]
-    body = [p for n, p in model.named_parameters() if not is_head(n)]
-    opt = torch.optim.Adam([{"params": body, "lr": s.budget.full_finetune_lr}, {"params": head, "lr": s.budget.head_lr}])
     cfg = tcfg(s, seed, f"full_finetune {task}", pool=True, n_train=len(train_set))
-    train(model, train_set, opt, cfg, description=f"full_finetune {task}")
+    train_full_finetune(model, train_set, s.budget.full_finetune_lr, s.budget.head_lr, cfg,
+                        description=f"full_finetune {task}")
     return {"metric": spec.metrics[0], "digital": evaluate(model, dev, spec.metrics)[spec.metrics[0]],
             "steps": cfg.steps}
 

@@ -18,9 +18,9 @@ from lorafusion_ext.apps.pipelines import DataConfig, drift_evaluation, task_dat
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.evaluation.metrics import chance_level
 from lorafusion_ext.models import load_classifier
-from lorafusion_ext.nn.convert import is_head
-from lorafusion_ext.training.loop import TrainConfig, TrainResult, train
-from lorafusion_ext.training.methods import HWALoRAConfig, analog_classifier, load_task_state, task_state, train_hwa_lora
+from lorafusion_ext.training.loop import TrainConfig, TrainResult
+from lorafusion_ext.training.methods import (HWALoRAConfig, analog_classifier, load_task_state, task_state,
+                                             train_full_finetune, train_hwa_lora)
 
 from .protocol import TEN_YEARS, Settings
 
@@ -88,10 +88,8 @@ def full_finetune(s: Settings, cell: Cell) -> dict[str, Any]:
     spec = task_spec(cell.task)
     model, tok = load_classifier(s.model, spec.num_labels, seed=cell.seed)
     task, train_set, dev = data(s, cell.task, tok)
-    head = [p for n, p in model.named_parameters() if is_head(n)]
-    body = [p for n, p in model.named_parameters() if not is_head(n)]
-    opt = torch.optim.Adam([{"params": body, "lr": s.recipe.full_finetune_lr}, {"params": head, "lr": s.recipe.head_lr}])
-    result = train(model, train_set, opt, train_cfg(s, cell), description=cell.key)
+    result = train_full_finetune(model, train_set, s.recipe.full_finetune_lr, s.recipe.head_lr, train_cfg(s, cell),
+                                 description=cell.key)
     return {**_losses(result), "digital": task.evaluate(model, dev)[task.main_metric]}
 
 
@@ -103,8 +101,8 @@ def run_cell(s: Settings, cell: Cell) -> dict[str, Any]:
     torch.set_num_threads(s.threads)
     t0 = time.perf_counter()
     rec = TRAIN[cell.method](s, cell)
-    rec.update(key=cell.key, wall_s=time.perf_counter() - t0, task=cell.task, method=cell.method, seed=cell.seed, budget=int(cell.param("steps")),
-               metric=task_spec(cell.task).metrics[0])
+    rec.update(key=cell.key, wall_s=time.perf_counter() - t0, task=cell.task, method=cell.method, seed=cell.seed,
+               budget=int(cell.param("steps")), metric=task_spec(cell.task).metrics[0])
     shutil.rmtree(s.out / "checkpoints" / file_name(cell.key), ignore_errors=True)
     return rec
 
