@@ -94,3 +94,4 @@ def test_no_network_fails_in_seconds_without_offline_variables(monkeypatch):
     msg = str(err.value)
     assert "cannot reach the hub" in msg and "hub.invalid" in msg and "HF_DATASETS_OFFLINE=1" in msg
     _assert_names_both_ways_out(msg)
+    check_glue([])  # no GLUE task (a BBH-only run): nothing to reach, offline or not

@@ -194,6 +194,8 @@ def check_glue(tasks: Sequence[str], glue_dir: str | os.PathLike | None = None,
     bad = [s for s in splits if s not in ("train", "dev")]
     if bad:
         raise ValueError(f"check_glue: splits {bad}; expected 'train' and/or 'dev'")
+    if not specs:
+        return  # e.g. a BBH-only run offline: nothing of GLUE's to read
     if glue_dir is not None:
         root = os.fspath(glue_dir)
         if not os.path.isdir(root):

@@ -71,6 +71,12 @@ class AnalogLinear(nn.Linear):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
+        self._build(in_features, out_features, bias, hardware, device, dtype, seed, generator, init=True)
+
+    def _build(self, in_features: int, out_features: int, bias: bool, hardware: Any, device: Any, dtype: Any,
+               seed: int | None, generator: torch.Generator | None, *, init: bool) -> None:
+        """The constructor's body; `init=False` leaves the weight and bias uninitialised (and
+        the global RNG untouched) for a caller that copies them in."""
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"AnalogLinear: {name} = {v!r}; expected a positive integer")
@@ -82,7 +88,12 @@ class AnalogLinear(nn.Linear):
             raise ValueError(
                 f"AnalogLinear: dtype {resolved} is not supported; expected float32, float64, bfloat16 or float16"
             )
+        # nn.Linear's constructor runs reset_parameters (a Kaiming draw from the global RNG);
+        # from_linear overwrites the weights, and must not shift the caller's RNG stream: the
+        # same seed has to give the same LoRA init on a digital and on an analog model.
+        object.__setattr__(self, "_skip_reset", not init)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        object.__setattr__(self, "_skip_reset", False)
         self.hardware = hardware
         self.layout = TileLayout.of(in_features, out_features, hardware)
         if seed is None:
@@ -144,16 +155,9 @@ class AnalogLinear(nn.Linear):
         clip/remap recipe when it has one), on its device and dtype."""
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"AnalogLinear.from_linear: linear is a {type(linear).__name__}; expected nn.Linear")
-        layer = cls(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
-            hardware=hardware,
-            device=linear.weight.device,
-            dtype=linear.weight.dtype,
-            seed=seed,
-            generator=generator,
-        )
+        layer = cls.__new__(cls)
+        layer._build(linear.in_features, linear.out_features, linear.bias is not None, hardware,
+                     linear.weight.device, linear.weight.dtype, seed, generator, init=False)
         with torch.no_grad():
             # Conditioned in the compute dtype; a half layer stores the result rounded once.
             w = precision.upcast(linear.weight.detach())
@@ -509,6 +513,8 @@ class AnalogLinear(nn.Linear):
 
     def reset_parameters(self) -> None:
         # nn.Linear's init, so a fresh AnalogLinear is initialised like a fresh nn.Linear.
+        if self.__dict__.get("_skip_reset", False):
+            return
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = self.in_features
