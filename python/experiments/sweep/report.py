@@ -115,6 +115,10 @@ def markdown(data: dict[str, Any]) -> str:
                 lines.append(f"- At {label}: crossover not yet known (budgets pending).")
         lines.append("")
     lines += ["## What not to conclude yet", "",
+              "- The comparison is paired: for one seed both methods start from the same LoRA and head init and see "
+              "the same batches in the same order, so a gap within a seed is the hardware's, not the init's. Across "
+              "seeds it is not: where a task is still taking off (a budget near where the digital LoRA first rises "
+              "above chance), the init alone can move the metric by more than the hardware does.",
               "- Below the largest budget each entry is one training seed: a gap there smaller than the seed spread "
               "at the largest budget is not a finding.",
               "- The spread over drift trials (programming noise) is inside each seed's value, not shown: the JSON "
