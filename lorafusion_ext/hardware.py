@@ -19,6 +19,7 @@ NoiseManagementMode = Literal["none", "abs_max", "max", "constant"]
 WeightScaling = Literal["none", "layer", "row"]
 ModifierKind = Literal["none", "add_normal", "mult_normal", "discretize"]
 ClipWhen = Literal["conversion", "update"]
+ClipScope = Literal["tile", "layer", "channel"]
 
 _BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
 _NM_CODES = {"none": 0, "abs_max": 1, "max": 2, "constant": 3}
@@ -189,6 +190,12 @@ class Mapping_:
 
     `learn_out_scaling`: a trainable digital output scale per tile, [n_in_tiles, n_out_tiles]
     (per tile row if `out_scaling_columnwise`: [n_in_tiles, out_features]).
+
+    `clip_scope`: over what the clip level clip_sigma · std is taken: "tile" (AIHWKIT: each
+    tile's normalised weights), "layer" (AIHWKIT-Lightning's LAYER_GAUSSIAN: all of the layer's
+    target weights) or "channel" (Lightning's LAYER_GAUSSIAN_PER_CHANNEL: each output row of the
+    target weights, across its tiles). The last two clip the target weights in their own units
+    and need clip_when "update", a remap and no clip_fixed.
     """
 
     weight_scaling: WeightScaling = "row"
@@ -199,8 +206,18 @@ class Mapping_:
     out_scaling_columnwise: bool = False
     clip_fixed: float = 0.0
     clip_when: ClipWhen = "conversion"
+    clip_scope: ClipScope = "tile"
 
     def __post_init__(self) -> None:
+        if self.clip_scope not in ("tile", "layer", "channel"):
+            raise ValueError(f"mapping.clip_scope = {self.clip_scope!r}; expected 'tile', 'layer' or 'channel'")
+        if self.clip_scope != "tile" and not (self.clip_when == "update" and self.remap and self.clip_fixed == 0
+                                              and self.clip_sigma > 0 and not self.learn_out_scaling):
+            raise ValueError(
+                f"mapping.clip_scope = {self.clip_scope!r} needs clip_sigma > 0, clip_when 'update', remap = True, "
+                "clip_fixed 0 and no learned out-scaling (AIHWKIT-Lightning's Gaussian clips); got "
+                f"clip_sigma={self.clip_sigma}, clip_when={self.clip_when!r}, remap={self.remap}, "
+                f"clip_fixed={self.clip_fixed}, learn_out_scaling={self.learn_out_scaling}")
         if self.weight_scaling not in ("none", "layer", "row"):
             raise ValueError(f"mapping.weight_scaling = {self.weight_scaling!r}; expected 'none', 'layer' or 'row'")
         _check_nonneg("mapping", "omega", self.omega, positive=True)
@@ -346,9 +363,13 @@ class InputRange:
     output_min_percentage: float = 0.95
     gradient_scale: float = 1.0
     gradient_relative: bool = True
+    #: True (AIHWKIT): r also gets the gradient of the division x / r and of the output factor
+    #: fl(r * scale). False (AIHWKIT-Lightning's `InputRangeForward`): r is a constant there and
+    #: its gradient is the clipped-input term (and the decay) alone.
+    scaling_gradient: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative"):
+        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative", "scaling_gradient"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"input_range.{name} = {getattr(self, name)!r}; expected a bool")
         _check_nonneg("input_range", "init_value", self.init_value, positive=True)
@@ -494,9 +515,17 @@ class HardwareConfig:
     backward: Periphery | None = None
     #: Learned input ranges per tile (AIHWKIT ``pre_post.input_range``); None: off.
     input_range: InputRange | None = None
+    #: False: the output noise is drawn in training only (AIHWKIT-Lightning); True: in eval too.
+    out_noise_in_eval: bool = True
+    #: True: each of a layer's n input tiles draws output noise of std out_noise / sqrt(n)
+    #: (AIHWKIT-Lightning); False: out_noise per tile (AIHWKIT).
+    out_noise_split: bool = False
 
     def __post_init__(self) -> None:
         _check_nonneg("hardware", "out_noise", self.out_noise)
+        for name in ("out_noise_in_eval", "out_noise_split"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"hardware.{name} = {getattr(self, name)!r}; expected a bool")
         if self.backward is not None and not isinstance(self.backward, Periphery):
             raise ValueError(f"hardware.backward = {self.backward!r}; expected a Periphery or None")
         _check_finite("hardware", "out_scale", self.out_scale)
@@ -676,7 +705,7 @@ class HardwareConfig:
                 # JSON turns tuples into lists; the config must stay hashable.
                 dev["options"] = tuple(sorted((k, _freeze(v)) for k, v in dict(dev.get("options", {})).items()))
                 kwargs[key] = Device(**dev)
-            elif key in ("out_noise", "out_scale"):
+            elif key in ("out_noise", "out_scale", "out_noise_in_eval", "out_noise_split"):
                 kwargs[key] = value
             elif key == "backward":
                 kwargs[key] = None if value is None else Periphery.from_dict(value)
@@ -689,19 +718,35 @@ class HardwareConfig:
     # ------------------------------------------------------------------ AIHWKIT
     @classmethod
     def from_aihwkit(cls, rpu_config: Any) -> "HardwareConfig":
-        """Convert an AIHWKIT `TorchInferenceRPUConfig` (the subset modelled here).
+        """Convert an AIHWKIT 1.1 or an AIHWKIT-Lightning 2.1 `TorchInferenceRPUConfig` (the
+        subset modelled here; docs/aihwkit.md).
 
         Raises:
             ValueError: naming the first field set to a value that is not modelled.
         """
         # The config's one door into interop/, opened on call (the package's one documented
         # import circle: docs/architecture.md, "The Python layers").
+        if _is_lightning(rpu_config):
+            from lorafusion_ext.interop.lightning_config import hardware_from_lightning
+
+            return hardware_from_lightning(cls, rpu_config)
         from lorafusion_ext.interop.aihwkit_config import hardware_from_rpu_config
 
         return hardware_from_rpu_config(cls, rpu_config)
 
-    def to_aihwkit(self) -> Any:
-        """The equivalent AIHWKIT `TorchInferenceRPUConfig` (needs aihwkit installed)."""
+    def to_aihwkit(self, flavour: Literal["aihwkit", "lightning"] = "aihwkit") -> Any:
+        """The equivalent `TorchInferenceRPUConfig` of AIHWKIT 1.1 (`flavour="aihwkit"`) or of
+        AIHWKIT-Lightning 2.1 (`flavour="lightning"`); needs that package installed.
+
+        Raises:
+            ValueError: a field with no equivalent there (named), or an unknown flavour.
+        """
+        if flavour == "lightning":
+            from lorafusion_ext.interop.lightning_config import lightning_from_hardware
+
+            return lightning_from_hardware(self)
+        if flavour != "aihwkit":
+            raise ValueError(f"to_aihwkit: flavour = {flavour!r}; expected 'aihwkit' or 'lightning'")
         from lorafusion_ext.interop.aihwkit_config import rpu_config_from_hardware
 
         return rpu_config_from_hardware(self)
@@ -751,12 +796,18 @@ def as_hardware(config: Any, where: str) -> HardwareConfig:
     that is not modelled)."""
     if isinstance(config, HardwareConfig):
         return config
-    if type(config).__module__.startswith("aihwkit."):
+    if type(config).__module__.startswith("aihwkit.") or _is_lightning(config):
         return HardwareConfig.from_aihwkit(config)
     raise ValueError(
-        f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig or an AIHWKIT "
-        "TorchInferenceRPUConfig"
+        f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig, an AIHWKIT or an "
+        "AIHWKIT-Lightning TorchInferenceRPUConfig"
     )
+
+
+def _is_lightning(config: Any) -> bool:
+    """Whether `config` is an AIHWKIT-Lightning object (a class of module `aihwkit_lightning`, or
+    derived from one: a subclass is then refused by name, not taken for AIHWKIT's)."""
+    return any(c.__module__.startswith("aihwkit_lightning.") for c in type(config).__mro__)
 
 
 # Public name of the mapping part (the trailing underscore avoids shadowing typing.Mapping).

@@ -349,6 +349,19 @@ def rpu_config_from_hardware(h: Any) -> Any:
         WeightModifierType,
     )
 
+    if h.out_noise > 0 and (not h.out_noise_in_eval or h.out_noise_split):
+        raise ValueError(
+            f"hardware.out_noise_in_eval = {h.out_noise_in_eval}, out_noise_split = {h.out_noise_split} (output "
+            "noise of AIHWKIT-Lightning) has no AIHWKIT 1.1 equivalent: its tiles draw out_noise per tile, in "
+            "training and eval; use to_aihwkit(flavour='lightning')")
+    if h.mapping.clip_scope != "tile":
+        raise ValueError(
+            f"hardware.mapping.clip_scope = {h.mapping.clip_scope!r} (AIHWKIT-Lightning's Gaussian clip) has no AIHWKIT "
+            "1.1 equivalent: its clips are per tile; use to_aihwkit(flavour='lightning')")
+    if h.input_range is not None and not h.input_range.scaling_gradient:
+        raise ValueError(
+            "hardware.input_range.scaling_gradient = False (AIHWKIT-Lightning's range gradient) has no AIHWKIT 1.1 "
+            "equivalent; use to_aihwkit(flavour='lightning')")
     if h.bound_management.mode == "iterative_per_row":
         raise ValueError(
             "hardware.bound_management.mode = 'iterative_per_row' has no TorchInferenceRPUConfig "

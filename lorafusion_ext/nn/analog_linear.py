@@ -266,13 +266,13 @@ class AnalogLinear(nn.Linear):
                 w_norm, out_scales, _ = self._operands(x.device)
                 bias = precision.upcast(self.bias)
                 plan = (key, self.hardware, w_norm.detach().contiguous(), out_scales.detach().contiguous(),
-                        None if bias is None else bias.detach().contiguous(), op_kwargs(self.hardware)["params"],
+                        None if bias is None else bias.detach().contiguous(), op_kwargs(self._op_hardware())["params"],
                         torch.tensor([0, 1], dtype=torch.int64, device=self.rng_state.device))
             self.__dict__["_inference_plan"] = plan
         _, _, w_norm, out_scales, bias, params, step = plan
         sample_rows = self.hardware.sample_rows(x.shape, self.training)
         if sample_rows:  # per-sample weight noise: the rows per sample depend on the input's shape
-            params = op_kwargs(self.hardware, modifier_sample_rows=sample_rows)["params"]
+            params = op_kwargs(self._op_hardware(), modifier_sample_rows=sample_rows)["params"]
         if w_norm.device != x.device:
             raise ValueError(f"AnalogLinear: input is on {x.device}; expected the layer's device ({w_norm.device})")
         out_dtype = x.dtype
@@ -313,7 +313,7 @@ class AnalogLinear(nn.Linear):
         if alpha is None:
             y = crossbar_mvm(
                 x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), precision.upcast(self.bias),
-                self._next_rng(), self.hardware, training=self.training,
+                self._next_rng(), self._op_hardware(), training=self.training,
                 sample_rows=self.hardware.sample_rows(x.shape, self.training),
             )
             return y.reshape(*lead, self.out_features).to(out_dtype)
@@ -322,7 +322,7 @@ class AnalogLinear(nn.Linear):
         # so that the alphas' gradients are AIHWKIT's too.
         parts = crossbar_mvm(
             x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), None, self._next_rng(),
-            self.hardware, training=self.training, per_input_tile=True,
+            self._op_hardware(), training=self.training, per_input_tile=True,
             sample_rows=self.hardware.sample_rows(x.shape, self.training),
         )
         y = apply_out_scaling(parts, precision.upcast(alpha), self.layout, self.hardware)
@@ -372,7 +372,8 @@ class AnalogLinear(nn.Linear):
                     rows.append(drift[:, layout.row_tiles(x2.device)])
                 if alpha is not None:
                     rows.append(expand_out_scaling(alpha, layout))
-                params = op_kwargs(hw, **({"modifier_sample_rows": sample_rows} if sample_rows else {}))["params"]
+                params = op_kwargs(self._op_hardware(),
+                                   **({"modifier_sample_rows": sample_rows} if sample_rows else {}))["params"]
                 y = crossbar_mvm_inference(
                     x2.contiguous(), w_norm.detach().contiguous(), torch.stack(rows).contiguous(),
                     None if bias is None else bias.detach().contiguous(), self.rng_state, params,
@@ -443,9 +444,25 @@ class AnalogLinear(nn.Linear):
             return alpha[:, o0 : o0 + size]
         return alpha[:, o : o + 1]
 
+    def _op_hardware(self) -> HardwareConfig:
+        """The configuration the op runs with in the current mode: `hardware`, with
+        AIHWKIT-Lightning's output noise resolved for this layer (`out_noise_in_eval` False: none
+        in eval; `out_noise_split`: out_noise / sqrt(n_in_tiles) per input tile)."""
+        hw = self.hardware
+        if hw.out_noise == 0 or (hw.out_noise_in_eval and not hw.out_noise_split):
+            return hw
+        cached = self.__dict__.get("_op_hw")
+        if cached is None or cached[0] is not hw or cached[1] != self.training:
+            noise = hw.out_noise if (self.training or hw.out_noise_in_eval) else 0.0
+            if hw.out_noise_split:
+                noise = noise / math.sqrt(self.layout.n_in)
+            cached = (hw, self.training, hw.replace(out_noise=noise, out_noise_in_eval=True, out_noise_split=False))
+            self.__dict__["_op_hw"] = cached
+        return cached[2]
+
     def _column_hardware(self) -> HardwareConfig:
         """The configuration of one output tile column's op call (input tiles only)."""
-        hw = self.hardware
+        hw = self._op_hardware()
         if self.layout.n_out == 1:
             return hw
         cached = self.__dict__.get("_column_hw")

@@ -127,7 +127,8 @@ def scaled_input(x: Tensor, ranges: list[list[Tensor]], layout: TileLayout, o: i
         x_c = clamp_tile_input(x[:, k0 : k0 + kt], r)
         if r.requires_grad and torch.is_grad_enabled():
             x_c = InputRangeGradient.apply(x_c, r, ir, None if clips is None else clips[i])
-        parts.append(x_c / r)
+        # AIHWKIT-Lightning (scaling_gradient False): no gradient of r through the division.
+        parts.append(x_c / (r if ir.scaling_gradient else r.detach()))
         k0 += kt
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
@@ -138,6 +139,8 @@ def tile_scale(ranges: list[list[Tensor]], scales: Tensor | None, hw: HardwareCo
     (`tile_ranges`) times the tile's mapping scales, [size] per row or [1] per tile, or r alone
     without mapping."""
     r = ranges[i][o]
+    if hw.input_range is not None and not hw.input_range.scaling_gradient:
+        r = r.detach()  # AIHWKIT-Lightning: the output factor gives r no gradient
     if scales is None or hw.mapping.weight_scaling == "none":
         return r
     ms = scales[i, o0 : o0 + size] if hw.mapping.weight_scaling == "row" else scales[i, o0 : o0 + 1]
