@@ -367,11 +367,27 @@ class InputRange:
     #: fl(r * scale). False (AIHWKIT-Lightning's `InputRangeForward`): r is a constant there and
     #: its gradient is the clipped-input term (and the decay) alone.
     scaling_gradient: bool = True
+    #: AIHWKIT-Lightning's fast mode: the first `init_from_data` training forwards set r to
+    #: max(|x_min|, |x_max|) of running statistics of each tile input's extremes (x_min, x_max
+    #: start at -/+1e-5 and take the first batch's extremes, then move with momentum
+    #: `act_range_momentum`, or keep the running extremes with -1), and r's gradient is that of
+    #: `torch.clamp(x, -r, r)` alone (`init_std_alpha`, `decay`, `input_min_percentage` and the
+    #: `gradient_*` fields are not used). Needs `scaling_gradient` False.
+    fast_mode: bool = False
+    act_range_momentum: float = 0.95
 
     def __post_init__(self) -> None:
-        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative", "scaling_gradient"):
+        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative", "scaling_gradient",
+                     "fast_mode"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"input_range.{name} = {getattr(self, name)!r}; expected a bool")
+        _check_finite("input_range", "act_range_momentum", self.act_range_momentum)
+        if not (self.act_range_momentum == -1 or 0.0 <= self.act_range_momentum <= 1.0):
+            raise ValueError(f"input_range.act_range_momentum = {self.act_range_momentum!r}; expected a value in "
+                             "[0, 1] or -1 (the running extremes)")
+        if self.fast_mode and (self.scaling_gradient or self.manage_output_clipping):
+            raise ValueError("input_range.fast_mode = True needs scaling_gradient = False and manage_output_clipping "
+                             "= False (AIHWKIT-Lightning's fast mode: the clamp's gradient alone)")
         _check_nonneg("input_range", "init_value", self.init_value, positive=True)
         if isinstance(self.init_from_data, bool) or not isinstance(self.init_from_data, int) or self.init_from_data < 0:
             raise ValueError(f"input_range.init_from_data = {self.init_from_data!r}; expected an integer >= 0")

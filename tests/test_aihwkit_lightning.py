@@ -90,6 +90,11 @@ def test_every_field_maps() -> None:
                                            out_noise=0.1, per_channel=True))
     assert h.mapping == hw.Mapping_("row", 1.0, clip_sigma=2.0, remap=True, clip_when="update", clip_scope="channel")
     # the deprecated modifier.type, as Lightning's deprecation_adjustment reads it
+    # fast_mode, act_range_momentum: running min/max ranges, the clamp's gradient
+    c = rpu(init_from_data=4)
+    c.pre_post.input_range.fast_mode, c.pre_post.input_range.act_range_momentum = True, -1.0
+    ir = hw.HardwareConfig.from_aihwkit(c).input_range
+    assert ir.fast_mode and ir.act_range_momentum == -1.0 and ir.init_from_data == 4 and not ir.scaling_gradient
     c = rpu(std=0.05)
     c.modifier.type = WeightModifierType.ADD_NORMAL_PER_CHANNEL
     assert hw.HardwareConfig.from_aihwkit(c).modifier == hw.Modifier("add_normal", 0.05)
@@ -115,7 +120,10 @@ REFUSALS = [
     (lambda c: _set("forward.out_bound", 10.0)(_set("clip.sigma", 2.0)(
         _set("clip.type", WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL)(_set("forward.out_noise", 0.1)(c)))),
      "forward.out_noise_per_channel"),
-    (_set("pre_post.input_range.fast_mode", True), "pre_post.input_range.fast_mode"),
+    (lambda c: _set("pre_post.input_range.fast_mode", True)(_set("pre_post.input_range.dynamic", True)(c)),
+     "pre_post.input_range.fast_mode"),
+    (lambda c: _set("pre_post.input_range.fast_mode", True)(_set("pre_post.input_range.act_range_momentum", 1.5)(c)),
+     "input_range.act_range_momentum"),
     (lambda c: _set("forward.inp_res", RES8)(_set("pre_post.input_range.enable", False)(c)), "forward.inp_res"),
     (lambda c: _set("forward.out_noise", 0.1)(_set("pre_post.input_range.enable", False)(c)), "forward.out_noise"),
     (_set("forward.out_res", RES8), "forward.out_res"),
@@ -146,8 +154,15 @@ def test_not_a_lightning_config_class() -> None:
         hw.HardwareConfig.from_aihwkit(Sub())
 
 
+def _fast(c, momentum: float = 0.95):
+    c.pre_post.input_range.fast_mode = True
+    c.pre_post.input_range.act_range_momentum = momentum
+    return c
+
+
 ROUND_TRIP = [
     rpu(),
+    _fast(rpu(inp_res=RES8, max_in=16, init_from_data=3), 0.8),
     rpu(inp_res=RES8, out_res=RES8, out_bound=12.0, out_noise=0.04, max_in=32, init_from_data=3,
         noise=WeightNoiseInjectionType.ADD_NORMAL, std=0.02),
     rpu(inp_res=RES8, out_noise=0.1, per_channel=True, noise=WeightNoiseInjectionType.ADD_NORMAL_PER_CHANNEL, std=0.05),
@@ -204,6 +219,8 @@ TRAIN = {
     "learned_ranges_8bit_tiled": rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=2,
                                      alpha=1.5, decay=0.01),
     "learned_ranges_unquantised": rpu(max_in=16, init_from_data=2, alpha=1.5, decay=0.01, min_pct=0.5),
+    "fast_mode_8bit_tiled": _fast(rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=3), 0.9),
+    "fast_mode_running_extremes": _fast(rpu(inp_res=RES8, max_in=16, init_from_data=3), -1.0),
     "dynamic_8bit_tiled": rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, dynamic=True),
     "gaussian_clip_tiled": rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=2, alpha=1.5,
                                clip=WeightClipType.LAYER_GAUSSIAN, sigma=1.5),
@@ -235,6 +252,9 @@ def test_trains_side_by_side_with_lightning(name: str) -> None:
         if theirs.input_range is not None:
             _close(ours.input_range.reshape(-1), theirs.input_range)
             assert torch.equal(ours.input_range_update_idx.reshape(-1), theirs.input_range_update_idx)
+        if ours.input_range_x_min is not None:
+            _close(ours.input_range_x_min.reshape(-1), theirs.x_min)
+            _close(ours.input_range_x_max.reshape(-1), theirs.x_max)
     ours.eval(), theirs.eval()
     x = torch.randn(16, 40, generator=gen) * 2
     with torch.no_grad():
@@ -298,8 +318,11 @@ def _lightning_model(c) -> nn.Module:
     return model
 
 
-def test_model_round_trip() -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["ranges", "fast_mode"])
+def test_model_round_trip(fast: bool) -> None:
     c = rpu(inp_res=RES8, out_res=RES8, out_bound=6.0, max_in=16, init_from_data=5)
+    if fast:
+        c = _fast(c, 0.9)
     src = _lightning_model(c)
     x = torch.randn(10, 40, generator=torch.Generator().manual_seed(9))
     src.eval()

@@ -144,6 +144,9 @@ def _from_lightning_layer(src: nn.Module, seed: int | None) -> AnalogLinear:
     if layer.input_range is not None:
         layer.input_range.copy_(src.input_range.detach().cpu().reshape(-1, 1).to(layer.input_range.dtype))
         layer.input_range_update_idx.copy_(src.input_range_update_idx.detach().cpu().reshape(-1, 1))
+        if layer.input_range_x_min is not None:  # fast mode: its running extremes
+            layer.input_range_x_min.copy_(src.x_min.detach().cpu().reshape(-1, 1))
+            layer.input_range_x_max.copy_(src.x_max.detach().cpu().reshape(-1, 1))
     layer.train(src.training)
     return layer.to(w.device)
 
@@ -271,6 +274,9 @@ def _to_lightning_layer(src: AnalogLinear) -> nn.Module:
     if src.input_range is not None:
         dst.input_range.data = src.input_range.detach().cpu().reshape(-1).to(w.dtype).clone()
         dst.input_range_update_idx.copy_(src.input_range_update_idx.detach().cpu().reshape(-1))
+        if src.input_range_x_min is not None:
+            dst.x_min.copy_(src.input_range_x_min.detach().cpu().reshape(-1))
+            dst.x_max.copy_(src.input_range_x_max.detach().cpu().reshape(-1))
     dst.train(src.training)
     return dst.to(w.device)
 

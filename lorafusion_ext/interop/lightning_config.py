@@ -9,6 +9,8 @@ this package's crossbar op once its units are normalised:
   output multiplied by r again. r gets `InputRangeForward`'s gradient only (the clipped-input
   term times r, plus the decay): `InputRange.scaling_gradient = False`;
 - `dynamic` ranges (the abs-max of each input row) are the op's abs-max noise management;
+- `fast_mode` ranges (running min/max statistics, `act_range_momentum`, the clamp's gradient)
+  are `InputRange.fast_mode`;
 - the weights' per-channel abs-max (`assumed_wmax`) is the op's "row" mapping; its maximum over
   the slice is the "layer" (one scale per tile) mapping. The ADC bound (r · out_bound · wmax),
   the output noise (out_noise · wmax · r / sqrt(n_slices), in training only) and the weight
@@ -109,11 +111,9 @@ def hardware_from_lightning(cls: Any, rpu: Any) -> Any:
     if clip.type not in (Clip.NONE, Clip.LAYER_GAUSSIAN, Clip.LAYER_GAUSSIAN_PER_CHANNEL):
         raise ValueError(f"rpu_config.clip.type = {clip.type!r}; expected NONE, LAYER_GAUSSIAN or "
                          "LAYER_GAUSSIAN_PER_CHANNEL")
-    if ir.enable and ir.fast_mode:
-        raise ValueError(
-            "rpu_config.pre_post.input_range.fast_mode = True is not modelled by lorafusion_ext: its range comes "
-            "from running min/max statistics (act_range_momentum) with a plain clamp gradient, not from "
-            "init_std_alpha * std and InputRangeForward")
+    if ir.enable and ir.fast_mode and ir.dynamic:
+        raise ValueError("rpu_config.pre_post.input_range.fast_mode = True with dynamic = True: Lightning's forward "
+                         "asserts a learned range there (dynamic layers have none)")
     dynamic = ir.enable and ir.dynamic
     learned = ir.enable and not ir.dynamic
     # Lightning's own forward asserts on these (TorchLinear.linear): refused with its reason.
@@ -165,7 +165,9 @@ def hardware_from_lightning(cls: Any, rpu: Any) -> Any:
                 learn_input_range=bool(ir.learn_input_range), init_value=float(ir.init_value),
                 init_from_data=int(ir.init_from_data), init_std_alpha=float(ir.init_std_alpha),
                 decay=float(ir.decay), input_min_percentage=float(ir.input_min_percentage),
-                manage_output_clipping=False, gradient_scale=1.0, gradient_relative=True, scaling_gradient=False)
+                manage_output_clipping=False, gradient_scale=1.0, gradient_relative=True, scaling_gradient=False,
+                # act_range_momentum is read by the fast mode only: otherwise left at its default.
+                fast_mode=bool(ir.fast_mode), act_range_momentum=float(ir.act_range_momentum) if ir.fast_mode else 0.95)
         except ValueError as err:
             raise ValueError(f"rpu_config.pre_post.{err}") from None
     dac_bits = _res_to_bits(f.inp_res, "forward.inp_res")
@@ -278,4 +280,6 @@ def lightning_from_hardware(h: Any) -> Any:
         p.init_std_alpha = ir.init_std_alpha
         p.decay = ir.decay
         p.input_min_percentage = ir.input_min_percentage
+        p.fast_mode = ir.fast_mode
+        p.act_range_momentum = ir.act_range_momentum
     return rpu

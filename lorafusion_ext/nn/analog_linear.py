@@ -114,10 +114,14 @@ class AnalogLinear(nn.Linear):
         buffer), and `input_range_update_idx` [n_in_tiles, n_out_tiles], the data batches each
         range was initialised from; both None without input ranges."""
         ir = self.hardware.input_range
-        for name in ("input_range", "input_range_update_idx"):
+        for name in ("input_range", "input_range_update_idx", "input_range_x_min", "input_range_x_max"):
             self._parameters.pop(name, None)
             self._buffers.pop(name, None)
             self.__dict__.pop(name, None)
+        # AIHWKIT-Lightning's fast mode: the running input extremes [n_in_tiles, n_out_tiles] its
+        # ranges come from (start -/+1e-5, as Lightning's `init_ir`); None otherwise.
+        self.register_buffer("input_range_x_min", None)
+        self.register_buffer("input_range_x_max", None)
         if ir is None:
             self.register_parameter("input_range", None)
             self.register_buffer("input_range_update_idx", None)
@@ -130,6 +134,13 @@ class AnalogLinear(nn.Linear):
         else:
             self.register_buffer("input_range", value)
         self.register_buffer("input_range_update_idx", torch.zeros(shape, device=self.weight.device, dtype=dtype))
+        if ir.fast_mode:
+            x_min = torch.zeros(shape, device=self.weight.device, dtype=dtype)
+            x_min -= 1e-5
+            x_max = torch.zeros(shape, device=self.weight.device, dtype=dtype)
+            x_max += 1e-5
+            self.register_buffer("input_range_x_min", x_min)
+            self.register_buffer("input_range_x_max", x_max)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -348,7 +359,10 @@ class AnalogLinear(nn.Linear):
             raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
         if x2.device != self.weight.device:
             raise ValueError(f"AnalogLinear: input is on {x2.device}; expected the layer's device ({self.weight.device})")
-        if self.training:
+        if self.training and ir.fast_mode:
+            ir_ops.init_fast(self.input_range.data, self.input_range_update_idx, self.input_range_x_min,
+                             self.input_range_x_max, x2, self.layout, ir)
+        elif self.training:
             ir_ops.init_from_data(self.input_range.data, self.input_range_update_idx, x2, self.layout, ir)
         ranges = precision.upcast(self.input_range)
         if self.programmed_weight is not None:
