@@ -531,6 +531,12 @@ class HardwareConfig:
     backward: Periphery | None = None
     #: Learned input ranges per tile (AIHWKIT ``pre_post.input_range``); None: off.
     input_range: InputRange | None = None
+    #: AIHWKIT-Lightning's weight quantization (`modifier.quantization_type`): > 0 rounds the
+    #: normalised tile weights to steps of 2·res (res a resolution < 1, or a number of states
+    #: > 1, as 1/res), i.e. of 2·res·(the row's or tile's abs-max) with the "row" or "layer"
+    #: mapping at omega 1, in training and eval and in what `program()` stores, straight-through
+    #: in the backward, before the training modifier. 0: off.
+    weight_res: float = 0.0
     #: False: the output noise is drawn in training only (AIHWKIT-Lightning); True: in eval too.
     out_noise_in_eval: bool = True
     #: True: each of a layer's n input tiles draws output noise of std out_noise / sqrt(n)
@@ -542,6 +548,12 @@ class HardwareConfig:
         for name in ("out_noise_in_eval", "out_noise_split"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"hardware.{name} = {getattr(self, name)!r}; expected a bool")
+        _check_nonneg("hardware", "weight_res", self.weight_res)
+        if self.weight_res > 0 and (self.mapping.weight_scaling == "none" or self.mapping.omega != 1.0):
+            raise ValueError(
+                f"hardware.weight_res = {self.weight_res} needs mapping.weight_scaling 'row' or 'layer' and omega 1 "
+                f"(its steps are relative to each row's or tile's abs-max); got {self.mapping.weight_scaling!r}, "
+                f"omega {self.mapping.omega}")
         if self.backward is not None and not isinstance(self.backward, Periphery):
             raise ValueError(f"hardware.backward = {self.backward!r}; expected a Periphery or None")
         _check_finite("hardware", "out_scale", self.out_scale)
@@ -623,6 +635,7 @@ class HardwareConfig:
             and self.ir_drop.scale == 0
             and self.out_scale == 1
             and self.input_range is None
+            and self.weight_res == 0
         )
 
     @property
@@ -721,7 +734,7 @@ class HardwareConfig:
                 # JSON turns tuples into lists; the config must stay hashable.
                 dev["options"] = tuple(sorted((k, _freeze(v)) for k, v in dict(dev.get("options", {})).items()))
                 kwargs[key] = Device(**dev)
-            elif key in ("out_noise", "out_scale", "out_noise_in_eval", "out_noise_split"):
+            elif key in ("out_noise", "out_scale", "out_noise_in_eval", "out_noise_split", "weight_res"):
                 kwargs[key] = value
             elif key == "backward":
                 kwargs[key] = None if value is None else Periphery.from_dict(value)

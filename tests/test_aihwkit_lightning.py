@@ -16,6 +16,7 @@ pytest.importorskip("aihwkit", reason="aihwkit is not installed (`make install` 
 from aihwkit_lightning.nn import AnalogConv1d  # noqa: E402
 from aihwkit_lightning.nn import AnalogLinear as LLinear  # noqa: E402
 from aihwkit_lightning.nn import AnalogSequential as LSequential  # noqa: E402
+from aihwkit_lightning.nn.conversion import convert_to_analog as lightning_convert  # noqa: E402
 from aihwkit_lightning.optim import AnalogOptimizer  # noqa: E402
 from aihwkit_lightning.simulator.configs import (  # noqa: E402
     TorchInferenceRPUConfig,
@@ -98,6 +99,14 @@ def test_every_field_maps() -> None:
     c = rpu(std=0.05)
     c.modifier.type = WeightModifierType.ADD_NORMAL_PER_CHANNEL
     assert hw.HardwareConfig.from_aihwkit(c).modifier == hw.Modifier("add_normal", 0.05)
+    c.modifier.type, c.modifier.res = WeightModifierType.DISCRETIZE_ADD_NORMAL, 1 / 30
+    h = hw.HardwareConfig.from_aihwkit(c)
+    assert (h.modifier, h.weight_res, h.mapping.weight_scaling) == (hw.Modifier("add_normal", 0.05), 1 / 30, "layer")
+    # quantization_type, res: the weights rounded in training and eval, per tensor or per channel
+    c = rpu()
+    c.modifier.quantization_type, c.modifier.res = WeightQuantizationType.DISCRETIZE_PER_CHANNEL, 2**6 - 2
+    h = hw.HardwareConfig.from_aihwkit(c)
+    assert (h.weight_res, h.mapping.weight_scaling, h.modifier.kind) == (62, "row", "none")
 
 
 def _set(path: str, value):
@@ -112,9 +121,9 @@ def _set(path: str, value):
 
 
 REFUSALS = [
-    (_set("modifier.quantization_type", WeightQuantizationType.DISCRETIZE), "modifier.quantization_type"),
-    (_set("modifier.quantization_type", WeightQuantizationType.DISCRETIZE_PER_CHANNEL), "modifier.quantization_type"),
-    (_set("modifier.type", WeightModifierType.DISCRETIZE_ADD_NORMAL), "modifier.quantization_type"),
+    (_set("modifier.quantization_type", WeightQuantizationType.DISCRETIZE), "modifier.res"),
+    (lambda c: _set("modifier.res", RES8)(_set("modifier.quantization_type", WeightQuantizationType.DISCRETIZE)(
+        _set("forward.out_noise_per_channel", True)(_set("forward.out_noise", 0.1)(c)))), "modifier.quantization_type"),
     (_set("clip.type", WeightClipType.LEARNABLE_PER_CHANNEL), "clip.type"),
     (_set("clip.type", WeightClipType.LAYER_GAUSSIAN), "clip.sigma"),
     (lambda c: _set("forward.out_bound", 10.0)(_set("clip.sigma", 2.0)(
@@ -154,6 +163,11 @@ def test_not_a_lightning_config_class() -> None:
         hw.HardwareConfig.from_aihwkit(Sub())
 
 
+def _quant(c, kind=WeightQuantizationType.DISCRETIZE, res: float = 1 / 30):
+    c.modifier.quantization_type, c.modifier.res = kind, res
+    return c
+
+
 def _fast(c, momentum: float = 0.95):
     c.pre_post.input_range.fast_mode = True
     c.pre_post.input_range.act_range_momentum = momentum
@@ -163,6 +177,9 @@ def _fast(c, momentum: float = 0.95):
 ROUND_TRIP = [
     rpu(),
     _fast(rpu(inp_res=RES8, max_in=16, init_from_data=3), 0.8),
+    _quant(rpu(inp_res=RES8, noise=WeightNoiseInjectionType.ADD_NORMAL, std=0.02)),
+    _quant(rpu(out_bound=9.0, clip=WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL, sigma=2.0),
+           WeightQuantizationType.DISCRETIZE_PER_CHANNEL, 2**6 - 2),
     rpu(inp_res=RES8, out_res=RES8, out_bound=12.0, out_noise=0.04, max_in=32, init_from_data=3,
         noise=WeightNoiseInjectionType.ADD_NORMAL, std=0.02),
     rpu(inp_res=RES8, out_noise=0.1, per_channel=True, noise=WeightNoiseInjectionType.ADD_NORMAL_PER_CHANNEL, std=0.05),
@@ -221,6 +238,11 @@ TRAIN = {
     "learned_ranges_unquantised": rpu(max_in=16, init_from_data=2, alpha=1.5, decay=0.01, min_pct=0.5),
     "fast_mode_8bit_tiled": _fast(rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=3), 0.9),
     "fast_mode_running_extremes": _fast(rpu(inp_res=RES8, max_in=16, init_from_data=3), -1.0),
+    "weight_quantization_tiled": _quant(rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=2,
+                                            alpha=1.5)),
+    "weight_quantization_per_channel": _quant(
+        rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=2, alpha=1.5,
+            clip=WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL, sigma=1.5), WeightQuantizationType.DISCRETIZE_PER_CHANNEL),
     "dynamic_8bit_tiled": rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, dynamic=True),
     "gaussian_clip_tiled": rpu(inp_res=RES8, out_res=RES8, out_bound=3.0, max_in=16, init_from_data=2, alpha=1.5,
                                clip=WeightClipType.LAYER_GAUSSIAN, sigma=1.5),
@@ -348,6 +370,10 @@ def test_model_refusals() -> None:
     c = rpu()
     with pytest.raises(ValueError, match="AnalogConv1d"):
         lf.from_aihwkit_model(nn.Sequential(AnalogConv1d(2, 3, 3, rpu_config=c)))
+    # the AnalogWrapper root of Lightning's convert_to_analog is a container: its layers convert
+    wrapped = lightning_convert(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)), c)
+    ours = lf.from_aihwkit_model(wrapped)
+    assert [type(m) for m in ours if not isinstance(m, nn.ReLU)] == [AnalogLinear, AnalogLinear]
     layer = lf.from_aihwkit_model(nn.Sequential(LLinear(8, 4, rpu_config=c)))
     with pytest.raises(ValueError, match="flavour"):
         lf.to_aihwkit_model(layer, flavour="torch")

@@ -354,6 +354,11 @@ def rpu_config_from_hardware(h: Any) -> Any:
             f"hardware.out_noise_in_eval = {h.out_noise_in_eval}, out_noise_split = {h.out_noise_split} (output "
             "noise of AIHWKIT-Lightning) has no AIHWKIT 1.1 equivalent: its tiles draw out_noise per tile, in "
             "training and eval; use to_aihwkit(flavour='lightning')")
+    if h.weight_res > 0:
+        raise ValueError(
+            f"hardware.weight_res = {h.weight_res} (AIHWKIT-Lightning's weight quantization in training and eval) has "
+            "no AIHWKIT 1.1 equivalent (its DISCRETIZE modifier acts in training only); use "
+            "to_aihwkit(flavour='lightning')")
     if h.mapping.clip_scope != "tile":
         raise ValueError(
             f"hardware.mapping.clip_scope = {h.mapping.clip_scope!r} (AIHWKIT-Lightning's Gaussian clip) has no AIHWKIT "

@@ -180,7 +180,9 @@ def from_aihwkit_model(model: nn.Module, seed: int | None = None) -> nn.Module:
         linears += (lightning[0],)
         containers += (lightning[1],)
         for path, mod in model.named_modules():
-            if isinstance(mod, lightning[2]) and not isinstance(mod, linears + containers):
+            # Containers (AnalogSequential, the AnalogWrapper root of Lightning's convert_to_analog)
+            # hold no weights of their own; any other Lightning layer does.
+            if isinstance(mod, lightning[2]) and not (isinstance(mod, linears) or mod.IS_CONTAINER):
                 raise ValueError(f"from_aihwkit_model: {path or 'the model'} is AIHWKIT-Lightning's "
                                  f"{type(mod).__name__}; only its AnalogLinear and AnalogSequential convert")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None

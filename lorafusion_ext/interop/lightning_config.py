@@ -16,6 +16,7 @@ this package's crossbar op once its units are normalised:
   the output noise (out_noise · wmax · r / sqrt(n_slices), in training only) and the weight
   noise (std_dev · wmax) are all relative to one of the two; a config that would need both at
   once is refused;
+- `modifier.quantization_type` (weights rounded in training and eval) is `weight_res`;
 - `LAYER_GAUSSIAN` (`_PER_CHANNEL`) clipping after each optimizer step is `post_update_step`'s
   clip of the target weights at sigma · std of the layer (of each row): `Mapping_.clip_scope`.
 
@@ -98,11 +99,12 @@ def hardware_from_lightning(cls: Any, rpu: Any) -> Any:
 
     f, clip, mod, ir = rpu.forward, rpu.clip, rpu.modifier, rpu.pre_post.input_range
     noise_type, quant_type = _modifier_types(mod, enums)
-    if quant_type != Quant.NONE:
-        raise ValueError(
-            f"rpu_config.modifier.quantization_type = {quant_type!r} is not modelled by lorafusion_ext: Lightning "
-            "discretizes the weights in eval as well as in training (and adds the weight noise on top), while "
-            "this package's weight modifier acts in training only and is one kind at a time")
+    if quant_type not in (Quant.NONE, Quant.DISCRETIZE, Quant.DISCRETIZE_PER_CHANNEL):
+        raise ValueError(f"rpu_config.modifier.quantization_type = {quant_type!r}; expected NONE, DISCRETIZE or "
+                         "DISCRETIZE_PER_CHANNEL")
+    if quant_type != Quant.NONE and not mod.res > 0:
+        raise ValueError(f"rpu_config.modifier.res = {mod.res!r}; expected > 0 with quantization_type "
+                         f"{quant_type.name}")
     if clip.type == Clip.LEARNABLE_PER_CHANNEL:
         raise ValueError(
             "rpu_config.clip.type = LEARNABLE_PER_CHANNEL is not modelled by lorafusion_ext: its learned per-channel "
@@ -135,7 +137,9 @@ def hardware_from_lightning(cls: Any, rpu: Any) -> Any:
         needs["forward.out_noise_per_channel"] = "row" if f.out_noise_per_channel else "layer"
     if noise_type in (Noise.ADD_NORMAL, Noise.ADD_NORMAL_PER_CHANNEL) and mod.std_dev > 0:
         needs["modifier.noise_type"] = "row" if noise_type == Noise.ADD_NORMAL_PER_CHANNEL else "layer"
-    elif noise_type not in (Noise.NONE, Noise.ADD_NORMAL, Noise.ADD_NORMAL_PER_CHANNEL):
+    if quant_type != Quant.NONE:
+        needs["modifier.quantization_type"] = "row" if quant_type == Quant.DISCRETIZE_PER_CHANNEL else "layer"
+    if noise_type not in (Noise.NONE, Noise.ADD_NORMAL, Noise.ADD_NORMAL_PER_CHANNEL):
         raise ValueError(f"rpu_config.modifier.noise_type = {noise_type!r}; expected NONE, ADD_NORMAL or "
                          "ADD_NORMAL_PER_CHANNEL")
     kinds = set(needs.values())
@@ -176,6 +180,7 @@ def hardware_from_lightning(cls: Any, rpu: Any) -> Any:
         dac=hw.DAC(dac_bits, 1.0 if dac_bits is not None else None),
         adc=hw.ADC(adc_bits, float(f.out_bound) if f.out_bound > 0 else None),
         out_noise=max(float(f.out_noise), 0.0),
+        weight_res=float(mod.res) if quant_type != Quant.NONE else 0.0,
         out_noise_in_eval=False,
         out_noise_split=True,
         noise_management=hw.NoiseManagement("abs_max" if dynamic else "none"),
@@ -251,6 +256,7 @@ def lightning_from_hardware(h: Any) -> Any:
         raise refuse(f"modifier = {h.modifier!r}", "its weight noise is ADD_NORMAL(_PER_CHANNEL), one draw per call")
     if h.modifier.kind == "add_normal" and scaling == "none":
         raise refuse("mapping.weight_scaling = 'none' with add_normal", "its weight noise scales with the abs-max")
+    Quant = enums.WeightQuantizationType
 
     rpu = configs.TorchInferenceRPUConfig()
     f = rpu.forward
@@ -268,6 +274,9 @@ def lightning_from_hardware(h: Any) -> Any:
     if h.modifier.kind == "add_normal":
         rpu.modifier.noise_type = Noise.ADD_NORMAL_PER_CHANNEL if scaling == "row" else Noise.ADD_NORMAL
         rpu.modifier.std_dev = float(h.modifier.std)
+    if h.weight_res > 0:
+        rpu.modifier.quantization_type = Quant.DISCRETIZE_PER_CHANNEL if scaling == "row" else Quant.DISCRETIZE
+        rpu.modifier.res = float(h.weight_res)
     rpu.mapping.max_input_size = h.tiles.max_in or -1
     p = rpu.pre_post.input_range
     if ranges:

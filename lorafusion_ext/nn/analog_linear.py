@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lorafusion_ext.hardware import HardwareConfig, Tiles, as_hardware
 from lorafusion_ext.nn import input_range as ir_ops
 from lorafusion_ext.nn.conditioning import post_update_step
-from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
+from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise, quantize_weights
 from lorafusion_ext.nn.out_scaling import apply_out_scaling, expand_out_scaling, out_shape_of
 from lorafusion_ext.nn.tile_state import drift_layer, load_programmed_state, program_layer, unprogram_layer
 from lorafusion_ext.ops import precision
@@ -222,6 +222,8 @@ class AnalogLinear(nn.Linear):
         else:
             scales = mapping_scales(weight, self.layout, self.hardware)
             w_norm = normalise(weight, scales, self.layout).contiguous()
+        if self.hardware.weight_res > 0:
+            w_norm = quantize_weights(w_norm, self.hardware.weight_res)
         if frozen and not torch.compiler.is_compiling():
             self.__dict__["_tile_cache"] = (key, w_norm.detach(), scales.detach())
         return w_norm, scales
