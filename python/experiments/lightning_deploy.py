@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     model, tok = task.load_model(args.model, seed=args.seed)
     train_set, dev = task.train_data(tok, data), task.eval_data(tok, data)
     rpu = lightning_recipe()
+    # Checked before training: a recipe this package does not model is refused here, by field.
+    hw = lf.HardwareConfig.from_aihwkit(rpu)
     model = lightning_convert(model, rpu, ensure_analog_root=False, exclude_modules=[HEAD], inplace=True)
     layers = [m for m in model.modules() if isinstance(m, AnalogLayerBase) and not m.IS_CONTAINER]
 
@@ -118,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
                            metric="accuracy", progress=False)
     sweep_s = time.time() - t0
 
-    hw = lf.HardwareConfig.from_aihwkit(rpu)
     cmd = command_line("python/experiments/lightning_deploy.py", argv, prefix="nice -n 10 .venv/bin/python ")
     losses = getattr(result, "losses", None) or []
     md = f"""# An AIHWKIT-Lightning-trained MiniLM, programmed onto PCM
