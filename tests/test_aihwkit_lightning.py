@@ -138,6 +138,7 @@ REFUSALS = [
     (_set("forward.out_res", RES8), "forward.out_res"),
     (_set("forward.inp_res", 0.3), "forward.inp_res"),
     (_set("pre_post.input_range.init_value", -1.0), "input_range.init_value"),
+    (_set("pre_post.input_range.init_from_data", 2.5), "input_range.init_from_data"),
     (lambda c: _set("forward.out_noise_per_channel", True)(_set("forward.out_noise", 0.1)(
         _set("forward.out_bound", 10.0)(c))), "forward.out_noise_per_channel"),
     (lambda c: _set("modifier.noise_type", WeightNoiseInjectionType.ADD_NORMAL)(_set("modifier.std_dev", 0.1)(
@@ -399,3 +400,20 @@ def test_programmed_after_conversion_evaluates_with_drift() -> None:
             layer.drift(3600.0 * 24 * 365 * 10, generator=torch.Generator().manual_seed(2))
         err.append(float((model(x) - clean).norm() / clean.norm()))
     assert all(math.isfinite(e) and 0 < e < 1 for e in err), err
+
+
+def test_the_op_resolves_lightnings_output_noise() -> None:
+    """`crossbar_mvm` called with a Lightning config directly: no output noise in eval, and in
+    training out_noise / sqrt(3) per tile of a 40-input layer on 16-input tiles (3 tiles), so
+    the summed noise has std out_noise."""
+    from lorafusion_ext.ops.crossbar import crossbar_mvm
+
+    h = hw.HardwareConfig.from_aihwkit(rpu(out_noise=0.2, max_in=16))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4000, 40, generator=gen) * 2 - 1
+    w = torch.rand(12, 40, generator=gen) * 2 - 1
+    none = torch.empty(0, 3, 12)
+    clean = crossbar_mvm(x, w, none, None, torch.tensor([1, 0]), h.replace(out_noise=0.0))
+    assert torch.equal(crossbar_mvm(x, w, none, None, torch.tensor([1, 0]), h), clean)
+    noisy = crossbar_mvm(x, w, none, None, torch.tensor([1, 0]), h, training=True)
+    assert abs(float((noisy - clean).std()) / 0.2 - 1) < 0.02

@@ -163,6 +163,8 @@ def hardware_from_lightning(cls: Any, rpu: Any) -> Any:
     else:
         modifier = hw.Modifier("none")
     input_range = None
+    if learned and not float(ir.init_from_data).is_integer():
+        raise ValueError(f"rpu_config.pre_post.input_range.init_from_data = {ir.init_from_data!r}; expected an integer")
     if learned:
         try:
             input_range = hw.InputRange(

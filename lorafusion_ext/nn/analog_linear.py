@@ -469,10 +469,7 @@ class AnalogLinear(nn.Linear):
             return hw
         cached = self.__dict__.get("_op_hw")
         if cached is None or cached[0] is not hw or cached[1] != self.training:
-            noise = hw.out_noise if (self.training or hw.out_noise_in_eval) else 0.0
-            if hw.out_noise_split:
-                noise = noise / math.sqrt(self.layout.n_in)
-            cached = (hw, self.training, hw.replace(out_noise=noise, out_noise_in_eval=True, out_noise_split=False))
+            cached = (hw, self.training, hw.for_call(self.in_features, self.training))
             self.__dict__["_op_hw"] = cached
         return cached[2]
 
