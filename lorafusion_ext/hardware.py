@@ -769,10 +769,6 @@ class HardwareConfig:
         """
         # The config's one door into interop/, opened on call (the package's one documented
         # import circle: docs/architecture.md, "The Python layers").
-        if _is_lightning(rpu_config):
-            from lorafusion_ext.interop.lightning_config import hardware_from_lightning
-
-            return hardware_from_lightning(cls, rpu_config)
         from lorafusion_ext.interop.aihwkit_config import hardware_from_rpu_config
 
         return hardware_from_rpu_config(cls, rpu_config)
@@ -784,15 +780,9 @@ class HardwareConfig:
         Raises:
             ValueError: a field with no equivalent there (named), or an unknown flavour.
         """
-        if flavour == "lightning":
-            from lorafusion_ext.interop.lightning_config import lightning_from_hardware
-
-            return lightning_from_hardware(self)
-        if flavour != "aihwkit":
-            raise ValueError(f"to_aihwkit: flavour = {flavour!r}; expected 'aihwkit' or 'lightning'")
         from lorafusion_ext.interop.aihwkit_config import rpu_config_from_hardware
 
-        return rpu_config_from_hardware(self)
+        return rpu_config_from_hardware(self, flavour)
 
 
 def _pcm_paper() -> HardwareConfig:
@@ -839,7 +829,7 @@ def as_hardware(config: Any, where: str) -> HardwareConfig:
     that is not modelled)."""
     if isinstance(config, HardwareConfig):
         return config
-    if type(config).__module__.startswith("aihwkit.") or _is_lightning(config):
+    if type(config).__module__.startswith("aihwkit.") or is_lightning(config):
         return HardwareConfig.from_aihwkit(config)
     raise ValueError(
         f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig, an AIHWKIT or an "
@@ -847,7 +837,7 @@ def as_hardware(config: Any, where: str) -> HardwareConfig:
     )
 
 
-def _is_lightning(config: Any) -> bool:
+def is_lightning(config: Any) -> bool:
     """Whether `config` is an AIHWKIT-Lightning object (a class of module `aihwkit_lightning`, or
     derived from one: a subclass is then refused by name, not taken for AIHWKIT's)."""
     return any(c.__module__.startswith("aihwkit_lightning.") for c in type(config).__mro__)

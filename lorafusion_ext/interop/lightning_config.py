@@ -22,7 +22,7 @@ this package's crossbar op once its units are normalised:
 
 What has no counterpart here is refused with a ValueError that names the field (docs/aihwkit.md,
 the Lightning column). The public door is `HardwareConfig.from_aihwkit` / `to_aihwkit(flavour=
-"lightning")`, which import this module on call.
+"lightning")`, through `interop.aihwkit_config` (the config's one door into interop/).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import dataclasses
 from typing import Any
 
 from lorafusion_ext import hardware as hw
-from lorafusion_ext.interop.aihwkit_config import _diff, _res_to_bits
+from lorafusion_ext.interop.rpu_fields import diff as _diff
+from lorafusion_ext.interop.rpu_fields import res_to_bits as _res_to_bits
 
 #: Every field of Lightning's TorchInferenceRPUConfig that `hardware_from_lightning` reads (or,
 #: where it changes nothing in Lightning's forward, knowingly passes over).
