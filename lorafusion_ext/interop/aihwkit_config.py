@@ -5,17 +5,18 @@ non-default value raises a ValueError that names it, so a config is never silent
 
 The public door is `HardwareConfig.from_aihwkit` / `to_aihwkit`, which import this module
 lazily, on call: the package's one documented import circle (docs/architecture.md, "The
-Python layers").
+Python layers"). AIHWKIT-Lightning configs pass through the same door, on to
+`interop.lightning_config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any
 
 from lorafusion_ext import hardware as hw
 from lorafusion_ext.interop.aihwkit_noise import device_from_noise_model, noise_model_from_device
+from lorafusion_ext.interop.rpu_fields import diff as _diff
+from lorafusion_ext.interop.rpu_fields import res_to_bits as _res_to_bits
 
 _IGNORED = {
     # Fields that do not change the torch tile's inference forward or that we model elsewhere
@@ -34,29 +35,6 @@ _IGNORED = {
     "modifier.dorefa_clip",
     "modifier.assumed_wmax",
 }
-
-
-def _res_to_bits(res: float, where: str) -> int | None:
-    if res <= 0:
-        return None
-    if res > 1.0:  # AIHWKIT accepts the number of states too
-        res = 1.0 / res
-    bits = math.log2(1.0 / res + 2.0)
-    if abs(bits - round(bits)) > 1e-6 or not 2 <= round(bits) <= 16:
-        raise ValueError(f"rpu_config.{where} = {res!r}; expected 1/(2^bits - 2) with bits in 2..16")
-    return int(round(bits))
-
-
-def _diff(obj: Any, ref: Any, prefix: str) -> list[tuple[str, Any]]:
-    """(path, value) of every field of `obj` that differs from `ref`, recursively."""
-    out: list[tuple[str, Any]] = []
-    if dataclasses.is_dataclass(obj) and type(obj) is type(ref):
-        for f in dataclasses.fields(obj):
-            out += _diff(getattr(obj, f.name), getattr(ref, f.name), f"{prefix}{f.name}.")
-        return out
-    if type(obj) is not type(ref) or str(obj) != str(ref):
-        out.append((prefix[:-1], obj))
-    return out
 
 
 #: The backward IOParameters fields the backward read models (`HardwareConfig.backward`).
@@ -111,6 +89,11 @@ def _backward_from_io(io: Any) -> "hw.Periphery | None":
 
 
 def hardware_from_rpu_config(cls: Any, rpu: Any) -> Any:
+    if hw.is_lightning(rpu):
+        # AIHWKIT-Lightning's config, through this module: the config's one door into interop/.
+        from lorafusion_ext.interop.lightning_config import hardware_from_lightning
+
+        return hardware_from_lightning(cls, rpu)
     from aihwkit.inference.compensation.drift import GlobalDriftCompensation
     from aihwkit.simulator.configs import TorchInferenceRPUConfig, TorchInferenceRPUConfigIRDropT
     from aihwkit.simulator.parameters.enums import (
@@ -340,7 +323,13 @@ def _ir_drop_from_rpu_config(rpu: Any) -> Any:
     )
 
 
-def rpu_config_from_hardware(h: Any) -> Any:
+def rpu_config_from_hardware(h: Any, flavour: str = "aihwkit") -> Any:
+    if flavour == "lightning":
+        from lorafusion_ext.interop.lightning_config import lightning_from_hardware
+
+        return lightning_from_hardware(h)
+    if flavour != "aihwkit":
+        raise ValueError(f"to_aihwkit: flavour = {flavour!r}; expected 'aihwkit' or 'lightning'")
     from aihwkit.inference.compensation.drift import GlobalDriftCompensation
     from aihwkit.simulator.configs import TorchInferenceRPUConfig
     from aihwkit.simulator.parameters.enums import (
@@ -349,6 +338,24 @@ def rpu_config_from_hardware(h: Any) -> Any:
         WeightModifierType,
     )
 
+    if h.out_noise > 0 and (not h.out_noise_in_eval or h.out_noise_split):
+        raise ValueError(
+            f"hardware.out_noise_in_eval = {h.out_noise_in_eval}, out_noise_split = {h.out_noise_split} (output "
+            "noise of AIHWKIT-Lightning) has no AIHWKIT 1.1 equivalent: its tiles draw out_noise per tile, in "
+            "training and eval; use to_aihwkit(flavour='lightning')")
+    if h.weight_res > 0:
+        raise ValueError(
+            f"hardware.weight_res = {h.weight_res} (AIHWKIT-Lightning's weight quantization in training and eval) has "
+            "no AIHWKIT 1.1 equivalent (its DISCRETIZE modifier acts in training only); use "
+            "to_aihwkit(flavour='lightning')")
+    if h.mapping.clip_scope != "tile":
+        raise ValueError(
+            f"hardware.mapping.clip_scope = {h.mapping.clip_scope!r} (AIHWKIT-Lightning's Gaussian clip) has no AIHWKIT "
+            "1.1 equivalent: its clips are per tile; use to_aihwkit(flavour='lightning')")
+    if h.input_range is not None and not h.input_range.scaling_gradient:
+        raise ValueError(
+            "hardware.input_range.scaling_gradient = False (AIHWKIT-Lightning's range gradient) has no AIHWKIT 1.1 "
+            "equivalent; use to_aihwkit(flavour='lightning')")
     if h.bound_management.mode == "iterative_per_row":
         raise ValueError(
             "hardware.bound_management.mode = 'iterative_per_row' has no TorchInferenceRPUConfig "

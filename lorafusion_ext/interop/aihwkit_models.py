@@ -1,4 +1,5 @@
-"""Model conversion between AIHWKIT 1.1 (`TorchInferenceRPUConfig` layers) and this package.
+"""Model conversion between AIHWKIT 1.1 (`TorchInferenceRPUConfig` layers), AIHWKIT-Lightning 2.1
+(`from_aihwkit_model`, `to_aihwkit_model(flavour="lightning")`) and this package.
 
 An AIHWKIT `AnalogLinear` holds, per tile (input tile i, output tile o): the normalised tile
 weights (the programmed / drifted ones once programmed), the mapping scales, the learned
@@ -113,9 +114,49 @@ def _from_layer(src: nn.Module, seed: int | None) -> AnalogLinear:
     return layer.to(ref.device)
 
 
+def _lightning_classes() -> tuple[type, type, type] | None:
+    """AIHWKIT-Lightning's (AnalogLinear, AnalogSequential, AnalogLayerBase), or None when it is
+    not installed."""
+    try:
+        from aihwkit_lightning.nn import AnalogLayerBase, AnalogLinear as LightningLinear, AnalogSequential
+    except ImportError:
+        return None
+    return LightningLinear, AnalogSequential, AnalogLayerBase
+
+
+@torch.no_grad()
+def _from_lightning_layer(src: nn.Module, seed: int | None) -> AnalogLinear:
+    """A Lightning AnalogLinear as this package's: its weights and bias (clipped in place by
+    Lightning's optimizer hook, so they hold the clipping state) and its learned input ranges with
+    their data-initialisation counters, one per input slice."""
+    hw = HardwareConfig.from_aihwkit(src.rpu_config)
+    w = src.weight
+    layer = AnalogLinear(src.in_features, src.out_features, bias=src.bias is not None, hardware=hw, seed=seed,
+                         dtype=w.dtype)
+    if list(layer.layout.in_sizes) != list(src.in_sizes):
+        raise ValueError(f"from_aihwkit_model: the Lightning layer's slices {src.in_sizes} differ from its "
+                         f"rpu_config's split {layer.layout.in_sizes}")
+    layer.weight.copy_(w.detach().cpu())
+    layer.weight.requires_grad_(w.requires_grad)
+    if src.bias is not None:
+        layer.bias.copy_(src.bias.detach().cpu())
+        layer.bias.requires_grad_(src.bias.requires_grad)
+    if layer.input_range is not None:
+        layer.input_range.copy_(src.input_range.detach().cpu().reshape(-1, 1).to(layer.input_range.dtype))
+        layer.input_range_update_idx.copy_(src.input_range_update_idx.detach().cpu().reshape(-1, 1))
+        if layer.input_range_x_min is not None:  # fast mode: its running extremes
+            layer.input_range_x_min.copy_(src.x_min.detach().cpu().reshape(-1, 1))
+            layer.input_range_x_max.copy_(src.x_max.detach().cpu().reshape(-1, 1))
+    layer.train(src.training)
+    return layer.to(w.device)
+
+
 def from_aihwkit_model(model: nn.Module, seed: int | None = None) -> nn.Module:
     """Replace, in place, every AIHWKIT `AnalogLinear` in `model` by a
     `lorafusion_ext.nn.AnalogLinear` (and every `AnalogSequential` by an `nn.Sequential`).
+    AIHWKIT-Lightning 2.1 models convert too: their `AnalogLinear` layers (weights, bias, learned
+    input ranges and counters; the config through `HardwareConfig.from_aihwkit`) and
+    `AnalogSequential` containers; any other Lightning layer (convolutions, RNNs) is refused.
 
     Carried over: tile weights (programmed / drifted ones when programmed), mapping scales,
     learned out-scaling, learned input ranges (and their data-initialisation counters),
@@ -132,14 +173,27 @@ def from_aihwkit_model(model: nn.Module, seed: int | None = None) -> nn.Module:
         ValueError: a layer's rpu_config has a field this package does not model (named).
     """
     AihwkitLinear, AnalogSequential = _aihwkit_classes()
+    lightning = _lightning_classes()
+    linears: tuple[type, ...] = (AihwkitLinear,)
+    containers: tuple[type, ...] = (AnalogSequential,)
+    if lightning is not None:
+        linears += (lightning[0],)
+        containers += (lightning[1],)
+        for path, mod in model.named_modules():
+            # Containers (AnalogSequential, the AnalogWrapper root of Lightning's convert_to_analog)
+            # hold no weights of their own; any other Lightning layer does.
+            if isinstance(mod, lightning[2]) and not (isinstance(mod, linears) or mod.IS_CONTAINER):
+                raise ValueError(f"from_aihwkit_model: {path or 'the model'} is AIHWKIT-Lightning's "
+                                 f"{type(mod).__name__}; only its AnalogLinear and AnalogSequential convert")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    found = [(p, m) for p, m in model.named_modules() if isinstance(m, (AihwkitLinear, AnalogSequential))]
+    found = [(p, m) for p, m in model.named_modules() if isinstance(m, linears + containers)]
     for path, mod in found:
-        if isinstance(mod, AihwkitLinear):
+        if isinstance(mod, linears):
             layer_seed = None if gen is None else int(torch.randint(2**62, (1,), generator=gen))
-            model = set_module(model, path, _from_layer(mod, layer_seed))
+            convert = _from_layer if isinstance(mod, AihwkitLinear) else _from_lightning_layer
+            model = set_module(model, path, convert(mod, layer_seed))
     for path, mod in reversed(found):
-        if isinstance(mod, AnalogSequential):
+        if isinstance(mod, containers):
             seq = nn.Sequential()
             for name, child in mod.named_children():
                 seq.add_module(name, child)
@@ -199,17 +253,54 @@ def _data_type(dtype: torch.dtype) -> Any:
     raise ValueError(f"to_aihwkit_model: dtype {dtype} has no AIHWKIT data type; expected float32 or float64")
 
 
-def to_aihwkit_model(model: nn.Module) -> nn.Module:
+@torch.no_grad()
+def _to_lightning_layer(src: AnalogLinear) -> nn.Module:
+    lightning = _lightning_classes()
+    if lightning is None:  # pragma: no cover - installed by `make install`
+        raise ImportError("to_aihwkit_model(flavour='lightning') needs aihwkit-lightning "
+                          "(pip install --no-deps aihwkit-lightning==2.1.0)")
+    if src.programmed_weight is not None:
+        raise ValueError("to_aihwkit_model(flavour='lightning'): the layer is programmed, and AIHWKIT-Lightning has "
+                         "no programmed state; unprogram() it first")
+    if src.held_weight is not None:
+        raise ValueError("to_aihwkit_model(flavour='lightning'): the layer holds clipped tile weights with their "
+                         "old mapping scales, which AIHWKIT-Lightning has no place for")
+    rpu = src.hardware.to_aihwkit(flavour="lightning")
+    w = src.weight
+    dst = lightning[0](src.in_features, src.out_features, bias=src.bias is not None, dtype=w.dtype, rpu_config=rpu)
+    dst.weight.data = w.detach().cpu().clone()
+    dst.weight.requires_grad_(w.requires_grad)
+    if src.bias is not None:
+        dst.bias.data = src.bias.detach().cpu().clone()
+        dst.bias.requires_grad_(src.bias.requires_grad)
+    if src.input_range is not None:
+        dst.input_range.data = src.input_range.detach().cpu().reshape(-1).to(w.dtype).clone()
+        dst.input_range_update_idx.copy_(src.input_range_update_idx.detach().cpu().reshape(-1))
+        if src.input_range_x_min is not None:
+            dst.x_min.copy_(src.input_range_x_min.detach().cpu().reshape(-1))
+            dst.x_max.copy_(src.input_range_x_max.detach().cpu().reshape(-1))
+    dst.train(src.training)
+    return dst.to(w.device)
+
+
+def to_aihwkit_model(model: nn.Module, flavour: str = "aihwkit") -> nn.Module:
     """Replace, in place, every `lorafusion_ext.nn.AnalogLinear` in `model` by an AIHWKIT 1.1
     `AnalogLinear` (TorchInferenceRPUConfig from `HardwareConfig.to_aihwkit`), carrying the
     tile weights, mapping scales, learned out-scaling, learned input ranges, programmed / drifted state (tile
     weights and drift-compensation alphas) and bias. Returns the model (a new object when
     `model` itself was converted).
 
+    With `flavour="lightning"`, by an AIHWKIT-Lightning 2.1 `AnalogLinear` instead
+    (`to_aihwkit(flavour="lightning")`), carrying the weights, bias and learned input ranges with
+    their counters; a programmed layer is refused (Lightning has no programmed state).
+
     Raises:
-        ValueError: a layer's configuration has no AIHWKIT equivalent (named).
+        ValueError: a layer's configuration has no equivalent there (named), or an unknown flavour.
     """
+    if flavour not in ("aihwkit", "lightning"):
+        raise ValueError(f"to_aihwkit_model: flavour = {flavour!r}; expected 'aihwkit' or 'lightning'")
+    convert = _to_layer if flavour == "aihwkit" else _to_lightning_layer
     found = [(p, m) for p, m in model.named_modules() if isinstance(m, AnalogLinear)]
     for path, mod in found:
-        model = set_module(model, path, _to_layer(mod))
+        model = set_module(model, path, convert(mod))
     return model

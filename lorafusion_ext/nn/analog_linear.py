@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lorafusion_ext.hardware import HardwareConfig, Tiles, as_hardware
 from lorafusion_ext.nn import input_range as ir_ops
 from lorafusion_ext.nn.conditioning import post_update_step
-from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise
+from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise, quantize_weights
 from lorafusion_ext.nn.out_scaling import apply_out_scaling, expand_out_scaling, out_shape_of
 from lorafusion_ext.nn.tile_state import drift_layer, load_programmed_state, program_layer, unprogram_layer
 from lorafusion_ext.ops import precision
@@ -125,10 +125,14 @@ class AnalogLinear(nn.Linear):
         buffer), and `input_range_update_idx` [n_in_tiles, n_out_tiles], the data batches each
         range was initialised from; both None without input ranges."""
         ir = self.hardware.input_range
-        for name in ("input_range", "input_range_update_idx"):
+        for name in ("input_range", "input_range_update_idx", "input_range_x_min", "input_range_x_max"):
             self._parameters.pop(name, None)
             self._buffers.pop(name, None)
             self.__dict__.pop(name, None)
+        # AIHWKIT-Lightning's fast mode: the running input extremes [n_in_tiles, n_out_tiles] its
+        # ranges come from (start -/+1e-5, as Lightning's `init_ir`); None otherwise.
+        self.register_buffer("input_range_x_min", None)
+        self.register_buffer("input_range_x_max", None)
         if ir is None:
             self.register_parameter("input_range", None)
             self.register_buffer("input_range_update_idx", None)
@@ -141,6 +145,13 @@ class AnalogLinear(nn.Linear):
         else:
             self.register_buffer("input_range", value)
         self.register_buffer("input_range_update_idx", torch.zeros(shape, device=self.weight.device, dtype=dtype))
+        if ir.fast_mode:
+            x_min = torch.zeros(shape, device=self.weight.device, dtype=dtype)
+            x_min -= 1e-5
+            x_max = torch.zeros(shape, device=self.weight.device, dtype=dtype)
+            x_max += 1e-5
+            self.register_buffer("input_range_x_min", x_min)
+            self.register_buffer("input_range_x_max", x_max)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -215,6 +226,8 @@ class AnalogLinear(nn.Linear):
         else:
             scales = mapping_scales(weight, self.layout, self.hardware)
             w_norm = normalise(weight, scales, self.layout).contiguous()
+        if self.hardware.weight_res > 0:
+            w_norm = quantize_weights(w_norm, self.hardware.weight_res)
         if frozen and not torch.compiler.is_compiling():
             self.__dict__["_tile_cache"] = (key, w_norm.detach(), scales.detach())
         return w_norm, scales
@@ -270,13 +283,13 @@ class AnalogLinear(nn.Linear):
                 w_norm, out_scales, _ = self._operands(x.device)
                 bias = precision.upcast(self.bias)
                 plan = (key, self.hardware, w_norm.detach().contiguous(), out_scales.detach().contiguous(),
-                        None if bias is None else bias.detach().contiguous(), op_kwargs(self.hardware)["params"],
+                        None if bias is None else bias.detach().contiguous(), op_kwargs(self._op_hardware())["params"],
                         torch.tensor([0, 1], dtype=torch.int64, device=self.rng_state.device))
             self.__dict__["_inference_plan"] = plan
         _, _, w_norm, out_scales, bias, params, step = plan
         sample_rows = self.hardware.sample_rows(x.shape, self.training)
         if sample_rows:  # per-sample weight noise: the rows per sample depend on the input's shape
-            params = op_kwargs(self.hardware, modifier_sample_rows=sample_rows)["params"]
+            params = op_kwargs(self._op_hardware(), modifier_sample_rows=sample_rows)["params"]
         if w_norm.device != x.device:
             raise ValueError(f"AnalogLinear: input is on {x.device}; expected the layer's device ({w_norm.device})")
         out_dtype = x.dtype
@@ -317,7 +330,7 @@ class AnalogLinear(nn.Linear):
         if alpha is None:
             y = crossbar_mvm(
                 x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), precision.upcast(self.bias),
-                self._next_rng(), self.hardware, training=self.training,
+                self._next_rng(), self._op_hardware(), training=self.training,
                 sample_rows=self.hardware.sample_rows(x.shape, self.training),
             )
             return y.reshape(*lead, self.out_features).to(out_dtype)
@@ -326,7 +339,7 @@ class AnalogLinear(nn.Linear):
         # so that the alphas' gradients are AIHWKIT's too.
         parts = crossbar_mvm(
             x2.contiguous(), w_norm.contiguous(), out_scales.contiguous(), None, self._next_rng(),
-            self.hardware, training=self.training, per_input_tile=True,
+            self._op_hardware(), training=self.training, per_input_tile=True,
             sample_rows=self.hardware.sample_rows(x.shape, self.training),
         )
         y = apply_out_scaling(parts, precision.upcast(alpha), self.layout, self.hardware)
@@ -352,7 +365,10 @@ class AnalogLinear(nn.Linear):
             raise ValueError(f"AnalogLinear: input has shape {tuple(x.shape)}: an empty batch; expected at least one token")
         if x2.device != self.weight.device:
             raise ValueError(f"AnalogLinear: input is on {x2.device}; expected the layer's device ({self.weight.device})")
-        if self.training:
+        if self.training and ir.fast_mode:
+            ir_ops.init_fast(self.input_range.data, self.input_range_update_idx, self.input_range_x_min,
+                             self.input_range_x_max, x2, self.layout, ir)
+        elif self.training:
             ir_ops.init_from_data(self.input_range.data, self.input_range_update_idx, x2, self.layout, ir)
         ranges = precision.upcast(self.input_range)
         if self.programmed_weight is not None:
@@ -376,7 +392,8 @@ class AnalogLinear(nn.Linear):
                     rows.append(drift[:, layout.row_tiles(x2.device)])
                 if alpha is not None:
                     rows.append(expand_out_scaling(alpha, layout))
-                params = op_kwargs(hw, **({"modifier_sample_rows": sample_rows} if sample_rows else {}))["params"]
+                params = op_kwargs(self._op_hardware(),
+                                   **({"modifier_sample_rows": sample_rows} if sample_rows else {}))["params"]
                 y = crossbar_mvm_inference(
                     x2.contiguous(), w_norm.detach().contiguous(), torch.stack(rows).contiguous(),
                     None if bias is None else bias.detach().contiguous(), self.rng_state, params,
@@ -447,9 +464,22 @@ class AnalogLinear(nn.Linear):
             return alpha[:, o0 : o0 + size]
         return alpha[:, o : o + 1]
 
+    def _op_hardware(self) -> HardwareConfig:
+        """The configuration the op runs with in the current mode: `hardware`, with
+        AIHWKIT-Lightning's output noise resolved for this layer (`out_noise_in_eval` False: none
+        in eval; `out_noise_split`: out_noise / sqrt(n_in_tiles) per input tile)."""
+        hw = self.hardware
+        if hw.out_noise == 0 or (hw.out_noise_in_eval and not hw.out_noise_split):
+            return hw
+        cached = self.__dict__.get("_op_hw")
+        if cached is None or cached[0] is not hw or cached[1] != self.training:
+            cached = (hw, self.training, hw.for_call(self.in_features, self.training))
+            self.__dict__["_op_hw"] = cached
+        return cached[2]
+
     def _column_hardware(self) -> HardwareConfig:
         """The configuration of one output tile column's op call (input tiles only)."""
-        hw = self.hardware
+        hw = self._op_hardware()
         if self.layout.n_out == 1:
             return hw
         cached = self.__dict__.get("_column_hw")

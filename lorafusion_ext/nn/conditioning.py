@@ -40,6 +40,16 @@ def post_update_step(layer) -> None:
         raise RuntimeError(
             "post_update_step: the layer is programmed; unprogram() it, train, then program() again"
         )
+    if m.clip_scope != "tile":
+        # AIHWKIT-Lightning's clip_weights: the target weights at sigma * std of the whole layer
+        # ("layer") or of each output row ("channel"), in their own units, the same torch calls;
+        # the remap that Mapping_ requires lets the mapping follow the clipped weights.
+        w = layer.weight
+        level = m.clip_sigma * w.std(None if m.clip_scope == "layer" else 1, keepdim=True)
+        w.data.clamp_(-level, level)
+        layer.held_weight = None
+        layer.held_scales = None
+        return
     w_norm, scales = (t.detach() for t in layer.tile_weights())
     new_norm = torch.empty_like(w_norm)
     new_w = torch.empty_like(layer.weight)

@@ -100,6 +100,44 @@ def init_from_data(ranges: Tensor, update_idx: Tensor, x: Tensor, layout: TileLa
         k0 += kt
 
 
+@torch.no_grad()
+def init_fast(ranges: Tensor, update_idx: Tensor, x_min: Tensor, x_max: Tensor, x: Tensor, layout: TileLayout,
+              ir: InputRange) -> None:
+    """AIHWKIT-Lightning's `apply_input_range_fast(update_from_data=True)` for every tile, in
+    place: while a tile's counter is below `init_from_data`, its running extremes x_min, x_max
+    take the batch's min(x_i), max(x_i) (added to their start values -/+1e-5 the first time; then
+    with momentum `act_range_momentum`, or the running extremes when it is -1), idx += 1, and
+    r = max(|x_min|, |x_max|), the same torch operations in the same order.
+
+    Args:
+        ranges, update_idx, x_min, x_max: [n_in_tiles, n_out_tiles] (the ranges' `.data`).
+        x: [M, in_features] the layer's input.
+    """
+    if not ir.init_from_data or bool((update_idx >= ir.init_from_data).all()):
+        return
+    m = ir.act_range_momentum
+    k0 = 0
+    for i, kt in enumerate(layout.in_sizes):
+        x_i = x[:, k0 : k0 + kt]
+        for o in range(layout.n_out):
+            idx = update_idx[i, o : o + 1]
+            if idx < ir.init_from_data:
+                lo, hi = x_i.min(), x_i.max()
+                mn, mx = x_min[i, o : o + 1], x_max[i, o : o + 1]
+                if mn.min() > -1.1e-5 and mx.max() < 1.1e-5:
+                    mn.copy_(mn + lo)
+                    mx.copy_(mx + hi)
+                elif m == -1:
+                    mn.copy_(torch.minimum(mn, lo))
+                    mx.copy_(torch.maximum(mx, hi))
+                else:
+                    mn.copy_(mn * m + lo * (1 - m))
+                    mx.copy_(mx * m + hi * (1 - m))
+                idx += 1
+                ranges[i, o : o + 1].copy_(torch.maximum(mn.abs(), mx.abs()))
+        k0 += kt
+
+
 def clamp_tile_input(x_i: Tensor, r: Tensor) -> Tensor:
     """x_i clamped to [-|r|, |r|] at the range's value (no gradient to r, as AIHWKIT's
     `clamp(values, min=-abs(r.item()), max=abs(r.item()))`)."""
@@ -124,10 +162,17 @@ def scaled_input(x: Tensor, ranges: list[list[Tensor]], layout: TileLayout, o: i
     k0 = 0
     for i, kt in enumerate(layout.in_sizes):
         r = ranges[i][o]
+        if ir.fast_mode:
+            # AIHWKIT-Lightning's fast mode: torch.clamp with r as its bounds is r's only gradient.
+            x_c = torch.clamp(x[:, k0 : k0 + kt], min=-r, max=r)
+            parts.append(x_c / r.detach())
+            k0 += kt
+            continue
         x_c = clamp_tile_input(x[:, k0 : k0 + kt], r)
         if r.requires_grad and torch.is_grad_enabled():
             x_c = InputRangeGradient.apply(x_c, r, ir, None if clips is None else clips[i])
-        parts.append(x_c / r)
+        # AIHWKIT-Lightning (scaling_gradient False): no gradient of r through the division.
+        parts.append(x_c / (r if ir.scaling_gradient else r.detach()))
         k0 += kt
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
@@ -138,6 +183,8 @@ def tile_scale(ranges: list[list[Tensor]], scales: Tensor | None, hw: HardwareCo
     (`tile_ranges`) times the tile's mapping scales, [size] per row or [1] per tile, or r alone
     without mapping."""
     r = ranges[i][o]
+    if hw.input_range is not None and not hw.input_range.scaling_gradient:
+        r = r.detach()  # AIHWKIT-Lightning: the output factor gives r no gradient
     if scales is None or hw.mapping.weight_scaling == "none":
         return r
     ms = scales[i, o0 : o0 + size] if hw.mapping.weight_scaling == "row" else scales[i, o0 : o0 + 1]

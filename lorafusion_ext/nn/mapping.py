@@ -163,3 +163,14 @@ def tile_blocks(layer: Any) -> Iterator[tuple[int, int, slice, slice]]:
             yield it, ot, slice(n0, n0 + nt), slice(k0, k0 + kt)
             n0 += nt
         k0 += kt
+
+
+def quantize_weights(w_norm: Tensor, res: float) -> Tensor:
+    """AIHWKIT-Lightning's weight quantization (`HardwareConfig.weight_res`) of normalised tile
+    weights [out, in]: rint(w / Δ) · Δ with Δ = 2 · res (res < 1) or 2 / res (a number of
+    states), w / Δ clamped to ±(states / 2) first as Lightning's `UniformQuantize`;
+    straight-through (the gradient passes unchanged, unmasked)."""
+    states = max(res, 1.0 / res)
+    step = 2.0 / states
+    q = torch.clamp(w_norm / step, -states / 2, states / 2).round() * step
+    return w_norm + (q - w_norm).detach()

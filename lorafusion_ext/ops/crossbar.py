@@ -159,6 +159,8 @@ def crossbar_mvm(
             raise ValueError(f"crossbar_mvm: {name} is on {t.device}; expected the device of x ({x.device})")
     if out_scales.requires_grad:
         raise ValueError("crossbar_mvm: out_scales must not require grad (apply trainable scales outside the op)")
+    # AIHWKIT-Lightning's output noise (training only, split over the input tiles), resolved here.
+    hardware = hardware.for_call(x.shape[-1], training)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
     need_aux = torch.is_grad_enabled() and (
