@@ -25,6 +25,14 @@ finished cells of the committed report. ``--workers 2`` starts a second process 
 thread each) sharing the queue. The protocol's pieces are in `ondevice/` (protocol, methods,
 report); the recipe, data and evaluation are the budget sweep's (`sweep/`).
 
+Cost (measured 2026-12-07 from 20-step runs of the real cells, 1 torch thread, nice 10, on the
+2-core machine shared with another experiment): a training step takes 1.2-1.4 s (HWA-LoRA) and
+1.5-1.6 s (LoRAFusion) on SST-2, 1.9-2.3 s on STS-B, the on-chip backward 1.04-1.09x the ideal
+one (paired rounds); a read of the whole dev set 25-40 s (SST-2) and 51-61 s (STS-B), 6 per
+cell. So a cell takes about 20 min (SST-2, 740 steps) to 25 min (STS-B, 540 steps), the 48
+cells about 18 h of cell time: about 9-10 h with `--workers 2` on two free cores.
+`--quick` (32 cells on a tiny model) takes about 25 s.
+
     nice -n 10 .venv/bin/python python/experiments/on_device.py --glue-dir ../shared/data/glue --workers 2
     python python/experiments/on_device.py --quick --glue-dir DIR --out /tmp/q   # smoke run
 """
