@@ -20,8 +20,9 @@ if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep) im
 WORDS = "the a movie film good bad man woman said company year new one two people".split()
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("budget_sweep", ROOT / "budget_sweep.py")
+def _load_script(name: str = "budget_sweep"):
+    """The experiment script `name`.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)

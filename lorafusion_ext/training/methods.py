@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -83,10 +83,14 @@ def _head_params(model: nn.Module, exclude: set[int]) -> list[nn.Parameter]:
 
 
 def train_hwa_lora(model: nn.Module, data: EncodedDataset, cfg: HWALoRAConfig, tcfg: TrainConfig,
-                   description: str = "hwa-lora") -> TrainResult:
+                   description: str = "hwa-lora", prepare: Callable[[nn.Module], None] | None = None) -> TrainResult:
     """Attach a LoRA to `model` (in place) and train it, with the head, through the analog
-    hardware (the AnalogLinear layers' noise and quantisation are active in train mode)."""
+    hardware (the AnalogLinear layers' noise and quantisation are active in train mode).
+    `prepare(model)`, if given, runs once the LoRA is attached, before the training (and before
+    a checkpoint is resumed): e.g. program the crossbar the training reads."""
     attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))
+    if prepare is not None:
+        prepare(model)
     lora = [p for n, p in model.named_parameters() if p.requires_grad and ("lora_A" in n or "lora_B" in n)]
     if not lora:
         raise ValueError(f"train_hwa_lora: no layer matched targets {cfg.targets}")
@@ -160,11 +164,15 @@ def init_magnitudes(model: nn.Module) -> None:
 
 
 def train_fusion(model: nn.Module, pool: LoRAPool, data: EncodedDataset, cfg: FusionConfig, tcfg: TrainConfig,
-                 description: str = "fuse") -> TrainResult:
+                 description: str = "fuse", prepare: Callable[[nn.Module], None] | None = None) -> TrainResult:
     """LoRAFusion on a new task: attach the frozen `pool` to `model` (in place) and train only
-    the fusion coefficients, the magnitudes and the head."""
+    the fusion coefficients, the magnitudes and the head. `prepare(model)`, if given, runs once
+    the pool is attached, before the training (and before a checkpoint is resumed): e.g.
+    program the crossbar, the pool's tiles included, that the training reads."""
     attach_pool(model, pool, mode=cfg.mode, magnitude=cfg.magnitude, granularity=cfg.granularity,
                 pool_on_crossbar=cfg.pool_on_crossbar)
+    if prepare is not None:
+        prepare(model)
     coeffs = fusion_coefficients(model)
     _init_coefficients(coeffs, cfg.init, torch.Generator().manual_seed(tcfg.seed))
     # attach_pool set m = ‖W0 + ΔW‖ for its own initial coefficients (1/K); with the ones drawn

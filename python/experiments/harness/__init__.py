@@ -21,14 +21,14 @@ from .cells import LEGACY_NOISE_STREAM, NOISE_STREAM, Cell, PendingCell, noise_s
 from .cells import to_compute
 from .claims import Claims, ProcessLock
 from .report import command_line, committed_reports, machine, pyplot, read_json, record_settings, recorded_settings
-from .report import write_page, write_text
-from .run_folder import RunFolder, run_queue, write_json_atomic
+from .report import without_workers, write_page, write_text
+from .run_folder import RunFolder, run_queue, start_workers, write_json_atomic
 from .seeds import format_mean_std, mean_std
 
 __all__ = [
     "NOISE_STREAM", "LEGACY_NOISE_STREAM", "Cell", "PendingCell", "noise_stream_of", "same_config", "select", "stamp",
     "to_compute",
-    "Claims", "ProcessLock", "RunFolder", "run_queue", "write_json_atomic", "format_mean_std", "mean_std",
+    "Claims", "ProcessLock", "RunFolder", "run_queue", "start_workers", "write_json_atomic", "format_mean_std", "mean_std",
     "command_line", "committed_reports", "machine", "pyplot", "read_json", "record_settings", "recorded_settings",
-    "write_page", "write_text",
+    "without_workers", "write_page", "write_text",
 ]

@@ -26,6 +26,20 @@ def command_line(script: str, argv: Sequence[str] | None, drop: Sequence[str] = 
     return prefix + " ".join(shlex.quote(x) for x in [script, *args] if x not in drop)
 
 
+def without_workers(args: Sequence[str]) -> list[str]:
+    """`args` less `--workers N` / `--workers=N`: how many processes ran does not change a result
+    (so a page's command leaves it out)."""
+    out, skip = [], False
+    for x in args:
+        if skip:
+            skip = False
+        elif x == "--workers":
+            skip = True
+        elif not x.startswith("--workers="):
+            out.append(x)
+    return out
+
+
 def machine(torch_threads: int | None = None) -> str:
     """'Linux x86_64, 2 CPUs visible, torch 2.x' (+ the torch threads when given)."""
     import torch

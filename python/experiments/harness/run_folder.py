@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -208,3 +210,10 @@ def run_queue(cells: list[Cell], folder: RunFolder, claims: Claims, compute: Cal
         if not waiting:
             return
         time.sleep(poll_s)  # cells of other processes are in flight
+
+
+def start_workers(script: Path, argv: list[str], workers: int) -> list[subprocess.Popen]:
+    """Start `workers - 1` more processes of `script` with `argv` (one worker each, no progress
+    bars) to share the run folder's queue with this one; wait for them once this one is done."""
+    cmd = [sys.executable, str(Path(script).resolve()), *argv, "--workers", "1", "--no-progress"]
+    return [subprocess.Popen(cmd) for _ in range(workers - 1)]

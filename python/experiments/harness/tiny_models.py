@@ -98,3 +98,26 @@ def tiny_t5(folder, layers: int = 2) -> str:
                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=2, dropout_rate=0.0)
     transformers.T5ForConditionalGeneration(cfg).save_pretrained(folder)
     return str(folder)
+
+
+def tiny_pool(model_folder, folder, names: tuple[str, ...] = ("cola", "mrpc", "stsb", "rte"), rank: int = 8,
+              alpha: float = 32.0, seed: int = 0) -> str:
+    """Save under `folder` a `LoRAPool` of random adapters (entries N(0, 0.1²)), one per name,
+    on every linear layer of the sequence classifier in `model_folder` but its head (the layers
+    HWA-LoRA adapts): the `--quick` runs' stand-in for a trained pool such as the packaged GLUE
+    pool, whose members it is named after. Returns the folder."""
+    import torch
+
+    from lorafusion_ext import attach_lora
+    from lorafusion_ext.models import load_classifier
+    from lorafusion_ext.nn.convert import lora_adapter
+    from lorafusion_ext.nn.pool import LoRAPool
+
+    model, _ = load_classifier(str(model_folder), 2, seed=seed)
+    attach_lora(model, rank, alpha, 0.0)
+    shapes, _ = lora_adapter(model)
+    g = torch.Generator().manual_seed(seed)
+    adapters = [{p: (0.1 * torch.randn(A.shape, generator=g), 0.1 * torch.randn(B.shape, generator=g))
+                 for p, (A, B) in shapes.items()} for _ in names]
+    LoRAPool.from_adapters(adapters, alpha, adapter_names=list(names)).save(folder)
+    return str(folder)

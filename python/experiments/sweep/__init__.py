@@ -1,2 +1,3 @@
 """The budget sweep of `python/experiments/budget_sweep.py`: `protocol` (settings, budgets,
-cells), `methods` (how one cell trains and is evaluated), `report` (JSON, page, plot)."""
+cells, the shared options), `methods` (how one cell trains and is evaluated), `report` (JSON,
+page, plot), `driver` (the main loop). `on_device.py` reuses all but the report."""

@@ -3,6 +3,7 @@ chance level."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness import Cell
+from harness import Cell, read_json, write_text
 from harness.cells import file_name
 from lorafusion_ext import attach_lora
 from lorafusion_ext.apps.pipelines import DataConfig, drift_evaluation, task_data
@@ -46,15 +47,17 @@ def train_cfg(s: Settings, cell: Cell) -> TrainConfig:
                        run_name=cell.key, group_by_length=r.group_by_length)
 
 
-def _on_crossbar(s: Settings, model: nn.Module, dev: Any, task: str, seed: int) -> dict[str, Any]:
-    """Programmed and read at 0 s and 10 years, `trials` trials (reprogrammed each)."""
+def on_crossbar(s: Settings, model: nn.Module, dev: Any, task: str, seed: int) -> dict[str, Any]:
+    """Programmed and read at 0 s and 10 years, `trials` trials (reprogrammed each): the trial
+    means ("t0", "t10y") and every trial."""
     sweep = drift_evaluation(model, dev, task, times=(0.0, TEN_YEARS), trials=s.recipe.trials, seed=seed,
                              progress=False)
     return {"t0": sweep.mean[0], "t10y": sweep.mean[1],
             "t0_trials": [v[0] for v in sweep.values], "t10y_trials": [v[1] for v in sweep.values]}
 
 
-def _losses(result: TrainResult) -> dict[str, float]:
+def losses(result: TrainResult) -> dict[str, float]:
+    """The mean loss of the last 20 steps and the step count."""
     tail = result.losses[-20:]
     return {"final_loss": float(np.mean(tail)) if tail else float("nan"), "steps": result.steps}
 
@@ -64,7 +67,7 @@ def hwa_lora(s: Settings, cell: Cell) -> dict[str, Any]:
     model, tok = analog_classifier(s.model, task_spec(cell.task), s.hardware, seed=cell.seed)
     task, train_set, dev = data(s, cell.task, tok)
     result = train_hwa_lora(model, train_set, lora_cfg(s), train_cfg(s, cell), description=cell.key)
-    return {**_losses(result), **_on_crossbar(s, model, dev, cell.task, cell.seed)}
+    return {**losses(result), **on_crossbar(s, model, dev, cell.task, cell.seed)}
 
 
 def digital_lora(s: Settings, cell: Cell) -> dict[str, Any]:
@@ -79,7 +82,7 @@ def digital_lora(s: Settings, cell: Cell) -> dict[str, Any]:
     model, _ = analog_classifier(s.model, spec, s.hardware, seed=cell.seed)
     attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))
     load_task_state(model, task_state(digital))
-    return {**_losses(result), "digital": ceiling, **_on_crossbar(s, model, dev, cell.task, cell.seed)}
+    return {**losses(result), "digital": ceiling, **on_crossbar(s, model, dev, cell.task, cell.seed)}
 
 
 def full_finetune(s: Settings, cell: Cell) -> dict[str, Any]:
@@ -90,7 +93,7 @@ def full_finetune(s: Settings, cell: Cell) -> dict[str, Any]:
     task, train_set, dev = data(s, cell.task, tok)
     result = train_full_finetune(model, train_set, s.recipe.full_finetune_lr, s.recipe.head_lr, train_cfg(s, cell),
                                  description=cell.key)
-    return {**_losses(result), "digital": task.evaluate(model, dev)[task.main_metric]}
+    return {**losses(result), "digital": task.evaluate(model, dev)[task.main_metric]}
 
 
 TRAIN = {"hwa_lora": hwa_lora, "digital_lora": digital_lora, "full_finetune": full_finetune}
@@ -115,3 +118,19 @@ def chance(s: Settings, task: str) -> dict[str, Any]:
     _, train_set, dev = data(s, task, tok)
     value, predictor = chance_level(spec.metrics[0], train_set.labels.numpy(), dev.labels.numpy())
     return {"metric": spec.metrics[0], "value": value, "predictor": predictor, "dev_examples": len(dev.labels)}
+
+
+def chance_levels(s: Settings, config: dict) -> dict[str, dict]:
+    """Each task of `s.tasks`' `chance` on the dev examples used, cached in <out>/chance.json
+    under `config` (what the run's cells are computed with)."""
+    path = s.out / "chance.json"
+    cached = read_json(path) or {}
+    key = json.dumps(config, sort_keys=True)
+    levels = cached.get(key, {})
+    missing = [t for t in s.tasks if t not in levels]
+    for t in missing:
+        levels[t] = chance(s, t)
+    if missing:
+        cached[key] = levels
+        write_text(path, json.dumps(cached, indent=2))
+    return {t: levels[t] for t in s.tasks}

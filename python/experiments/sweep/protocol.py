@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,3 +97,56 @@ def plan(s: Settings) -> list[Cell]:
                                        params=(("steps", top),))))
     ordered = [c for _, c in sorted(first, key=lambda x: x[0])] + reference + [c for _, c in sorted(more, key=lambda x: x[0])]
     return [c for c in ordered if not s.only or c.key.startswith(s.only)]
+
+
+def add_run_arguments(p: argparse.ArgumentParser, name: str, tasks: tuple[str, ...]) -> None:
+    """The options every GLUE training sweep of this folder shares (data, model, hardware, seeds,
+    the `Recipe`, processes, resumption); `name` is the report's (budget_sweep, on_device)."""
+    p.add_argument("--glue-dir", required=True, help="GLUE folder (official TSV layout)")
+    p.add_argument("--out", default=f"results/{name}", help="run folder (cells, checkpoints)")
+    p.add_argument("--docs", default=None, help=f"where {name}.md/json/png go (default docs/results; --quick: --out)")
+    p.add_argument("--model", default=None, help="model id or folder (default all-MiniLM-L6-v2; --quick: a tiny BERT)")
+    p.add_argument("--hardware", default="pcm_paper", help="hardware preset")
+    p.add_argument("--tasks", default=",".join(tasks))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--group-by-length", type=int, default=50, help="batches per length group (0: plain shuffling)")
+    p.add_argument("--train-examples", type=int, default=None)
+    p.add_argument("--eval-examples", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the queue (this one included)")
+    p.add_argument("--only", default="", help="comma-separated cell-key prefixes to compute (all by default)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished cells")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_arguments(p: argparse.ArgumentParser, a: argparse.Namespace,
+                  **recipe: object) -> tuple[tuple[str, ...], Recipe]:
+    """(tasks, recipe) of the options of `add_run_arguments` (`recipe`: more `Recipe` fields);
+    a bad value exits through `p.error`, naming the option."""
+    for name in ("trials", "batch_size", "max_length", "threads", "workers"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    tasks = tuple(t.strip() for t in a.tasks.split(",") if t.strip())
+    if not tasks:
+        p.error("--tasks is empty")
+    try:
+        seeds = tuple(int(x) for x in a.seeds.split(",") if x.strip())
+    except ValueError:
+        p.error(f"--seeds {a.seeds!r}; expected comma-separated integers")
+    if not seeds:
+        p.error("--seeds is empty")
+    return tasks, Recipe(batch_size=a.batch_size, max_length=a.max_length, lora_lr=a.lora_lr, head_lr=a.head_lr,
+                         group_by_length=a.group_by_length, train_examples=a.train_examples,
+                         eval_examples=a.eval_examples, seeds=seeds, trials=a.trials, **recipe)  # type: ignore[arg-type]
+
+
+def quick_recipe(recipe: Recipe) -> Recipe:
+    """The `--quick` smoke run's recipe: batches of 4 of 32 tokens, 16 training and 16 dev
+    examples, the first 2 seeds, 1 drift trial, a checkpoint every step."""
+    return dataclasses.replace(recipe, batch_size=4, max_length=32, train_examples=16, eval_examples=16,
+                               seeds=recipe.seeds[:2], trials=1, checkpoint_every=1)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness import format_mean_std, machine, mean_std, pyplot, write_page
+from harness import format_mean_std, machine, mean_std, pyplot
 from harness.cells import Cell
 
 from .protocol import METHODS, Settings
@@ -161,8 +161,3 @@ def plot(data: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def write(s: Settings, cells: list[Cell], done: dict[str, dict], chance: dict[str, dict]) -> dict[str, Any]:
-    data = build(s, cells, done, chance)
-    write_page(s.docs, NAME, markdown(data), data, json_newline=True, plot=lambda p: plot(data, p))
-    return data
