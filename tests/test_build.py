@@ -54,8 +54,26 @@ def test_every_op_has_a_cuda_kernel():
                 "lorafusion::pool_fusion_backward", "lorafusion::philox_normal"}
     assert expected <= set(ops), ops
     for key in ("CPU", "CUDA"):
-        missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, key)]
+        needed = [n for n in ops if key == "CPU" or n not in CPU_ONLY_OPS]
+        missing = [n for n in needed if not torch._C._dispatch_has_kernel_for_dispatch_key(n, key)]
         assert not missing, f"no {key} kernel for {missing}"
+
+
+# The fused PCM program/drift passes exist to make the CPU fast; on CUDA the device model runs
+# as plain PyTorch on the same Philox normals (philox_normal has a CUDA kernel), because
+# lorafusion_ext.ops.device's fused_program / fused_drift apply to CPU tensors only.
+CPU_ONLY_OPS = frozenset({"lorafusion::pcm_program", "lorafusion::pcm_drift"})
+
+
+def test_cpu_only_ops_are_only_called_on_the_cpu():
+    from lorafusion_ext.devices import PCMLikeModel
+    from lorafusion_ext.ops import device
+
+    assert CPU_ONLY_OPS <= set(_lorafusion_ops())
+    w = torch.full((2, 3), 0.5)
+    assert device.fused_program(PCMLikeModel(), w, device.PhiloxNoise(1)) is not None
+    # Off the CPU (a meta tensor stands in for CUDA here) the caller gets None: the plain path.
+    assert device.fused_program(PCMLikeModel(), w.to("meta"), device.PhiloxNoise(1)) is None
 
 
 def test_torch_mismatch_is_one_readable_error(monkeypatch):
