@@ -12,6 +12,19 @@ from torch import Tensor, nn
 from lorafusion_ext.ops.reference import split_sizes
 
 
+def set_field(path: str, value):
+    """A function that sets the dotted field `path` (e.g. "forward.out_noise") of an AIHWKIT or
+    AIHWKIT-Lightning rpu_config to `value` and returns the config: edits that compose."""
+    def edit(rpu):
+        obj = rpu
+        *parents, last = path.split(".")
+        for name in parents:
+            obj = getattr(obj, name)
+        setattr(obj, last, value)
+        return rpu
+    return edit
+
+
 def noiseless_rpu(tiles: int, learn: bool, columnwise: bool = False):
     """A `TorchInferenceRPUConfig` without output noise, mapped per column at omega 1, on
     `tiles`×`tiles` tiles (0: one tile), with or without learned out-scaling."""

@@ -20,7 +20,8 @@ from aihwkit.simulator.parameters.enums import (  # noqa: E402
     WeightModifierType,
     WeightRemapType,
 )
-from aihwkit_harness import aihwkit_input_gradients, aihwkit_layer, assert_input_gradient, injected_noise  # noqa: E402
+from aihwkit_harness import (aihwkit_input_gradients, aihwkit_layer, assert_input_gradient,  # noqa: E402
+                             injected_noise, set_field)
 from scipy import stats  # noqa: E402
 
 
@@ -144,16 +145,6 @@ def test_output_asymmetry_refuses_gradients():
         assert layer(torch.randn(2, 8)).shape == (2, 4)
 
 
-def _set(path: str, value):
-    def apply(rpu):
-        obj = rpu
-        *parents, last = path.split(".")
-        for p in parents:
-            obj = getattr(obj, p)
-        setattr(obj, last, value)
-    return apply
-
-
 UNSUPPORTED = [
     ("forward.out_noise_std", 0.1),
     ("forward.is_perfect", True),
@@ -173,7 +164,7 @@ UNSUPPORTED = [
 @pytest.mark.parametrize("path,value", UNSUPPORTED, ids=[f"{p}={v}" for p, v in UNSUPPORTED])
 def test_unmodelled_fields_raise_naming_the_field(path, value):
     rpu = TorchInferenceRPUConfig()
-    _set(path, value)(rpu)
+    set_field(path, value)(rpu)
     with pytest.raises(ValueError, match=path.replace(".", r"\.")):
         lf.HardwareConfig.from_aihwkit(rpu)
 

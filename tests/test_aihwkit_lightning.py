@@ -31,6 +31,8 @@ import lorafusion_ext as lf  # noqa: E402
 from lorafusion_ext import hardware as hw  # noqa: E402
 from lorafusion_ext.nn import AnalogLinear  # noqa: E402
 
+from aihwkit_harness import set_field  # noqa: E402
+
 RES8 = 1 / 254
 
 
@@ -109,41 +111,30 @@ def test_every_field_maps() -> None:
     assert (h.weight_res, h.mapping.weight_scaling, h.modifier.kind) == (62, "row", "none")
 
 
-def _set(path: str, value):
-    def edit(c):
-        obj = c
-        *parts, last = path.split(".")
-        for name in parts:
-            obj = getattr(obj, name)
-        setattr(obj, last, value)
-        return c
-    return edit
-
-
 REFUSALS = [
-    (_set("modifier.quantization_type", WeightQuantizationType.DISCRETIZE), "modifier.res"),
-    (lambda c: _set("modifier.res", RES8)(_set("modifier.quantization_type", WeightQuantizationType.DISCRETIZE)(
-        _set("forward.out_noise_per_channel", True)(_set("forward.out_noise", 0.1)(c)))), "modifier.quantization_type"),
-    (_set("clip.type", WeightClipType.LEARNABLE_PER_CHANNEL), "clip.type"),
-    (_set("clip.type", WeightClipType.LAYER_GAUSSIAN), "clip.sigma"),
-    (lambda c: _set("forward.out_bound", 10.0)(_set("clip.sigma", 2.0)(
-        _set("clip.type", WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL)(_set("forward.out_noise", 0.1)(c)))),
+    (set_field("modifier.quantization_type", WeightQuantizationType.DISCRETIZE), "modifier.res"),
+    (lambda c: set_field("modifier.res", RES8)(set_field("modifier.quantization_type", WeightQuantizationType.DISCRETIZE)(
+        set_field("forward.out_noise_per_channel", True)(set_field("forward.out_noise", 0.1)(c)))), "modifier.quantization_type"),
+    (set_field("clip.type", WeightClipType.LEARNABLE_PER_CHANNEL), "clip.type"),
+    (set_field("clip.type", WeightClipType.LAYER_GAUSSIAN), "clip.sigma"),
+    (lambda c: set_field("forward.out_bound", 10.0)(set_field("clip.sigma", 2.0)(
+        set_field("clip.type", WeightClipType.LAYER_GAUSSIAN_PER_CHANNEL)(set_field("forward.out_noise", 0.1)(c)))),
      "forward.out_noise_per_channel"),
-    (lambda c: _set("pre_post.input_range.fast_mode", True)(_set("pre_post.input_range.dynamic", True)(c)),
+    (lambda c: set_field("pre_post.input_range.fast_mode", True)(set_field("pre_post.input_range.dynamic", True)(c)),
      "pre_post.input_range.fast_mode"),
-    (lambda c: _set("pre_post.input_range.fast_mode", True)(_set("pre_post.input_range.act_range_momentum", 1.5)(c)),
+    (lambda c: set_field("pre_post.input_range.fast_mode", True)(set_field("pre_post.input_range.act_range_momentum", 1.5)(c)),
      "input_range.act_range_momentum"),
-    (lambda c: _set("forward.inp_res", RES8)(_set("pre_post.input_range.enable", False)(c)), "forward.inp_res"),
-    (lambda c: _set("forward.out_noise", 0.1)(_set("pre_post.input_range.enable", False)(c)), "forward.out_noise"),
-    (_set("forward.out_res", RES8), "forward.out_res"),
-    (_set("forward.inp_res", 0.3), "forward.inp_res"),
-    (_set("pre_post.input_range.init_value", -1.0), "input_range.init_value"),
-    (_set("pre_post.input_range.init_from_data", 2.5), "input_range.init_from_data"),
-    (lambda c: _set("forward.out_noise_per_channel", True)(_set("forward.out_noise", 0.1)(
-        _set("forward.out_bound", 10.0)(c))), "forward.out_noise_per_channel"),
-    (lambda c: _set("modifier.noise_type", WeightNoiseInjectionType.ADD_NORMAL)(_set("modifier.std_dev", 0.1)(
-        _set("forward.out_noise_per_channel", True)(_set("forward.out_noise", 0.1)(c)))), "modifier.noise_type"),
-    (_set("forward.ir_drop", 1.0), "forward.ir_drop"),
+    (lambda c: set_field("forward.inp_res", RES8)(set_field("pre_post.input_range.enable", False)(c)), "forward.inp_res"),
+    (lambda c: set_field("forward.out_noise", 0.1)(set_field("pre_post.input_range.enable", False)(c)), "forward.out_noise"),
+    (set_field("forward.out_res", RES8), "forward.out_res"),
+    (set_field("forward.inp_res", 0.3), "forward.inp_res"),
+    (set_field("pre_post.input_range.init_value", -1.0), "input_range.init_value"),
+    (set_field("pre_post.input_range.init_from_data", 2.5), "input_range.init_from_data"),
+    (lambda c: set_field("forward.out_noise_per_channel", True)(set_field("forward.out_noise", 0.1)(
+        set_field("forward.out_bound", 10.0)(c))), "forward.out_noise_per_channel"),
+    (lambda c: set_field("modifier.noise_type", WeightNoiseInjectionType.ADD_NORMAL)(set_field("modifier.std_dev", 0.1)(
+        set_field("forward.out_noise_per_channel", True)(set_field("forward.out_noise", 0.1)(c)))), "modifier.noise_type"),
+    (set_field("forward.ir_drop", 1.0), "forward.ir_drop"),
 ]
 
 
