@@ -696,18 +696,17 @@ class HardwareConfig:
             **(_NO_BACKWARD_READ if self.backward is None else self.backward.op_params()),
         }
 
-    def for_call(self, in_features: int, training: bool) -> "HardwareConfig":
-        """The configuration an op call on `in_features` inputs runs with: itself, or, with
-        AIHWKIT-Lightning's output noise (`out_noise_in_eval` False, `out_noise_split`), a copy
-        whose `out_noise` is the std each tile draws in this mode (0 in eval;
-        out_noise / sqrt(number of input tiles) when split) and whose two flags are the defaults."""
+    def for_call(self, n_in_tiles: int, training: bool) -> "HardwareConfig":
+        """The configuration an op call over `n_in_tiles` input tiles (the caller's tile split,
+        `lorafusion_ext.ops.tiling`) runs with: itself, or, with AIHWKIT-Lightning's output noise
+        (`out_noise_in_eval` False, `out_noise_split`), a copy whose `out_noise` is the std each
+        tile draws in this mode (0 in eval; out_noise / sqrt(n_in_tiles) when split) and whose two
+        flags are the defaults."""
         if self.out_noise == 0 or (self.out_noise_in_eval and not self.out_noise_split):
             return self
         noise = self.out_noise if (training or self.out_noise_in_eval) else 0.0
         if self.out_noise_split:
-            max_in = self.tiles.max_in
-            n_in = 1 if not max_in or in_features <= max_in else -(-in_features // max_in)
-            noise = noise / math.sqrt(n_in)
+            noise = noise / math.sqrt(n_in_tiles)
         return self.replace(out_noise=noise, out_noise_in_eval=True, out_noise_split=False)
 
     def sample_rows(self, shape: Sequence[int], training: bool) -> int:

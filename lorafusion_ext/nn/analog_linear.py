@@ -469,11 +469,9 @@ class AnalogLinear(nn.Linear):
         AIHWKIT-Lightning's output noise resolved for this layer (`out_noise_in_eval` False: none
         in eval; `out_noise_split`: out_noise / sqrt(n_in_tiles) per input tile)."""
         hw = self.hardware
-        if hw.out_noise == 0 or (hw.out_noise_in_eval and not hw.out_noise_split):
-            return hw
         cached = self.__dict__.get("_op_hw")
         if cached is None or cached[0] is not hw or cached[1] != self.training:
-            cached = (hw, self.training, hw.for_call(self.in_features, self.training))
+            cached = (hw, self.training, hw.for_call(self.layout.n_in, self.training))
             self.__dict__["_op_hw"] = cached
         return cached[2]
 

@@ -207,7 +207,7 @@ def readout(tile_weights: Tensor, hardware: HardwareConfig, rng: Tensor) -> Tens
     if (max_in is not None and kt > max_in) or (max_out is not None and nt > max_out):
         raise ValueError(f"readout: tile_weights has shape {tuple(tile_weights.shape)}; expected one tile of at most "
                          f"[{max_out}, {max_in}] (hardware.tiles)")
-    hw = hardware.for_call(kt, False)  # an inference read (AIHWKIT-Lightning: no output noise in eval)
+    hw = hardware.for_call(1, False)  # an inference read of one tile (AIHWKIT-Lightning: no output noise in eval)
     eye = _COMPENSATION.readout_inputs(kt, dtype=tile_weights.dtype, device=tile_weights.device)
     out_scales = tile_weights.new_empty((0, 1, nt))
     # The raw op below autograd: a read-out never needs a gradient.

@@ -16,6 +16,7 @@ from torch import Tensor
 from lorafusion_ext.hardware import HardwareConfig
 from lorafusion_ext.ops import extension, precision
 from lorafusion_ext.ops.kwargs import crossbar_param_names, op_kwargs
+from lorafusion_ext.ops.tiling import split_sizes
 
 extension.load()
 crossbar_param_names()  # read the packing order now, outside any traced code
@@ -160,7 +161,7 @@ def crossbar_mvm(
     if out_scales.requires_grad:
         raise ValueError("crossbar_mvm: out_scales must not require grad (apply trainable scales outside the op)")
     # AIHWKIT-Lightning's output noise (training only, split over the input tiles), resolved here.
-    hardware = hardware.for_call(x.shape[-1], training)
+    hardware = hardware.for_call(len(split_sizes(x.shape[-1], hardware.tiles.max_in)), training)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
     need_aux = torch.is_grad_enabled() and (
