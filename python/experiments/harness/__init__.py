@@ -21,7 +21,7 @@ from .cells import LEGACY_NOISE_STREAM, NOISE_STREAM, Cell, PendingCell, noise_s
 from .cells import to_compute
 from .claims import Claims, ProcessLock
 from .report import command_line, committed_reports, machine, pyplot, read_json, record_settings, recorded_settings
-from .report import without_workers, write_page, write_text
+from .report import pending_section, without_workers, write_page, write_text
 from .run_folder import RunFolder, run_queue, start_workers, write_json_atomic
 from .seeds import format_mean_std, mean_std
 

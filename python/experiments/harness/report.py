@@ -48,6 +48,14 @@ def machine(torch_threads: int | None = None) -> str:
     return text + (f", {torch_threads} torch thread(s)" if torch_threads is not None else "")
 
 
+def pending_section(keys: Sequence[str]) -> list[str]:
+    """The Markdown lines of a partial report's "Pending cells" section (none when nothing is
+    pending), ending with a blank line."""
+    if not keys:
+        return []
+    return ["## Pending cells", "", ", ".join(f"`{k}`" for k in keys), ""]
+
+
 def write_text(path: Path, text: str) -> None:
     """Write `text` to `path` whole (write, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

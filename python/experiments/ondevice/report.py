@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness import format_mean_std, machine, mean_std, pyplot
+from harness import format_mean_std, machine, mean_std, pending_section, pyplot
 from harness.cells import Cell
 
 from .methods import TRAINING_CHIP_SEED, fusion_cfg
@@ -137,8 +137,7 @@ def markdown(data: dict[str, Any]) -> str:
               "training (more steps through the noisy gradient) or shrink with it.",
               "- The spread over drift trials is inside each seed's value, not shown: the JSON holds every trial "
               "(`cells`).", ""]
-    if data["pending"]:
-        lines += ["## Pending cells", "", ", ".join(f"`{k}`" for k in data["pending"]), ""]
+    lines += pending_section(data["pending"])
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness import format_mean_std, machine, mean_std, pyplot
+from harness import format_mean_std, machine, mean_std, pending_section, pyplot
 from harness.cells import Cell
 
 from .protocol import METHODS, Settings
@@ -124,8 +124,7 @@ def markdown(data: dict[str, Any]) -> str:
               "- The spread over drift trials (programming noise) is inside each seed's value, not shown: the JSON "
               "holds every trial (`cells`).",
               "- One model (all-MiniLM-L6-v2, a sentence-embedding model) and one hardware preset (`pcm_paper`).", ""]
-    if data["pending"]:
-        lines += ["## Pending cells", "", ", ".join(f"`{k}`" for k in data["pending"]), ""]
+    lines += pending_section(data["pending"])
     return "\n".join(lines)
 
 
