@@ -85,6 +85,7 @@ def test_quick_run_has_the_schema_resumes_and_adopts(tmp_path):
         assert t["full_finetune"]["budget"] == 4
     assert res["tasks"]["stsb"]["chance"] == 0.0
     assert res["tasks"]["sst2"]["chance"] == pytest.approx(10 / 16)  # class 0 (the training majority) on all 16 dev rows
+    _stored_adapters_reproduce_the_digital_score(mod, args, res)
     page = (tmp_path / "run" / "budget_sweep.md").read_text()
     assert "complete" in page and (tmp_path / "run" / "budget_sweep.png").is_file()
     # A rerun computes nothing.
@@ -98,3 +99,31 @@ def test_quick_run_has_the_schema_resumes_and_adopts(tmp_path):
     again = mod.main(fresh)
     assert again["complete"] and again["tasks"] == res["tasks"]
     assert json.loads((tmp_path / "run" / "budget_sweep.json").read_text())["complete"]
+
+
+def _stored_adapters_reproduce_the_digital_score(mod, args: list[str], res: dict) -> None:
+    """Every LoRA cell keeps its trained adapter; a digital_lora adapter loaded into a fresh model
+    gives back the cell's digital score, and a reader of another recipe is refused by name."""
+    from harness import load_adapter
+    from sweep import methods
+    from sweep.protocol import sweep_config
+    from lorafusion_ext import attach_lora
+    from lorafusion_ext.data.glue import task_spec
+    from lorafusion_ext.models import load_classifier
+    from lorafusion_ext.training.methods import load_task_state
+
+    s, _ = mod.parse(args)
+    folder, config = s.out / "adapters", sweep_config(s)
+    keys = [f"{t}/{m}/b{b}/seed{seed}" for t in ("sst2", "stsb") for m in ("hwa_lora", "digital_lora")
+            for b, seeds in ((2, (0,)), (4, (0, 1))) for seed in seeds]
+    assert all(load_adapter(folder, k, config) is not None for k in keys)
+    cfg = methods.lora_cfg(s)
+    for task in ("sst2", "stsb"):
+        model, tok = load_classifier(s.model, task_spec(task).num_labels, seed=5)
+        attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))
+        load_task_state(model, load_adapter(folder, f"{task}/digital_lora/b4/seed1", config))
+        t, _, dev = methods.data(s, task, tok)
+        want = res["tasks"][task]["methods"]["digital"]["t0"][1][1]  # seed 1 at the top budget
+        assert t.evaluate(model, dev)[t.main_metric] == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ValueError, match="lora_lr"):
+        load_adapter(folder, "sst2/hwa_lora/b2/seed0", {**config, "lora_lr": 0.5})

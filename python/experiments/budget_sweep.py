@@ -27,7 +27,6 @@ thread each) sharing the queue.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -38,7 +37,8 @@ from lorafusion_ext import HardwareConfig  # noqa: E402
 from lorafusion_ext.data.glue import load_glue  # noqa: E402
 from lorafusion_ext.models import DEFAULT_MODEL  # noqa: E402
 from sweep import driver, methods, report  # noqa: E402
-from sweep.protocol import TASKS, Settings, add_run_arguments, default_budgets, plan, quick_recipe, run_arguments  # noqa: E402
+from sweep.protocol import (TASKS, Settings, add_run_arguments, default_budgets, plan, quick_recipe,  # noqa: E402
+                            run_arguments, sweep_config)
 
 SCRIPT = "python/experiments/budget_sweep.py"
 #: Flags that do not change a result (they are dropped from the page's command).
@@ -88,17 +88,9 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     return s, a
 
 
-def config(s: Settings) -> dict:
-    """What a finished cell must have been computed with to be reused (budget and seed are in its key)."""
-    r = dataclasses.asdict(s.recipe)
-    for k in ("seeds", "checkpoint_every"):
-        r.pop(k)
-    return {"model": s.model, "hardware": s.hardware_name, **r}
-
-
 def main(argv: list[str] | None = None) -> dict:
     s, a = parse(argv)
-    return driver.run(report, Path(__file__), s, a, list(sys.argv[1:] if argv is None else argv), config(s), plan,
+    return driver.run(report, Path(__file__), s, a, list(sys.argv[1:] if argv is None else argv), sweep_config(s), plan,
                       methods.run_cell)
 
 

@@ -12,11 +12,14 @@ its report reads. The harness holds the rest:
 - `claims`: `ProcessLock` (flock) and `Claims`, which process computes which cell;
 - `seeds`: mean ± std over seeds;
 - `report`: the exact command, the machine, settings files, Markdown + JSON pages, plots;
+- `adapters`: the trained per-task states (LoRA, head) stored beside a run's cells, for
+  later experiments to reuse under the same config;
 - `tiny_models`: the tiny random models of the `--quick` smoke runs and of the tests.
 
 The scripts import it as ``harness`` (they put their own folder on ``sys.path``).
 """
 
+from .adapters import adapter_path, load_adapter, save_adapter
 from .cells import LEGACY_NOISE_STREAM, NOISE_STREAM, Cell, PendingCell, noise_stream_of, same_config, select, stamp
 from .cells import to_compute
 from .claims import Claims, ProcessLock
@@ -26,6 +29,7 @@ from .run_folder import RunFolder, run_queue, start_workers, write_json_atomic
 from .seeds import format_mean_std, mean_std
 
 __all__ = [
+    "adapter_path", "load_adapter", "save_adapter",
     "NOISE_STREAM", "LEGACY_NOISE_STREAM", "Cell", "PendingCell", "noise_stream_of", "same_config", "select", "stamp",
     "to_compute",
     "Claims", "ProcessLock", "RunFolder", "run_queue", "start_workers", "write_json_atomic", "format_mean_std", "mean_std",

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness import Cell, read_json, write_text
+from harness import Cell, read_json, save_adapter, write_text
 from harness.cells import file_name
 from lorafusion_ext import attach_lora
 from lorafusion_ext.apps.pipelines import DataConfig, drift_evaluation, task_data
@@ -23,7 +23,7 @@ from lorafusion_ext.training.loop import TrainConfig, TrainResult
 from lorafusion_ext.training.methods import (HWALoRAConfig, analog_classifier, load_task_state, task_state,
                                              train_full_finetune, train_hwa_lora)
 
-from .protocol import TEN_YEARS, Settings
+from .protocol import TEN_YEARS, Settings, sweep_config
 
 
 def data(s: Settings, task: str, tokenizer: Any):
@@ -47,6 +47,12 @@ def train_cfg(s: Settings, cell: Cell) -> TrainConfig:
                        run_name=cell.key, group_by_length=r.group_by_length)
 
 
+def keep_adapter(s: Settings, cell: Cell, model: nn.Module) -> None:
+    """Store the cell's trained LoRA and head under <out>/adapters (`harness.adapters`): the
+    LoRAFusion pool and the HWA-LoRA page reuse the runs of the same recipe."""
+    save_adapter(s.out / "adapters", cell.key, sweep_config(s), task_state(model))
+
+
 def on_crossbar(s: Settings, model: nn.Module, dev: Any, task: str, seed: int) -> dict[str, Any]:
     """Programmed and read at 0 s and 10 years, `trials` trials (reprogrammed each): the trial
     means ("t0", "t10y") and every trial."""
@@ -67,6 +73,7 @@ def hwa_lora(s: Settings, cell: Cell) -> dict[str, Any]:
     model, tok = analog_classifier(s.model, task_spec(cell.task), s.hardware, seed=cell.seed)
     task, train_set, dev = data(s, cell.task, tok)
     result = train_hwa_lora(model, train_set, lora_cfg(s), train_cfg(s, cell), description=cell.key)
+    keep_adapter(s, cell, model)
     return {**losses(result), **on_crossbar(s, model, dev, cell.task, cell.seed)}
 
 
@@ -78,6 +85,7 @@ def digital_lora(s: Settings, cell: Cell) -> dict[str, Any]:
     digital, tok = load_classifier(s.model, spec.num_labels, seed=cell.seed)
     task, train_set, dev = data(s, cell.task, tok)
     result = train_hwa_lora(digital, train_set, cfg, train_cfg(s, cell), description=cell.key)
+    keep_adapter(s, cell, digital)
     ceiling = task.evaluate(digital, dev)[task.main_metric]
     model, _ = analog_classifier(s.model, spec, s.hardware, seed=cell.seed)
     attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))

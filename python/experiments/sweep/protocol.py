@@ -74,6 +74,15 @@ class Settings:
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
 
 
+def sweep_config(s: Settings) -> dict:
+    """What a finished budget-sweep cell (and its stored adapter) must have been computed with to
+    be reused (budget and seed are in its key)."""
+    r = dataclasses.asdict(s.recipe)
+    for k in ("seeds", "checkpoint_every"):
+        r.pop(k)
+    return {"model": s.model, "hardware": s.hardware_name, **r}
+
+
 def cell_key(task: str, method: str, steps: int, seed: int) -> str:
     return f"{task}/{method}/b{steps}/seed{seed}"
 
