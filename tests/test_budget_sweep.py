@@ -88,6 +88,8 @@ def test_quick_run_has_the_schema_resumes_and_adopts(tmp_path):
     _stored_adapters_reproduce_the_digital_score(mod, args, res)
     page = (tmp_path / "run" / "budget_sweep.md").read_text()
     assert "complete" in page and (tmp_path / "run" / "budget_sweep.png").is_file()
+    # --quick's budgets stop below the rule's (3 epochs of 16 examples at batch 4): the page says so.
+    assert res["tasks"]["sst2"]["rule_top"] == 12 and "trimmed with `--budgets`" in page
     # A rerun computes nothing.
     cells = sorted((tmp_path / "run" / "cells").glob("*.json"))
     stamps = {p.name: p.stat().st_mtime_ns for p in cells}

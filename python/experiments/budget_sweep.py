@@ -73,14 +73,16 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     if a.quick:
         recipe = quick_recipe(recipe)
         budgets = {t: budgets.get(t, (2, 4)) for t in tasks}
+    rule_top = {}
     for t in tasks:
-        if t not in budgets:
-            n = len(load_glue(t, "train", a.glue_dir))
-            budgets[t] = default_budgets(min(n, recipe.train_examples or n), recipe.batch_size)
+        n = len(load_glue(t, "train", a.glue_dir))
+        rule = default_budgets(min(n, recipe.train_examples or n), recipe.batch_size)
+        rule_top[t] = rule[-1]
+        budgets.setdefault(t, rule)
     model = a.model or (tiny_bert(out / "tiny_bert") if a.quick else DEFAULT_MODEL)
     docs = Path(a.docs) if a.docs else (out if a.quick else Path("docs/results"))
     s = Settings(model=model, glue_dir=a.glue_dir, hardware_name=a.hardware, out=out, docs=docs, tasks=tasks,
-                 budgets=budgets, recipe=recipe, threads=a.threads,
+                 budgets=budgets, recipe=recipe, threads=a.threads, rule_top=rule_top,
                  only=tuple(x for x in a.only.split(",") if x), progress=not a.no_progress,
                  command=command_line(SCRIPT, without_workers(sys.argv[1:] if argv is None else argv),
                                       drop=NOT_IN_COMMAND))

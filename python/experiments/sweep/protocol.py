@@ -72,6 +72,9 @@ class Settings:
     progress: bool = False
     command: str = ""
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
+    #: Per task, the largest budget `default_budgets`' rule gives (3 epochs or MAX_STEPS): the
+    #: page says where `budgets` stops below it.
+    rule_top: dict[str, int] = field(default_factory=dict)
 
 
 def sweep_config(s: Settings) -> dict:

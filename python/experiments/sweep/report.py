@@ -58,6 +58,7 @@ def build(s: Settings, cells: list[Cell], done: dict[str, dict], chance: dict[st
                           for t in ("t0", "t10y")},
             "chance": chance.get(task, {}).get("value"),
             "full_finetune": {"budget": ft[0]["budget"], "t0": ft[0]["digital"]} if ft else None,
+            "rule_top": s.rule_top.get(task),
         }
     pending = [c.key for c in cells if c.key not in done]
     walls = [float(r.get("wall_s", 0.0)) for r in done.values()]
@@ -103,6 +104,10 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", f"Chance (constant predictor on the same dev examples): {t['chance']:.3f}. " if t["chance"] is not None
                   else "", f"Full fine-tune, digital, {ft['budget']} steps: {ft['t0']:.3f}." if ft else
                   "Full fine-tune: pending.", ""]
+        if t.get("rule_top") and t["budgets"][-1] < t["rule_top"]:
+            lines += [f"The largest budget, {t['budgets'][-1]} steps, is below the issue's rule ({t['rule_top']} steps: "
+                      "3 epochs of the training set at this batch size or 2,000 steps, whichever is smaller): trimmed "
+                      "with `--budgets` to keep the issue's compute within its cap of about 15 h of 2-core time.", ""]
         for when, label in (("t0", "0 s"), ("t10y", "10 years")):
             c = t["crossover"][when]
             hwa, dig = m["hwa_lora"][when], m["digital_lora"][when]
