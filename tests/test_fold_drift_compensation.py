@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import lorafusion_ext as lf
-from lorafusion_ext.hardware import Device, Modifier, Tiles, WeightMapping
+from lorafusion_ext.hardware import BoundManagement, Device, InputRange, Modifier, NoiseManagement, Tiles, WeightMapping
 from lorafusion_ext.nn import AnalogLinear
 from lorafusion_ext.nn.tile_state import programmed_state
 
@@ -21,6 +21,10 @@ TEN_YEARS = 315360000.0
 # Several input and output tiles (α differs per tile), no read noise and no training noise, so
 # that train mode and eval mode compute the same thing but for α.
 HW = lf.HardwareConfig.preset("pcm_paper").replace(tiles=Tiles(24, 16), out_noise=0.0, modifier=Modifier("none"))
+# Learned input ranges (kept fixed: no data initialisation) take their own forward, which reads
+# the mapping scales per tile.
+RANGED = HW.replace(input_range=InputRange(init_from_data=0), noise_management=NoiseManagement("none"),
+                    bound_management=BoundManagement("none"))
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -60,16 +64,17 @@ def _read(model: nn.Module, x: torch.Tensor, train: bool) -> tuple[torch.Tensor,
     return y.detach(), x.grad
 
 
-def test_train_mode_reads_what_eval_mode_read_before_the_fold():
+@pytest.mark.parametrize("hw", [HW, RANGED], ids=["plain", "input_ranges"])
+def test_train_mode_reads_what_eval_mode_read_before_the_fold(hw):
     x = torch.randn(6, 40, generator=_gen(5))
-    plain = _drifted()
+    plain = _drifted(hw=hw)
     alphas = [layer.drift_alpha.clone() for _, layer in lf.analog_layers(plain)]
     assert all(not torch.all(a == 1) and a.numel() > 1 for a in alphas)  # a day moved each tile's read-out
     y_eval, g_eval = _read(plain, x, train=False)
     y_raw, _ = _read(plain, x, train=True)
     assert not torch.allclose(y_raw, y_eval, rtol=1e-3)  # unfolded, train mode reads W(t) uncompensated
 
-    folded = lf.fold_drift_compensation(_drifted())
+    folded = lf.fold_drift_compensation(_drifted(hw=hw))
     for (_, layer), (_, ref), alpha in zip(lf.analog_layers(folded), lf.analog_layers(plain), alphas):
         assert torch.equal(layer.programmed_weight, ref.programmed_weight)  # the crossbar is untouched
         assert torch.equal(layer.programmed_scales, ref.programmed_scales * alpha[:, layer.layout.row_tiles()])

@@ -1,9 +1,9 @@
 """Model walkers: program, drift, unprogram and condition every analog layer of a model.
 
-`program`, `drift`, `fold_drift_compensation` and `unprogram` work on one :class:`AnalogLinear` or on any ``nn.Module`` that
-contains analog layers at any depth (a Hugging Face model, a peft-wrapped model...); each
-layer's own work (what programming does per tile, the state it leaves, the randomness) is
-`lorafusion_ext.nn.tile_state`, whose docstring describes it. `post_update_steps` and
+`program`, `drift`, `fold_drift_compensation` and `unprogram` work on one :class:`AnalogLinear`
+or on any ``nn.Module`` that contains analog layers at any depth (a Hugging Face model, a
+peft-wrapped model...); each layer's own work (what programming does per tile, the state it
+leaves, the randomness) is `lorafusion_ext.nn.tile_state`, whose docstring describes it. `post_update_steps` and
 `clip_after_steps` run AIHWKIT's per-step weight conditioning (`lorafusion_ext.nn.conditioning`)
 on every analog layer.
 
