@@ -3,9 +3,9 @@
 `program`, `drift`, `fold_drift_compensation` and `unprogram` work on one :class:`AnalogLinear`
 or on any ``nn.Module`` that contains analog layers at any depth (a Hugging Face model, a
 peft-wrapped model...); each layer's own work (what programming does per tile, the state it
-leaves, the randomness) is `lorafusion_ext.nn.tile_state`, whose docstring describes it. `post_update_steps` and
-`clip_after_steps` run AIHWKIT's per-step weight conditioning (`lorafusion_ext.nn.conditioning`)
-on every analog layer.
+leaves, the randomness) is `lorafusion_ext.nn.tile_state`, whose docstring describes it.
+`post_update_steps` and `clip_after_steps` run AIHWKIT's per-step weight conditioning
+(`lorafusion_ext.nn.conditioning`) on every analog layer.
 
 Drift before program: a ``RuntimeError`` that says to call ``program()`` first. Auto-programming
 (what AIHWKIT's ``drift_weights`` does) would draw a programming sample from an RNG the caller did
@@ -109,6 +109,15 @@ def program(model: nn.Module, generator: torch.Generator | None = None, draws: s
     return model
 
 
+def _not_programmed(layers: list[tuple[str, AnalogLinear]], where: str, hint: str) -> None:
+    missing = [name or "<root>" for name, layer in layers if not is_programmed(layer)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise RuntimeError(
+            f"{where}: {len(missing)} of {len(layers)} analog layers are not programmed ({shown}); {hint}"
+        )
+
+
 def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None = None,
           draws: str = "philox") -> nn.Module:
     """Drift every AnalogLinear of `model` to `t_seconds` s after programming (see
@@ -131,15 +140,6 @@ def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None 
     return model
 
 
-def _not_programmed(layers: list[tuple[str, AnalogLinear]], where: str, hint: str) -> None:
-    missing = [name or "<root>" for name, layer in layers if not is_programmed(layer)]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise RuntimeError(
-            f"{where}: {len(missing)} of {len(layers)} analog layers are not programmed ({shown}); {hint}"
-        )
-
-
 def fold_drift_compensation(model: nn.Module) -> nn.Module:
     """Make train mode read the drift-compensated crossbar that eval mode reads: fold each
     programmed layer's global drift compensation α(t) (set by the last `drift`) into its
@@ -149,12 +149,11 @@ def fold_drift_compensation(model: nn.Module) -> nn.Module:
     compensation"), so a model trained through a programmed, drifted crossbar (a chip that learns
     late in its life) would otherwise read W(t) uncompensated in its forward and backward. After
     this call both modes read W(t)·α(t): a layer's train-mode output equals its eval-mode output
-    before the call, up to float rounding (the kernel applies the scales and α as two rows, one
-    after the other; the folded scale row is their product). Typical use::
-
-        lf.program(model, g); lf.drift(model, 86400.0, g)
-        lf.fold_drift_compensation(model)
-        model.train()  # every step reads the compensated day-old crossbar
+    before the call, but for the noise of training only (the weight-noise modifier stays on) and
+    float rounding (the kernel applies the scales and α as two rows, one after the other; the
+    folded scale row is their product). Typical use: `program(model, g)`,
+    `drift(model, 86400.0, g)`, `fold_drift_compensation(model)`, then train: every step reads
+    the compensated day-old crossbar.
 
     The layer state changes as `tile_state.fold_compensation_layer` describes: the read-out
     baseline β0 is divided by α too, so that a later `drift(model, t)` compensates relative to
