@@ -16,14 +16,14 @@ from lorafusion_ext.nn.convert import (
 from lorafusion_ext.evaluation import DriftSweepResult, drift_sweep
 from lorafusion_ext.interop import from_aihwkit_model, to_aihwkit_model
 from lorafusion_ext.nn import AnalogLinear, LoRAFusionLinear, LoRALinear, LoRAPool
-from lorafusion_ext.nn.deploy import analog_layers, drift, program, unprogram
+from lorafusion_ext.nn.deploy import analog_layers, drift, fold_drift_compensation, program, unprogram
 from lorafusion_ext.nn.pool import load_pool, save_pool
 from lorafusion_ext.ops.extension import build_info
 
 __all__ = [
     "AnalogLinear", "DriftSweepResult", "HardwareConfig", "LoRAFusionLinear", "LoRALinear", "LoRAPool",
     "analog_layers", "attach_lora", "attach_pool", "build_info", "convert_to_analog", "devices", "drift",
-    "drift_sweep", "export_peft_adapter", "from_aihwkit_model", "import_peft_adapters", "load_pool", "lora_adapter", "nn", "ops",
+    "drift_sweep", "export_peft_adapter", "fold_drift_compensation", "from_aihwkit_model", "import_peft_adapters", "load_pool", "lora_adapter", "nn", "ops",
     "program", "save_pool", "targets", "task_context", "to_aihwkit_model", "trainable_parameters", "unprogram",
 ]
 __version__ = "0.1.0"

@@ -14,7 +14,13 @@ from lorafusion_ext.nn import input_range as ir_ops
 from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.mapping import TileLayout, clip_and_remap, mapping_scales, normalise, quantize_weights
 from lorafusion_ext.nn.out_scaling import apply_out_scaling, expand_out_scaling, out_shape_of
-from lorafusion_ext.nn.tile_state import drift_layer, load_programmed_state, program_layer, unprogram_layer
+from lorafusion_ext.nn.tile_state import (
+    compensation_rows,
+    drift_layer,
+    load_programmed_state,
+    program_layer,
+    unprogram_layer,
+)
 from lorafusion_ext.ops import precision
 from lorafusion_ext.ops.crossbar import crossbar_mvm, crossbar_mvm_inference
 from lorafusion_ext.ops.kwargs import op_kwargs
@@ -243,7 +249,7 @@ class AnalogLinear(nn.Linear):
             w_norm, scales = self.tile_weights()
         rows = [scales]
         if not self.training and self.drift_alpha is not None:
-            rows.append(precision.upcast(self.drift_alpha)[:, self.layout.row_tiles(device)])
+            rows.append(precision.upcast(compensation_rows(self, device)))
         if self.hardware.mapping.weight_scaling == "none" and len(rows) == 1:
             rows = []
         if not rows:
@@ -389,7 +395,7 @@ class AnalogLinear(nn.Linear):
             with torch.no_grad():
                 rows = [ir_ops.range_rows(ranges, scales, hw, layout)]
                 if drift is not None:
-                    rows.append(drift[:, layout.row_tiles(x2.device)])
+                    rows.append(precision.upcast(compensation_rows(self, x2.device)))
                 if alpha is not None:
                     rows.append(expand_out_scaling(alpha, layout))
                 params = op_kwargs(self._op_hardware(),

@@ -1,11 +1,11 @@
 """Model walkers: program, drift, unprogram and condition every analog layer of a model.
 
-`program`, `drift` and `unprogram` work on one :class:`AnalogLinear` or on any ``nn.Module`` that
-contains analog layers at any depth (a Hugging Face model, a peft-wrapped model...); each
-layer's own work (what programming does per tile, the state it leaves, the randomness) is
-`lorafusion_ext.nn.tile_state`, whose docstring describes it. `post_update_steps` and
-`clip_after_steps` run AIHWKIT's per-step weight conditioning (`lorafusion_ext.nn.conditioning`)
-on every analog layer.
+`program`, `drift`, `fold_drift_compensation` and `unprogram` work on one :class:`AnalogLinear`
+or on any ``nn.Module`` that contains analog layers at any depth (a Hugging Face model, a
+peft-wrapped model...); each layer's own work (what programming does per tile, the state it
+leaves, the randomness) is `lorafusion_ext.nn.tile_state`, whose docstring describes it.
+`post_update_steps` and `clip_after_steps` run AIHWKIT's per-step weight conditioning
+(`lorafusion_ext.nn.conditioning`) on every analog layer.
 
 Drift before program: a ``RuntimeError`` that says to call ``program()`` first. Auto-programming
 (what AIHWKIT's ``drift_weights`` does) would draw a programming sample from an RNG the caller did
@@ -24,14 +24,17 @@ from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.tile_state import (
     check_draws,
+    check_foldable,
     check_programmable,
     drift_layer,
+    fold_compensation_layer,
     is_programmed,
     program_layer,
     unprogram_layer,
 )
 
-__all__ = ["analog_layers", "clip_after_steps", "drift", "post_update_steps", "program", "set_backward", "unprogram"]
+__all__ = ["analog_layers", "clip_after_steps", "drift", "fold_drift_compensation", "post_update_steps", "program",
+           "set_backward", "unprogram"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,6 +109,15 @@ def program(model: nn.Module, generator: torch.Generator | None = None, draws: s
     return model
 
 
+def _not_programmed(layers: list[tuple[str, AnalogLinear]], where: str, hint: str) -> None:
+    missing = [name or "<root>" for name, layer in layers if not is_programmed(layer)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise RuntimeError(
+            f"{where}: {len(missing)} of {len(layers)} analog layers are not programmed ({shown}); {hint}"
+        )
+
+
 def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None = None,
           draws: str = "philox") -> nn.Module:
     """Drift every AnalogLinear of `model` to `t_seconds` s after programming (see
@@ -122,15 +134,59 @@ def drift(model: nn.Module, t_seconds: float, generator: torch.Generator | None 
     check_time(t_seconds)
     check_draws(draws, "drift")
     layers = _layers_or_raise(model, "drift")
-    missing = [name or "<root>" for name, layer in layers if not is_programmed(layer)]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise RuntimeError(
-            f"drift: {len(missing)} of {len(layers)} analog layers are not programmed ({shown}); "
-            "call program(model) first"
-        )
+    _not_programmed(layers, "drift", "call program(model) first")
     for _, layer in layers:
         drift_layer(layer, t_seconds, generator, draws)
+    return model
+
+
+def fold_drift_compensation(model: nn.Module) -> nn.Module:
+    """Make train mode read the drift-compensated crossbar that eval mode reads: fold each
+    programmed layer's global drift compensation α(t) (set by the last `drift`) into its
+    programmed digital scales and set α to ones.
+
+    `AnalogLinear` applies α in eval mode only (docs/numerics.md, "Programming, drift and drift
+    compensation"), so a model trained through a programmed, drifted crossbar (a chip that learns
+    late in its life) would otherwise read W(t) uncompensated in its forward and backward. After
+    this call both modes read W(t)·α(t): a layer's train-mode output equals its eval-mode output
+    before the call, but for the noise of training only (the weight-noise modifier stays on) and
+    float rounding (the kernel applies the scales and α as two rows, one after the other; the
+    folded scale row is their product). Typical use: `program(model, g)`,
+    `drift(model, 86400.0, g)`, `fold_drift_compensation(model)`, then train: every step reads
+    the compensated day-old crossbar.
+
+    The layer state changes as `tile_state.fold_compensation_layer` describes: the read-out
+    baseline β0 is divided by α too, so that a later `drift(model, t)` compensates relative to
+    the folded scales (eval mode again reads W(t)·α(t); fold again to train on it). Folding twice
+    is folding once. A layer without α (its hardware's ``device.drift_compensation`` off) is left
+    as it is: both modes already read the same weights. `program` (or `unprogram`) discards the
+    fold with the rest of the programming. Every layer is checked first: on an error nothing is
+    changed.
+
+    Args:
+        model: an AnalogLinear, or a module containing analog layers at any depth (an analog
+            pool's tiles included), every one of them programmed.
+
+    Returns:
+        `model`.
+
+    Raises:
+        ValueError: no analog layer in `model`; a layer with α whose hardware has
+            ``mapping.weight_scaling = "none"`` (train mode reads no scale row for α to ride on;
+            the message names it).
+        RuntimeError: some layers are not programmed (the message names them).
+    """
+    layers = _layers_or_raise(model, "fold_drift_compensation")
+    _not_programmed(layers, "fold_drift_compensation", "call program(model) and drift(model, t) first")
+    foldable = []
+    for name, layer in layers:
+        try:
+            if check_foldable(layer):
+                foldable.append(layer)
+        except ValueError as err:
+            raise ValueError(f"{_named(name)}: {err}") from None
+    for layer in foldable:
+        fold_compensation_layer(layer)
     return model
 
 

@@ -30,7 +30,9 @@ programming leaves on the layer is explicit module state, saved and restored by 
   ``program``); absent when drift compensation is off;
 * ``<prefix>programmed_state.<it>_<ot>.<field>``: the tile's ProgrammedState (``weights``,
   ``scale``, ``nu`` for PCM, ``g_target`` for ReRAM), what every ``drift`` restarts from;
-* ``<prefix>programmed_state.readout_baseline`` [n_in_tiles, n_out_tiles]: β0 per tile;
+* ``<prefix>programmed_state.readout_baseline`` [n_in_tiles, n_out_tiles]: β0 per tile (divided
+  by the α that ``fold_compensation_layer`` folded into ``programmed_scales``, so that a later
+  ``drift`` sets α relative to the scales the layer now holds);
 * ``<prefix>programmed_state.t_seconds`` (0-d, float64): the time (s) the crossbar was last read at
   (0 after ``program``).
 
@@ -80,10 +82,13 @@ from lorafusion_ext.ops.seeds import MASK62, splitmix64
 __all__ = [
     "ProgrammedTiles",
     "check_draws",
+    "check_foldable",
     "check_programmable",
+    "compensation_rows",
     "device_noise",
     "device_model_of",
     "drift_layer",
+    "fold_compensation_layer",
     "is_programmed",
     "load_programmed_state",
     "program_layer",
@@ -390,6 +395,74 @@ def drift_layer(layer: nn.Linear, t_seconds: float, generator: torch.Generator |
     layer.programmed_weight = w_t
     layer.drift_alpha = alpha
     container.t_seconds.fill_(t)
+    return layer
+
+
+def compensation_rows(layer: nn.Linear, device: torch.device | None = None) -> Tensor | None:
+    """The layer's α as a periphery scale row: ``drift_alpha`` [n_in_tiles, n_out_tiles] with each
+    output tile's α repeated over its output features, [n_in_tiles, out_features] (on `device`;
+    None: ``drift_alpha``'s), or None when the layer holds no α. The eval-mode forward multiplies
+    the tile outputs by this row after the mapping scales."""
+    alpha = layer.drift_alpha
+    if alpha is None:
+        return None
+    return alpha[:, layer.layout.row_tiles(alpha.device if device is None else device)]
+
+
+def check_foldable(layer: object) -> bool:
+    """Everything `fold_compensation_layer` can reject, checked before anything changes: True
+    when the layer holds an α to fold, False when it has none (drift compensation off).
+
+    Raises:
+        ValueError: not an AnalogLinear; ``mapping.weight_scaling = "none"`` with α.
+        RuntimeError: the layer is not programmed.
+    """
+    layer = _check_layer(layer, "fold_drift_compensation")
+    if programmed_state(layer) is None:
+        raise RuntimeError("fold_drift_compensation: the layer is not programmed; call program() and drift() first")
+    if layer.drift_alpha is None:
+        return False
+    if layer.hardware.mapping.weight_scaling == "none":
+        raise ValueError(
+            "fold_drift_compensation: mapping.weight_scaling = 'none': train mode reads no mapping scale row "
+            "to fold α into; expected 'row' or 'layer'"
+        )
+    return True
+
+
+@torch.no_grad()
+def fold_compensation_layer(layer: nn.Linear) -> nn.Linear:
+    """Fold `layer`'s drift compensation into its programmed scales, so that train mode (which
+    skips α) reads the compensated crossbar that eval mode reads.
+
+    ``programmed_scales`` becomes ``programmed_scales * compensation_rows(layer)``, ``drift_alpha``
+    ones, and the read-out baseline β0 is divided by α, so that a later ``drift(t)`` sets α(t)
+    relative to the folded scales (the product of scales and α stays the mapping scales times
+    β0 / mean |F(W_t)|). New tensors replace the three: a snapshot holding the old ones keeps them.
+    A layer without α (drift compensation off) is left as it is: both modes already read alike.
+    Folding twice is folding once (the second α is ones).
+
+    Args:
+        layer: a programmed AnalogLinear.
+
+    Returns:
+        `layer`.
+
+    Raises:
+        ValueError: not an AnalogLinear; ``mapping.weight_scaling = "none"`` with α (train mode
+            then reads no scale row for α to ride on).
+        RuntimeError: the layer is not programmed (call ``program()`` and ``drift()`` first).
+    """
+    if not check_foldable(layer):
+        return layer
+    container = programmed_state(layer)
+    assert container is not None
+    rows = compensation_rows(layer)
+    alpha = layer.drift_alpha
+    layer.programmed_scales = layer.programmed_scales * rows.to(layer.programmed_scales.dtype)
+    if container.readout_baseline is not None:
+        container.readout_baseline = container.readout_baseline / alpha.to(container.readout_baseline.dtype)
+    layer.drift_alpha = torch.ones_like(alpha)
     return layer
 
 

@@ -3,7 +3,10 @@ chip, reading its gradient back through the crossbar, rather than with the ideal
 straight-through backward of every simulator?
 
 On all-MiniLM-L6-v2, every linear layer analog (`pcm_paper`), the heads digital, for each task
-(default SST-2 and STS-B, `--steps` training steps each) and each seed (0, 1, 2):
+(default SST-2 and STS-B, each at the budget sweep's largest budget: 1,000 and 540 training
+steps, `--steps` overrides) and each seed (0, 1, 2), with the budget sweep's recipe (batch 32,
+length 64, LoRA and head lr 1e-3, batches grouped by length, every training and dev example,
+3 trials):
 
 - methods: `hwa_lora` (a LoRA and the head trained through the hardware) and `lorafusion` (the
   packaged GLUE pool on the crossbar, less the held-out task's member, fused by trained
@@ -25,13 +28,18 @@ finished cells of the committed report. ``--workers 2`` starts a second process 
 thread each) sharing the queue. The protocol's pieces are in `ondevice/` (protocol, methods,
 report); the recipe, data and evaluation are the budget sweep's (`sweep/`).
 
-Cost (measured 2026-12-07 from 20-step runs of the real cells, 1 torch thread, nice 10, on the
-2-core machine shared with another experiment): a training step takes 1.2-1.4 s (HWA-LoRA) and
-1.5-1.6 s (LoRAFusion) on SST-2, 1.9-2.3 s on STS-B, the on-chip backward 1.04-1.09x the ideal
-one (paired rounds); a read of the whole dev set 25-40 s (SST-2) and 51-61 s (STS-B), 6 per
-cell. So a cell takes about 20 min (SST-2, 740 steps) to 25 min (STS-B, 540 steps), the 48
-cells about 18 h of cell time: about 9-10 h with `--workers 2` on two free cores.
-`--quick` (32 cells on a tiny model) takes about 25 s.
+Cost (measured 2026-12-07 on the real cells' first 10 steps, the same batches for every
+setting, 1 torch thread, nice 5, on the 2-core machine shared with the budget sweep's two
+workers): a training step takes 2.5 s (HWA-LoRA) and 2.8 s (LoRAFusion) on SST-2 on average
+(0.8-8 s with the batch's length), 4.1 s (HWA-LoRA) on STS-B; the on-chip backward costs
+0.88-1.03x the ideal one for HWA-LoRA (0.98-1.03x on STS-B) and 1.02-1.07x for LoRAFusion,
+the aged setting 1.03x and 1.21x, plus 3-4 s to program and drift the model once (one round
+each: the spread of a shared machine). A read of the whole dev set takes 25-40 s (SST-2) and
+51-61 s (STS-B), 6 per cell. So a cell takes about 45 min (SST-2, HWA-LoRA) to 1 h (SST-2,
+aged LoRAFusion) and 40-50 min on STS-B, the 48 cells about 37 h of cell time: about 19 h
+with `--workers 2` on two free cores. The 6 `hwa_lora/ideal` cells run the code, recipe,
+seeds and hardware of the budget sweep's largest-budget HWA-LoRA cells (computed again, not
+taken from that run). `--quick` (32 cells on a tiny model) takes about 25 s.
 
     nice -n 10 .venv/bin/python python/experiments/on_device.py --glue-dir ../shared/data/glue --workers 2
     python python/experiments/on_device.py --quick --glue-dir DIR --out /tmp/q   # smoke run
@@ -61,7 +69,7 @@ NOT_IN_COMMAND = ("--report-only", "--no-progress")
 
 
 def parse_steps(text: str, tasks: tuple[str, ...]) -> dict[str, int]:
-    """'sst2=740,stsb=540' -> {task: steps}."""
+    """'sst2=1000,stsb=540' -> {task: steps}."""
     out: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         task, _, steps = part.partition("=")
@@ -75,7 +83,7 @@ def parse_steps(text: str, tasks: tuple[str, ...]) -> dict[str, int]:
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, report.NAME, TASKS)
-    p.add_argument("--steps", default="", help="per-task training steps, e.g. 'sst2=740,stsb=540' (the defaults; "
+    p.add_argument("--steps", default="", help="per-task training steps, e.g. 'sst2=1000,stsb=540' (the defaults; "
                                                "--quick: 2)")
     p.add_argument("--backwards", default=",".join(BACKWARDS), help=f"backward settings, among {list(BACKWARDS)}")
     p.add_argument("--pool", default=None, help="LoRAFusion's pool folder (default: the packaged GLUE pool; --quick: "

@@ -12,10 +12,10 @@ once the LoRA or the pool is attached, before the first training step, the model
 tiles included) is programmed and drifted to that age (`age`, passed to the training functions
 as `prepare`; device noise from its own seed, `TRAINING_CHIP_SEED`), and every step reads those
 weights, compensated. `AnalogLinear` applies the global drift compensation α in eval mode
-only, so `compensate_in_training` folds α into the programmed scale rows: forward and backward
-then read W(t)·α in train mode, the weights a chip with drift compensation reads. The training
-modifier (weight noise) stays on, as in every other setting, so that the recipe differs only
-in what the tiles hold. After the training the model is unprogrammed; the evaluation programs
+only, so `lorafusion_ext.fold_drift_compensation` folds α into the programmed scales: forward
+and backward then read W(t)·α in train mode, the weights a chip with drift compensation
+reads. The training modifier (weight noise) stays on, as in every other setting, so that the
+recipe differs only in what the tiles hold. After the training the model is unprogrammed; the evaluation programs
 its own crossbars, as for every setting.
 """
 
@@ -34,7 +34,7 @@ from torch import nn
 from harness import Cell
 from harness.cells import file_name
 from lorafusion_ext.data.glue import task_spec
-from lorafusion_ext.nn.deploy import analog_layers, drift, program, unprogram
+from lorafusion_ext.nn.deploy import drift, fold_drift_compensation, program, unprogram
 from lorafusion_ext.nn.pool import POOL_WEIGHTS, LoRAPool
 from lorafusion_ext.training.methods import FusionConfig, analog_classifier, train_fusion, train_hwa_lora
 from sweep.methods import data, lora_cfg, losses, on_crossbar, train_cfg
@@ -69,27 +69,15 @@ def leave_one_out(pool: LoRAPool, task: str) -> LoRAPool:
 
 
 @torch.no_grad()
-def compensate_in_training(model: nn.Module) -> None:
-    """Fold each programmed layer's drift compensation α [n_in_tiles, n_out_tiles] into its
-    programmed scale rows [n_in_tiles, out] and set α to ones: train mode, which skips α, then
-    reads the compensated weights, and eval mode reads them as before (α applied once)."""
-    for _, layer in analog_layers(model):
-        if layer.drift_alpha is not None:
-            alpha = layer.drift_alpha[:, layer.layout.row_tiles(layer.drift_alpha.device)]
-            layer.programmed_scales.mul_(alpha.to(layer.programmed_scales.dtype))
-            layer.drift_alpha.fill_(1.0)
-
-
-@torch.no_grad()
 def age(model: nn.Module, age_s: float, seed: int) -> None:
     """Program `model` (every analog layer, pool tiles included), drift it to `age_s` s and
-    `compensate_in_training`: the crossbar an aged setting trains on. The device noise comes from
+    `fold_drift_compensation`: the crossbar an aged setting trains on. The device noise comes from
     a generator seeded with `seed + TRAINING_CHIP_SEED`; the result depends on nothing else, so a
     resumed run rebuilds the same crossbar before its checkpoint is loaded over it."""
     g = torch.Generator().manual_seed(seed + TRAINING_CHIP_SEED)
     program(model, g)
     drift(model, age_s, g)
-    compensate_in_training(model)
+    fold_drift_compensation(model)
 
 
 def train(s: Settings, cell: Cell, model: nn.Module, train_set: Any) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from sweep.protocol import Settings as SweepSettings
 
 TASKS = ("sst2", "stsb")
 METHODS = ("hwa_lora", "lorafusion")
-#: Each task's training steps by default: the budget sweep's budget of SST-2 (740 of its 100,
-#: 270, 740, 2000) and the largest of STS-B (3 epochs at batch 32).
-STEPS = {"sst2": 740, "stsb": 540}
+#: Each task's training steps by default: the budget sweep's largest budget of the task (the
+#: real-budget issue's): STS-B 540 (3 epochs at batch 32), SST-2 1,000 (the sweep's
+#: ``--budgets sst2=100,270,520,1000``: its rule's 2,000 trimmed to keep that issue within its
+#: compute cap).
+STEPS = {"sst2": 1000, "stsb": 540}
 ONE_DAY = 86400.0
 
 

@@ -24,7 +24,6 @@ from .protocol import Settings
 PLOT_EVERY_S = 300.0
 
 
-
 def write(report: ModuleType, s: Settings, cells: list[Cell], done: dict[str, dict], chance: dict[str, dict],
           with_plot: bool = True) -> dict[str, Any]:
     """Write `report`'s page, JSON and (if `with_plot`) plot in `s.docs`: `report` is a sweep's
