@@ -161,11 +161,17 @@ def running(s: Settings) -> bool:
 
 
 def will_come(s: Settings, key: str) -> bool:
-    """Whether the running sweep is still to compute cell `key` (pending in its report): this run
-    then waits for it instead of computing it too."""
+    """Whether the running sweep may still compute cell `key`: this run then waits for it instead
+    of computing it too. True while a sweep process runs and its report lists `key` as pending or
+    has `key`'s task at all: the report is rewritten after each of the sweep's cells, so one
+    written before the sweep was restarted with other budgets lists stale ones; waiting for a cell
+    that does not come costs time until the sweep ends, computing one that comes costs the cell."""
     path = report_path(s)
     report = read_json(path) if path is not None else None
-    return bool(report) and key in (report.get("pending") or []) and running(s)
+    if not report:
+        return False
+    pending = key in (report.get("pending") or []) or key.split("/")[0] in (report.get("tasks") or {})
+    return pending and running(s)
 
 
 def adapter(s: Settings, key: str) -> dict[str, Any] | None:
