@@ -245,7 +245,7 @@ def test_committed_cells_are_stale_under_the_current_stream(tmp_path):
 
 
 @pytest.mark.parametrize("page, extra", [
-    ("lorafusion.json", ()),
+    ("lorafusion_short_budget.json", ()),
     ("pool100/lorafusion.json", ()),
     # Its page was run when 5e-3 and --diagnosis-task sst2 were the defaults (docs/results/index.md).
     ("lorafusion_magnitude_lr_5e-3.json", ("--magnitude-lr", "0.005", "--diagnosis-task", "sst2")),

@@ -121,7 +121,7 @@ def run_demo(cfg: DemoConfig, hardware: HardwareConfig) -> str:
     data = DataConfig(cfg.glue_dir, cfg.max_length, train_n, eval_n, cfg.seed)
     # The papers' recipes, but for the LoRA and head learning rates: in 100 steps the paper's
     # 2e-4 (LoRA) and 1e-3 (the freshly initialised head) barely move; both methods get the
-    # same head learning rate (the GLUE experiment's budget, docs/results/lorafusion.md).
+    # same head learning rate (the GLUE experiment's short budget, docs/results/lorafusion_short_budget.md).
     lcfg = HWALoRAConfig(lr=cfg.lr, head_lr=cfg.head_lr)
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress, log=cfg.log)
     fcfg = FusionConfig(head_lr=cfg.head_lr)

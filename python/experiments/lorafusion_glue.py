@@ -37,15 +37,28 @@ Cells (one training run + its drift evaluation) are stored as they finish, one J
 under `<out>/cells/` (`harness.RunFolder`; runs made before kept them in `<out>/cells.jsonl`,
 still read); a rerun skips finished cells, so the run is resumable at cell granularity; the pool
 members are saved under `<out>/pool/<task>` (a saved run) and `<out>/pool/all` (a `LoRAPool`).
-After every cell the report (`lorafusion.md`, `lorafusion.json`, `lorafusion.png` in `--docs`)
+After every cell the report (`lorafusion.md`, `.json`, `.png` in `--docs`; `--page` renames them)
 is rewritten from the cells done so far, listing the cells still pending. A fresh clone whose
 `--out` has no finished cell takes them from the committed report of the same recipe
 (`docs/results/**/lorafusion*.json`), so the command recorded in a page computes only what that
 page lacks.
 
+**At a real budget** (issue 25; the page `lorafusion.md`, the short-budget one being
+`lorafusion_short_budget.md`, written with `--page lorafusion_short_budget`): the budget sweep's
+recipe (batch 32, every training and dev example, length grouping 50, head lr 1e-3) with steps
+per task (`--steps sst2=1000,stsb=540,...`, the sweep's largest budget of each task), the pool
+member of a task being its seed-0 `hwa_lora`. `--from-sweep DIR` takes from a budget-sweep run
+folder every cell it computed under the identical recipe (`lfglue.from_sweep`: held-out
+`hwa_lora` / `digital_lora`, the pool members from its stored adapters, the full fine-tunes; a
+folder of another recipe is refused; while the sweep runs, the cells it is still to compute are
+waited for), and the page lists them. `--skip-unlearnable` computes each task's chance level and
+full fine-tune first and leaves out the held-out cells of a task the fine-tune does not learn;
+`--ablation-tasks none` runs no ablation (the page points to the short-budget page's).
+
 The protocol's pieces are in `lfglue/`: `protocol` (budget, settings, cells), `methods` (the
 training of each method, the pool, the crossbar cost), `report` (JSON, page, plot, pool span),
-`export` (the demo's pool); the run folder, claims, spreads and page writing are the harness's.
+`from_sweep` (the cells taken from the budget sweep), `export` (the demo's pool); the run folder,
+claims, spreads and page writing are the harness's.
 
 Budget (defaults): 100 steps of batch 16, sequence length 64 (batches trimmed to their longest
 row), a fixed subsample of 1600 training examples (seed 0), 200 dev examples, 3 seeds, 3 drift
@@ -65,7 +78,12 @@ Several workers may share one `--out` (each claims the next cell); start one per
         --glue-dir ../shared/data/glue --out results/lfglue --threads 1 & done
 
 Usage:
-    python python/experiments/lorafusion_glue.py --glue-dir ../shared/data/glue
+    python python/experiments/lorafusion_glue.py --glue-dir ../shared/data/glue --page lorafusion_short_budget \
+        --pool-steps 300 --pool-train-examples 4800 --threads 1   # the short budget
+    python python/experiments/lorafusion_glue.py --glue-dir ../shared/data/glue --out results/lfglue_real \
+        --from-sweep results/budget_sweep --steps sst2=1000,cola=804,mrpc=345,stsb=540,rte=234 \
+        --batch-size 32 --train-examples all --eval-examples all --group-by-length 50 --head-lr 1e-3 \
+        --ablation-tasks none --skip-unlearnable --threads 1   # the real budget
     python python/experiments/lorafusion_glue.py --quick --glue-dir DIR --out /tmp/q   # smoke run
 """
 
@@ -98,12 +116,13 @@ from harness import (Cell, Claims, PendingCell, RunFolder, command_line, committ
                      record_settings, recorded_settings, run_queue, write_json_atomic)
 from harness.tiny_models import tiny_bert  # noqa: E402
 from lfglue.export import export_pool  # noqa: E402
-from lfglue.methods import (TRAIN, cells_per_task, chance_level, data, full_finetune, pool_for,  # noqa: E402
-                            train_lorafusion, train_pool_member)
+from lfglue import from_sweep  # noqa: E402
+from lfglue.methods import (TRAIN, cells_per_task, chance_level, data, full_finetune, lora_model, pool_for,  # noqa: E402
+                            pool_member_from_state, train_lorafusion, train_pool_member)
 from lfglue.protocol import (LEGACY_MAGNITUDE_LR, METHODS, POOL_FREE, TASKS, TEN_YEARS, Budget,  # noqa: E402
-                             Settings, _held_out_budget, _pool_budget, comparable_budget, plan, pool_is_hwa_seed0,
-                             run_folder)
-from lfglue.report import ADOPTED, pool_span, write_report  # noqa: E402
+                             Settings, _held_out_budget, _pool_budget, comparable_budget, parse_steps, plan,
+                             pool_is_hwa_seed0, run_folder)
+from lfglue.report import ADOPTED, pool_span, reference_levels, write_report  # noqa: E402
 
 __all__ = ["METHODS", "TASKS", "Budget", "Settings", "plan", "run_folder", "claims", "pool_span", "write_report",
            "export_pool", "import_cells", "adopt_committed", "cells_from_report", "run_cell", "parse", "main"]
@@ -144,8 +163,9 @@ def import_cells(s: Settings, source: Path) -> int:
             or theirs["hardware"] != mine["hardware"]):
         raise ValueError(f"--import-from {source}: its budget/model/hardware differ from this run's; nothing imported")
     their_pool = _pool_budget(theirs["budget"])
-    their_pool_is_hwa = (their_pool[:2] == (theirs["budget"]["steps"], theirs["budget"]["train_examples"])
-                         and their_pool[2] is None)
+    tb = theirs["budget"]
+    their_pool_is_hwa = (tb.get("pool_steps") is None or (tb["pool_steps"] == tb["steps"] and not tb.get("task_steps"))
+                         ) and their_pool[1] == tb["train_examples"] and their_pool[2] is None
     same_pool = (_pool_budget(theirs["budget"]) == _pool_budget(mine["budget"])
                  and tuple(theirs.get("tasks", ())) == tuple(s.tasks))
     same_magnitude_lr = theirs.get("magnitude_lr", LEGACY_MAGNITUDE_LR) == s.fusion.magnitude_lr
@@ -197,11 +217,13 @@ def cells_from_report(s: Settings, report: dict, source: str) -> dict[str, dict]
     if theirs != mine or (report.get("fusion_config") or {}).get("magnitude_lr") != s.fusion.magnitude_lr:
         return {}
     imported = report.get("imported", {})
+    swept = report.get("from_sweep", {})
     out: dict[str, dict] = {}
 
     def add(key: str, rec: dict) -> None:
         out[key] = {"key": key, **rec, "adopted_from": source,
-                    **({"imported_from": imported[key]} if key in imported else {})}
+                    **({"imported_from": imported[key]} if key in imported else {}),
+                    **({"from_sweep": swept[key]} if key in swept else {})}
 
     for t, p in report.get("pool", {}).items():
         add(f"pool/{t}", {k: p[k] for k in ("metric", "dev", "t0", "t10y")})
@@ -219,6 +241,8 @@ def cells_from_report(s: Settings, report: dict, source: str) -> dict[str, dict]
         if ref.get("full_finetune_t0") is not None:
             add(f"reference/{t}/full_finetune", {"metric": ref["metric"], "digital": ref["full_finetune_t0"],
                                                  "steps": ref.get("full_finetune_steps")})
+    for key, why in report.get("skipped", {}).items():  # left out: the task is not learnable
+        add(key, {"metric": task_spec(key.split("/")[1]).metrics[0], "skipped": why})
     for kind, tasks in report.get("ablations", {}).items():
         for t, variants in tasks.items():
             for v, e in variants.items():
@@ -235,7 +259,7 @@ def adopt_committed(s: Settings, folder: RunFolder) -> list[str]:
     them in `<out>/adopted_report.json`. Returns the keys taken."""
     if not folder.empty():
         return []
-    for path in [s.docs / "lorafusion.json", *committed_reports("lorafusion*.json")]:
+    for path in [s.docs / f"{s.page}.json", *committed_reports("lorafusion*.json")]:
         report = read_json(path)
         records = cells_from_report(s, report, str(path)) if report else {}
         if not records:
@@ -252,8 +276,59 @@ def adopt_committed(s: Settings, folder: RunFolder) -> list[str]:
 
 
 # ---------------------------------------------------------------------- one cell
+def cell_from_sweep(s: Settings, cell: Cell) -> dict | None:
+    """The record of `cell` taken from the budget sweep (`--from-sweep`, `lfglue.from_sweep`):
+    the sweep's crossbar values (and the full fine-tune's score), with this run's trainable
+    parameters and crossbar cells counted on the model the cell ends with; a pool member is
+    rebuilt from the sweep's adapter and saved as a trained one is. None when the sweep has no
+    such cell under this run's recipe (or, for a pool member, no stored adapter)."""
+    got = from_sweep.record(s, cell)
+    if got is None:
+        return None
+    key, rec = got
+    t0 = time.perf_counter()
+    metric = task_spec(cell.task).metrics[0]
+    base = {"key": cell.key, "metric": metric, **from_sweep.taken(key, rec, s)}
+    if cell.kind == "reference":
+        return {**base, "steps": rec["steps"], "wall_s": time.perf_counter() - t0}
+    extra: dict[str, Any] = {}
+    if cell.kind == "pool":
+        state = from_sweep.adapter(s, key)
+        if state is None:  # finished before the sweep kept its adapters: trained here
+            return None
+        model, _, extra["dev"] = pool_member_from_state(s, cell.task, state)
+    else:  # the model the cell ends with, for its counts (the sweep's values are its evaluation)
+        model, _ = lora_model(s, cell.task, cell.seed)
+        extra["dev"] = None  # as a computed held-out cell: the pre-programming score is the pool members'
+    base.pop("digital", None)  # the digital LoRA's own score: not a field of the held-out cells
+    tr = trainable_parameters(model)
+    return {**base, **extra, "trainable": tr["total"], "trainable_by_kind": tr, **cells_per_task(model, cell.method),
+            "wall_s": time.perf_counter() - t0}
+
+
+def skip_unlearnable(s: Settings, cell: Cell, done: dict[str, dict]) -> dict | None:
+    """With `--skip-unlearnable`, a held-out, ablation or diagnosis cell of a task that the full
+    fine-tune does not learn (`report.reference_levels`) is left out: its record says so and
+    holds no value. None when the cell is to be computed; PendingCell while the task's chance
+    level or reference is not finished."""
+    if not s.skip_unlearnable or cell.kind not in ("held_out", "ablation", "diagnosis"):
+        return None
+    ref = reference_levels(cell.task, done)
+    if ref["learnable"] is None:
+        raise PendingCell(f"chance/{cell.task} and reference/{cell.task}/full_finetune not both done yet")
+    if ref["learnable"]:
+        return None
+    return {"key": cell.key, "metric": ref["metric"], "wall_s": 0.0,
+            "skipped": f"{cell.task} not learnable: full fine-tune {ref['full_finetune_t0']:.4f}, "
+                       f"chance {ref['chance']:.4f}"}
+
+
 def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
-    """Train and evaluate one cell (or reuse the pool member it is); its record."""
+    """Train and evaluate one cell (or reuse the pool member it is, or take it from the budget
+    sweep, or leave it out when its task is not learnable); its record."""
+    skipped = skip_unlearnable(s, cell, done)
+    if skipped is not None:
+        return skipped
     t0 = time.perf_counter()
     spec = task_spec(cell.task)
     metric = spec.metrics[0]
@@ -266,6 +341,10 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         rec = {k: v for k, v in src.items() if k in ("t0", "t10y", "t0_trials", "t10y_trials", "trainable",
                                                        "cells_once", "cells_per_task", "dev")}
         return {**rec, "key": cell.key, "reused_from": src["key"], "metric": metric, "wall_s": 0.0}
+    if s.from_sweep is not None:
+        taken = cell_from_sweep(s, cell)
+        if taken is not None:
+            return taken
     if s.import_from is not None and (cell.kind == "pool" or (cell.kind == "held_out" and cell.method in POOL_FREE)):
         theirs = [cell.key] + ([f"pool/{cell.task}"] if cell.method == "hwa_lora" and cell.seed == 0 else [])
         busy = [k for k in theirs if Claims(s.import_from / "claims").claimed_by_other(k)]
@@ -331,11 +410,17 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--ablation-tasks", default="sst2,stsb",
                    help="held-out tasks of the ablations (default: the two on which every method learns above "
-                        "chance at the default budget)")
+                        "chance at the default budget; '' or none: no ablation, the page points to "
+                        "lorafusion_short_budget.md for them)")
     p.add_argument("--diagnosis-task", default="",
                    help="held-out task of the learning-rate diagnosis (e.g. sst2; default none: its results, "
                         "run with --diagnosis-task sst2, are docs/results/lorafusion_magnitude_lr_5e-3.md)")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", default=None,
+                   help="steps of every held-out run (and pool member): N for every task, or TASK=N,... naming "
+                        "each task of --tasks (e.g. sst2=1000,stsb=540,mrpc=345,cola=804,rte=234)")
+    p.add_argument("--lora-lr", type=float, default=None, help="learning rate of the LoRAs (default 1e-3)")
+    p.add_argument("--head-lr", type=float, default=None,
+                   help="learning rate of the task head, every method (default 1e-2; the budget sweep's 1e-3)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--train-examples", type=_count_or_all, default=None, help="a number, or 'all'")
@@ -364,14 +449,45 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--report", action="store_true", help="only rewrite the report from the finished cells")
     p.add_argument("--import-from", default=None,
                    help="another run's --out: import its pool-free held-out cells (same per-task budget)")
+    p.add_argument("--from-sweep", default=None,
+                   help="a budget-sweep run folder (python/experiments/budget_sweep.py --out): take its hwa_lora and "
+                        "digital_lora cells, pool members (its seed-0 HWA-LoRA adapters) and full fine-tunes that are "
+                        "cells of this run under the identical recipe; a folder of another recipe is refused")
+    p.add_argument("--sweep-report", default=None,
+                   help="the budget sweep's report JSON: while the sweep runs, a cell it lists as pending is waited "
+                        "for, not computed here too (default: budget_sweep.json in --from-sweep, or in the "
+                        "docs/results of the checkout --from-sweep is in)")
+    p.add_argument("--skip-unlearnable", action="store_true",
+                   help="leave out the held-out cells (and ablations) of a task whose full fine-tune stays at chance")
+    p.add_argument("--page", default="lorafusion",
+                   help="file name of the report in --docs, without suffix (default lorafusion; the short-budget "
+                        "run's is lorafusion_short_budget)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny random BERT, 2 steps, tiny subsets")
     a = p.parse_args(argv)
+    tasks = tuple(t.strip().lower() for t in a.tasks.split(",") if t.strip())
+    if a.quick and a.tasks == ",".join(TASKS):
+        tasks = ("sst2", "mrpc", "rte")
+    for t in tasks:
+        task_spec(t)
+    if len(tasks) < 2:
+        p.error(f"--tasks {a.tasks!r}: leave-one-out needs at least 2 tasks")
     b = Budget()
     if a.quick:
         b = Budget(steps=2, batch_size=4, max_length=24, train_examples=16, eval_examples=8, seeds=(0, 1), trials=1)
-    for name in ("steps", "batch_size", "max_length", "trials", "pool_steps", "pool_train_examples", "pool_max_steps"):
+    if a.steps is not None:
+        try:
+            b.steps, b.task_steps = parse_steps(a.steps, tasks)
+        except ValueError as e:
+            p.error(str(e))
+    for name in ("lora_lr", "head_lr"):
+        v = getattr(a, name)
+        if v is not None:
+            if not v > 0:
+                p.error(f"--{name.replace('_', '-')} = {v}; expected a positive learning rate")
+            setattr(b, name, v)
+    for name in ("batch_size", "max_length", "trials", "pool_steps", "pool_train_examples", "pool_max_steps"):
         v = getattr(a, name)
         if v is not None:
             if v < 1:
@@ -395,20 +511,20 @@ def parse(argv: list[str] | None) -> Settings:
         b.full_finetune_lr = a.full_finetune_lr
     if a.seeds:
         b.seeds = tuple(int(x) for x in a.seeds.split(","))
-    tasks = tuple(t.strip().lower() for t in a.tasks.split(",") if t.strip())
-    if a.quick and a.tasks == ",".join(TASKS):
-        tasks = ("sst2", "mrpc", "rte")
-    for t in tasks:
-        task_spec(t)
-    if len(tasks) < 2:
-        p.error(f"--tasks {a.tasks!r}: leave-one-out needs at least 2 tasks")
-    abl = tuple(t for t in a.ablation_tasks.split(",") if t)
+    abl = tuple(t for t in a.ablation_tasks.split(",") if t and t.strip().lower() != "none")
     if a.quick and a.ablation_tasks == "sst2,stsb":
         abl = ("rte",)
     if a.quick and a.diagnosis_task == "sst2":
         a.diagnosis_task = ""  # the diagnosis cells take the ablations' code path
     if any(t not in tasks for t in abl) or (a.diagnosis_task and a.diagnosis_task not in tasks):
         p.error(f"--ablation-tasks {abl} / --diagnosis-task {a.diagnosis_task!r}: expected tasks among {tasks}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", a.page):
+        p.error(f"--page {a.page!r}: expected a file name without folder (letters, digits, _ . -)")
+    if a.from_sweep and not os.path.isdir(a.from_sweep):
+        # A fresh clone running a page's recorded command: the page's cells are adopted instead.
+        print(f"[lorafusion_glue] --from-sweep {a.from_sweep}: no such folder; nothing is taken from a budget sweep",
+              flush=True)
+        a.from_sweep = None
     if not os.path.isdir(a.glue_dir):
         p.error(f"--glue-dir {a.glue_dir!r} is not a folder")
     out = Path(a.out)
@@ -422,7 +538,9 @@ def parse(argv: list[str] | None) -> Settings:
                  ablation_tasks=abl, diagnosis_task=a.diagnosis_task or None, budget=b,
                  fusion=FusionConfig(magnitude_lr=a.magnitude_lr),
                  pool_digital=a.pool_digital, only=tuple(x for x in a.only.split(",") if x), progress=a.progress,
-                 command=command, threads=a.threads)
+                 command=command, threads=a.threads, from_sweep=Path(a.from_sweep) if a.from_sweep else None,
+                 skip_unlearnable=a.skip_unlearnable, page=a.page,
+                 sweep_report=Path(a.sweep_report) if a.sweep_report else None)
     s.hardware = HardwareConfig.preset(a.hardware)
     s.export = (Path(a.export_pool), a.export_held_out) if a.export_pool else None
     s.report_only = a.report
@@ -456,12 +574,22 @@ def main(argv: list[str] | None = None) -> dict:
         for t in s.tasks:  # the seed-0 hwa_lora that a finished pool member already is
             key = f"held_out/{t}/hwa_lora/seed0"
             if pool_is_hwa_seed0(s) and key not in done and f"pool/{t}" in done:
-                folder.store(key, run_cell(s, Cell(key, "held_out", t, "hwa_lora", 0), done))
+                try:
+                    folder.store(key, run_cell(s, Cell(key, "held_out", t, "hwa_lora", 0), done))
+                except PendingCell:  # --skip-unlearnable and the task's reference not finished
+                    pass
         return write_report(s, plan(dataclasses.replace(s, only=())), folder.load())
     check_resume(s)
+    if s.from_sweep is not None:
+        report = from_sweep.report_path(s)
+        print(f"[lorafusion_glue] --from-sweep {s.from_sweep}: {from_sweep.check(s)} budget-sweep cells of this "
+              f"recipe; " + (f"its pending cells are waited for while it runs ({report})" if report else
+                             "no sweep report found (--sweep-report): nothing is waited for"), flush=True)
     record_settings(s.out, {"budget": dataclasses.asdict(s.budget), "tasks": s.tasks, "model": s.model,
                             "hardware": s.hardware_name, "magnitude_lr": s.fusion.magnitude_lr,
-                            "command": s.command, "threads": s.threads})
+                            "command": s.command, "threads": s.threads,
+                            **({"from_sweep": str(s.from_sweep)} if s.from_sweep is not None else {}),
+                            **({"skip_unlearnable": True} if s.skip_unlearnable else {})})
     all_cells = plan(dataclasses.replace(s, only=()))
     cells = plan(s)
     log = lambda msg: print(f"[lorafusion_glue] {msg}", flush=True)  # noqa: E731
@@ -474,6 +602,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def busy_in_source() -> bool:
         theirs = Claims(s.import_from / "claims") if s.import_from is not None else None
+        if s.from_sweep is not None and from_sweep.running(s):  # cells may wait for the sweep's
+            return True
         return theirs is not None and any(theirs.claimed_by_other(c.key) for c in all_cells)
 
     def finished(cell: Cell, rec: dict) -> None:

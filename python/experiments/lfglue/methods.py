@@ -32,7 +32,7 @@ from lorafusion_ext.training.methods import (
     train_hwa_lora,
 )
 
-from .protocol import Settings, pool_steps_for
+from .protocol import Settings, fixed_pool_steps, pool_steps_for, steps_of
 
 def data(s: Settings, task: str, tokenizer: Any, pool: bool = False):
     b = s.budget
@@ -40,16 +40,16 @@ def data(s: Settings, task: str, tokenizer: Any, pool: bool = False):
     return task_data(task, tokenizer, DataConfig(s.glue_dir, b.max_length, n, b.eval_examples, b.data_seed))
 
 
-def tcfg(s: Settings, seed: int, desc: str, pool: bool = False, n_train: int | None = None) -> TrainConfig:
-    """The training of one run: the held-out budget, or a pool member's (`pool`, drawing from
-    `n_train` examples, which `--pool-epochs` needs)."""
+def tcfg(s: Settings, task: str, seed: int, desc: str, pool: bool = False, n_train: int | None = None) -> TrainConfig:
+    """The training of one run on `task`: the held-out budget, or a pool member's (`pool`,
+    drawing from `n_train` examples, which `--pool-epochs` needs)."""
     b = s.budget
     if pool and b.pool_epochs is not None:
         if n_train is None:
             raise ValueError("tcfg: a pool member trained for --pool-epochs needs n_train")
-        steps = pool_steps_for(b, n_train)
+        steps = pool_steps_for(b, n_train, task)
     else:
-        steps = b.pool_steps if pool and b.pool_steps else b.steps
+        steps = fixed_pool_steps(b, task) if pool else steps_of(b, task)
     return TrainConfig(steps=steps, batch_size=b.batch_size, seed=seed, progress=s.progress, run_name=desc,
                        group_by_length=b.group_by_length)
 
@@ -66,12 +66,41 @@ def train_pool_member(s: Settings, task: str) -> tuple[nn.Module, Any]:
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=0)
     _, train_set, dev = data(s, task, tok, pool=True)
     cfg = lora_cfg(s)
-    train_hwa_lora(model, train_set, cfg, tcfg(s, 0, f"pool {task}", pool=True, n_train=len(train_set)),
+    train_hwa_lora(model, train_set, cfg, tcfg(s, task, 0, f"pool {task}", pool=True, n_train=len(train_set)),
                    description=f"pool {task}")
-    record = RunRecord("hwa-lora", spec.name, s.model, s.hardware.to_dict(), 0, lora=dataclasses.asdict(cfg),
-                       metrics=evaluate(model, dev, spec.metrics), trainable=trainable_parameters(model))
-    save_run(s.out / "pool" / task, record, model)
+    _save_pool_member(s, task, model, evaluate(model, dev, spec.metrics))
     return model, tok
+
+
+def _save_pool_member(s: Settings, task: str, model: nn.Module, metrics: dict[str, float]) -> None:
+    spec = task_spec(task)
+    record = RunRecord("hwa-lora", spec.name, s.model, s.hardware.to_dict(), 0, lora=dataclasses.asdict(lora_cfg(s)),
+                       metrics=metrics, trainable=trainable_parameters(model))
+    save_run(s.out / "pool" / task, record, model)
+
+
+def lora_model(s: Settings, task: str, seed: int, state: dict[str, torch.Tensor] | None = None
+               ) -> tuple[nn.Module, Any]:
+    """The analog model with this run's LoRA attached (as `train_hwa_lora` attaches it; the
+    `digital_lora` deployment), holding `state` (a trained LoRA and head, `task_state`) if given."""
+    cfg = lora_cfg(s)
+    model, tok = analog_classifier(s.model, task_spec(task), s.hardware, seed=seed)
+    attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))
+    if state is not None:
+        load_task_state(model, state)
+    return model, tok
+
+
+def pool_member_from_state(s: Settings, task: str, state: dict[str, torch.Tensor]) -> tuple[nn.Module, Any, dict]:
+    """The pool member of `task` trained elsewhere (its LoRA and head `state`, e.g. a budget-sweep
+    adapter): rebuilt, scored on the dev examples before programming, and saved to
+    <out>/pool/<task> as `train_pool_member` saves it. Returns (model, tokenizer, dev metrics)."""
+    spec = task_spec(task)
+    model, tok = lora_model(s, task, 0, state)
+    _, _, dev = data(s, task, tok)
+    metrics = evaluate(model, dev, spec.metrics)
+    _save_pool_member(s, task, model, metrics)
+    return model, tok, metrics
 
 
 def full_pool(s: Settings) -> LoRAPool:
@@ -107,7 +136,7 @@ def train_head_only(s: Settings, task: str, seed: int) -> tuple[nn.Module, Any]:
         p.requires_grad_(is_head(name))
     head = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam([{"params": head, "lr": s.budget.head_lr}])
-    train(model, train_set, opt, tcfg(s, seed, f"head_only {task}"), description=f"head_only {task}")
+    train(model, train_set, opt, tcfg(s, task, seed, f"head_only {task}"), description=f"head_only {task}")
     return model, tok
 
 
@@ -116,11 +145,9 @@ def train_digital_lora(s: Settings, task: str, seed: int) -> tuple[nn.Module, An
     cfg = lora_cfg(s)
     digital, tok = load_classifier(s.model, spec.num_labels, seed=seed)
     _, train_set, _ = data(s, task, tok)
-    train_hwa_lora(digital, train_set, cfg, tcfg(s, seed, f"digital_lora {task}"), description=f"digital_lora {task}")
+    train_hwa_lora(digital, train_set, cfg, tcfg(s, task, seed, f"digital_lora {task}"), description=f"digital_lora {task}")
     # Deployment: the pretrained weights on the crossbar, the trained LoRA and head digital.
-    model, _ = analog_classifier(s.model, spec, s.hardware, seed=seed)
-    attach_lora(model, cfg.rank, cfg.alpha, cfg.dropout, targets=tuple(cfg.targets))
-    load_task_state(model, task_state(digital))
+    model, _ = lora_model(s, task, seed, task_state(digital))
     return model, tok
 
 
@@ -129,7 +156,7 @@ def train_hwa_lora_cell(s: Settings, task: str, seed: int, lora_lr: float | None
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=seed)
     _, train_set, _ = data(s, task, tok)
     cfg = lora_cfg(s) if lora_lr is None else dataclasses.replace(lora_cfg(s), lr=lora_lr)
-    train_hwa_lora(model, train_set, cfg, tcfg(s, seed, f"hwa_lora {task}"), description=f"hwa_lora {task}")
+    train_hwa_lora(model, train_set, cfg, tcfg(s, task, seed, f"hwa_lora {task}"), description=f"hwa_lora {task}")
     return model, tok
 
 
@@ -147,7 +174,7 @@ def train_magnitude_only(s: Settings, task: str, seed: int, magnitude_lr: float 
     head = [p for p in model.parameters() if p.requires_grad and all(p is not m for m in mags)]
     lr = s.fusion.magnitude_lr if magnitude_lr is None else magnitude_lr
     opt = torch.optim.Adam([{"params": mags, "lr": lr}, {"params": head, "lr": s.budget.head_lr}])
-    train(model, train_set, opt, tcfg(s, seed, f"magnitude_only {task}"), description=f"magnitude_only {task}")
+    train(model, train_set, opt, tcfg(s, task, seed, f"magnitude_only {task}"), description=f"magnitude_only {task}")
     return model, tok
 
 
@@ -160,7 +187,7 @@ def train_lorafusion(s: Settings, cell: Cell) -> tuple[nn.Module, Any]:
     cfg = dataclasses.replace(s.fusion, pool_on_crossbar=on_crossbar, head_lr=s.budget.head_lr, **changes)
     model, tok = analog_classifier(s.model, spec, s.hardware, seed=seed)
     _, train_set, _ = data(s, task, tok)
-    train_fusion(model, pool, train_set, cfg, tcfg(s, seed, f"lorafusion {task}"), description=f"lorafusion {task}")
+    train_fusion(model, pool, train_set, cfg, tcfg(s, task, seed, f"lorafusion {task}"), description=f"lorafusion {task}")
     return model, tok
 
 
@@ -172,7 +199,7 @@ def full_finetune(s: Settings, task: str, seed: int) -> dict[str, Any]:
     spec = task_spec(task)
     model, tok = load_classifier(s.model, spec.num_labels, seed=seed)
     _, train_set, dev = data(s, task, tok, pool=True)
-    cfg = tcfg(s, seed, f"full_finetune {task}", pool=True, n_train=len(train_set))
+    cfg = tcfg(s, task, seed, f"full_finetune {task}", pool=True, n_train=len(train_set))
     train_full_finetune(model, train_set, s.budget.full_finetune_lr, s.budget.head_lr, cfg,
                         description=f"full_finetune {task}")
     return {"metric": spec.metrics[0], "digital": evaluate(model, dev, spec.metrics)[spec.metrics[0]],

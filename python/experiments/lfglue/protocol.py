@@ -48,11 +48,15 @@ class Budget:
     group_by_length: int = 0
     #: learning rate of the full fine-tune (the reference of what the model learns on a task).
     full_finetune_lr: float = 5e-5
+    #: steps per task (task -> steps; `--steps sst2=1000,...`), overriding `steps` (which is
+    #: then their largest, for the page); None: `steps` for every task.
+    task_steps: dict[str, int] | None = None
 
 
 #: Budget fields added after runs were recorded, with the value those runs had: a recorded
 #: budget without them equals one with them at these values.
-LATER_FIELDS = {"pool_epochs": None, "pool_max_steps": 2000, "group_by_length": 0, "full_finetune_lr": 5e-5}
+LATER_FIELDS = {"pool_epochs": None, "pool_max_steps": 2000, "group_by_length": 0, "full_finetune_lr": 5e-5,
+                "task_steps": None}
 
 
 def comparable_budget(budget: dict) -> dict:
@@ -61,11 +65,60 @@ def comparable_budget(budget: dict) -> dict:
     return {k: v for k, v in budget.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
-def pool_steps_for(b: Budget, n_train: int) -> int:
-    """Steps of a pool member that draws from `n_train` examples."""
+def steps_of(b: Budget, task: str) -> int:
+    """Steps of every held-out training run on `task`."""
+    return b.task_steps[task] if b.task_steps else b.steps
+
+
+def fixed_pool_steps(b: Budget, task: str) -> int | None:
+    """Steps of the pool member of `task` when they do not depend on its data (None with
+    `pool_epochs`): `pool_steps`, else the task's held-out steps."""
+    return None if b.pool_epochs is not None else (b.pool_steps or steps_of(b, task))
+
+
+def pool_steps_for(b: Budget, n_train: int, task: str) -> int:
+    """Steps of the pool member of `task`, which draws from `n_train` examples."""
     if b.pool_epochs is not None:
         return max(1, min(b.pool_max_steps, math.ceil(b.pool_epochs * math.ceil(n_train / b.batch_size))))
-    return b.pool_steps or b.steps
+    return b.pool_steps or steps_of(b, task)
+
+
+def parse_steps(text: str, tasks: tuple[str, ...]) -> tuple[int, dict[str, int] | None]:
+    """`--steps`: one positive integer for every task, or ``TASK=N,...`` naming each of `tasks`
+    once. Returns (steps, per-task steps or None); with per-task steps, `steps` is their largest.
+    Raises ValueError naming what is wrong."""
+    text = text.strip()
+    if "=" not in text:
+        try:
+            v = int(text)
+        except ValueError:
+            raise ValueError(f"--steps {text!r}: expected a positive integer or TASK=N,... (e.g. sst2=1000,rte=235)"
+                             ) from None
+        if v < 1:
+            raise ValueError(f"--steps {v}: expected a positive integer")
+        return v, None
+    per: dict[str, int] = {}
+    for item in (x.strip() for x in text.split(",")):
+        task, sep, n = item.partition("=")
+        task = task.strip().lower()
+        if not sep or not task:
+            raise ValueError(f"--steps {text!r}: {item!r} is not TASK=N")
+        try:
+            v = int(n)
+        except ValueError:
+            raise ValueError(f"--steps {text!r}: {item!r}: {n!r} is not an integer") from None
+        if v < 1:
+            raise ValueError(f"--steps {text!r}: {task} = {v}; expected a positive integer")
+        if task in per:
+            raise ValueError(f"--steps {text!r}: {task} given twice")
+        per[task] = v
+    unknown = [t for t in per if t not in tasks]
+    missing = [t for t in tasks if t not in per]
+    if unknown or missing:
+        raise ValueError(f"--steps {text!r}: " + "; ".join(
+            ([f"tasks not in --tasks: {', '.join(unknown)}"] if unknown else [])
+            + ([f"no steps for {', '.join(missing)}"] if missing else [])) + f" (--tasks {','.join(tasks)})")
+    return max(per.values()), {t: per[t] for t in tasks}
 
 
 #: A task counts as learnable when the full fine-tune's dev metric is above the constant
@@ -96,6 +149,14 @@ class Settings:
     report_only: bool = False
     import_from: Path | None = None
     threads: int = 1  # torch threads per worker of the run that computed the cells
+    #: a budget-sweep run folder whose cells of the identical protocol are taken (`lfglue.from_sweep`).
+    from_sweep: Path | None = None
+    #: the budget sweep's report, whose `pending` cells this run waits for (None: found beside it).
+    sweep_report: Path | None = None
+    #: leave out the held-out cells of a task whose full fine-tune stays at chance.
+    skip_unlearnable: bool = False
+    #: the report's file names (<docs>/<page>.md, .json, .png).
+    page: str = "lorafusion"
 
 
 
@@ -130,18 +191,22 @@ BALANCE: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
 
 def plan(s: Settings) -> list[Cell]:
     """Every cell of the experiment, in priority order (what runs first when several workers
-    share the queue, and what an interrupted run has finished): the pool; seed 0 of
+    share the queue, and what an interrupted run has finished): each task's chance level and
+    full fine-tune reference; the pool; seed 0 of
     `lorafusion`, `hwa_lora` (reused), `magnitude_only` and `head_only` on every task; seed 0
     of `digital_lora`; the capacity/optimisation diagnosis on `--diagnosis-task`; the other
     seeds of every method; then the other ablations and diagnosis cells."""
+    seeds = list(s.budget.seeds)
+    first = seeds[0]
     cells = [Cell(f"chance/{t}", "chance", t, "chance", 0) for t in s.tasks]
+    # What the model can learn on each task (one digital full fine-tune per task), before the
+    # methods: a task it cannot learn is left out of them (`skip_unlearnable`).
+    cells += [Cell(f"reference/{t}/full_finetune", "reference", t, "full_finetune", first) for t in s.tasks]
     cells += [Cell(f"pool/{t}", "pool", t, "hwa_lora", 0) for t in s.tasks]
 
     def held(seed: int, methods: tuple[str, ...]) -> list[Cell]:
         return [Cell(f"held_out/{t}/{m}/seed{seed}", "held_out", t, m, seed) for m in methods for t in s.tasks]
 
-    seeds = list(s.budget.seeds)
-    first = seeds[0]
     cells += held(first, ("lorafusion", "hwa_lora", "magnitude_only", "head_only"))
     def moves(params: tuple[tuple[str, Any], ...]) -> bool:  # a variant that is the run's own recipe is not one
         return dict(params).get("magnitude_lr", -1.0) != s.fusion.magnitude_lr
@@ -161,8 +226,6 @@ def plan(s: Settings) -> list[Cell]:
     # seeds the main table needs, then the rest of the ablations.
     early = [c for c in ablations if c.variant == "no_magnitude"][:1]
     cells += held(first, ("digital_lora",))
-    # What the model can learn on each task: one digital full fine-tune per task.
-    cells += [Cell(f"reference/{t}/full_finetune", "reference", t, "full_finetune", first) for t in s.tasks]
     cells += early + diag[:4]
     for seed in seeds[1:]:
         cells += held(seed, METHODS)
@@ -188,14 +251,17 @@ def _held_out_budget(budget: dict) -> dict:
 
 
 def _pool_budget(budget: dict) -> tuple:
-    return (budget.get("pool_steps") or budget["steps"], budget.get("pool_train_examples") or budget["train_examples"],
+    task_steps = budget.get("task_steps")
+    steps = budget.get("pool_steps") or (tuple(sorted(task_steps.items())) if task_steps else budget["steps"])
+    return (steps, budget.get("pool_train_examples") or budget["train_examples"],
             budget.get("pool_epochs"), budget.get("pool_max_steps", 2000))
 
 
 def pool_is_hwa_seed0(s: Settings) -> bool:
     """Whether a pool member is also the seed-0 `hwa_lora` of its task (same recipe, budget, seed)."""
     b = s.budget
-    return (b.pool_steps in (None, b.steps) and b.pool_train_examples in (None, b.train_examples)
+    same_steps = b.pool_steps is None or (b.pool_steps == b.steps and not b.task_steps)
+    return (same_steps and b.pool_train_examples in (None, b.train_examples)
             and b.pool_epochs is None and b.seeds and b.seeds[0] == 0)
 
 

@@ -29,7 +29,11 @@ def _fmt(xs: list[float]) -> str:
 
 
 def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
-    """The JSON report: held_out, ablations (incl. diagnosis), pool, pending cells."""
+    """The JSON report: held_out, ablations (incl. diagnosis), pool, pending cells, and which
+    cells were taken from the budget sweep (`from_sweep`) or left out (`skipped`: a task the
+    model does not learn, `--skip-unlearnable`)."""
+    skipped = {k: r["skipped"] for k, r in done.items() if "skipped" in r}
+    done = {k: r for k, r in done.items() if "skipped" not in r}
     held: dict[str, dict] = {}
     for t in s.tasks:
         metric = task_spec(t).metrics[0]
@@ -54,14 +58,15 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
                 "params": dict(c.params), "seeds": [0]}
     pool = {c.task: {k: done[c.key][k] for k in ("metric", "dev", "t0", "t10y")}
             for c in cells if c.kind == "pool" and c.key in done}
-    pending = [c.key for c in cells if c.key not in done]
+    pending = [c.key for c in cells if c.key not in done and c.key not in skipped]
     imported = {k: r["imported_from"] for k, r in done.items() if "imported_from" in r}
+    swept = {k: r["from_sweep"] for k, r in done.items() if "from_sweep" in r}
     wall = sum(r.get("wall_s", 0.0) for r in done.values())
     ends = [r["finished_at"] for r in done.values() if "finished_at" in r]
     span = (max(ends) - min(ends)) if len(ends) > 1 else None
     # First computed cell's start to the last one's end: the run's wall clock when it ran in one go.
     computed = [r for r in done.values()
-                if "finished_at" in r and "imported_from" not in r and "reused_from" not in r]
+                if "finished_at" in r and "imported_from" not in r and "reused_from" not in r and "from_sweep" not in r]
     elapsed = (max(r["finished_at"] for r in computed) - min(r["finished_at"] - r.get("wall_s", 0.0) for r in computed)
                if computed else None)
     workers = len({r.get("worker") for r in done.values() if "worker" in r})
@@ -76,6 +81,7 @@ def collect(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
             "budget": dataclasses.asdict(s.budget),
             "fusion_config": dataclasses.asdict(s.fusion), "hardware": s.hardware_name, "model": s.model,
             "tasks": list(s.tasks), "complete": not pending, "pending": pending, "imported": imported,
+            "from_sweep": swept, "skipped": skipped,
             "command": s.command,
             "wall_s": wall, "span_s": span, "elapsed_s": elapsed,
             "workers": workers, "threads": s.threads,
@@ -145,6 +151,7 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     lines = [
         "# LoRAFusion on GLUE: leave-one-out reproduction on the analog model",
         "",
+        *([_page_note(s), ""] if _page_note(s) else []),
         status,
         "",
         f"Model `{s.model}`, every linear layer analog (`{s.hardware_name}`), heads digital. Tasks: "
@@ -157,8 +164,9 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
           if b.pool_epochs is not None else
           f"Pool members: {b.pool_steps or b.steps} steps on at most {b.pool_train_examples or b.train_examples or 'all'} "
           "examples. ") + "Budget, identical for every method on the held-out task: ")
-        + f"{b.steps} steps of batch {b.batch_size}, "
-        f"sequence length {b.max_length}" + (f", batches grouped by length (groups of {b.group_by_length} batches)"
+        + (f"steps per task ({', '.join(f'{k} {v}' for k, v in b.task_steps.items())}) of batch {b.batch_size}, "
+           if b.task_steps else f"{b.steps} steps of batch {b.batch_size}, ")
+        + f"sequence length {b.max_length}" + (f", batches grouped by length (groups of {b.group_by_length} batches)"
                                              if b.group_by_length else "")
         + f", {'at most ' + str(b.train_examples) + ' training examples (a fixed subsample, seed ' + str(b.data_seed) + ')' if b.train_examples else 'every training example'}, "
         f"head learning rate {b.head_lr:g}; LoRA (rank 8, alpha 32, all linear layers) "
@@ -192,6 +200,9 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
             tr = "" if e["trainable"] is None else f"{e['trainable']:,}"
             cp = "" if e["cells_per_task"] is None else f"{e['cells_per_task']:,}"
             co = "" if e["cells_once"] is None else f"{e['cells_once']:,}"
+            if not e["t0"] and any(k.startswith(f"held_out/{t}/{m}/") for k in res["skipped"]):
+                lines.append(f"| {t} ({e['metric']}) | {m} | not computed (not learnable) | | | | |")
+                continue
             lines.append(f"| {t} ({e['metric']}) | {m} | {_fmt(e['t0'])} | {_fmt(e['t10y'])} | {tr} | {co} | {cp} |")
     lines += ["", "## What this model can learn", "",
               f"Each task's constant predictor (chance) on the dev examples used, and the digital model fully "
@@ -212,10 +223,15 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     unlearnable = [t for t in s.tasks if res["references"][t]["learnable"] is False]
     if unlearnable:
         lines += ["", f"Not learnable by this model at this budget, left out of the comparison: {', '.join(unlearnable)} "
-                  "(the full fine-tune stays at chance)."]
+                  "(the full fine-tune stays at chance)" + (
+                      f"; their held-out cells were not computed (`--skip-unlearnable`: {len(res['skipped'])} cells)."
+                      if res["skipped"] else ".")]
     gap = _gap(res, s)
     if gap:
         lines += ["", gap]
+    over = _fusion_over_magnitudes(res, s)
+    if over:
+        lines += ["", over]
     for kind, title in (("ablation", "Ablations (seed 0; the `lorafusion` seed-0 cell is the reference)"),
                         ("diagnosis", "Diagnosis (seed 0)")):
         block = res["ablations"].get(kind)
@@ -228,6 +244,11 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
                 lines.append(f"| {t} | reference (`lorafusion` seed 0) | {ref['t0']:.3f} | {ref['t10y']:.3f} | {ref['trainable']:,} |")
             for v, e in variants.items():
                 lines.append(f"| {t} | {v} | {e['t0'][0]:.3f} | {e['t10y'][0]:.3f} | {e['trainable']:,} |")
+    if not s.ablation_tasks and not res["ablations"]:
+        lines += ["", "## Ablations", "",
+                  "Not run at this budget (`--ablation-tasks none`: each is a LoRAFusion run of the full budget). "
+                  "The ablations at the short budget (100 steps on 1,600 examples) are in "
+                  "[lorafusion_short_budget.md](lorafusion_short_budget.md)."]
     span = res.get("pool_span")
     if span:
         lines += ["", "## What the pool can express (weights only, no training)", "",
@@ -239,7 +260,7 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         for t in span["members"]:
             cos = max(abs(v) for k, v in span["cosine"][t].items() if k != t)
             lines.append(f"| {t} | {span['explained_layer'][t]:.3f} | {span['explained_global'][t]:.3f} | {cos:.3f} |")
-    lines += ["", "![held-out results](lorafusion.png)", "",
+    lines += ["", f"![held-out results]({s.page}.png)", "",
               "## Reproduce", "", "```", s.command, "```", "",
               f"Wall time of the finished cells: {res['wall_s']:.0f} s (`wall_s`: the sum of each cell's own wall "
               f"time; cells ran in {res['workers']} worker process(es) of {res['threads']} torch thread(s) each, "
@@ -254,11 +275,48 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         lines += ["", f"{len(res['imported'])} cells were imported (`--import-from`) from a run with the same per-task "
                   "budget, model and hardware (same training, seed and data, so the same result); the JSON's "
                   "`imported` maps each to its source" + (f", written by `{source_cmd}`" if source_cmd else "") + "."]
+    if res["from_sweep"]:
+        lines += ["", "## Cells taken from the budget sweep", "",
+                  f"{len(res['from_sweep'])} cells were not computed here but taken from the budget sweep's run "
+                  "folder (`--from-sweep`, docs/results/budget_sweep.md), whose cells of the identical recipe are "
+                  "these cells (same model, hardware, batch size, sequence length, learning rates, length grouping, "
+                  "training and dev examples, data seed, LoRA, steps, seed, and drift trials at 0 s and 10 years with "
+                  "the same seeds; a sweep of another recipe is refused). Their values are the sweep's; trainable "
+                  "parameters and crossbar cells are counted here; a pool member is the sweep's seed-0 HWA-LoRA "
+                  "adapter (LoRA and head) at the task's steps"
+                  + (", and also this page's seed-0 `hwa_lora` of its task" if pool_is_hwa_seed0(s) else "")
+                  + ". The JSON's `from_sweep` maps each to its sweep cell.", "",
+                  "| cell | budget-sweep cell |", "|---|---|"]
+        lines += [f"| `{k}` | `{v.rsplit(':', 1)[-1]}` |" for k, v in sorted(res["from_sweep"].items())]
+    if res["skipped"]:
+        lines += ["", "## Cells left out (task not learnable)", "",
+                  "Held-out cells of a task whose full fine-tune stays at chance (`--skip-unlearnable`): not "
+                  "computed, since a tie at chance says nothing about the methods.", "",
+                  ", ".join(f"`{k}`" for k in sorted(res["skipped"]))]
     if res["pending"]:
         lines += ["", "## Pending cells", "", ", ".join(f"`{k}`" for k in res["pending"])]
-    write_page(s.docs, "lorafusion", "\n".join(lines) + "\n", res, json_newline=True,
+    write_page(s.docs, s.page, "\n".join(lines) + "\n", res, json_newline=True,
                plot=lambda path: _plot(path, res))
     return res
+
+
+#: The pages of this script that are not its main page (`--page`), and the sentence that opens each.
+PAGE_NOTES = {
+    "lorafusion_short_budget": (
+        "*The short budget: 100 steps of batch 16 on at most 1,600 training examples per held-out run, pool members "
+        "300 steps on 4,800, 200 dev examples. The rerun at a real budget (pool members and every method trained "
+        "on every training example for the budget sweep's largest budget of the task, whole dev sets) is {main}; the ablations were run only here. "
+        "This page was `lorafusion.md` until then (its run wrote that name; `--page lorafusion_short_budget` "
+        "writes this one).*"),
+}
+
+
+def _page_note(s: Settings) -> str:
+    """The opening sentence of a page other than the main one (`PAGE_NOTES`); '' for the others.
+    The main page is linked once it exists (a link to a missing page breaks the strict docs build)."""
+    note = PAGE_NOTES.get(s.page, "")
+    main = "[lorafusion.md](lorafusion.md)" if (s.docs / "lorafusion.md").is_file() else "`lorafusion.md`"
+    return note.format(main=main)
 
 
 def _fusion_text(f: FusionConfig) -> str:
@@ -279,6 +337,25 @@ def _gap(res: dict, s: Settings) -> str:
     return (f"Mean gap `hwa_lora` − `lorafusion` at t = 0 over {len(diffs)} task(s) with both (learnable or not yet "
             "known): "
             f"{sum(diffs) / len(diffs):.1f} points (metric × 100).")
+
+
+def _fusion_over_magnitudes(res: dict, s: Settings) -> str:
+    """Whether fusing the pool adds anything over `magnitude_only` (the same magnitudes and head,
+    the pool's coefficients frozen at 0): per learnable task with at least 2 seeds of both, the
+    difference of the t = 0 means against the larger of the two seed standard deviations."""
+    parts, above = [], 0
+    for t in s.tasks:
+        e = res["held_out"][t]
+        if e.get("learnable") is False or len(e["lorafusion"]["t0"]) < 2 or len(e["magnitude_only"]["t0"]) < 2:
+            continue
+        (fm, fs), (mm, ms) = mean_std(e["lorafusion"]["t0"]), mean_std(e["magnitude_only"]["t0"])
+        spread = max(fs, ms)
+        above += (fm - mm) > spread
+        parts.append(f"{t} {100 * (fm - mm):+.1f} (seed std {100 * spread:.1f})")
+    if not parts:
+        return ""
+    return (f"`lorafusion` − `magnitude_only` at t = 0 (points, metric × 100; the pool's contribution): "
+            f"{'; '.join(parts)}. Above by more than the seed spread on {above} of {len(parts)} task(s).")
 
 
 # ---------------------------------------------------------------------- pool span (diagnosis)

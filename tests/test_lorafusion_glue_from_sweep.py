@@ -1,0 +1,217 @@
+"""`lorafusion_glue.py --from-sweep`: the cells a budget-sweep run folder computed under the
+identical recipe are taken instead of computed again, and give the numbers the LoRAFusion script
+computes itself; per-task `--steps`; `--skip-unlearnable`; `--ablation-tasks none`.
+
+A `--quick` budget sweep on a tiny random BERT and a tiny synthetic GLUE folder written here is
+the source; the LoRAFusion script runs the same recipe once computing every cell and once taking
+what the sweep has, on the same model folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1] / "python" / "experiments"
+if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep, lfglue) import as top-level packages
+    sys.path.insert(0, str(ROOT))
+WORDS = "the a movie film good bad man woman said company year new one two people".split()
+TASKS = "sst2,stsb,rte"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_glue(root: Path, n: int = 16) -> Path:
+    """SST-2, STS-B and RTE in the official GLUE TSV layout, random sentences and labels (STS-B's
+    Pearson is a continuous score: it moves with every weight, unlike a tiny model's accuracy)."""
+    rng = random.Random(0)
+    sentence = lambda: " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))  # noqa: E731
+    for split in ("train", "dev"):
+        rows = {"SST-2": ["sentence\tlabel"], "RTE": ["index\tsentence1\tsentence2\tlabel"],
+                "STS-B": ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"]}
+        for i in range(n):
+            rows["SST-2"].append(f"{sentence()}\t{i % 2}")
+            rows["STS-B"].append(f"{i}\tg\tf\ty\t{i}\ts\ts\t{sentence()}\t{sentence()}\t{rng.uniform(0, 5):.2f}")
+            rows["RTE"].append(f"{i}\t{sentence()}\t{sentence()}\t{('entailment', 'not_entailment')[i % 2]}")
+        for folder, lines in rows.items():
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    """A `--quick` budget sweep of SST-2, STS-B and RTE: budgets 2 and 4, seeds 0 and 1 at 4,
+    the full fine-tune at 4; its recipe as lorafusion_glue options."""
+    tmp = tmp_path_factory.mktemp("from_sweep")
+    glue = _write_glue(tmp / "glue")
+    out = tmp / "sweep"
+    _load("budget_sweep").main(["--quick", "--glue-dir", str(glue), "--out", str(out), "--tasks", TASKS,
+                                "--no-progress"])
+    # The sweep's --quick recipe (sweep.protocol.quick_recipe), spelled as lorafusion_glue options.
+    recipe = ["--quick", "--glue-dir", str(glue), "--model", str(out / "tiny_bert"), "--tasks", TASKS,
+              "--batch-size", "4", "--max-length", "32", "--train-examples", "16", "--eval-examples", "16",
+              "--seeds", "0,1", "--trials", "1", "--group-by-length", "50", "--head-lr", "1e-3", "--lora-lr", "1e-3",
+              "--ablation-tasks", "none", "--threads", "1"]
+    return tmp, out, recipe
+
+
+#: The fields of a cell that must not depend on where it was computed. Not a pool member's `dev`
+#: (its analog score before programming): that read draws noise from the global RNG, so two
+#: evaluations of one trained model in one run differ already.
+SAME = ("t0", "t10y", "t0_trials", "t10y_trials", "trainable", "cells_once", "cells_per_task", "digital", "steps")
+
+
+def test_cells_taken_from_the_sweep_equal_the_cells_computed_here(sweep_run):
+    tmp, sweep_out, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    # SST-2 at 2 steps (a sweep budget without a full fine-tune there), STS-B and RTE at 4.
+    only = ["--steps", "sst2=2,stsb=4,rte=4", "--only", "chance/,reference/,pool/,held_out/stsb/"]
+    here = tmp / "here"
+    lf.main([*recipe, *only, "--out", str(here)])
+    taken = tmp / "taken"
+    res = lf.main([*recipe, *only, "--out", str(taken), "--from-sweep", str(sweep_out)])
+    mine = lf.run_folder(lf.parse([*recipe, "--out", str(here)])).load()
+    theirs = lf.run_folder(lf.parse([*recipe, "--out", str(taken)])).load()
+    expected = {"pool/sst2": "sst2/hwa_lora/b2/seed0", "pool/stsb": "stsb/hwa_lora/b4/seed0",
+                "pool/rte": "rte/hwa_lora/b4/seed0", "reference/stsb/full_finetune": "stsb/full_finetune/b4/seed0",
+                "reference/rte/full_finetune": "rte/full_finetune/b4/seed0",
+                "held_out/stsb/digital_lora/seed0": "stsb/digital_lora/b4/seed0",
+                "held_out/stsb/hwa_lora/seed1": "stsb/hwa_lora/b4/seed1",
+                "held_out/stsb/digital_lora/seed1": "stsb/digital_lora/b4/seed1"}
+    swept = {k: r["from_sweep"].rsplit(":", 1)[-1] for k, r in theirs.items() if "from_sweep" in r}
+    assert swept == expected
+    assert res["from_sweep"].keys() == expected.keys()
+    # The seed-0 hwa_lora is still the pool member (taken from the sweep), reused.
+    assert theirs["held_out/stsb/hwa_lora/seed0"]["reused_from"] == "pool/stsb"
+    assert "from_sweep" not in theirs["reference/sst2/full_finetune"]  # the sweep has no fine-tune at 2 steps
+    for key in [*expected, "held_out/stsb/hwa_lora/seed0"]:
+        assert theirs[key].keys() - {"from_sweep", "sweep_wall_s", "sweep_config"} == mine[key].keys(), key
+        for field in SAME:
+            if mine[key].get(field) is not None:
+                assert theirs[key][field] == pytest.approx(mine[key][field], abs=1e-6), (key, field)
+    # The pool fused from the sweep's adapters is the pool trained here: the LoRAFusion and
+    # magnitude-only cells (computed in both runs) give the same numbers.
+    from lorafusion_ext import LoRAPool
+
+    a, b = LoRAPool.load(here / "pool" / "all"), LoRAPool.load(taken / "pool" / "all")
+    assert a.adapter_names == b.adapter_names
+    for name in a.layer_names:
+        assert (a.layer(name).A == b.layer(name).A).all() and (a.layer(name).B == b.layer(name).B).all()
+    scores = [mine[k]["t0"] for k in ("held_out/stsb/hwa_lora/seed1", "held_out/stsb/lorafusion/seed0")]
+    assert len({round(v, 6) for v in scores}) == 2  # continuous scores: equal only when the runs are
+    for key in ("held_out/stsb/lorafusion/seed0", "held_out/stsb/magnitude_only/seed1"):
+        assert "from_sweep" not in theirs[key]
+        for field in ("t0", "t10y", "t0_trials", "t10y_trials"):
+            assert theirs[key][field] == pytest.approx(mine[key][field], abs=1e-6), (key, field)
+    page = (taken / "lorafusion.md").read_text()
+    assert "## Cells taken from the budget sweep" in page and "`stsb/digital_lora/b4/seed1`" in page
+    assert "steps per task (sst2 2, stsb 4, rte 4)" in page
+    # No ablation at this budget: the page points to the short-budget page for them.
+    assert "lorafusion_short_budget.md" in page and not res["ablations"]
+    # A fresh clone of the page adopts its cells with their sweep sources.
+    adopted = lf.cells_from_report(lf.parse([*recipe, "--steps", "sst2=2,stsb=4,rte=4", "--out", str(tmp / "x")]),
+                                   json.loads((taken / "lorafusion.json").read_text()), "page")
+    key = "held_out/stsb/digital_lora/seed1"
+    assert adopted[key]["from_sweep"] == res["from_sweep"][key] and adopted[key]["t0"] == theirs[key]["t0"]
+
+
+def test_a_sweep_of_another_recipe_is_refused(sweep_run, tmp_path):
+    tmp, sweep_out, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    # lorafusion_glue's own head lr (1e-2) is not the sweep's (1e-3): nothing is taken.
+    i = recipe.index("--head-lr")
+    other = recipe[:i] + recipe[i + 2:]
+    with pytest.raises(ValueError, match=r"another recipe \(head_lr: sweep 0.001, this run 0.01\)"):
+        lf.main([*other, "--steps", "4", "--out", str(tmp_path / "a"), "--from-sweep", str(sweep_out)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no budget-sweep cells"):
+        lf.main([*recipe, "--steps", "4", "--out", str(tmp_path / "b"), "--from-sweep", str(tmp_path / "empty")])
+    # An adapter stored under another recipe is refused too, never silently used.
+    from harness import adapter_path
+
+    from lfglue import from_sweep
+
+    s = lf.parse([*recipe, "--steps", "4", "--out", str(tmp_path / "c"), "--from-sweep", str(sweep_out)])
+    assert adapter_path(sweep_out / "adapters", "rte/hwa_lora/b4/seed0").is_file()
+    s.budget.data_seed = 1
+    with pytest.raises(ValueError, match="data_seed"):
+        from_sweep.adapter(s, "rte/hwa_lora/b4/seed0")
+
+
+def test_steps_per_task_are_validated(sweep_run, capsys):
+    tmp, _, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    s = lf.parse([*recipe, "--out", str(tmp / "p"), "--steps", "sst2=3,stsb=5,rte=7"])
+    assert s.budget.task_steps == {"sst2": 3, "stsb": 5, "rte": 7} and s.budget.steps == 7
+    assert lf.parse([*recipe, "--out", str(tmp / "p"), "--steps", "6"]).budget.task_steps is None
+    for bad, why in (("sst2=3,stsb=5", "no steps for rte"), ("sst2=3,stsb=5,rte=7,cola=2", "tasks not in --tasks: cola"),
+                     ("sst2=3,stsb=0,rte=7", "stsb = 0"), ("many", "expected a positive integer or TASK=N"),
+                     ("sst2=3,sst2=4,stsb=5,rte=7", "sst2 given twice")):
+        with pytest.raises(SystemExit):
+            lf.parse([*recipe, "--out", str(tmp / "p"), "--steps", bad])
+        assert why in capsys.readouterr().err
+
+
+def test_held_out_cells_of_an_unlearnable_task_are_left_out(sweep_run):
+    tmp, _, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    out = tmp / "skip"
+    args = [*recipe, "--steps", "2", "--out", str(out), "--skip-unlearnable"]
+    folder = lf.run_folder(lf.parse(args))
+    # RTE's full fine-tune at chance, SST-2's well above it (stored as finished reference cells).
+    for task, score in (("rte", 0.5), ("sst2", 0.9)):
+        folder.store(f"chance/{task}", {"metric": "accuracy", "chance": 0.5, "dev_examples": 16})
+        folder.store(f"reference/{task}/full_finetune", {"metric": "accuracy", "digital": score, "steps": 2})
+    res = lf.main([*args, "--only", "held_out/rte/head_only/,held_out/sst2/head_only/"])
+    done = folder.load()
+    assert "skipped" in done["held_out/rte/head_only/seed0"] and "t0" not in done["held_out/rte/head_only/seed0"]
+    assert "t0" in done["held_out/sst2/head_only/seed0"]
+    assert set(res["skipped"]) == {"held_out/rte/head_only/seed0", "held_out/rte/head_only/seed1"}
+    assert res["held_out"]["rte"]["learnable"] is False and res["held_out"]["rte"]["head_only"]["t0"] == []
+    assert not any(k.startswith("held_out/rte/head_only/") for k in res["pending"])
+    page = (out / "lorafusion.md").read_text()
+    assert "## Cells left out (task not learnable)" in page and "their held-out cells were not computed" in page
+    assert "| rte (accuracy) | head_only | not computed (not learnable) |" in page
+
+
+def test_a_cell_the_running_sweep_is_still_to_compute_is_waited_for(sweep_run, tmp_path):
+    import os
+    import shutil
+
+    from harness import Cell, PendingCell
+
+    tmp, sweep_out, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    # A copy of the sweep's cells, its report listing a cell still to come, and a claim of a live process.
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_out / "cells", sweep / "cells")
+    (sweep / "budget_sweep.json").write_text(json.dumps({"pending": ["stsb/hwa_lora/b8/seed1"]}))
+    (sweep / "claims").mkdir()
+    (sweep / "claims" / "stsb__hwa_lora__b8__seed1").write_text(str(os.getpid()))
+    s = lf.parse([*recipe, "--steps", "8", "--out", str(tmp_path / "run"), "--from-sweep", str(sweep)])
+    coming = Cell("held_out/stsb/hwa_lora/seed1", "held_out", "stsb", "hwa_lora", 1)
+    with pytest.raises(PendingCell, match="stsb/hwa_lora/b8/seed1"):
+        lf.cell_from_sweep(s, coming)
+    # Not in the sweep's plan: computed here at once (None: not taken)...
+    other = Cell("held_out/stsb/digital_lora/seed1", "held_out", "stsb", "digital_lora", 1)
+    assert lf.cell_from_sweep(s, other) is None
+    # ...unless the report has the task at all (it may predate a restart of the sweep with other budgets).
+    (sweep / "budget_sweep.json").write_text(json.dumps({"pending": [], "tasks": {"stsb": {"budgets": [2, 4]}}}))
+    with pytest.raises(PendingCell, match="stsb/digital_lora/b8/seed1"):
+        lf.cell_from_sweep(s, other)
+    # The sweep has stopped (no live claim): the cell will not come from it, so it is computed here.
+    (sweep / "claims" / "stsb__hwa_lora__b8__seed1").write_text("999999999")
+    assert lf.cell_from_sweep(s, coming) is None
