@@ -43,7 +43,7 @@ the 2-core machine): an HWA-LoRA step of STS-B ~2.5 s, so 310 steps ~13 min; the
 ~18 min a cell. STS-B: 5 rows x 3 seeds = 15 cells, 14 computed (the sweep has `modifier_x1`
 seed 0) = ~4.2 h of cell time, ~2.1 h with ``--workers 2`` on two free cores. SST-2 (270
 steps at ~1.3 s, 7 reads of 872 sentences ~4 min): ~10 min a cell, 14 cells ~2.3 h more.
-`--quick` (10 cells of a tiny model) takes about 20 s.
+`--quick` (10 cells of a tiny model, 2 seeds) takes about 40 s.
 
     nice -n 10 .venv/bin/python python/experiments/training_noise.py --glue-dir ../shared/data/glue --workers 2
     python python/experiments/training_noise.py --quick --glue-dir DIR --out /tmp/q   # smoke run

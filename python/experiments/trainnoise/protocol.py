@@ -13,7 +13,6 @@ from lorafusion_ext.hardware import Modifier
 from sweep.protocol import Settings as SweepSettings
 from sweep.protocol import sweep_config
 
-TASKS = ("stsb", "sst2")
 #: Each task's training steps by default: budgets of the budget sweep at which its seed-0 cells
 #: exist (STS-B: HWA-LoRA 0.313 against 0.839 for the deployed digital LoRA; SST-2: HWA-LoRA a
 #: point or two behind), so that the `modifier_x1` row and the reference are imported.
