@@ -23,8 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness import Cell, noise_stream_of, read_json, save_adapter
-from harness import NOISE_STREAM, RunFolder
+from harness import NOISE_STREAM, Cell, RunFolder, noise_stream_of, read_json, save_adapter
 from harness.cells import file_name
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.nn.deploy import set_hardware
