@@ -454,6 +454,51 @@ def test_model_without_analog_layers_and_bad_generator():
         _layer(8, 4, lf.HardwareConfig.preset("pcm_paper")).program(generator=42)
 
 
+def test_set_hardware_equals_building_with_it_and_keeps_the_programmed_state():
+    """A model given another training noise by `set_hardware` reads as one built with it (same
+    weights, same noise stream), in training and in eval; a programmed model stays programmed."""
+    paper = lf.HardwareConfig.preset("pcm_paper")
+    quiet = paper.replace(modifier=lf.hardware.Modifier("none"), out_noise=0.0)
+    x = torch.randn(3, 16, generator=_gen(3))
+    torch.manual_seed(0)
+    swapped = nn.Sequential(_Block(paper))
+    torch.manual_seed(0)
+    built = nn.Sequential(_Block(quiet))
+    assert all(torch.equal(a, b) for a, b in zip(swapped.parameters(), built.parameters()))
+
+    def reseed() -> None:
+        for m in (swapped, built):
+            for i, (_, layer) in enumerate(deploy.analog_layers(m)):
+                layer.manual_seed(10 + i)
+
+    reseed()
+    assert not torch.equal(swapped.train()(x), built.train()(x))  # the paper's weight and output noise
+    reseed()
+    assert deploy.set_hardware(swapped, quiet) is swapped
+    assert all(m.hardware is quiet for _, m in deploy.analog_layers(swapped))
+    assert torch.equal(swapped.train()(x), built.train()(x))
+    reseed()
+    assert torch.equal(swapped.eval()(x), built.eval()(x))
+    deploy.set_hardware(swapped, paper)
+    deploy.program(swapped.eval(), _gen(0))
+    before = {n: m.programmed_weight.clone() for n, m in deploy.analog_layers(swapped)}
+    deploy.set_hardware(swapped, quiet)
+    for n, m in deploy.analog_layers(swapped):
+        assert tile_state.is_programmed(m) and torch.equal(m.programmed_weight, before[n])
+
+
+def test_set_hardware_refuses_a_layout_field_and_changes_nothing():
+    paper = lf.HardwareConfig.preset("pcm_paper")
+    model = nn.Sequential(_Block(paper))
+    with pytest.raises(ValueError, match="another tiles, device than"):
+        deploy.set_hardware(model, paper.replace(tiles=Tiles(8, 8), device=Device("none")))
+    with pytest.raises(ValueError, match="HardwareConfig"):
+        deploy.set_hardware(model, "pcm_paper")
+    with pytest.raises(ValueError, match="no AnalogLinear"):
+        deploy.set_hardware(nn.Sequential(nn.Linear(3, 3)), paper)
+    assert all(m.hardware is paper for _, m in deploy.analog_layers(model))
+
+
 # ------------------------------------------------------------------------------------------------
 # A real model: all-MiniLM-L6-v2
 # ------------------------------------------------------------------------------------------------

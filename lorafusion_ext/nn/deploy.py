@@ -14,12 +14,14 @@ not choose, the kind of hidden state this package avoids.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
 from lorafusion_ext.devices.base import check_time
-from lorafusion_ext.hardware import Periphery
+from lorafusion_ext.hardware import HardwareConfig, Periphery
 from lorafusion_ext.nn.analog_linear import AnalogLinear
 from lorafusion_ext.nn.conditioning import post_update_step
 from lorafusion_ext.nn.tile_state import (
@@ -34,7 +36,14 @@ from lorafusion_ext.nn.tile_state import (
 )
 
 __all__ = ["analog_layers", "clip_after_steps", "drift", "fold_drift_compensation", "post_update_steps", "program",
-           "set_backward", "unprogram"]
+           "set_backward", "set_hardware", "unprogram"]
+
+#: The `HardwareConfig` fields `set_hardware` may change on a built layer: how a read (forward,
+#: backward, training step) goes through the tile. The others shape the layer's parameters, its
+#: tile layout, how its weights are conditioned or what programming stores (mapping, tiles,
+#: device, input_range, weight_res, out_scale, ir_drop): a layer built with them is another layer.
+READ_FIELDS = ("dac", "adc", "out_noise", "noise_management", "bound_management", "modifier", "backward",
+               "out_noise_in_eval", "out_noise_split")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,6 +86,34 @@ def set_backward(model: nn.Module, backward: Periphery | None) -> nn.Module:
                          "AnalogLinear layer: no analog tile to read the gradient through")
     for _, layer in layers:
         layer.hardware = layer.hardware.replace(backward=backward)
+    return model
+
+
+def set_hardware(model: nn.Module, hardware: HardwareConfig) -> nn.Module:
+    """Give every analog layer of `model` (an analog pool's tiles included) the configuration
+    `hardware`, which may differ from each layer's own only in how the tile is read
+    (`READ_FIELDS`: converters, output noise, managements, the training modifier, the backward
+    read): e.g. train with one training-time noise and evaluate the same model with another.
+    The weights, the programmed state (if any) and each layer's noise stream are left as they
+    are. Returns `model`.
+
+    Raises:
+        ValueError: `hardware` is not a HardwareConfig; `model` has no AnalogLinear; a layer's
+            configuration differs from `hardware` in another field (the message names the layer
+            and the fields). Nothing is changed then.
+    """
+    if not isinstance(hardware, HardwareConfig):
+        raise ValueError(f"set_hardware: hardware is a {type(hardware).__name__}; expected a HardwareConfig")
+    layers = _layers_or_raise(model, "set_hardware")
+    for name, layer in layers:
+        fixed = [f for f in dataclasses.fields(HardwareConfig)
+                 if f.name not in READ_FIELDS and getattr(layer.hardware, f.name) != getattr(hardware, f.name)]
+        if fixed:
+            raise ValueError(f"set_hardware: {_named(name)} has another {', '.join(f.name for f in fixed)} than "
+                             f"`hardware`; only {', '.join(READ_FIELDS)} can change on a built layer (build the model "
+                             "with the other configuration instead)")
+    for _, layer in layers:
+        layer.hardware = hardware
     return model
 
 

@@ -61,23 +61,11 @@ from lorafusion_ext.models import DEFAULT_MODEL, resolve_model_path  # noqa: E40
 from ondevice import methods, report  # noqa: E402
 from ondevice.protocol import BACKWARDS, STEPS, TASKS, Settings, plan  # noqa: E402
 from sweep import driver  # noqa: E402
-from sweep.protocol import add_run_arguments, quick_recipe, run_arguments  # noqa: E402
+from sweep.protocol import add_run_arguments, parse_steps, quick_recipe, run_arguments  # noqa: E402
 
 SCRIPT = "python/experiments/on_device.py"
 #: Flags that do not change a result (they are dropped from the page's command).
 NOT_IN_COMMAND = ("--report-only", "--no-progress")
-
-
-def parse_steps(text: str, tasks: tuple[str, ...]) -> dict[str, int]:
-    """'sst2=1000,stsb=540' -> {task: steps}."""
-    out: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        task, _, steps = part.partition("=")
-        if task not in tasks or not steps.strip().isdigit() or int(steps) < 1:
-            raise SystemExit(f"--steps: {part!r}; expected TASK=STEPS with a task of --tasks {tasks} and a positive "
-                             "integer")
-        out[task] = int(steps)
-    return out
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:

@@ -1,6 +1,6 @@
 """The main loop shared by the GLUE training sweeps of this folder (`budget_sweep.py`,
-`on_device.py`): the run folder, the committed cells, the chance levels, the extra workers, the
-claimed queue and the report after every cell."""
+`on_device.py`, `training_noise.py`): the run folder, the committed cells, the chance levels,
+the extra workers, the claimed queue and the report after every cell."""
 
 from __future__ import annotations
 
@@ -36,12 +36,14 @@ def write(report: ModuleType, s: Settings, cells: list[Cell], done: dict[str, di
 
 
 def run(report: ModuleType, script: Path, s: Settings, a: argparse.Namespace, argv: list[str], config: dict,
-        plan: Callable[[Any], list[Cell]], compute: Callable[[Any, Cell], dict]) -> dict:
+        plan: Callable[[Any], list[Cell]], compute: Callable[[Any, Cell], dict],
+        prepare: Callable[[RunFolder, Callable[[str], None]], None] | None = None) -> dict:
     """Compute the unfinished cells of `plan(s)` (`compute(s, cell)` -> record), sharing the queue
     with `a.workers - 1` more processes of `script` (started with `argv`), and rewrite the report
     (`write`) after each; `--report-only` (`a.report_only`) only rewrites it. A run folder with
     no finished cell first takes those of the committed report (`<docs>/<NAME>.json`) that match
-    `config`. Returns the report's JSON."""
+    `config`; then `prepare(folder, log)`, if given, may add cells computed elsewhere (e.g.
+    another experiment's cell of the same run). Returns the report's JSON."""
     name = report.NAME
     torch.set_num_threads(s.threads)
     s.out.mkdir(parents=True, exist_ok=True)
@@ -51,6 +53,8 @@ def run(report: ModuleType, script: Path, s: Settings, a: argparse.Namespace, ar
     taken = folder.adopt(committed.get("cells", {})) if committed else []
     if taken:
         log(f"{len(taken)} finished cells taken from the committed report")
+    if prepare is not None:
+        prepare(folder, log)
     all_cells = plan(dataclasses.replace(s, only=()))
     chance = chance_levels(s, config)
     if a.report_only:

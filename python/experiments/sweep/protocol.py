@@ -111,6 +111,19 @@ def plan(s: Settings) -> list[Cell]:
     return [c for c in ordered if not s.only or c.key.startswith(s.only)]
 
 
+def parse_steps(text: str, tasks: tuple[str, ...]) -> dict[str, int]:
+    """'sst2=740,stsb=540' -> {task: steps} (`--steps` of the one-budget sweeps: `on_device.py`,
+    `training_noise.py`)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        task, _, steps = part.partition("=")
+        if task not in tasks or not steps.strip().isdigit() or int(steps) < 1:
+            raise SystemExit(f"--steps: {part!r}; expected TASK=STEPS with a task of --tasks {tasks} and a positive "
+                             "integer")
+        out[task] = int(steps)
+    return out
+
+
 def add_run_arguments(p: argparse.ArgumentParser, name: str, tasks: tuple[str, ...]) -> None:
     """The options every GLUE training sweep of this folder shares (data, model, hardware, seeds,
     the `Recipe`, processes, resumption); `name` is the report's (budget_sweep, on_device)."""
