@@ -17,11 +17,13 @@ A cell is taken only when the sweep computed the same training and evaluation:
   equal in both) with the cell's seed;
 - the cell: task, method, steps and seed in the sweep's key
   (``{task}/{hwa_lora|digital_lora|full_finetune}/b{steps}/seed{seed}``). A held-out
-  `hwa_lora` / `digital_lora` cell is the sweep's cell at the task's steps; a pool member (seed-0
-  HWA-LoRA on its task, at the pool steps, on the held-out training examples) is the sweep's
-  `hwa_lora` seed-0 cell at those steps together with its stored adapter (`harness.adapters`:
-  the LoRA and head it trained, from which the pool is stacked); the full fine-tune reference is
-  the sweep's `full_finetune` cell at the pool steps.
+  `hwa_lora` / `digital_lora` cell is the sweep's cell at the task's held-out steps; a pool
+  member (seed-0 HWA-LoRA on its task, at the task's pool steps, `--pool-steps` N or per task, on
+  the held-out training examples) is the sweep's `hwa_lora` seed-0 cell at those steps together
+  with its stored adapter (`harness.adapters`: the LoRA and head it trained, from which the pool
+  is stacked); the full fine-tune reference is the sweep's `full_finetune` cell at the task's pool
+  steps. When a task's pool steps differ from its held-out steps, its pool member and its seed-0
+  `hwa_lora` are two sweep cells (e.g. ``sst2/hwa_lora/b1000/seed0`` and ``sst2/hwa_lora/b270/seed0``).
 
 A sweep folder of another recipe is refused as a whole (`check`), naming the fields that differ.
 """
