@@ -320,3 +320,25 @@ def test_a_pool_member_at_other_steps_than_its_held_out_runs(sweep_run):
     report = json.loads((taken / "lorafusion.json").read_text())
     assert lf.cells_from_report(lf.parse([*recipe, *budget, "--out", str(tmp / "y")]), report, "page")
     assert not lf.cells_from_report(lf.parse([*recipe, budget[0], budget[1], "--out", str(tmp / "y")]), report, "page")
+
+
+def test_plan_lists_what_each_cell_would_be_and_writes_nothing(sweep_run, capsys):
+    tmp, sweep_out, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    out = tmp / "plan_only"
+    budget = ["--steps", "sst2=2,stsb=2,rte=4", "--pool-steps", "sst2=2,stsb=4,rte=4"]
+    res = lf.main([*recipe, *budget, "--out", str(out), "--from-sweep", str(sweep_out), "--plan"])
+    assert not out.exists()
+    plan = {k: (v["what"], v["detail"]) for k, v in res["plan"].items()}
+    assert plan["pool/stsb"] == ("taken", "stsb/hwa_lora/b4/seed0")
+    assert plan["reference/stsb/full_finetune"] == ("taken", "stsb/full_finetune/b4/seed0")
+    assert plan["held_out/stsb/hwa_lora/seed0"] == ("taken", "stsb/hwa_lora/b2/seed0")
+    assert plan["held_out/sst2/hwa_lora/seed0"] == ("reused", "pool/sst2")
+    assert plan["held_out/stsb/lorafusion/seed1"] == ("computed", "2 steps")
+    assert plan["held_out/rte/head_only/seed0"] == ("computed", "4 steps")
+    assert "held_out/stsb/hwa_lora/seed0: taken: stsb/hwa_lora/b2/seed0" in capsys.readouterr().out
+    # Without the sweep, the member at other steps is trained here at its pool steps.
+    alone = lf.main([*recipe, *budget, "--out", str(out), "--plan"])["plan"]
+    assert alone["pool/stsb"] == {"what": "computed", "detail": "4 steps"}
+    assert alone["held_out/stsb/hwa_lora/seed0"] == {"what": "computed", "detail": "2 steps"}
+    assert not out.exists()

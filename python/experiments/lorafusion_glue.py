@@ -78,7 +78,12 @@ cell time (38-201 s each; the 5 seed-0 `hwa_lora` cells reuse the pool members).
 (6,403 s of cell time in all, up to 2,279 s each, measured on a busy machine). `--seeds 0,1`
 or `--ablation-tasks sst2` cut the run.
 
-Several workers may share one `--out` (each claims the next cell); start one per core:
+`--plan` lists what each cell of a command's plan would be (finished in `--out`, reused as the
+pool member it is, taken from `--from-sweep`, the sweep's but not finished yet, or computed here
+with its steps), reading files only: nothing is written, no process looked at.
+
+Several workers may share one `--out` (each claims the next cell; the script has no `--workers`
+option); start one per core:
     for i in 1 2; do OMP_NUM_THREADS=1 python python/experiments/lorafusion_glue.py \
         --glue-dir ../shared/data/glue --out results/lfglue --threads 1 & done
 
@@ -129,7 +134,8 @@ from lfglue.methods import (TRAIN, cells_per_task, chance_level, data, full_fine
                             pool_member_from_state, train_lorafusion, train_pool_member)
 from lfglue.protocol import (LEGACY_MAGNITUDE_LR, METHODS, POOL_FREE, TASKS, TEN_YEARS, Budget,  # noqa: E402
                              Settings, _held_out_budget, _pool_budget, budget_from_dict, comparable_budget,
-                             parse_steps, plan, pool_is_hwa_seed0, pool_member_is_hwa, run_folder)
+                             fixed_pool_steps, parse_steps, plan, pool_is_hwa_seed0, pool_member_is_hwa,
+                             run_folder, steps_of)
 from lfglue.report import ADOPTED, pool_span, reference_levels, write_report  # noqa: E402
 
 __all__ = ["METHODS", "TASKS", "Budget", "Settings", "plan", "run_folder", "claims", "pool_span", "write_report",
@@ -329,6 +335,53 @@ def skip_unlearnable(s: Settings, cell: Cell, done: dict[str, dict]) -> dict | N
                        f"chance {ref['chance']:.4f}"}
 
 
+#: What `--plan` says of a cell: finished in --out, the pool member it is, taken from the budget
+#: sweep, the sweep's but not finished yet, or computed by this run.
+PLAN_SOURCES = ("done", "reused", "taken", "waited for", "computed")
+
+
+def plan_sources(s: Settings) -> list[tuple[Cell, str, str]]:
+    """What a run would do with each cell of its plan, read from the files only (`--plan`; no
+    file written, no process looked at): done in `--out`, reused (the pool member it is), taken
+    from the budget sweep (`--from-sweep`; a pool member only with its stored adapter), the
+    sweep's and not finished yet (its report lists it: waited for while the sweep runs), or
+    computed here, with its training steps. Returns (cell, what: one of `PLAN_SOURCES`, detail)."""
+    done = run_folder(s).load()
+    b = s.budget
+    out = []
+    for cell in plan(s):
+        if cell.key in done:
+            out.append((cell, "done", "in --out"))
+            continue
+        if cell.kind == "held_out" and cell.method == "hwa_lora" and cell.seed == 0 and pool_is_hwa_seed0(s, cell.task):
+            out.append((cell, "reused", f"pool/{cell.task}"))
+            continue
+        key = from_sweep.sweep_key(s, cell) if s.from_sweep is not None else None
+        if key is not None:
+            if from_sweep._folder(s).get(key) is not None:
+                if cell.kind != "pool" or from_sweep.has_adapter(s, key):
+                    out.append((cell, "taken", key))
+                    continue
+                why = f"the sweep's {key} is finished but has no stored adapter"
+            elif from_sweep.listed(s, key):
+                out.append((cell, "waited for", f"the sweep's {key}, not finished (its report has it): waited for "
+                                                "while the sweep runs, else computed here"))
+                continue
+            else:
+                why = f"the sweep has no {key}"
+        else:
+            why = ""
+        if cell.kind == "chance":
+            what = "no training"
+        else:
+            steps = (fixed_pool_steps(b, cell.task) if cell.kind in ("pool", "reference") else steps_of(b, cell.task))
+            what = f"{steps if steps is not None else 'data-dependent'} steps"
+        unlearnable = (" (left out if the task is not learnable)" if s.skip_unlearnable
+                       and cell.kind in ("held_out", "ablation", "diagnosis") else "")
+        out.append((cell, "computed", what + (f"; {why}" if why else "") + unlearnable))
+    return out
+
+
 def _their_pool_is_hwa(source: Path, task: str) -> bool:
     """Whether the run in `source` (`--import-from`) has a pool member of `task` that becomes a
     seed-0 `hwa_lora` cell when imported (`import_cells`)."""
@@ -478,6 +531,9 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--export-pool", default=None, help="write the pool without --export-held-out (and its heads) here, then stop")
     p.add_argument("--export-held-out", default="sst2")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the finished cells")
+    p.add_argument("--plan", action="store_true",
+                   help="only list what each cell of the plan would be (done, reused, taken from --from-sweep, "
+                        "waited for, or computed here with its steps); writes nothing")
     p.add_argument("--import-from", default=None,
                    help="another run's --out: import its pool-free held-out cells (same per-task budget)")
     p.add_argument("--from-sweep", default=None,
@@ -580,12 +636,20 @@ def parse(argv: list[str] | None) -> Settings:
     s.hardware = HardwareConfig.preset(a.hardware)
     s.export = (Path(a.export_pool), a.export_held_out) if a.export_pool else None
     s.report_only = a.report
+    s.plan_only = a.plan
     s.import_from = Path(a.import_from) if a.import_from else None
     return s
 
 
 def main(argv: list[str] | None = None) -> dict:
     s = parse(argv)
+    if s.plan_only:  # before anything is written
+        sources = plan_sources(s)
+        for cell, what, detail in sources:
+            print(f"{cell.key}: {what}: {detail}")
+        counts = {w: sum(what == w for _, what, _ in sources) for w in PLAN_SOURCES}
+        print(f"[lorafusion_glue] --plan: {len(sources)} cells: " + ", ".join(f"{n} {w}" for w, n in counts.items()))
+        return {"plan": {c.key: {"what": what, "detail": detail} for c, what, detail in sources}}
     s.out.mkdir(parents=True, exist_ok=True)
     if s.export is not None:
         folder = export_pool(s, s.export[1], s.export[0])

@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import Cell, PendingCell, RunFolder, load_adapter, read_json
+from harness import Cell, PendingCell, RunFolder, adapter_path, load_adapter, read_json
 
 from .protocol import TEN_YEARS, Settings, fixed_pool_steps, steps_of
 
@@ -168,12 +168,24 @@ def will_come(s: Settings, key: str) -> bool:
     has `key`'s task at all: the report is rewritten after each of the sweep's cells, so one
     written before the sweep was restarted with other budgets lists stale ones; waiting for a cell
     that does not come costs time until the sweep ends, computing one that comes costs the cell."""
+    return listed(s, key) and running(s)
+
+
+def listed(s: Settings, key: str) -> bool:
+    """Whether the sweep's report lists cell `key` as pending or has its task at all (what
+    `will_come` waits for while the sweep runs), read from the report only: no process is
+    looked at (`--plan`)."""
     path = report_path(s)
     report = read_json(path) if path is not None else None
     if not report:
         return False
-    pending = key in (report.get("pending") or []) or key.split("/")[0] in (report.get("tasks") or {})
-    return pending and running(s)
+    return key in (report.get("pending") or []) or key.split("/")[0] in (report.get("tasks") or {})
+
+
+def has_adapter(s: Settings, key: str) -> bool:
+    """Whether the sweep stored an adapter for cell `key` (its config not read: `adapter` checks it)."""
+    assert s.from_sweep is not None
+    return adapter_path(s.from_sweep / "adapters", key).is_file()
 
 
 def adapter(s: Settings, key: str) -> dict[str, Any] | None:

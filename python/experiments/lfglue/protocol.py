@@ -159,6 +159,8 @@ class Settings:
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
     export: tuple[Path, str] | None = None
     report_only: bool = False
+    #: only list what each cell would be (`--plan`), writing nothing.
+    plan_only: bool = False
     import_from: Path | None = None
     threads: int = 1  # torch threads per worker of the run that computed the cells
     #: a budget-sweep run folder whose cells of the identical protocol are taken (`lfglue.from_sweep`).
