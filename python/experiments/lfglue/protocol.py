@@ -207,7 +207,7 @@ def plan(s: Settings) -> list[Cell]:
     """Every cell of the experiment, in priority order (what runs first when several workers
     share the queue, and what an interrupted run has finished): each task's chance level and
     full fine-tune reference; the pool; seed 0 of
-    `lorafusion`, `hwa_lora` (reused), `magnitude_only` and `head_only` on every task; seed 0
+    `lorafusion`, `hwa_lora` (the pool member where it is one), `magnitude_only` and `head_only` on every task; seed 0
     of `digital_lora`; the capacity/optimisation diagnosis on `--diagnosis-task`; the other
     seeds of every method; then the other ablations and diagnosis cells."""
     seeds = list(s.budget.seeds)
