@@ -297,6 +297,13 @@ def test_a_pool_member_at_other_steps_than_its_held_out_runs(sweep_run):
     again = lf.run_folder(lf.parse([*recipe, *budget, "--out", str(here)])).load()
     assert again["held_out/sst2/hwa_lora/seed0"]["reused_from"] == "pool/sst2"
     assert "held_out/stsb/hwa_lora/seed0" not in again and "held_out/stsb/hwa_lora/seed0" in res["pending"]
+    # --import-from this run: a pool member becomes the seed-0 hwa_lora of its task only where it is one.
+    s = lf.parse([*recipe, *budget, "--out", str(tmp / "pool_steps_import")])
+    assert lf.import_cells(s, here) > 0
+    imported = lf.run_folder(s).load()
+    assert imported["held_out/sst2/hwa_lora/seed0"]["imported_from"] == f"{here}:pool/sst2"
+    assert imported["pool/stsb"]["imported_from"] == f"{here}:pool/stsb" and (s.out / "pool" / "stsb" / "run.json").is_file()
+    assert "held_out/stsb/hwa_lora/seed0" not in imported
 
     # Taken from the sweep: the pool member and full fine-tune at the pool steps (4), the held-out
     # cell at the held-out steps (2), each the run computed here.
