@@ -1,6 +1,7 @@
 """`lorafusion_glue.py --from-sweep`: the cells a budget-sweep run folder computed under the
 identical recipe are taken instead of computed again, and give the numbers the LoRAFusion script
-computes itself; per-task `--steps`; `--skip-unlearnable`; `--ablation-tasks none`.
+computes itself; per-task `--steps` and `--pool-steps` (a pool member at other steps than its
+task's held-out runs); `--skip-unlearnable`; `--ablation-tasks none`.
 
 A `--quick` budget sweep on a tiny random BERT and a tiny synthetic GLUE folder written here is
 the source; the LoRAFusion script runs the same recipe once computing every cell and once taking
@@ -215,3 +216,136 @@ def test_a_cell_the_running_sweep_is_still_to_compute_is_waited_for(sweep_run, t
     # The sweep has stopped (no live claim): the cell will not come from it, so it is computed here.
     (sweep / "claims" / "stsb__hwa_lora__b8__seed1").write_text("999999999")
     assert lf.cell_from_sweep(s, coming) is None
+
+
+def test_pool_steps_per_task_are_validated(sweep_run, capsys):
+    tmp, _, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    args = [*recipe, "--out", str(tmp / "p"), "--steps", "sst2=2,stsb=2,rte=4"]
+    b = lf.parse([*args, "--pool-steps", "sst2=2,stsb=4,rte=4"]).budget
+    assert b.pool_task_steps == {"sst2": 2, "stsb": 4, "rte": 4} and b.pool_steps is None
+    assert lf.parse([*args, "--pool-steps", "6"]).budget.pool_steps == 6
+    # One number for every task is recorded as that number, the held-out steps as no --pool-steps:
+    # equal protocols, equal budgets (what a committed page's adoption compares).
+    same = lf.parse([*args, "--pool-steps", "rte=5,sst2=5,stsb=5"]).budget
+    assert (same.pool_steps, same.pool_task_steps) == (5, None)
+    plain = lf.parse([*args, "--pool-steps", "sst2=2,stsb=2,rte=4"]).budget
+    assert (plain.pool_steps, plain.pool_task_steps) == (None, None) and plain == lf.parse(args).budget
+    for bad, why in (("sst2=3,stsb=5", "--pool-steps 'sst2=3,stsb=5': no steps for rte"),
+                     ("sst2=3,stsb=5,rte=7,cola=2", "--pool-steps 'sst2=3,stsb=5,rte=7,cola=2': tasks not in --tasks: cola"),
+                     ("sst2=3,stsb=0,rte=7", "stsb = 0"), ("0", "--pool-steps 0: expected a positive integer"),
+                     ("many", "--pool-steps 'many': expected a positive integer or TASK=N"),
+                     ("sst2=3,sst2=4,stsb=5,rte=7", "sst2 given twice")):
+        with pytest.raises(SystemExit):
+            lf.parse([*args, "--pool-steps", bad])
+        assert why in capsys.readouterr().err
+
+
+def test_recorded_budgets_keep_their_global_pool_reuse():
+    """Per task, a pool member is its task's seed-0 hwa_lora exactly when the one global flag of
+    the runs recorded before per-task pool steps said so, for the budgets they could record."""
+    from lfglue.protocol import TASKS, budget_from_dict, pool_member_is_hwa
+
+    def old_flag(b: dict) -> bool:  # the global test those runs were reused and imported by
+        return ((b.get("pool_steps") is None or (b["pool_steps"] == b["steps"] and not b.get("task_steps")))
+                and (b.get("pool_train_examples") or b["train_examples"]) == b["train_examples"]
+                and b.get("pool_epochs") is None)
+
+    pages = Path(__file__).resolve().parents[1] / "docs" / "results"
+    recorded = [json.loads((pages / p).read_text())["budget"] for p in
+                ("lorafusion_short_budget.json", "pool100/lorafusion.json", "lorafusion_magnitude_lr_5e-3.json")]
+    base = recorded[1]
+    recorded += [{**base, "pool_steps": 100}, {**base, "pool_steps": 300}, {**base, "pool_train_examples": 4800},
+                 {**base, "pool_epochs": 3.0}, {**base, "task_steps": {t: 100 for t in TASKS}},
+                 {**base, "task_steps": {t: 50 + i for i, t in enumerate(TASKS)}}]
+    assert [old_flag(b) for b in recorded[:3]] == [False, True, False]
+    for b in recorded:
+        assert [pool_member_is_hwa(budget_from_dict(b), t) for t in TASKS] == [old_flag(b)] * len(TASKS), b
+    # Newly expressible: one task's pool member at other steps than its held-out runs.
+    mixed = budget_from_dict({**base, "steps": 60, "task_steps": {t: 50 + i for i, t in enumerate(TASKS)},
+                              "pool_task_steps": {t: 50 + i + (t == "sst2") * 100 for i, t in enumerate(TASKS)}})
+    assert [pool_member_is_hwa(mixed, t) for t in TASKS] == [t != "sst2" for t in TASKS]
+
+
+def test_a_pool_member_at_other_steps_than_its_held_out_runs(sweep_run):
+    """STS-B held out at 2 steps, its pool member trained 4 (`--pool-steps` per task): its seed-0
+    hwa_lora is a run of its own, computed (or taken from the sweep at 2 steps) while its pool
+    member (and full fine-tune) are at 4; SST-2 and RTE, whose pool steps are their held-out
+    steps, reuse their pool member."""
+    tmp, sweep_out, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    budget = ["--steps", "sst2=2,stsb=2,rte=4", "--pool-steps", "sst2=2,stsb=4,rte=4"]
+    only = ["--only", "reference/,pool/,held_out/sst2/hwa_lora/seed0,held_out/stsb/hwa_lora/seed0,"
+                      "held_out/rte/hwa_lora/seed0"]
+    here = tmp / "pool_steps_here"
+    lf.main([*recipe, *budget, *only, "--out", str(here)])
+    mine = lf.run_folder(lf.parse([*recipe, *budget, "--out", str(here)])).load()
+    for t in ("sst2", "rte"):
+        assert mine[f"held_out/{t}/hwa_lora/seed0"]["reused_from"] == f"pool/{t}"
+    own = mine["held_out/stsb/hwa_lora/seed0"]
+    assert "reused_from" not in own and own["t0"] != mine["pool/stsb"]["t0"]  # Pearson: another run, another score
+    assert mine["reference/stsb/full_finetune"]["steps"] == 4 and mine["reference/sst2/full_finetune"]["steps"] == 2
+    page = (here / "lorafusion.md").read_text()
+    assert "Pool members: steps per task (sst2 2, stsb 4, rte 4) on at most 16 examples." in page
+    assert ("The pool member of sst2, rte is also the seed-0 `hwa_lora` of its task (the same run); that of stsb "
+            "(4 steps, held out at 2) is not") in page
+    assert "its seed-0 run on sst2, rte is the pool member of that task, reused" in page
+    # --report fills in the seed-0 hwa_lora a finished pool member is, for those tasks only.
+    for t in ("sst2", "stsb"):
+        (here / "cells" / f"held_out__{t}__hwa_lora__seed0.json").unlink()
+    res = lf.main([*recipe, *budget, "--out", str(here), "--report"])
+    again = lf.run_folder(lf.parse([*recipe, *budget, "--out", str(here)])).load()
+    assert again["held_out/sst2/hwa_lora/seed0"]["reused_from"] == "pool/sst2"
+    assert "held_out/stsb/hwa_lora/seed0" not in again and "held_out/stsb/hwa_lora/seed0" in res["pending"]
+    # --import-from this run: a pool member becomes the seed-0 hwa_lora of its task only where it is one.
+    s = lf.parse([*recipe, *budget, "--out", str(tmp / "pool_steps_import")])
+    assert lf.import_cells(s, here) > 0
+    imported = lf.run_folder(s).load()
+    assert imported["held_out/sst2/hwa_lora/seed0"]["imported_from"] == f"{here}:pool/sst2"
+    assert imported["pool/stsb"]["imported_from"] == f"{here}:pool/stsb" and (s.out / "pool" / "stsb" / "run.json").is_file()
+    assert "held_out/stsb/hwa_lora/seed0" not in imported
+
+    # Taken from the sweep: the pool member and full fine-tune at the pool steps (4), the held-out
+    # cell at the held-out steps (2), each the run computed here.
+    taken = tmp / "pool_steps_taken"
+    res = lf.main([*recipe, *budget, *only, "--out", str(taken), "--from-sweep", str(sweep_out)])
+    theirs = lf.run_folder(lf.parse([*recipe, *budget, "--out", str(taken)])).load()
+    expected = {"pool/sst2": "sst2/hwa_lora/b2/seed0", "pool/stsb": "stsb/hwa_lora/b4/seed0",
+                "pool/rte": "rte/hwa_lora/b4/seed0", "reference/stsb/full_finetune": "stsb/full_finetune/b4/seed0",
+                "reference/rte/full_finetune": "rte/full_finetune/b4/seed0",
+                "held_out/stsb/hwa_lora/seed0": "stsb/hwa_lora/b2/seed0"}
+    assert {k: r["from_sweep"].rsplit(":", 1)[-1] for k, r in theirs.items() if "from_sweep" in r} == expected
+    for t in ("sst2", "rte"):
+        assert theirs[f"held_out/{t}/hwa_lora/seed0"]["reused_from"] == f"pool/{t}"
+    for key in ("pool/stsb", "held_out/stsb/hwa_lora/seed0", "reference/stsb/full_finetune"):
+        for field in SAME:
+            if mine[key].get(field) is not None:
+                assert theirs[key][field] == pytest.approx(mine[key][field], abs=1e-6), (key, field)
+    page = (taken / "lorafusion.md").read_text()
+    assert "and also this page's seed-0 `hwa_lora` of its task for sst2, rte" in page
+    # A fresh clone of this page adopts it under the same per-task budget, not under another.
+    report = json.loads((taken / "lorafusion.json").read_text())
+    assert lf.cells_from_report(lf.parse([*recipe, *budget, "--out", str(tmp / "y")]), report, "page")
+    assert not lf.cells_from_report(lf.parse([*recipe, budget[0], budget[1], "--out", str(tmp / "y")]), report, "page")
+
+
+def test_plan_lists_what_each_cell_would_be_and_writes_nothing(sweep_run, capsys):
+    tmp, sweep_out, recipe = sweep_run
+    lf = _load("lorafusion_glue")
+    out = tmp / "plan_only"
+    budget = ["--steps", "sst2=2,stsb=2,rte=4", "--pool-steps", "sst2=2,stsb=4,rte=4"]
+    res = lf.main([*recipe, *budget, "--out", str(out), "--from-sweep", str(sweep_out), "--plan"])
+    assert not out.exists()
+    plan = {k: (v["what"], v["detail"]) for k, v in res["plan"].items()}
+    assert plan["pool/stsb"] == ("taken", "stsb/hwa_lora/b4/seed0")
+    assert plan["reference/stsb/full_finetune"] == ("taken", "stsb/full_finetune/b4/seed0")
+    assert plan["held_out/stsb/hwa_lora/seed0"] == ("taken", "stsb/hwa_lora/b2/seed0")
+    assert plan["held_out/sst2/hwa_lora/seed0"] == ("reused", "pool/sst2")
+    assert plan["held_out/stsb/lorafusion/seed1"] == ("computed", "2 steps")
+    assert plan["held_out/rte/head_only/seed0"] == ("computed", "4 steps")
+    assert "held_out/stsb/hwa_lora/seed0: taken: stsb/hwa_lora/b2/seed0" in capsys.readouterr().out
+    # Without the sweep, the member at other steps is trained here at its pool steps.
+    alone = lf.main([*recipe, *budget, "--out", str(out), "--plan"])["plan"]
+    assert alone["pool/stsb"] == {"what": "computed", "detail": "4 steps"}
+    assert alone["held_out/stsb/hwa_lora/seed0"] == {"what": "computed", "detail": "2 steps"}
+    assert not out.exists()

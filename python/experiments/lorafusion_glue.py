@@ -7,7 +7,9 @@ heads digital):
 1. **Pool.** For every task T, one HWA-LoRA (rank 8, alpha 32, all linear layers) trained
    through the hardware on T with the common budget and seed 0: the pool member of T. It is
    also the seed-0 `hwa_lora` result on T when T is held out (same recipe, budget and seed: the
-   run is reused, not repeated). Its own dev score is reported.
+   run is reused, not repeated), unless T's pool member has other steps (`--pool-steps`, N or
+   per task) or examples than T's held-out runs: then that seed is a run of its own, task by
+   task. Its own dev score is reported.
 2. **Held-out task T.** The pool is the members of the other tasks (in `--tasks` order).
    Methods, each with the same steps, batch size, training examples and head learning rate:
    - `lorafusion`: the pool fused by trained coefficients and DoRA magnitudes
@@ -46,10 +48,13 @@ page lacks.
 **At a real budget** (issue 25; the page `lorafusion.md`, the short-budget one being
 `lorafusion_short_budget.md`, written with `--page lorafusion_short_budget`): the budget sweep's
 recipe (batch 32, every training and dev example, length grouping 50, head lr 1e-3) with steps
-per task (`--steps sst2=1000,stsb=540,...`, the sweep's largest budget of each task), the pool
-member of a task being its seed-0 `hwa_lora`. `--from-sweep DIR` takes from a budget-sweep run
-folder every cell it computed under the identical recipe (`lfglue.from_sweep`: held-out
-`hwa_lora` / `digital_lora`, the pool members from its stored adapters, the full fine-tunes; a
+per task (`--steps sst2=270,stsb=540,...`), the pool members trained to convergence (the sweep's
+largest budget of each task, `--pool-steps sst2=1000,stsb=540,...`): SST-2 is held out at a
+shorter budget than its pool member's (the compute cap of issue 25), so its seed-0 `hwa_lora` is
+a run of its own, while the pool member of every other task is its seed-0 `hwa_lora`.
+`--from-sweep DIR` takes from a budget-sweep run folder every cell it computed under the
+identical recipe (`lfglue.from_sweep`: held-out `hwa_lora` / `digital_lora` at the held-out
+steps, the pool members from its stored adapters and the full fine-tunes at the pool steps; a
 folder of another recipe is refused; while the sweep runs, the cells it is still to compute are
 waited for), and the page lists them. `--skip-unlearnable` computes each task's chance level and
 full fine-tune first and leaves out the held-out cells of a task the fine-tune does not learn;
@@ -73,17 +78,25 @@ cell time (38-201 s each; the 5 seed-0 `hwa_lora` cells reuse the pool members).
 (6,403 s of cell time in all, up to 2,279 s each, measured on a busy machine). `--seeds 0,1`
 or `--ablation-tasks sst2` cut the run.
 
-Several workers may share one `--out` (each claims the next cell); start one per core:
+`--plan` lists what each cell of a command's plan would be (finished in `--out`, reused as the
+pool member it is, taken from `--from-sweep`, the sweep's but not finished yet, or computed here
+with its steps), reading files only: nothing is written, no process looked at.
+
+Several workers may share one `--out` (each claims the next cell; the script has no `--workers`
+option); start one per core:
     for i in 1 2; do OMP_NUM_THREADS=1 python python/experiments/lorafusion_glue.py \
         --glue-dir ../shared/data/glue --out results/lfglue --threads 1 & done
 
 Usage:
     python python/experiments/lorafusion_glue.py --glue-dir ../shared/data/glue --page lorafusion_short_budget \
         --pool-steps 300 --pool-train-examples 4800 --threads 1   # the short budget
-    python python/experiments/lorafusion_glue.py --glue-dir ../shared/data/glue --out results/lfglue_real \
-        --from-sweep results/budget_sweep --steps sst2=1000,cola=804,mrpc=345,stsb=540,rte=234 \
-        --batch-size 32 --train-examples all --eval-examples all --group-by-length 50 --head-lr 1e-3 \
-        --ablation-tasks none --skip-unlearnable --threads 1   # the real budget
+    for i in 1 2; do OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python python/experiments/lorafusion_glue.py \
+        --glue-dir ../shared/data/glue --out results/lfglue_real --from-sweep results/budget_sweep \
+        --steps sst2=270,cola=804,mrpc=345,stsb=540,rte=234 \
+        --pool-steps sst2=1000,cola=804,mrpc=345,stsb=540,rte=234 \
+        --batch-size 32 --max-length 64 --train-examples all --eval-examples all --group-by-length 50 \
+        --head-lr 1e-3 --lora-lr 1e-3 --seeds 0,1,2 --trials 3 --ablation-tasks none --skip-unlearnable \
+        --threads 1 & done; wait   # the real budget, two workers sharing --out (no --workers option)
     python python/experiments/lorafusion_glue.py --quick --glue-dir DIR --out /tmp/q   # smoke run
 """
 
@@ -120,8 +133,9 @@ from lfglue import from_sweep  # noqa: E402
 from lfglue.methods import (TRAIN, cells_per_task, chance_level, data, full_finetune, lora_model, pool_for,  # noqa: E402
                             pool_member_from_state, train_lorafusion, train_pool_member)
 from lfglue.protocol import (LEGACY_MAGNITUDE_LR, METHODS, POOL_FREE, TASKS, TEN_YEARS, Budget,  # noqa: E402
-                             Settings, _held_out_budget, _pool_budget, comparable_budget, parse_steps, plan,
-                             pool_is_hwa_seed0, run_folder)
+                             Settings, _held_out_budget, _pool_budget, budget_from_dict, comparable_budget,
+                             fixed_pool_steps, parse_steps, plan, pool_is_hwa_seed0, pool_member_is_hwa,
+                             run_folder, steps_of)
 from lfglue.report import ADOPTED, pool_span, reference_levels, write_report  # noqa: E402
 
 __all__ = ["METHODS", "TASKS", "Budget", "Settings", "plan", "run_folder", "claims", "pool_span", "write_report",
@@ -152,8 +166,8 @@ def import_cells(s: Settings, source: Path) -> int:
     run's per-task budget, model and hardware equal this one's: `hwa_lora`, `digital_lora`,
     `head_only`, and `magnitude_only` when it ran with this run's magnitude lr. Its pool members
     are imported too (copied to <out>/pool) when they had this run's tasks and pool budget, and
-    become seed-0 `hwa_lora` cells when they were trained with the per-task budget. Returns how
-    many cells were imported."""
+    become seed-0 `hwa_lora` cells of the tasks whose member was trained with the held-out budget
+    (`pool_member_is_hwa`, per task). Returns how many cells were imported."""
     theirs = recorded_settings(source)
     if theirs is None:  # e.g. a fresh clone, whose cells came from the committed report instead
         print(f"[lorafusion_glue] --import-from {source}: no run there; nothing imported", flush=True)
@@ -162,10 +176,8 @@ def import_cells(s: Settings, source: Path) -> int:
     if (_held_out_budget(theirs["budget"]) != _held_out_budget(mine["budget"]) or theirs["model"] != mine["model"]
             or theirs["hardware"] != mine["hardware"]):
         raise ValueError(f"--import-from {source}: its budget/model/hardware differ from this run's; nothing imported")
-    their_pool = _pool_budget(theirs["budget"])
-    tb = theirs["budget"]
-    their_pool_is_hwa = (tb.get("pool_steps") is None or (tb["pool_steps"] == tb["steps"] and not tb.get("task_steps"))
-                         ) and their_pool[1] == tb["train_examples"] and their_pool[2] is None
+    # Per task: whether their pool member of it is also a seed-0 hwa_lora of this run's budget.
+    their_budget = budget_from_dict(theirs["budget"])
     same_pool = (_pool_budget(theirs["budget"]) == _pool_budget(mine["budget"])
                  and tuple(theirs.get("tasks", ())) == tuple(s.tasks))
     same_magnitude_lr = theirs.get("magnitude_lr", LEGACY_MAGNITUDE_LR) == s.fusion.magnitude_lr
@@ -180,7 +192,7 @@ def import_cells(s: Settings, source: Path) -> int:
                 and (parts[2] != "magnitude_only" or same_magnitude_lr)):
             targets.append(key)
         elif parts[0] == "pool":
-            if their_pool_is_hwa:
+            if pool_member_is_hwa(their_budget, parts[1]):
                 targets.append(f"held_out/{parts[1]}/hwa_lora/seed0")
             if same_pool and (source / "pool" / parts[1] / "run.json").is_file():
                 dest = s.out / "pool" / parts[1]
@@ -323,6 +335,60 @@ def skip_unlearnable(s: Settings, cell: Cell, done: dict[str, dict]) -> dict | N
                        f"chance {ref['chance']:.4f}"}
 
 
+#: What `--plan` says of a cell: finished in --out, the pool member it is, taken from the budget
+#: sweep, the sweep's but not finished yet, or computed by this run.
+PLAN_SOURCES = ("done", "reused", "taken", "waited for", "computed")
+
+
+def plan_sources(s: Settings) -> list[tuple[Cell, str, str]]:
+    """What a run would do with each cell of its plan, read from the files only (`--plan`; no
+    file written, no process looked at): done in `--out`, reused (the pool member it is), taken
+    from the budget sweep (`--from-sweep`; a pool member only with its stored adapter), the
+    sweep's and not finished yet (its report lists it: waited for while the sweep runs), or
+    computed here, with its training steps. Returns (cell, what: one of `PLAN_SOURCES`, detail)."""
+    done = run_folder(s).load()
+    b = s.budget
+    out = []
+    for cell in plan(s):
+        if cell.key in done:
+            out.append((cell, "done", "in --out"))
+            continue
+        if cell.kind == "held_out" and cell.method == "hwa_lora" and cell.seed == 0 and pool_is_hwa_seed0(s, cell.task):
+            out.append((cell, "reused", f"pool/{cell.task}"))
+            continue
+        key = from_sweep.sweep_key(s, cell) if s.from_sweep is not None else None
+        if key is not None:
+            if from_sweep._folder(s).get(key) is not None:
+                if cell.kind != "pool" or from_sweep.has_adapter(s, key):
+                    out.append((cell, "taken", key))
+                    continue
+                why = f"the sweep's {key} is finished but has no stored adapter"
+            elif from_sweep.listed(s, key):
+                out.append((cell, "waited for", f"the sweep's {key}, not finished (its report has it): waited for "
+                                                "while the sweep runs, else computed here"))
+                continue
+            else:
+                why = f"the sweep has no {key}"
+        else:
+            why = ""
+        if cell.kind == "chance":
+            what = "no training"
+        else:
+            steps = (fixed_pool_steps(b, cell.task) if cell.kind in ("pool", "reference") else steps_of(b, cell.task))
+            what = f"{steps if steps is not None else 'data-dependent'} steps"
+        unlearnable = (" (left out if the task is not learnable)" if s.skip_unlearnable
+                       and cell.kind in ("held_out", "ablation", "diagnosis") else "")
+        out.append((cell, "computed", what + (f"; {why}" if why else "") + unlearnable))
+    return out
+
+
+def _their_pool_is_hwa(source: Path, task: str) -> bool:
+    """Whether the run in `source` (`--import-from`) has a pool member of `task` that becomes a
+    seed-0 `hwa_lora` cell when imported (`import_cells`)."""
+    theirs = recorded_settings(source)
+    return theirs is not None and pool_member_is_hwa(budget_from_dict(theirs["budget"]), task)
+
+
 def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
     """Train and evaluate one cell (or reuse the pool member it is, or take it from the budget
     sweep, or leave it out when its task is not learnable); its record."""
@@ -333,7 +399,7 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
     spec = task_spec(cell.task)
     metric = spec.metrics[0]
     extra: dict[str, Any] = {}
-    if cell.kind == "held_out" and cell.method == "hwa_lora" and cell.seed == 0 and pool_is_hwa_seed0(s):
+    if cell.kind == "held_out" and cell.method == "hwa_lora" and cell.seed == 0 and pool_is_hwa_seed0(s, cell.task):
         # The pool member of this task is this run (same recipe, budget, seed): reuse it.
         src = done.get(f"pool/{cell.task}")
         if src is None:
@@ -346,7 +412,8 @@ def run_cell(s: Settings, cell: Cell, done: dict[str, dict]) -> dict:
         if taken is not None:
             return taken
     if s.import_from is not None and (cell.kind == "pool" or (cell.kind == "held_out" and cell.method in POOL_FREE)):
-        theirs = [cell.key] + ([f"pool/{cell.task}"] if cell.method == "hwa_lora" and cell.seed == 0 else [])
+        theirs = [cell.key] + ([f"pool/{cell.task}"] if cell.method == "hwa_lora" and cell.seed == 0
+                               and _their_pool_is_hwa(s.import_from, cell.task) else [])
         busy = [k for k in theirs if Claims(s.import_from / "claims").claimed_by_other(k)]
         if busy:  # the imported run is computing it: wait for the import instead of repeating it
             raise PendingCell(f"{busy[0]} is running in {s.import_from}")
@@ -400,6 +467,22 @@ def _count_or_all(text: str) -> int:
     return v
 
 
+def pool_steps_option(text: str, tasks: tuple[str, ...], b: Budget) -> tuple[int | None, dict[str, int] | None]:
+    """`--pool-steps` (N, or TASK=N,... naming each of `tasks`) as (`Budget.pool_steps`,
+    `Budget.pool_task_steps`), given the held-out steps already in `b`. Per-task steps that are
+    one number for every task are recorded as that number (as `--pool-steps N`), and per-task
+    steps equal to every task's held-out steps as no `--pool-steps` at all, so that equal
+    protocols record equal budgets. ValueError naming `--pool-steps` and what is wrong."""
+    steps, per_task = parse_steps(text, tasks, option="--pool-steps")
+    if per_task is None:
+        return steps, None
+    if len(set(per_task.values())) == 1:
+        return steps, None
+    if b.task_steps is not None and per_task == b.task_steps:
+        return None, None
+    return None, per_task
+
+
 def parse(argv: list[str] | None) -> Settings:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--glue-dir", required=True, help="GLUE folder in the official layout")
@@ -427,9 +510,10 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--eval-examples", type=_count_or_all, default=None, help="a number, or 'all'")
     p.add_argument("--seeds", default=None, help="comma-separated, default 0,1,2")
     p.add_argument("--trials", type=int, default=None)
-    p.add_argument("--pool-steps", type=int, default=None,
-                   help="steps of the pool members (default --steps; when they differ, the pool members are not "
-                        "reused as the seed-0 hwa_lora)")
+    p.add_argument("--pool-steps", default=None,
+                   help="steps of the pool members: N for every task, or TASK=N,... naming each task of --tasks "
+                        "(default --steps; a task whose pool steps differ from its --steps has its seed-0 hwa_lora "
+                        "trained on its own, the others reuse their pool member)")
     p.add_argument("--pool-train-examples", type=int, default=None)
     p.add_argument("--pool-epochs", type=float, default=None,
                    help="train each pool member this many epochs of its examples, at most --pool-max-steps "
@@ -447,6 +531,9 @@ def parse(argv: list[str] | None) -> Settings:
     p.add_argument("--export-pool", default=None, help="write the pool without --export-held-out (and its heads) here, then stop")
     p.add_argument("--export-held-out", default="sst2")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the finished cells")
+    p.add_argument("--plan", action="store_true",
+                   help="only list what each cell of the plan would be (done, reused, taken from --from-sweep, "
+                        "waited for, or computed here with its steps); writes nothing")
     p.add_argument("--import-from", default=None,
                    help="another run's --out: import its pool-free held-out cells (same per-task budget)")
     p.add_argument("--from-sweep", default=None,
@@ -487,7 +574,12 @@ def parse(argv: list[str] | None) -> Settings:
             if not v > 0:
                 p.error(f"--{name.replace('_', '-')} = {v}; expected a positive learning rate")
             setattr(b, name, v)
-    for name in ("batch_size", "max_length", "trials", "pool_steps", "pool_train_examples", "pool_max_steps"):
+    if a.pool_steps is not None:
+        try:
+            b.pool_steps, b.pool_task_steps = pool_steps_option(a.pool_steps, tasks, b)
+        except ValueError as e:
+            p.error(str(e))
+    for name in ("batch_size", "max_length", "trials", "pool_train_examples", "pool_max_steps"):
         v = getattr(a, name)
         if v is not None:
             if v < 1:
@@ -544,12 +636,20 @@ def parse(argv: list[str] | None) -> Settings:
     s.hardware = HardwareConfig.preset(a.hardware)
     s.export = (Path(a.export_pool), a.export_held_out) if a.export_pool else None
     s.report_only = a.report
+    s.plan_only = a.plan
     s.import_from = Path(a.import_from) if a.import_from else None
     return s
 
 
 def main(argv: list[str] | None = None) -> dict:
     s = parse(argv)
+    if s.plan_only:  # before anything is written
+        sources = plan_sources(s)
+        for cell, what, detail in sources:
+            print(f"{cell.key}: {what}: {detail}")
+        counts = {w: sum(what == w for _, what, _ in sources) for w in PLAN_SOURCES}
+        print(f"[lorafusion_glue] --plan: {len(sources)} cells: " + ", ".join(f"{n} {w}" for w, n in counts.items()))
+        return {"plan": {c.key: {"what": what, "detail": detail} for c, what, detail in sources}}
     s.out.mkdir(parents=True, exist_ok=True)
     if s.export is not None:
         folder = export_pool(s, s.export[1], s.export[0])
@@ -573,7 +673,7 @@ def main(argv: list[str] | None = None) -> dict:
         done = folder.load()
         for t in s.tasks:  # the seed-0 hwa_lora that a finished pool member already is
             key = f"held_out/{t}/hwa_lora/seed0"
-            if pool_is_hwa_seed0(s) and key not in done and f"pool/{t}" in done:
+            if pool_is_hwa_seed0(s, t) and key not in done and f"pool/{t}" in done:
                 try:
                     folder.store(key, run_cell(s, Cell(key, "held_out", t, "hwa_lora", 0), done))
                 except PendingCell:  # --skip-unlearnable and the task's reference not finished

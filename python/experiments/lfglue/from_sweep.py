@@ -17,11 +17,13 @@ A cell is taken only when the sweep computed the same training and evaluation:
   equal in both) with the cell's seed;
 - the cell: task, method, steps and seed in the sweep's key
   (``{task}/{hwa_lora|digital_lora|full_finetune}/b{steps}/seed{seed}``). A held-out
-  `hwa_lora` / `digital_lora` cell is the sweep's cell at the task's steps; a pool member (seed-0
-  HWA-LoRA on its task, at the pool steps, on the held-out training examples) is the sweep's
-  `hwa_lora` seed-0 cell at those steps together with its stored adapter (`harness.adapters`:
-  the LoRA and head it trained, from which the pool is stacked); the full fine-tune reference is
-  the sweep's `full_finetune` cell at the pool steps.
+  `hwa_lora` / `digital_lora` cell is the sweep's cell at the task's held-out steps; a pool
+  member (seed-0 HWA-LoRA on its task, at the task's pool steps, `--pool-steps` N or per task, on
+  the held-out training examples) is the sweep's `hwa_lora` seed-0 cell at those steps together
+  with its stored adapter (`harness.adapters`: the LoRA and head it trained, from which the pool
+  is stacked); the full fine-tune reference is the sweep's `full_finetune` cell at the task's pool
+  steps. When a task's pool steps differ from its held-out steps, its pool member and its seed-0
+  `hwa_lora` are two sweep cells (e.g. ``sst2/hwa_lora/b1000/seed0`` and ``sst2/hwa_lora/b270/seed0``).
 
 A sweep folder of another recipe is refused as a whole (`check`), naming the fields that differ.
 """
@@ -32,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import Cell, PendingCell, RunFolder, load_adapter, read_json
+from harness import Cell, PendingCell, RunFolder, adapter_path, load_adapter, read_json
 
 from .protocol import TEN_YEARS, Settings, fixed_pool_steps, steps_of
 
@@ -166,12 +168,24 @@ def will_come(s: Settings, key: str) -> bool:
     has `key`'s task at all: the report is rewritten after each of the sweep's cells, so one
     written before the sweep was restarted with other budgets lists stale ones; waiting for a cell
     that does not come costs time until the sweep ends, computing one that comes costs the cell."""
+    return listed(s, key) and running(s)
+
+
+def listed(s: Settings, key: str) -> bool:
+    """Whether the sweep's report lists cell `key` as pending or has its task at all (what
+    `will_come` waits for while the sweep runs), read from the report only: no process is
+    looked at (`--plan`)."""
     path = report_path(s)
     report = read_json(path) if path is not None else None
     if not report:
         return False
-    pending = key in (report.get("pending") or []) or key.split("/")[0] in (report.get("tasks") or {})
-    return pending and running(s)
+    return key in (report.get("pending") or []) or key.split("/")[0] in (report.get("tasks") or {})
+
+
+def has_adapter(s: Settings, key: str) -> bool:
+    """Whether the sweep stored an adapter for cell `key` (its config not read: `adapter` checks it)."""
+    assert s.from_sweep is not None
+    return adapter_path(s.from_sweep / "adapters", key).is_file()
 
 
 def adapter(s: Settings, key: str) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ budget and settings, and its cells in priority order."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ class Budget:
     seeds: tuple[int, ...] = (0, 1, 2)
     trials: int = 3
     data_seed: int = 0
-    #: steps of the pool members (None: `steps`; then a member is also the seed-0 `hwa_lora`
-    #: of its task; otherwise that seed is trained on its own with `steps`).
+    #: steps of every pool member (None: each task's held-out steps; a member whose steps are
+    #: its task's held-out steps is also the seed-0 `hwa_lora` of its task, `pool_is_hwa_seed0`;
+    #: otherwise that seed is trained on its own with the held-out steps).
     pool_steps: int | None = None
     #: examples the pool members draw from (None: `train_examples`).
     pool_train_examples: int | None = None
@@ -51,12 +53,16 @@ class Budget:
     #: steps per task (task -> steps; `--steps sst2=1000,...`), overriding `steps` (which is
     #: then their largest, for the page); None: `steps` for every task.
     task_steps: dict[str, int] | None = None
+    #: pool-member steps per task (task -> steps; `--pool-steps sst2=1000,...`), overriding
+    #: `pool_steps` (then None); None: `pool_steps`. E.g. a pool member trained to convergence
+    #: while its task is held out at a shorter budget.
+    pool_task_steps: dict[str, int] | None = None
 
 
 #: Budget fields added after runs were recorded, with the value those runs had: a recorded
 #: budget without them equals one with them at these values.
 LATER_FIELDS = {"pool_epochs": None, "pool_max_steps": 2000, "group_by_length": 0, "full_finetune_lr": 5e-5,
-                "task_steps": None}
+                "task_steps": None, "pool_task_steps": None}
 
 
 def comparable_budget(budget: dict) -> dict:
@@ -72,50 +78,56 @@ def steps_of(b: Budget, task: str) -> int:
 
 def fixed_pool_steps(b: Budget, task: str) -> int | None:
     """Steps of the pool member of `task` when they do not depend on its data (None with
-    `pool_epochs`): `pool_steps`, else the task's held-out steps."""
-    return None if b.pool_epochs is not None else (b.pool_steps or steps_of(b, task))
+    `pool_epochs`): `pool_task_steps[task]`, else `pool_steps`, else the task's held-out steps."""
+    if b.pool_epochs is not None:
+        return None
+    if b.pool_task_steps:
+        return b.pool_task_steps[task]
+    return b.pool_steps or steps_of(b, task)
 
 
 def pool_steps_for(b: Budget, n_train: int, task: str) -> int:
     """Steps of the pool member of `task`, which draws from `n_train` examples."""
     if b.pool_epochs is not None:
         return max(1, min(b.pool_max_steps, math.ceil(b.pool_epochs * math.ceil(n_train / b.batch_size))))
-    return b.pool_steps or steps_of(b, task)
+    steps = fixed_pool_steps(b, task)
+    assert steps is not None
+    return steps
 
 
-def parse_steps(text: str, tasks: tuple[str, ...]) -> tuple[int, dict[str, int] | None]:
-    """`--steps`: one positive integer for every task, or ``TASK=N,...`` naming each of `tasks`
-    once. Returns (steps, per-task steps or None); with per-task steps, `steps` is their largest.
-    Raises ValueError naming what is wrong."""
+def parse_steps(text: str, tasks: tuple[str, ...], option: str = "--steps") -> tuple[int, dict[str, int] | None]:
+    """`--steps` (or `option`, e.g. `--pool-steps`): one positive integer for every task, or
+    ``TASK=N,...`` naming each of `tasks` once. Returns (steps, per-task steps or None); with
+    per-task steps, `steps` is their largest. Raises ValueError naming `option` and what is wrong."""
     text = text.strip()
     if "=" not in text:
         try:
             v = int(text)
         except ValueError:
-            raise ValueError(f"--steps {text!r}: expected a positive integer or TASK=N,... (e.g. sst2=1000,rte=235)"
+            raise ValueError(f"{option} {text!r}: expected a positive integer or TASK=N,... (e.g. sst2=1000,rte=235)"
                              ) from None
         if v < 1:
-            raise ValueError(f"--steps {v}: expected a positive integer")
+            raise ValueError(f"{option} {v}: expected a positive integer")
         return v, None
     per: dict[str, int] = {}
     for item in (x.strip() for x in text.split(",")):
         task, sep, n = item.partition("=")
         task = task.strip().lower()
         if not sep or not task:
-            raise ValueError(f"--steps {text!r}: {item!r} is not TASK=N")
+            raise ValueError(f"{option} {text!r}: {item!r} is not TASK=N")
         try:
             v = int(n)
         except ValueError:
-            raise ValueError(f"--steps {text!r}: {item!r}: {n!r} is not an integer") from None
+            raise ValueError(f"{option} {text!r}: {item!r}: {n!r} is not an integer") from None
         if v < 1:
-            raise ValueError(f"--steps {text!r}: {task} = {v}; expected a positive integer")
+            raise ValueError(f"{option} {text!r}: {task} = {v}; expected a positive integer")
         if task in per:
-            raise ValueError(f"--steps {text!r}: {task} given twice")
+            raise ValueError(f"{option} {text!r}: {task} given twice")
         per[task] = v
     unknown = [t for t in per if t not in tasks]
     missing = [t for t in tasks if t not in per]
     if unknown or missing:
-        raise ValueError(f"--steps {text!r}: " + "; ".join(
+        raise ValueError(f"{option} {text!r}: " + "; ".join(
             ([f"tasks not in --tasks: {', '.join(unknown)}"] if unknown else [])
             + ([f"no steps for {', '.join(missing)}"] if missing else [])) + f" (--tasks {','.join(tasks)})")
     return max(per.values()), {t: per[t] for t in tasks}
@@ -147,6 +159,8 @@ class Settings:
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
     export: tuple[Path, str] | None = None
     report_only: bool = False
+    #: only list what each cell would be (`--plan`), writing nothing.
+    plan_only: bool = False
     import_from: Path | None = None
     threads: int = 1  # torch threads per worker of the run that computed the cells
     #: a budget-sweep run folder whose cells of the identical protocol are taken (`lfglue.from_sweep`).
@@ -193,7 +207,7 @@ def plan(s: Settings) -> list[Cell]:
     """Every cell of the experiment, in priority order (what runs first when several workers
     share the queue, and what an interrupted run has finished): each task's chance level and
     full fine-tune reference; the pool; seed 0 of
-    `lorafusion`, `hwa_lora` (reused), `magnitude_only` and `head_only` on every task; seed 0
+    `lorafusion`, `hwa_lora` (the pool member where it is one), `magnitude_only` and `head_only` on every task; seed 0
     of `digital_lora`; the capacity/optimisation diagnosis on `--diagnosis-task`; the other
     seeds of every method; then the other ablations and diagnosis cells."""
     seeds = list(s.budget.seeds)
@@ -245,24 +259,54 @@ def plan(s: Settings) -> list[Cell]:
 POOL_FREE = ("hwa_lora", "digital_lora", "head_only", "magnitude_only")  # magnitude_only: c = 0, Δy = 0
 
 
+_POOL_FIELDS = ("pool_steps", "pool_task_steps", "pool_train_examples", "pool_epochs", "pool_max_steps")
+
+
 def _held_out_budget(budget: dict) -> dict:
-    return {k: v for k, v in comparable_budget(budget).items()
-            if k not in ("pool_steps", "pool_train_examples", "pool_epochs", "pool_max_steps", "seeds")}
+    return {k: v for k, v in comparable_budget(budget).items() if k not in (*_POOL_FIELDS, "seeds")}
 
 
 def _pool_budget(budget: dict) -> tuple:
-    task_steps = budget.get("task_steps")
-    steps = budget.get("pool_steps") or (tuple(sorted(task_steps.items())) if task_steps else budget["steps"])
-    return (steps, budget.get("pool_train_examples") or budget["train_examples"],
-            budget.get("pool_epochs"), budget.get("pool_max_steps", 2000))
+    """What the pool members of a recorded budget (a `Budget` as a dict) depend on: their steps
+    (one number, or per task when they differ between tasks), examples, epochs and step cap."""
+    b = budget_from_dict(budget)
+    per_task = b.pool_task_steps or (None if b.pool_steps else b.task_steps)
+    if per_task and len(set(per_task.values())) > 1:
+        steps: Any = tuple(sorted(per_task.items()))
+    else:
+        steps = next(iter(per_task.values())) if per_task else (b.pool_steps or b.steps)
+    return (steps, b.pool_train_examples or b.train_examples, b.pool_epochs, b.pool_max_steps)
 
 
-def pool_is_hwa_seed0(s: Settings) -> bool:
-    """Whether a pool member is also the seed-0 `hwa_lora` of its task (same recipe, budget, seed)."""
+def budget_from_dict(budget: dict) -> Budget:
+    """A recorded `Budget` (as a dict, e.g. read from settings.json) as a `Budget`: fields it
+    lacks (recorded before they existed) take their recorded-run values (`LATER_FIELDS`), fields
+    this code does not know are ignored."""
+    known = {f.name for f in dataclasses.fields(Budget)}
+    values = {**LATER_FIELDS, **{k: v for k, v in budget.items() if k in known}}
+    if "seeds" in values:
+        values["seeds"] = tuple(values["seeds"])
+    return Budget(**values)
+
+
+def pool_member_is_hwa(b: Budget, task: str) -> bool:
+    """Whether the pool member of `task` is the same training run as a seed-0 held-out `hwa_lora`
+    on `task` (same recipe, examples and steps; the pool is always seed 0): true unless its pool
+    steps or examples differ from the held-out ones, or depend on data (`pool_epochs`)."""
+    return (b.pool_epochs is None and b.pool_train_examples in (None, b.train_examples)
+            and fixed_pool_steps(b, task) == steps_of(b, task))
+
+
+def pool_is_hwa_seed0(s: Settings, task: str) -> bool:
+    """Whether the pool member of `task` is also the seed-0 `hwa_lora` of `task` in this run
+    (`pool_member_is_hwa`, and the run's first seed is 0): that cell then reuses the member."""
     b = s.budget
-    same_steps = b.pool_steps is None or (b.pool_steps == b.steps and not b.task_steps)
-    return (same_steps and b.pool_train_examples in (None, b.train_examples)
-            and b.pool_epochs is None and b.seeds and b.seeds[0] == 0)
+    return bool(b.seeds) and b.seeds[0] == 0 and pool_member_is_hwa(b, task)
+
+
+def pool_hwa_tasks(s: Settings) -> tuple[str, ...]:
+    """The tasks whose pool member is also their seed-0 `hwa_lora` (`pool_is_hwa_seed0`)."""
+    return tuple(t for t in s.tasks if pool_is_hwa_seed0(s, t))
 
 
 def run_folder(s: Settings) -> RunFolder:

@@ -16,7 +16,7 @@ from lorafusion_ext import LoRAPool
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.training.methods import FusionConfig
 
-from .protocol import LEARNABLE_MARGIN, METHODS, Settings, pool_is_hwa_seed0
+from .protocol import LEARNABLE_MARGIN, METHODS, Settings, fixed_pool_steps, pool_hwa_tasks, steps_of
 
 #: The run-level figures of a committed report whose cells a fresh run folder took (`<out>/`).
 ADOPTED = "adopted_report.json"
@@ -144,6 +144,7 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
     elif adopted.get("pool_span"):  # the pool's weights are not committed; the report's analysis is
         res["pool_span"] = adopted["pool_span"]
     b = s.budget
+    reused = pool_hwa_tasks(s)
     status = ("**Complete**: every cell below finished." if res["complete"] else
               f"**Incomplete**: {len(res['pending'])} of {len(cells)} cells are pending (listed at the end); "
               "tables show only finished cells, and a method with fewer seeds says so. Rerun the command to "
@@ -158,12 +159,7 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         f"{', '.join(s.tasks)}; each held out in turn, the pool being the HWA-LoRAs of the others "
         f"(K = {len(s.tasks) - 1}).",
         "",
-        ("Budget, identical for every method and every pool member: " if pool_is_hwa_seed0(s) else
-         (f"Pool members: {b.pool_epochs:g} epochs of their training examples, at most {b.pool_max_steps} steps "
-          f"(on at most {b.pool_train_examples or b.train_examples or 'all'} examples). "
-          if b.pool_epochs is not None else
-          f"Pool members: {b.pool_steps or b.steps} steps on at most {b.pool_train_examples or b.train_examples or 'all'} "
-          "examples. ") + "Budget, identical for every method on the held-out task: ")
+        _pool_budget_text(s)
         + (f"steps per task ({', '.join(f'{k} {v}' for k, v in b.task_steps.items())}) of batch {b.batch_size}, "
            if b.task_steps else f"{b.steps} steps of batch {b.batch_size}, ")
         + f"sequence length {b.max_length}" + (f", batches grouped by length (groups of {b.group_by_length} batches)"
@@ -177,8 +173,9 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
         "",
         "Methods: `lorafusion` (pool fused by coefficients + DoRA magnitudes, pool "
         + ("digital: `--pool-digital`" if s.pool_digital else "on the crossbar") + "), `hwa_lora` (LoRA trained "
-        "through the hardware" + ("; its seed-0 run is the pool member of that task, reused" if pool_is_hwa_seed0(s)
-                                  else "") + "), `digital_lora` (the same "
+        "through the hardware" + ("; its seed-0 run is the pool member of that task, reused" if reused == s.tasks
+                                  else f"; its seed-0 run on {', '.join(reused)} is the pool member of that task, "
+                                       "reused" if reused else "") + "), `digital_lora` (the same "
         "LoRA recipe trained on the digital model, then deployed with the pretrained weights on the crossbar), "
         "`head_only` (only the head), `magnitude_only` (DoRA magnitudes + head, coefficients frozen at 0).",
         "",
@@ -283,8 +280,9 @@ def write_report(s: Settings, cells: list[Cell], done: dict[str, dict]) -> dict:
                   "training and dev examples, data seed, LoRA, steps, seed, and drift trials at 0 s and 10 years with "
                   "the same seeds; a sweep of another recipe is refused). Their values are the sweep's; trainable "
                   "parameters and crossbar cells are counted here; a pool member is the sweep's seed-0 HWA-LoRA "
-                  "adapter (LoRA and head) at the task's steps"
-                  + (", and also this page's seed-0 `hwa_lora` of its task" if pool_is_hwa_seed0(s) else "")
+                  "adapter (LoRA and head) at its pool-member steps"
+                  + (", and also this page's seed-0 `hwa_lora` of its task" if reused == s.tasks else
+                     f", and also this page's seed-0 `hwa_lora` of its task for {', '.join(reused)}" if reused else "")
                   + ". The JSON's `from_sweep` maps each to its sweep cell.", "",
                   "| cell | budget-sweep cell |", "|---|---|"]
         lines += [f"| `{k}` | `{v.rsplit(':', 1)[-1]}` |" for k, v in sorted(res["from_sweep"].items())]
@@ -309,6 +307,31 @@ PAGE_NOTES = {
         "This page was `lorafusion.md` until then (its run wrote that name; `--page lorafusion_short_budget` "
         "writes this one).*"),
 }
+
+
+def _pool_budget_text(s: Settings) -> str:
+    """The page's sentence on the pool members' budget, up to the held-out budget that follows:
+    one budget for everything when every pool member is its task's seed-0 `hwa_lora`; else the
+    pool members' own, and per task which member is (or is not) its task's seed-0 `hwa_lora`."""
+    b = s.budget
+    reused = pool_hwa_tasks(s)
+    if reused == s.tasks:
+        return "Budget, identical for every method and every pool member: "
+    examples = b.pool_train_examples or b.train_examples or "all"
+    if b.pool_epochs is not None:
+        text = (f"Pool members: {b.pool_epochs:g} epochs of their training examples, at most {b.pool_max_steps} "
+                f"steps (on at most {examples} examples). ")
+    else:
+        steps = (f"steps per task ({', '.join(f'{t} {n}' for t, n in b.pool_task_steps.items())})"
+                 if b.pool_task_steps else f"{b.pool_steps or b.steps} steps")
+        text = f"Pool members: {steps} on at most {examples} examples. "
+        if reused or b.pool_task_steps:  # some members are their task's seed-0 hwa_lora, some not: say which
+            differ = ", ".join(f"{t} ({fixed_pool_steps(b, t)} steps, held out at {steps_of(b, t)})"
+                               for t in s.tasks if t not in reused)
+            text += ((f"The pool member of {', '.join(reused)} is also the seed-0 `hwa_lora` of its task (the same "
+                      f"run); that of {differ} is not, its seed-0 `hwa_lora` being a run of its own. ") if reused else
+                     f"No pool member is its task's seed-0 `hwa_lora`, each being a run of its own: {differ}. ")
+    return text + "Budget, identical for every method on the held-out task: "
 
 
 def _page_note(s: Settings) -> str:
