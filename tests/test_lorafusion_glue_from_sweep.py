@@ -209,10 +209,14 @@ def test_a_cell_the_running_sweep_is_still_to_compute_is_waited_for(sweep_run, t
     # Not in the sweep's plan: computed here at once (None: not taken)...
     other = Cell("held_out/stsb/digital_lora/seed1", "held_out", "stsb", "digital_lora", 1)
     assert lf.cell_from_sweep(s, other) is None
-    # ...unless the report has the task at all (it may predate a restart of the sweep with other budgets).
+    # ...unless the report has the task without this budget (it may predate a restart of the sweep
+    # with other budgets)...
     (sweep / "budget_sweep.json").write_text(json.dumps({"pending": [], "tasks": {"stsb": {"budgets": [2, 4]}}}))
     with pytest.raises(PendingCell, match="stsb/digital_lora/b8/seed1"):
         lf.cell_from_sweep(s, other)
+    # ...while a budget the report plans, not pending for this seed, never comes: computed here.
+    (sweep / "budget_sweep.json").write_text(json.dumps({"pending": [], "tasks": {"stsb": {"budgets": [2, 8]}}}))
+    assert lf.cell_from_sweep(s, other) is None
     # The sweep has stopped (no live claim): the cell will not come from it, so it is computed here.
     (sweep / "claims" / "stsb__hwa_lora__b8__seed1").write_text("999999999")
     assert lf.cell_from_sweep(s, coming) is None

@@ -165,21 +165,29 @@ def running(s: Settings) -> bool:
 def will_come(s: Settings, key: str) -> bool:
     """Whether the running sweep may still compute cell `key`: this run then waits for it instead
     of computing it too. True while a sweep process runs and its report lists `key` as pending or
-    has `key`'s task at all: the report is rewritten after each of the sweep's cells, so one
-    written before the sweep was restarted with other budgets lists stale ones; waiting for a cell
-    that does not come costs time until the sweep ends, computing one that comes costs the cell."""
+    has `key`'s task without `key`'s budget: the report is rewritten after each of the sweep's
+    cells, so one written before the sweep was restarted with other budgets lists stale ones;
+    waiting for a cell that does not come costs time until the sweep ends, computing one that
+    comes costs the cell."""
     return listed(s, key) and running(s)
 
 
 def listed(s: Settings, key: str) -> bool:
-    """Whether the sweep's report lists cell `key` as pending or has its task at all (what
-    `will_come` waits for while the sweep runs), read from the report only: no process is
-    looked at (`--plan`)."""
+    """Whether the sweep's report lists cell `key` as pending or has its task without its
+    budget (what `will_come` waits for while the sweep runs), read from the report only: no
+    process is looked at (`--plan`)."""
     path = report_path(s)
     report = read_json(path) if path is not None else None
     if not report:
         return False
-    return key in (report.get("pending") or []) or key.split("/")[0] in (report.get("tasks") or {})
+    if key in (report.get("pending") or []):
+        return True
+    # A budget the report does not plan for its task: the report predates a restart of the sweep
+    # with other budgets, and the running sweep may plan it now. A budget it plans, not pending,
+    # is not in its plan for this seed: it never comes.
+    task, _, budget = key.split("/")[:3]
+    planned = ((report.get("tasks") or {}).get(task) or {}).get("budgets")
+    return planned is not None and budget.startswith("b") and budget[1:].isdigit() and int(budget[1:]) not in planned
 
 
 def has_adapter(s: Settings, key: str) -> bool:
