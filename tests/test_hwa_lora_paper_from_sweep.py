@@ -113,7 +113,7 @@ def test_sweep_adapters_give_the_evaluation_of_training_here(tiny_model, sweep_f
 
 
 @pytest.mark.parametrize("change, field", [(("--lr", "0.002"), "lora_lr"), (("--group-by-length", "0"), "group_by_length"),
-                                           (("--steps", "3"), "sst2/hwa_lora/b3/seed0")])
+                                           (("--steps", "3"), "no adapter 'sst2/hwa_lora/b3/seed0'")])
 def test_another_recipe_is_refused_by_name(tiny_model, sweep_folder, tmp_path, capsys, change, field):
     paper = _script("hwa_lora_paper")
     args = _paper_args(tiny_model, tmp_path, "other", "--from-sweep", str(sweep_folder))
@@ -124,6 +124,8 @@ def test_another_recipe_is_refused_by_name(tiny_model, sweep_folder, tmp_path, c
     assert paper.main(args) == 2
     err = capsys.readouterr().err
     assert "--from-sweep" in err and field in err
+    if change[0] == "--steps":  # every missing adapter is named at once, with the budgets there are
+        assert "no adapter 'sst2/digital_lora/b3/seed0'" in err and "'sst2/hwa_lora/b2/seed0'" in err
     assert not list((tmp_path / "other_work").glob("*.json"))  # refused before computing anything
 
 

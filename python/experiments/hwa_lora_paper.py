@@ -211,8 +211,14 @@ class Runner:
             needs.append(("sst2", "hwa_lora"))
         if "multitask" in sections and self.folder.get("multitask") is None:
             needs += [(n, "hwa_lora") for n in MULTI_TASKS]
+        problems = []
         for task_name, method in dict.fromkeys(needs):
-            self.sweep_state(task_name, method)
+            try:
+                self.sweep_state(task_name, method)
+            except SweepMismatch as exc:
+                problems.append(str(exc))
+        if problems:
+            raise SweepMismatch("\n".join(problems))
 
     def load_from_sweep(self, model: nn.Module, task: Task, data: DataConfig, lcfg: HWALoRAConfig,
                         method: str) -> dict | None:
