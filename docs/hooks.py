@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 # Results pages in reading order; any other docs/results/*.md follows, sorted by name.
-RESULTS_ORDER = ("lorafusion.md", "lorafusion_short_budget.md", "hwa_lora.md", "aihwkit_equivalence.md")
+RESULTS_ORDER = ("lorafusion.md", "lorafusion_short_budget.md", "hwa_lora.md", "hwa_lora_short_budget.md", "budget_sweep.md",
+                 "aihwkit_equivalence.md")
 
 
 def _results_pages(docs_dir: Path) -> list[str]:

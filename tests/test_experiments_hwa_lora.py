@@ -79,7 +79,7 @@ def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
             "--work", str(tmp_path / "work"), "--no-progress", "--threads", "1"]
     assert paper.main(args) == 0
     out = tmp_path / "out"
-    res = json.loads((out / "hwa_lora.json").read_text())
+    res = json.loads((out / "hwa_lora_short_budget.json").read_text())
     assert res["complete"] and not res["missing"]
     cells = res["cells"]
     assert len(cells["baseline_hwa"]["sweep"]["times_s"]) == 5 and cells["baseline_hwa"]["sweep"]["values"]
@@ -88,31 +88,31 @@ def test_hwa_lora_paper_quick_and_resume(tiny_model, tmp_path):
     assert cells["multitask"]["metrics"]["squad"] == "f1"
     lora = {k: cells[f"rank_{k}"]["trainable"]["lora"] for k in (1, 2, 4, 16)}
     assert lora[2] == 2 * lora[1] and lora[16] == 16 * lora[1]
-    md = (out / "hwa_lora.md").read_text()
+    md = (out / "hwa_lora_short_budget.md").read_text()
     for heading in ("## Baselines", "## LoRA placement", "## Rank sweep", "## Hardware change", "## Multi-task",
                     "## SQuAD v1.1"):
         assert heading in md
-    assert "| squad |" in md and "split by article" in md and (out / "hwa_lora.png").is_file()
+    assert "| squad |" in md and "split by article" in md and (out / "hwa_lora_short_budget.png").is_file()
     # Resumption: every cell is finished, so a rerun recomputes none of them.
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")}
     assert paper.main(args) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*.json")} == stamps
     # A --report-only rewrite keeps the computing invocation's wall time.
-    wall = json.loads((out / "hwa_lora.json").read_text())["wall_time_s"]
+    wall = json.loads((out / "hwa_lora_short_budget.json").read_text())["wall_time_s"]
     assert paper.main([*args, "--report-only"]) == 0
-    assert json.loads((out / "hwa_lora.json").read_text())["wall_time_s"] == wall
+    assert json.loads((out / "hwa_lora_short_budget.json").read_text())["wall_time_s"] == wall
     # A fresh checkout has the committed report but no work folder: the report's cells are
     # taken back, so nothing finished is recomputed and the report stays complete.
     fresh = list(args)
     fresh[fresh.index("--work") + 1] = str(tmp_path / "fresh_work")
     assert paper.main([*fresh, "--report-only"]) == 0
     assert {p.name for p in (tmp_path / "fresh_work").glob("*.json")} == set(stamps)
-    assert json.loads((out / "hwa_lora.json").read_text())["complete"]
+    assert json.loads((out / "hwa_lora_short_budget.json").read_text())["complete"]
     # Only into a fresh work folder: a cell deleted from a used one is recomputed, not restored.
     (tmp_path / "fresh_work" / "rank_1.json").unlink()
     assert paper.main([*fresh, "--report-only"]) == 0
     assert not (tmp_path / "fresh_work" / "rank_1.json").exists()
-    assert "rank_1" in json.loads((out / "hwa_lora.json").read_text())["missing"]
+    assert "rank_1" in json.loads((out / "hwa_lora_short_budget.json").read_text())["missing"]
 
 
 def test_hwa_lora_paper_two_workers_share_the_cells(tiny_model, tmp_path):
@@ -122,7 +122,7 @@ def test_hwa_lora_paper_two_workers_share_the_cells(tiny_model, tmp_path):
     args = ["--quick", "--model", tiny_model, "--glue-dir", GLUE_DIR, "--out", str(tmp_path / "out"),
             "--work", str(tmp_path / "work"), "--no-progress", "--threads", "1", "--workers", "2"]
     assert paper.main(args) == 0
-    res = json.loads((tmp_path / "out" / "hwa_lora.json").read_text())
+    res = json.loads((tmp_path / "out" / "hwa_lora_short_budget.json").read_text())
     assert res["complete"] and not res["missing"]
     assert {cell["worker"] for cell in res["cells"].values()} == {0, 1}
     assert not list((tmp_path / "work").rglob("*.lock"))

@@ -287,9 +287,9 @@ def test_bbh_pages_resume_with_nothing_to_compute(page, tmp_path, monkeypatch):
 def test_hwa_lora_page_resumes_with_nothing_to_compute(tmp_path, monkeypatch):
     _pin_committed_stream(monkeypatch)
     mod = _script("hwa_lora_paper")
-    args = mod.parse_args(_recorded_argv(RESULTS / "hwa_lora.json", tmp_path, ("--work", str(tmp_path / "work"))))
+    args = mod.parse_args(_recorded_argv(RESULTS / "hwa_lora_short_budget.json", tmp_path, ("--work", str(tmp_path / "work"))))
     runner = mod.Runner(args)
-    assert set(runner.adopt(RESULTS / "hwa_lora.json")) == set(mod.expected_cells())
+    assert set(runner.adopt(RESULTS / "hwa_lora_short_budget.json")) == set(mod.expected_cells())
     runner.reload()
     assert [c for c in mod.expected_cells() if c not in runner.cells] == []
 

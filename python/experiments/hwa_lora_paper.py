@@ -19,7 +19,20 @@ heads digital; one training recipe for every method (`--steps` at `--batch-size`
 6. **SQuAD v1.1**: HWA-LoRA with a span head, F1 / EM at the five times (offline: the article
    split of the official dev set, see `lorafusion_ext.data.squad`).
 
-Writes ``docs/results/hwa_lora.md``, ``.json`` and ``.png`` with the command and wall time.
+``--sections`` picks the experiments (default: all six). Two pages: every section at one short
+budget (the defaults, 300 steps: ``docs/results/hwa_lora_short_budget.md``), and the sections
+that need few trainings -- baselines, multi-task, SQuAD -- at the real budget
+(``--sections baselines,multitask,squad`` with per-task steps: ``docs/results/hwa_lora.md``).
+``--page`` names the page (default: the short-budget page when a section of the short budget
+alone -- placement, ranks, hardware change -- is computed, else ``hwa_lora``), written as
+``.md``, ``.json`` and ``.png`` with the command and wall time.
+
+``--from-sweep DIR`` (the budget sweep's run folder, ``python/experiments/budget_sweep.py``):
+the SST-2 HWA-LoRA and digital LoRA of the baselines and the SST-2, STS-B and MRPC adapters of
+the multi-task table are the sweep's seed-0 runs at this script's steps of that task, loaded
+and evaluated here instead of trained again. Only when the training protocol is the same
+(model, hardware, batch, max length, learning rates, length grouping, training examples, data
+seed and LoRA config); otherwise the script refuses, naming what differs.
 Resumable: each finished cell (JSON, plus the trained adapter where later cells need it) is
 stored under ``--work`` and skipped on a rerun; training checkpoints every 50 steps. A partial
 run writes the finished cells and says which are missing, after every cell. The report's JSON
@@ -31,7 +44,16 @@ Two cores: ``--workers 2 --threads 1`` runs a second process beside the first; t
 other skips the cell or waits for the adapter), and the first process writes the report.
 
     nice -n 19 .venv/bin/python python/experiments/hwa_lora_paper.py --glue-dir ../shared/data/glue \
-        --workers 2 --threads 1
+        --workers 2 --threads 1                                     # hwa_lora_short_budget.md
+    nice -n 19 .venv/bin/python python/experiments/hwa_lora_paper.py --glue-dir ../shared/data/glue \
+        --workers 2 --threads 1 --sections baselines,multitask,squad --group-by-length 50 \
+        --steps 1000 --task-steps stsb=540,mrpc=345,cola=804,rte=234 --from-sweep results/budget_sweep \
+        --squad-steps 1300 --squad-lr 0.003 --squad-head-lr 0.003   # hwa_lora.md
+
+The real budget: each GLUE task 3 epochs at batch 32 or 2,000 steps, whichever is fewer (the
+budget sweep's largest budget; SST-2 1,000 as run there); SQuAD about 4 epochs of its 10,298
+training windows (322 steps an epoch at max length 192) at LoRA and head lr 3e-3, where a
+probe of the digital LoRA at 3e-3 reached the F1 that 300 steps at 1e-3 give in 50 steps.
 """
 
 from __future__ import annotations
@@ -62,7 +84,8 @@ from lorafusion_ext.training.methods import HWALoRAConfig, analog_model, load_ta
 
 # The folder's shared modules, also when a test loads this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Claims, ProcessLock, RunFolder, command_line, format_mean_std, read_json, write_page  # noqa: E402
+from harness import (Claims, ProcessLock, RunFolder, adapter_config, command_line, format_mean_std,  # noqa: E402
+                     load_adapter, read_json, write_page)
 
 TIMES = (0.0, 3600.0, 86400.0, 31536000.0, 315360000.0)
 TEN_YEARS = 315360000.0
@@ -80,6 +103,24 @@ def placement_cell(label: str) -> str:
     return "baseline_hwa" if slug == "all" else f"placement_hwa_sst2_r8_{slug}"
 RANKS = (1, 2, 4, 8, 16)
 MULTI_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte", "squad")
+#: The experiments, in report order; `--sections` picks some.
+SECTIONS = ("baselines", "placement", "ranks", "hardware_change", "multitask", "squad")
+#: The sections of the real-budget page (few trainings each); the others stay at the short budget.
+REAL_BUDGET_SECTIONS = ("baselines", "multitask", "squad")
+SHORT_PAGE, REAL_PAGE = "hwa_lora_short_budget", "hwa_lora"
+#: Fields of the budget sweep's config (`sweep.protocol.sweep_config`) that decide a trained
+#: adapter, and this script's value of each; the others (drift trials, dev examples, the full
+#: fine-tune's lr) only change the sweep's own evaluation.
+SWEEP_TRAINING_FIELDS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "model": lambda a: a.model, "hardware": lambda a: "pcm_paper", "batch_size": lambda a: a.batch_size,
+    "max_length": lambda a: a.max_length, "lora_lr": lambda a: a.lr, "head_lr": lambda a: a.head_lr,
+    "group_by_length": lambda a: a.group_by_length, "train_examples": lambda a: a.train_examples,
+    "data_seed": lambda a: 0,
+}
+
+
+class SweepMismatch(ValueError):
+    """--from-sweep: a needed adapter of the budget sweep is missing or was trained otherwise."""
 
 
 class Runner:
@@ -104,8 +145,99 @@ class Runner:
             self.key["task_steps"] = dict(sorted(args.task_steps.items()))
         if args.group_by_length:
             self.key["group_by_length"] = args.group_by_length
+        for k in ("squad_lr", "squad_head_lr"):
+            if getattr(args, k) is not None:
+                self.key[k] = getattr(args, k)
         self.folder = RunFolder(self.work, config=self.key)
         self.claims = Claims(self.work, suffix=".lock")
+        #: The budget sweep's stored adapters (--from-sweep), or None.
+        self.sweep_dir = Path(args.from_sweep) / "adapters" if args.from_sweep else None
+        if self.sweep_dir is not None:
+            self._check_sweep_lora()
+
+    # ---------------------------------------------------------------- the budget sweep's adapters
+    def _check_sweep_lora(self) -> None:
+        """The sweep's LoRA config (`sweep.methods.lora_config`) must be this script's: raises
+        SweepMismatch naming the fields that differ."""
+        from dataclasses import asdict
+
+        from sweep.methods import lora_config
+        from sweep.protocol import Recipe
+
+        theirs = asdict(lora_config(Recipe(lora_lr=self.args.lr, head_lr=self.args.head_lr)))
+        ours = asdict(self.lcfg())
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        if diff:
+            raise SweepMismatch(f"--from-sweep: the sweep's LoRA config differs in {diff}: "
+                                f"{ {k: theirs.get(k) for k in diff} } there, { {k: ours.get(k) for k in diff} } here")
+
+    def sweep_key(self, task_name: str, method: str) -> str | None:
+        """The budget sweep's seed-0 cell of `method` ("hwa_lora", "digital_lora") on `task_name`
+        at this run's steps of that task; None without --from-sweep or for a task the sweep does
+        not train (`sweep.protocol.TASKS`)."""
+        from sweep.protocol import TASKS, cell_key
+
+        if self.sweep_dir is None or task_name not in TASKS:
+            return None
+        return cell_key(task_name, method, self.steps(get_task(task_name)), 0)
+
+    def sweep_state(self, task_name: str, method: str) -> tuple[dict[str, torch.Tensor], str] | None:
+        """(the trained LoRA and head, the sweep cell key) of `sweep_key`, or None when that is None.
+        Raises SweepMismatch when the adapter is missing or its training differs from this run's
+        (it names the fields: `SWEEP_TRAINING_FIELDS`)."""
+        key = self.sweep_key(task_name, method)
+        if key is None:
+            return None
+        assert self.sweep_dir is not None
+        stored = adapter_config(self.sweep_dir, key)
+        if stored is None:
+            prefix = key.rsplit("/b", 1)[0].replace("/", "__")
+            have = sorted(p.stem.replace("__", "/") for p in self.sweep_dir.glob(f"{prefix}__b*__seed0.pt"))
+            raise SweepMismatch(f"--from-sweep: no adapter {key!r} under {self.sweep_dir} (its seed-0 {task_name} "
+                                f"{method} adapters: {have or 'none'}); set this task's steps to a budget the sweep "
+                                "has finished, or wait for its cell")
+        ours = {k: f(self.args) for k, f in SWEEP_TRAINING_FIELDS.items()}
+        diff = sorted(k for k in ours if stored.get(k) != ours[k])
+        if diff:
+            raise SweepMismatch(f"--from-sweep: {key!r} was trained with another protocol: "
+                                + "; ".join(f"{k} {stored.get(k)!r} there, {ours[k]!r} here" for k in diff))
+        return load_adapter(self.sweep_dir, key, stored), key
+
+    def check_sweep(self, sections: tuple[str, ...]) -> None:
+        """Every sweep adapter that the unfinished cells of `sections` will load is there and of
+        this run's protocol (before any training starts; raises SweepMismatch)."""
+        if self.sweep_dir is None or self.args.report_only:
+            return
+        needs: list[tuple[str, str]] = []
+        if "baselines" in sections:
+            needs += [("sst2", "digital_lora")] * (self.folder.get("baseline_digital") is None)
+            needs += [("sst2", "hwa_lora")] * (self.folder.get("baseline_hwa") is None)
+        if "hardware_change" in sections and self.folder.get("hardware_change") is None:
+            needs.append(("sst2", "hwa_lora"))
+        if "multitask" in sections and self.folder.get("multitask") is None:
+            needs += [(n, "hwa_lora") for n in MULTI_TASKS]
+        problems = []
+        for task_name, method in dict.fromkeys(needs):
+            try:
+                self.sweep_state(task_name, method)
+            except SweepMismatch as exc:
+                problems.append(str(exc))
+        if problems:
+            raise SweepMismatch("\n".join(problems))
+
+    def load_from_sweep(self, model: nn.Module, task: Task, data: DataConfig, lcfg: HWALoRAConfig,
+                        method: str) -> dict | None:
+        """Attach `lcfg`'s LoRA to `model` and load the sweep's trained LoRA and head of `task`
+        into it: the training record (steps, trainable parameters, the sweep cell it came from),
+        or None when this run does not take `task` from the sweep."""
+        found = self.sweep_state(task.name, method)
+        if found is None:
+            return None
+        state, key = found
+        attach_lora(model, lcfg.rank, lcfg.alpha, lcfg.dropout, targets=lcfg.targets)
+        load_task_state(model, state)
+        return {"train_s": None, "steps": self.steps(task), "trainable": trainable_parameters(model),
+                "data": task.describe_data(data), "adapter": f"budget sweep cell {key} ({self.sweep_dir})"}
 
     # ---------------------------------------------------------------- plumbing
     def tokenizer(self) -> Any:
@@ -169,6 +301,12 @@ class Runner:
         return HWALoRAConfig(rank=rank, alpha=32.0, dropout=0.1, lr=self.args.lr, head_lr=self.args.head_lr,
                              targets=targets)
 
+    def squad_lcfg(self, lcfg: HWALoRAConfig) -> HWALoRAConfig:
+        """`lcfg` with the SQuAD runs' learning rates (--squad-lr, --squad-head-lr where given)."""
+        a = self.args
+        return replace(lcfg, lr=a.lr if a.squad_lr is None else a.squad_lr,
+                       head_lr=a.head_lr if a.squad_head_lr is None else a.squad_head_lr)
+
     def sweep(self, model: nn.Module, task: Task, dev: Any, times: tuple[float, ...]) -> dict:
         s = drift_evaluation(model, dev, task, times, self.args.trials, seed=0, progress=not self.args.no_progress)
         return s.to_dict()
@@ -177,9 +315,15 @@ class Runner:
                   hw: HardwareConfig | None = None) -> tuple[nn.Module, Task, Any, dict]:
         """Train (or reload) an HWA-LoRA; its task state is saved under work/name."""
         task = get_task(task_name)
+        if task.kind == "extractive_qa":
+            lcfg = self.squad_lcfg(lcfg)
         model, tok = analog_model(self.args.model, task, hw or self.hw, seed=0)
         data = self.data(task)
         dev = task.eval_data(tok, data)
+        if hw is None and name == f"hwa_{task_name}_r8_all" and lcfg == self.lcfg():
+            info = self.load_from_sweep(model, task, data, lcfg, "hwa_lora")
+            if info is not None:
+                return model, task, dev, info
         state_path = self.work / name / "task_state.pt"
         (self.work / name).mkdir(exist_ok=True)
         lock = ProcessLock(self.work / name / "train.lock")
@@ -221,18 +365,20 @@ def baselines(r: Runner) -> None:
         data = r.data(task)
         dev = task.eval_data(tok, data)
         cfg = r.lcfg()
-        t0 = time.perf_counter()
-        res = train_hwa_lora(model, task.train_data(tok, data), cfg, r.tcfg("digital_sst2", r.args.task_steps.get("sst2")), description="digital")
-        train_s = time.perf_counter() - t0
+        trained = r.load_from_sweep(model, task, data, cfg, "digital_lora")
+        if trained is None:
+            t0 = time.perf_counter()
+            res = train_hwa_lora(model, task.train_data(tok, data), cfg, r.tcfg("digital_sst2", r.steps(task)),
+                                 description="digital")
+            trained = {"train_s": time.perf_counter() - t0, "steps": res.steps}
         acc = task.evaluate(model, dev)[task.main_metric]
         torch.save(task_state(model), r.work / "digital_sst2" / "task_state.pt")
         # Deployed without hardware-aware training: the same LoRA and head, bases made analog.
         gen = torch.Generator().manual_seed(0)
         for layer in lora_layers(model).values():
             layer.base = AnalogLinear.from_linear(layer.base, r.hw, generator=gen)
-        return {"train_s": train_s, "steps": res.steps, "trainable": trainable_parameters(model),
-                "digital_accuracy": acc, "sweep_deployed": r.sweep(model, task, dev, TIMES),
-                "data": task.describe_data(data)}
+        return {**trained, "trainable": trainable_parameters(model), "digital_accuracy": acc,
+                "sweep_deployed": r.sweep(model, task, dev, TIMES), "data": task.describe_data(data)}
 
     (r.work / "digital_sst2").mkdir(exist_ok=True)
     (r.work / "hwa_sst2_r8_all").mkdir(exist_ok=True)
@@ -240,7 +386,7 @@ def baselines(r: Runner) -> None:
     r.cell("baseline_hwa", hwa)
 
 
-def placement_and_rank(r: Runner) -> None:
+def placement(r: Runner) -> None:
     for label, (short, pats) in PLACEMENTS.items():
         if short == "all":
             continue  # the r 8 all-linear cell is the baseline HWA-LoRA
@@ -252,6 +398,9 @@ def placement_and_rank(r: Runner) -> None:
             return {**info, "sweep": r.sweep(model, task, dev, (0.0, TEN_YEARS))}
 
         r.cell(f"placement_{slug}", run)
+
+
+def ranks(r: Runner) -> None:
     for rank in RANKS:
         if rank == 8:
             continue
@@ -352,8 +501,9 @@ def multi_task(r: Runner) -> None:
         encoder_name = shared.base_model_prefix
         encoder = getattr(shared, encoder_name)
         served: dict[str, tuple[nn.Module, dict, Task, Any]] = {}
+        trained: dict[str, dict] = {}
         for name in MULTI_TASKS:
-            model, task, dev, _ = r.train_hwa(f"hwa_{name}_r8_all", name, r.lcfg())
+            model, task, dev, trained[name] = r.train_hwa(f"hwa_{name}_r8_all", name, r.lcfg())
             state = {k[len(encoder_name) + 1:]: v for k, v in task_state(model).items() if k.startswith(encoder_name + ".")}
             setattr(model, encoder_name, encoder)  # the task's wrapper now runs on the shared crossbar
             model.eval()
@@ -372,9 +522,27 @@ def multi_task(r: Runner) -> None:
         times = (0.0, TEN_YEARS)
         values = _shared_sweep(encoder, evaluate_all, times, r.args.trials, gen)
         return {"times": times, "values": values, "metrics": {n: served[n][2].main_metric for n in MULTI_TASKS},
-                "data": {n: served[n][2].describe_data(r.data(served[n][2])) for n in MULTI_TASKS}}
+                "data": {n: served[n][2].describe_data(r.data(served[n][2])) for n in MULTI_TASKS},
+                "steps": {n: r.steps(served[n][2]) for n in MULTI_TASKS},
+                "adapters": {n: info["adapter"] for n, info in trained.items() if "adapter" in info},
+                "chance": {n: majority_level(r, served[n][2]) for n in MULTI_TASKS
+                           if served[n][2].kind != "extractive_qa"}}
 
     r.cell("multitask", run)
+
+
+def majority_level(r: Runner, task: Task) -> dict[str, Any]:
+    """The main metric of the constant predictor on the dev examples used
+    (`lorafusion_ext.evaluation.metrics.chance_level`: the training majority class, or 0 for a
+    correlation): the level a learned task must clear."""
+    from lorafusion_ext.data.glue import load_glue
+    from lorafusion_ext.evaluation.metrics import chance_level
+
+    a = r.args
+    train = [e.label for e in load_glue(task.name, "train", a.glue_dir, a.train_examples, 0)]
+    dev = [e.label for e in load_glue(task.name, "dev", a.glue_dir, a.eval_examples, 0)]
+    value, predictor = chance_level(task.main_metric, train, dev)
+    return {"value": value, "predictor": predictor}
 
 
 def squad(r: Runner) -> None:
@@ -398,20 +566,46 @@ def _sweep_cells(sweep: dict) -> list[str]:
     return [_ms([row[i] for row in sweep["values"]]) for i in range(len(sweep["times_s"]))]
 
 
-def expected_cells() -> list[str]:
-    """Every cell of the experiment, in report order."""
-    return (["baseline_digital", "baseline_hwa"]
-            + [f"placement_hwa_sst2_r8_{s}" for s in ("attention", "qv", "ffn")]
-            + [f"rank_{k}" for k in RANKS if k != 8] + ["hardware_change"]
-            + [f"multitask_train_{n}" for n in MULTI_TASKS if n != "sst2"] + ["multitask", "squad"])
+EXPERIMENTS: dict[str, Callable[[Runner], None]] = {
+    "baselines": baselines, "placement": placement, "ranks": ranks, "hardware_change": hardware_change,
+    "squad": squad, "multitask": multi_task}
+
+
+def expected_cells(sections: tuple[str, ...] = SECTIONS) -> list[str]:
+    """Every cell of the experiment's `sections`, in report order."""
+    cells = {"baselines": ["baseline_digital", "baseline_hwa"],
+             "placement": [f"placement_hwa_sst2_r8_{s}" for s in ("attention", "qv", "ffn")],
+             "ranks": [f"rank_{k}" for k in RANKS if k != 8], "hardware_change": ["hardware_change"],
+             "multitask": [f"multitask_train_{n}" for n in MULTI_TASKS if n != "sst2"] + ["multitask"],
+             "squad": ["squad"]}
+    return [c for s in SECTIONS if s in sections for c in cells[s]]
+
+
+def _page_ref(a: argparse.Namespace, name: str) -> str:
+    """A link to the page `name` beside this one, or its name alone while it is not written (a
+    link to a missing page fails the site's strict build)."""
+    return f"[{name}.md]({name}.md)" if (Path(a.out) / f"{name}.md").is_file() else f"`{name}.md` (not yet computed)"
+
+
+def _budget_note(a: argparse.Namespace) -> list[str]:
+    """Which budget this page is, and where the other page is."""
+    if a.page == SHORT_PAGE:
+        return [f"**Short budget**: every training on this page is {a.steps} steps. The baselines, the multi-task table "
+                f"and SQuAD at the real budget (each task's budget of the budget sweep) are on {_page_ref(a, REAL_PAGE)}; "
+                "the sections that need many trainings (LoRA placement, rank sweep, hardware change) stay here, at "
+                "this budget.", ""]
+    if any(s not in REAL_BUDGET_SECTIONS for s in a.sections):
+        return []
+    return ["The sections that need many trainings (LoRA placement, rank sweep, hardware change) are at a short "
+            f"budget (300 steps) on {_page_ref(a, SHORT_PAGE)}.", ""]
 
 
 def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
-    c = r.cells
-    expected = expected_cells()
-    missing = [n for n in expected if n not in c]
     a = r.args
-    lines = ["# HWA-LoRA: the paper's experiments on lorafusion_ext", ""]
+    expected = expected_cells(a.sections)
+    c = {k: v for k, v in r.cells.items() if k in expected}
+    missing = [n for n in expected if n not in c]
+    lines = ["# HWA-LoRA: the paper's experiments on lorafusion_ext", "", *_budget_note(a)]
     lines.append("**Status: complete.**" if not missing else
                  f"**Status: INCOMPLETE.** Finished cells: {', '.join(n for n in expected if n in c) or 'none'}. "
                  f"Missing: {', '.join(missing)}. Rerun the command to finish them (finished cells are skipped).")
@@ -431,6 +625,11 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
         f"{a.eval_examples or 'all'}. {a.trials} drift trials per entry (mean ± std, in %). GLUE data: train split "
         "for training, dev split for evaluation.", "",
     ]
+    reused = sorted({cell["adapter"] for cell in c.values() if isinstance(cell.get("adapter"), str)}
+                    | set(c.get("multitask", {}).get("adapters", {}).values()))
+    if reused:
+        lines += ["Trained LoRAs and heads taken from the budget sweep (the same training protocol, checked field by "
+                  "field; evaluated here): " + "; ".join(reused) + ".", ""]
     if "baseline_digital" in c or "baseline_hwa" in c:
         lines += ["## Baselines (SST-2 accuracy, each trial reprogrammed)", "",
                   "| method | " + " | ".join(format_time(t) for t in TIMES) + " |", "|---|" + "---:|" * len(TIMES)]
@@ -451,9 +650,9 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
                          "finding; a result, not tuned away. " if gaps[0] < 0 and gaps[1] < 0 else "")
                       + "What this does not show: each method is one training seed (the spread in the table is over "
                         "drift trials only; `aihwkit_equivalence.md` gives HWA-LoRA a seed spread of 0.5-1 point), "
-                        "one budget (300 steps) and one model (MiniLM, not the paper's MobileBERT).", ""]
-    rows = []
-    for label in PLACEMENTS:
+                       f"one budget ({r.steps(get_task('sst2'))} steps) and one model (MiniLM, not the paper's MobileBERT).", ""]
+    rows = []  # the all-linear row and the r 8 row are the baseline HWA-LoRA: only with their sections
+    for label in PLACEMENTS if "placement" in a.sections else ():
         name = placement_cell(label)
         if name in c:
             cell = c[name]
@@ -466,7 +665,7 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
         lines += ["## LoRA placement (SST-2, r 8)", "", "| LoRA on | LoRA parameters | trainable (with head) | 0 s | 10 y |",
                   "|---|---:|---:|---:|---:|", *rows, ""]
     rows = []
-    for rank in RANKS:
+    for rank in RANKS if "ranks" in a.sections else ():
         name = "baseline_hwa" if rank == 8 else f"rank_{rank}"
         if name in c:
             s = c[name]["sweep"]
@@ -502,12 +701,27 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
         lines.append("")
     if "multitask" in c:
         m = c["multitask"]
+        chance = m.get("chance")  # cells computed before the majority level have none
         lines += ["## Multi-task: one programmed crossbar, one adapter and head per task", "",
-                  f"One programming draw of the encoder, {a.trials} drift trials; the adapters and heads are swapped per task.", "",
-                  "| task | metric | 0 s | 10 y |", "|---|---|---:|---:|"]
+                  f"One programming draw of the encoder, {a.trials} drift trials; the adapters and heads are swapped per task.", ""]
+        if chance is None:
+            lines += ["| task | metric | 0 s | 10 y |", "|---|---|---:|---:|"]
+        else:
+            lines += ["| task | metric | steps | majority level | 0 s | 10 y |", "|---|---|---:|---:|---:|---:|"]
         for n in MULTI_TASKS:
-            lines.append(f"| {n} | {m['metrics'][n]} | {_ms([row[0][n] for row in m['values']])} | "
-                         f"{_ms([row[1][n] for row in m['values']])} |")
+            at = f"{_ms([row[0][n] for row in m['values']])} | {_ms([row[1][n] for row in m['values']])}"
+            if chance is None:
+                lines.append(f"| {n} | {m['metrics'][n]} | {at} |")
+            else:
+                level = f"{100 * chance[n]['value']:.2f}" if n in chance else "—"
+                lines.append(f"| {n} | {m['metrics'][n]} | {m['steps'][n]} | {level} | {at} |")
+        if chance is not None:
+            below = [n for n in chance if min(100 * sum(row[i][n] for row in m["values"]) / len(m["values"])
+                                              for i in (0, 1)) <= 100 * chance[n]["value"]]
+            lines += ["", "Majority level: the main metric of predicting the training set's majority class for every "
+                      "dev example (0 for a correlation). "
+                      + (f"At or below it at 0 s or 10 y (nothing learned that survives the crossbar): {', '.join(below)}."
+                         if below else "Every task is above it at 0 s and 10 y.")]
         lines += ["", f"SQuAD data: {m['data']['squad']}.", ""]
     if "squad" in c:
         s = c["squad"]
@@ -515,12 +729,13 @@ def report(r: Runner, command: str, wall_s: float) -> tuple[str, dict]:
                   "| task | " + " | ".join(format_time(t) for t in TIMES) + " |", "|---|" + "---:|" * len(TIMES),
                   "| squad | " + " | ".join(_sweep_cells(s["sweep"])) + " |", "",
                   f"{a.squad_steps} steps at batch {a.batch_size}, max sequence length {a.squad_max_length}, doc stride "
-                  f"{a.squad_doc_stride}, {a.squad_eval_examples or 'all'} evaluation questions. Data: {s['data']}.",
+                  f"{a.squad_doc_stride}, LoRA lr {r.squad_lcfg(r.lcfg()).lr:g}, head lr {r.squad_lcfg(r.lcfg()).head_lr:g}, "
+                  f"{a.squad_eval_examples or 'all'} evaluation questions. Data: {s['data']}.",
                   "The paper's SQuAD figure (MobileBERT, F1 89.17 → 85.36 at 10 y) is for a QA-pretrained model with a "
                   "full training budget; this row is MiniLM (a sentence-embedding model) with a fresh span head and the "
                   "budget above, so its absolute level is not comparable, only its drift.", ""]
     if c:
-        lines += ["![results](hwa_lora.png)", ""]
+        lines += [f"![results]({a.page}.png)", ""]
     return "\n".join(lines), {"cells": c, "missing": missing, "complete": not missing, "command": command,
                               "wall_time_s": wall_s, "args": {k: v for k, v in vars(a).items() if k not in ("only", "report_only")}}
 
@@ -532,7 +747,10 @@ def plot(r: Runner, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     c = r.cells
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    # The rank and placement panels only on a page with those sections.
+    panels = 1 + ("ranks" in r.args.sections) + ("placement" in r.args.sections)
+    fig, axes = plt.subplots(1, panels, figsize=(14 * panels / 3 + 1.5 * (panels == 1), 4), squeeze=False)
+    axes = list(axes[0])
     ax = axes[0]
     xs = [max(t, 1.0) for t in TIMES]
     for name, key, label in (("baseline_digital", "sweep_deployed", "digital LoRA deployed"),
@@ -548,7 +766,16 @@ def plot(r: Runner, path: Path) -> None:
     ax.set_xticklabels([format_time(t) for t in TIMES])
     ax.set_title("Drift (SST-2 accuracy / SQuAD F1, %)")
     ax.legend(fontsize=7)
-    ax = axes[1]
+    if "ranks" in r.args.sections:
+        _rank_panel(axes[1], c)
+    if "placement" in r.args.sections:
+        _placement_panel(axes[-1], c)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _rank_panel(ax: Any, c: dict) -> None:
     for i, t in enumerate((0.0, TEN_YEARS)):
         pts = [(k, c["baseline_hwa" if k == 8 else f"rank_{k}"]["sweep"]) for k in RANKS
                if ("baseline_hwa" if k == 8 else f"rank_{k}") in c]
@@ -560,7 +787,9 @@ def plot(r: Runner, path: Path) -> None:
     ax.set_title("Rank sweep (SST-2 accuracy, %)")
     ax.set_xlabel("r")
     ax.legend()
-    ax = axes[2]
+
+
+def _placement_panel(ax: Any, c: dict) -> None:
     labels, v0, v10 = [], [], []
     for label in PLACEMENTS:
         name = placement_cell(label)
@@ -578,9 +807,6 @@ def plot(r: Runner, path: Path) -> None:
     ax.legend()
     if v0:
         ax.set_ylim(min(v0 + v10) - 5, max(v0 + v10) + 2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _task_steps(text: str) -> dict[str, int]:
@@ -611,7 +837,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="per-task steps of the GLUE runs, e.g. 'stsb=540,mrpc=345' (others: --steps)")
     ap.add_argument("--group-by-length", type=int, default=0,
                     help="batches of similar length, groups of this many batches (default 0: plain shuffling)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated experiments to compute and report, of {','.join(SECTIONS)} (default: all); "
+                         f"the real-budget page: {','.join(REAL_BUDGET_SECTIONS)}")
+    ap.add_argument("--page", default=None,
+                    help=f"the page's name under --out (default {SHORT_PAGE} when a section of the short budget alone "
+                         f"is computed, else {REAL_PAGE})")
+    ap.add_argument("--from-sweep", default=None, metavar="DIR",
+                    help="the budget sweep's run folder (budget_sweep.py --out): take the SST-2 baselines' and the "
+                         "multi-task table's LoRAs of its tasks from its seed-0 adapters at this run's steps")
     ap.add_argument("--squad-steps", type=int, default=300)
+    ap.add_argument("--squad-lr", type=float, default=None, help="LoRA lr of the SQuAD runs (default --lr)")
+    ap.add_argument("--squad-head-lr", type=float, default=None, help="head lr of the SQuAD runs (default --head-lr)")
     ap.add_argument("--squad-max-length", type=int, default=192)
     ap.add_argument("--squad-doc-stride", type=int, default=64)
     ap.add_argument("--squad-eval-examples", type=int, default=300)
@@ -636,9 +873,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.train_examples, args.eval_examples, args.squad_eval_examples = 16, 8, 4
         args.max_length, args.squad_max_length, args.squad_doc_stride = 32, 48, 16
     args.only = [p for p in args.only.split(",") if p] if args.only else None
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        ap.error(f"--sections {args.sections!r}: expected some of {','.join(SECTIONS)}")
+    args.sections = tuple(s for s in SECTIONS if s in sections)  # report order
+    if args.page is None:
+        args.page = REAL_PAGE if set(args.sections) <= set(REAL_BUDGET_SECTIONS) else SHORT_PAGE
+    if args.from_sweep is not None and not os.path.isdir(os.path.join(args.from_sweep, "adapters")):
+        ap.error(f"--from-sweep {args.from_sweep}: no adapters/ folder there (the budget sweep's run folder)")
     # A smoke run never touches the real run's cells or the committed report.
+    # Each page its own work folder: the trained adapters under it are not keyed by the recipe.
     if args.work is None:
-        args.work = "runs/hwa_lora_paper_quick" if args.quick else "runs/hwa_lora_paper"
+        args.work = "runs/hwa_lora_paper" + ("" if args.page == SHORT_PAGE else f"_{args.page}") + ("_quick" if args.quick else "")
     if args.out is None:
         args.out = args.work if args.quick else "docs/results"
     if args.glue_dir is None or not os.path.isdir(args.glue_dir):
@@ -653,15 +900,21 @@ def main(argv: list[str] | None = None) -> int:
     argv_list = sys.argv[1:] if argv is None else argv
     # The computing command (a --report-only rerun only rewrites the report of the same cells).
     command = command_line("python/experiments/hwa_lora_paper.py", argv_list, drop=("--report-only",))
-    r = Runner(args)
+    try:
+        r = Runner(args)
+        r.check_sweep(args.sections)
+    except SweepMismatch as exc:
+        print(f"[hwa_lora_paper] {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
+    page = args.page
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
     if args.worker_index == 0:
-        adopted = r.adopt(out / "hwa_lora.json")
+        adopted = r.adopt(out / f"{page}.json")
         if adopted:
-            print(f"[hwa_lora_paper] finished cells taken from {out / 'hwa_lora.json'}: {', '.join(adopted)}", flush=True)
+            print(f"[hwa_lora_paper] finished cells taken from {out / f'{page}.json'}: {', '.join(adopted)}", flush=True)
     children: list[subprocess.Popen] = []
     if args.worker_index == 0 and args.workers > 1 and not args.report_only:
         base = [a for a in argv_list]
@@ -671,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # A --report-only rerun keeps the wall time of the invocation that computed the cells.
     prior_wall = None
-    prior = read_json(out / "hwa_lora.json") if args.report_only else None
+    prior = read_json(out / f"{page}.json") if args.report_only else None
     if prior is not None and prior.get("command") == command:
         try:
             prior_wall = float(prior["wall_time_s"])
@@ -684,11 +937,12 @@ def main(argv: list[str] | None = None) -> int:
         r.reload()
         md, js = report(r, command, prior_wall if prior_wall is not None else time.perf_counter() - t0)
         # No empty figure for a run with no finished cell.
-        write_page(out, "hwa_lora", md, js, plot=(lambda path: plot(r, path)) if r.cells else None)
+        write_page(out, page, md, js, plot=(lambda path: plot(r, path)) if r.cells else None)
 
     r.after_cell = write
     # Each worker starts at a different experiment, so that they rarely wait on each other.
-    experiments = [baselines, placement_and_rank, hardware_change, squad, multi_task]
+    experiments = [EXPERIMENTS[s] for s in ("baselines", "placement", "ranks", "hardware_change", "squad", "multitask")
+                   if s in args.sections]
     start = (args.worker_index * len(experiments)) // args.workers
     try:
         for experiment in experiments[start:] + experiments[:start]:
@@ -711,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"[hwa_lora_paper] {', '.join(failed)} failed; rerun the command to finish its cells", file=sys.stderr)
     if args.worker_index == 0:
-        print((out / "hwa_lora.md").read_text())
+        print((out / f"{page}.md").read_text())
     return 1 if failed else 0
 
 

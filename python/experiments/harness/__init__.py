@@ -19,7 +19,7 @@ its report reads. The harness holds the rest:
 The scripts import it as ``harness`` (they put their own folder on ``sys.path``).
 """
 
-from .adapters import adapter_path, load_adapter, save_adapter
+from .adapters import adapter_config, adapter_path, load_adapter, save_adapter
 from .cells import LEGACY_NOISE_STREAM, NOISE_STREAM, Cell, PendingCell, noise_stream_of, same_config, select, stamp
 from .cells import to_compute
 from .claims import Claims, ProcessLock
@@ -29,7 +29,7 @@ from .run_folder import RunFolder, run_queue, start_workers, write_json_atomic
 from .seeds import format_mean_std, mean_std
 
 __all__ = [
-    "adapter_path", "load_adapter", "save_adapter",
+    "adapter_config", "adapter_path", "load_adapter", "save_adapter",
     "NOISE_STREAM", "LEGACY_NOISE_STREAM", "Cell", "PendingCell", "noise_stream_of", "same_config", "select", "stamp",
     "to_compute",
     "Claims", "ProcessLock", "RunFolder", "run_queue", "start_workers", "write_json_atomic", "format_mean_std", "mean_std",

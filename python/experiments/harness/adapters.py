@@ -36,6 +36,15 @@ def save_adapter(folder: Path, key: str, config: dict, state: dict[str, Tensor])
     return path
 
 
+def adapter_config(folder: Path, key: str) -> dict | None:
+    """The config cell `key`'s stored adapter was computed with, or None when there is none: a
+    reader compares the fields that decide the training with its own before `load_adapter`."""
+    path = adapter_path(folder, key)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("config") or {}
+
+
 def load_adapter(folder: Path, key: str, config: dict) -> dict[str, Tensor] | None:
     """Cell `key`'s stored state, or None when there is none. Raises ValueError when it exists
     but was computed with another config (it names the fields that differ)."""

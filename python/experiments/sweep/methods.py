@@ -23,7 +23,7 @@ from lorafusion_ext.training.loop import TrainConfig, TrainResult
 from lorafusion_ext.training.methods import (HWALoRAConfig, analog_classifier, load_task_state, task_state,
                                              train_full_finetune, train_hwa_lora)
 
-from .protocol import TEN_YEARS, Settings, sweep_config
+from .protocol import TEN_YEARS, Recipe, Settings, sweep_config
 
 
 def data(s: Settings, task: str, tokenizer: Any):
@@ -33,8 +33,15 @@ def data(s: Settings, task: str, tokenizer: Any):
                                                  r.data_seed))
 
 
+def lora_config(recipe: Recipe) -> HWALoRAConfig:
+    """The LoRA of every LoRA cell: `HWALoRAConfig`'s defaults (r 8, alpha 32, dropout 0.1, every
+    linear layer) at the recipe's LoRA and head learning rates. Not in `sweep_config`: a reader of
+    the stored adapters (the HWA-LoRA page) compares its own LoRA config with this one."""
+    return HWALoRAConfig(lr=recipe.lora_lr, head_lr=recipe.head_lr)
+
+
 def lora_cfg(s: Settings) -> HWALoRAConfig:
-    return HWALoRAConfig(lr=s.recipe.lora_lr, head_lr=s.recipe.head_lr)
+    return lora_config(s.recipe)
 
 
 def train_cfg(s: Settings, cell: Cell) -> TrainConfig:
