@@ -5,6 +5,7 @@ cells; the aged setting trains on the programmed, drifted and compensated crossb
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -164,3 +165,52 @@ def test_aged_cell_killed_mid_training_resumes_to_the_same_state(tmp_path, metho
     assert resumed["final_loss"] == whole["final_loss"]
     assert resumed.get("pool", ["cola", "mrpc", "rte"]) == ["cola", "mrpc", "rte"]
     assert state.keys() == state2.keys() and all(torch.equal(state[k], state2[k]) for k in state)
+
+
+def test_ideal_hwa_lora_cells_are_the_sweep_cells_and_another_recipe_is_not_imported(tmp_path):
+    """The `hwa_lora` / `ideal` cells are imported from a budget sweep of the same recipe (its
+    `hwa_lora` cells at the same steps), and equal what this script computes itself without the
+    sweep; a sweep of another recipe or other steps gives nothing, nor one whose preset's
+    backward is not the ideal one."""
+    from ondevice import methods
+
+    glue = _write_glue(tmp_path / "glue")
+    sweep = load_script("budget_sweep").main(["--quick", "--glue-dir", str(glue), "--out", str(tmp_path / "sweep"),
+                                              "--tasks", "stsb", "--no-progress"])  # budgets 2 and 4; seed 1 at 4
+    assert sweep["complete"]
+    mod = _load_script()
+    base = ["--quick", "--glue-dir", str(glue), "--no-progress", "--tasks", "stsb", "--steps", "stsb=4",
+            "--backwards", "ideal", "--model", str(tmp_path / "sweep" / "tiny_bert")]
+    res = mod.main([*base, "--out", str(tmp_path / "run"), "--from-sweep", str(tmp_path / "sweep")])
+    assert res["complete"], res["pending"]
+    mine = [f"stsb/hwa_lora/ideal/b4/seed{seed}" for seed in (0, 1)]
+    assert res["imported"] == {k: f"{tmp_path / 'sweep'}:stsb/hwa_lora/b4/seed{seed}" for seed, k in enumerate(mine)}
+    for seed, key in enumerate(mine):
+        rec, theirs = res["cells"][key], sweep["cells"][f"stsb/hwa_lora/b4/seed{seed}"]
+        assert rec["wall_s"] == 0.0 and rec["backward"] == "ideal" and rec["steps"] == 4
+        assert (rec["t0"], rec["t10y"]) == (theirs["t0"], theirs["t10y"])
+    assert all("imported_from" not in res["cells"][f"stsb/lorafusion/ideal/b4/seed{s}"] for s in (0, 1))
+    assert "2 cells imported" in (tmp_path / "run" / "on_device.md").read_text()
+
+    # Computed here without the sweep, the same cells come out (the same model, batches and evaluation).
+    alone = mod.main([*base, "--out", str(tmp_path / "alone"), "--from-sweep", str(tmp_path / "none"),
+                      "--only", "stsb/hwa_lora"])
+    assert alone["imported"] == {}
+    for key in mine:
+        rec, imported = alone["cells"][key], res["cells"][key]
+        assert "imported_from" not in rec and rec["wall_s"] > 0
+        for when in ("t0", "t10y"):
+            assert rec[when] == pytest.approx(imported[when], abs=1e-6)
+        assert rec["final_loss"] == pytest.approx(imported["final_loss"], abs=1e-6)
+
+    def found(*extra: str) -> set[str]:
+        s, _ = mod.parse([*base, "--out", str(tmp_path / "run"), "--from-sweep", str(tmp_path / "sweep"), *extra])
+        return set(methods.from_sweep(s, mod.config(s)))
+
+    assert found() == set(mine)
+    assert found("--lora-lr", "0.5") == set()  # another recipe
+    assert found("--steps", "stsb=3") == set()  # no sweep cell at 3 steps
+    assert found("--steps", "stsb=2") == {"stsb/hwa_lora/ideal/b2/seed0"}  # the sweep has seed 0 only at 2 steps
+    s, _ = mod.parse([*base, "--out", str(tmp_path / "run"), "--from-sweep", str(tmp_path / "sweep")])
+    on_chip = dataclasses.replace(s, hardware=s.hardware.replace(backward=s.hardware.forward_periphery))
+    assert methods.from_sweep(on_chip, mod.config(on_chip)) == {}  # the preset's own backward: not the sweep's cell

@@ -38,8 +38,10 @@ each: the spread of a shared machine). A read of the whole dev set takes 25-40 s
 51-61 s (STS-B), 6 per cell. So a cell takes about 45 min (SST-2, HWA-LoRA) to 1 h (SST-2,
 aged LoRAFusion) and 40-50 min on STS-B, the 48 cells about 37 h of cell time: about 19 h
 with `--workers 2` on two free cores. The 6 `hwa_lora/ideal` cells run the code, recipe,
-seeds and hardware of the budget sweep's largest-budget HWA-LoRA cells (computed again, not
-taken from that run). `--quick` (32 cells on a tiny model) takes about 25 s.
+seeds and hardware of the budget sweep's largest-budget HWA-LoRA cells, so they are imported
+from the sweep (`--from-sweep`, default its run folder `results/budget_sweep`, then the committed
+`docs/results/budget_sweep.json`; `sweep.imports`) when it has them under the same config, and
+computed here otherwise (about 4.5 h of cell time saved). `--quick` (32 cells on a tiny model) takes about 25 s.
 
     nice -n 10 .venv/bin/python python/experiments/on_device.py --glue-dir ../shared/data/glue --workers 2
     python python/experiments/on_device.py --quick --glue-dir DIR --out /tmp/q   # smoke run
@@ -60,7 +62,7 @@ from lorafusion_ext.assets import GLUE_POOL  # noqa: E402
 from lorafusion_ext.models import DEFAULT_MODEL, resolve_model_path  # noqa: E402
 from ondevice import methods, report  # noqa: E402
 from ondevice.protocol import BACKWARDS, STEPS, TASKS, Settings, plan  # noqa: E402
-from sweep import driver  # noqa: E402
+from sweep import driver, imports  # noqa: E402
 from sweep.protocol import add_run_arguments, parse_steps, quick_recipe, run_arguments  # noqa: E402
 
 SCRIPT = "python/experiments/on_device.py"
@@ -76,6 +78,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--backwards", default=",".join(BACKWARDS), help=f"backward settings, among {list(BACKWARDS)}")
     p.add_argument("--pool", default=None, help="LoRAFusion's pool folder (default: the packaged GLUE pool; --quick: "
                                                 "a random pool of the tiny model)")
+    imports.add_argument(p, "the `hwa_lora` / `ideal` cells (its `hwa_lora` cells at the same steps)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny random BERT and pool, 2 steps, 2 seeds")
     a = p.parse_args(argv)
     tasks, recipe = run_arguments(p, a)
@@ -102,7 +105,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                  only=tuple(x for x in a.only.split(",") if x), progress=not a.no_progress,
                  command=command_line(SCRIPT, without_workers(sys.argv[1:] if argv is None else argv),
                                       drop=NOT_IN_COMMAND),
-                 hardware=HardwareConfig.preset(a.hardware), backwards=backwards, pool=pool)
+                 hardware=HardwareConfig.preset(a.hardware), backwards=backwards, pool=pool,
+                 from_sweep=imports.sources(a))
     return s, a
 
 
@@ -118,8 +122,9 @@ def config(s: Settings) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     s, a = parse(argv)
-    return driver.run(report, Path(__file__), s, a, list(sys.argv[1:] if argv is None else argv), config(s), plan,
-                      methods.run_cell)
+    cfg = config(s)
+    return driver.run(report, Path(__file__), s, a, list(sys.argv[1:] if argv is None else argv), cfg, plan,
+                      methods.run_cell, prepare=methods.import_from_sweep(s, cfg))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ from harness import command_line, without_workers  # noqa: E402
 from harness.tiny_models import tiny_bert  # noqa: E402
 from lorafusion_ext import HardwareConfig  # noqa: E402
 from lorafusion_ext.models import DEFAULT_MODEL  # noqa: E402
-from sweep import driver  # noqa: E402
+from sweep import driver, imports  # noqa: E402
 from sweep.protocol import add_run_arguments, parse_steps, quick_recipe, run_arguments  # noqa: E402
 from trainnoise import methods, report  # noqa: E402
 from trainnoise.protocol import SCALES, STEPS, Settings, config, plan, rows  # noqa: E402
@@ -68,9 +68,6 @@ from trainnoise.protocol import SCALES, STEPS, Settings, config, plan, rows  # n
 SCRIPT = "python/experiments/training_noise.py"
 #: Flags that do not change a result (they are dropped from the page's command).
 NOT_IN_COMMAND = ("--report-only", "--no-progress")
-#: Where the budget sweep's cells are looked up without `--from-sweep`: its default run folder,
-#: then its committed report (a fresh clone).
-SWEEP_SOURCES = (Path("results/budget_sweep"), Path("docs/results/budget_sweep.json"))
 
 
 def parse_scales(p: argparse.ArgumentParser, text: str) -> tuple[float, ...]:
@@ -92,9 +89,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                    help="the training modifier's std as multiples of the preset's, one row each")
     p.add_argument("--no-out-noise-row", action=argparse.BooleanOptionalAction, default=True,
                    help="the control row: the preset's modifier, no output noise in training")
-    p.add_argument("--from-sweep", default=None,
-                   help="budget-sweep run folder or report JSON to import `modifier_x1` and the reference from "
-                        f"(default: {', then '.join(map(str, SWEEP_SOURCES))})")
+    imports.add_argument(p, "`modifier_x1` and the reference")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny random BERT, 4 steps, 2 seeds")
     a = p.parse_args(argv)
     tasks, recipe = run_arguments(p, a)
@@ -117,7 +112,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
                  command=command_line(SCRIPT, without_workers(sys.argv[1:] if argv is None else argv),
                                       drop=NOT_IN_COMMAND),
                  hardware=hardware, rows=rows(parse_scales(p, a.scales), a.no_out_noise_row),
-                 from_sweep=(Path(a.from_sweep),) if a.from_sweep else SWEEP_SOURCES)
+                 from_sweep=imports.sources(a))
     return s, a
 
 

@@ -26,20 +26,21 @@ import hashlib
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from harness import Cell
+from harness import Cell, RunFolder
 from harness.cells import file_name
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.nn.deploy import drift, fold_drift_compensation, program, unprogram
 from lorafusion_ext.nn.pool import POOL_WEIGHTS, LoRAPool
 from lorafusion_ext.training.methods import FusionConfig, analog_classifier, train_fusion, train_hwa_lora
+from sweep import imports
 from sweep.methods import data, lora_cfg, losses, on_crossbar, train_cfg
 
-from .protocol import BACKWARDS, Settings
+from .protocol import BACKWARDS, Settings, cell_key
 
 #: Added to a cell's seed to seed the programming and drift of the crossbar an aged setting
 #: trains on: a chip other than the ones the evaluation programs (seeded with the cell's seed).
@@ -109,3 +110,24 @@ def run_cell(s: Settings, cell: Cell) -> dict[str, Any]:
                backward=cell.variant, steps=int(cell.param("steps")), metric=spec.metrics[0])
     shutil.rmtree(s.out / "checkpoints" / file_name(cell.key), ignore_errors=True)
     return rec
+
+
+# ---------------------------------------------------------------------- the budget sweep's cells
+def from_sweep(s: Settings, config: dict) -> dict[str, dict]:
+    """This run's cells that the budget sweep has computed (`sweep.imports.from_sweep`; `config`:
+    this run's): its `hwa_lora` cell at a task's steps and a seed is the `hwa_lora` / `ideal`
+    cell, the same computation (`analog_classifier` of the preset seeded by the seed, no
+    `prepare`, the sweep's data, `TrainConfig` and `on_crossbar`; the `unprogram` before the
+    evaluation is a no-op on a model trained without a programmed crossbar). Nothing is imported
+    when the preset has a backward read of its own (the ideal setting then trains otherwise)."""
+    if BACKWARDS["ideal"].hardware(s.hardware) != s.hardware:
+        return {}
+    pair = imports.Pair("hwa_lora", lambda task, steps, seed: cell_key(task, "hwa_lora", "ideal", steps, seed),
+                        {"backward": "ideal"})
+    return imports.from_sweep(s, s.from_sweep, [pair], config)
+
+
+def import_from_sweep(s: Settings, config: dict) -> Callable[[RunFolder, Callable[[str], None]], None]:
+    """The driver's `prepare`: add to the run folder the cells `from_sweep` finds that it lacks
+    (a cell computed or imported here before is never replaced)."""
+    return imports.prepare(lambda: from_sweep(s, config))

@@ -49,10 +49,12 @@ BACKWARDS: dict[str, Backward] = {
 @dataclass
 class Settings(SweepSettings):
     """The budget sweep's settings with one budget per task (`budgets[task] == (steps,)`), the
-    backward settings and the LoRAFusion pool's folder."""
+    backward settings, the LoRAFusion pool's folder, and where the budget sweep's cells are read
+    (`from_sweep`: run folders or report JSON files, first match wins)."""
 
     backwards: tuple[str, ...] = tuple(BACKWARDS)
     pool: Path = Path()
+    from_sweep: tuple[Path, ...] = ()
 
     def steps(self, task: str) -> int:
         return self.budgets[task][0]

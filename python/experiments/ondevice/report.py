@@ -46,7 +46,9 @@ def build(s: Settings, cells: list[Cell], done: dict[str, dict], chance: dict[st
                     for m, v in per_method.items()} for task, per_method in tasks.items()}
     pending = [c.key for c in cells if c.key not in done]
     walls = [float(r.get("wall_s", 0.0)) for r in done.values()]
+    imported = {k: r["imported_from"] for k, r in sorted(done.items()) if "imported_from" in r}
     return {"tasks": tasks, "command": s.command, "wall_s": math.fsum(walls), "machine": machine(s.threads),
+            "imported": imported,
             "model": s.model, "seeds": list(s.recipe.seeds), "costs": costs, "steps": {t: s.steps(t) for t in s.tasks},
             "metrics": {t: chance[t]["metric"] for t in s.tasks if t in chance},
             "chance": {t: chance[t]["value"] for t in s.tasks if t in chance},
@@ -99,8 +101,13 @@ def markdown(data: dict[str, Any]) -> str:
     n = len(data["seeds"])
     lines = ["# On-device learning: what reading the gradient through the crossbar costs", "",
              f"**Status: {status}.**", "", f"Command: `{data['command']}`  ",
-             f"Cell time (sum of the finished cells' wall times): {data['wall_s']:.0f} s. Machine: {data['machine']}. "
-             f"Written {data['written_at']}.", "", data["recipe"], "",
+             f"Cell time (sum of the finished cells' wall times; a cell imported from the budget sweep counts 0 s): "
+             f"{data['wall_s']:.0f} s. Machine: {data['machine']}. Written {data['written_at']}.", "",
+             data["recipe"], "",
+             "The `hwa_lora` / `ideal` cells are the budget sweep's `hwa_lora` cells at the same steps (the same "
+             "code, recipe, seeds and hardware), imported from it when it has them"
+             + (f" ({len(data['imported'])} cells imported: JSON `imported`)." if data.get("imported")
+                else " (none imported in this run)."), "",
              "Backward settings (the read of the input gradient dx = Wᵀ·dy, `HardwareConfig.backward`; "
              "docs/numerics.md, \"The backward read\"):", ""]
     lines += [f"- `{bw}`: {label}" for bw, label in data["backwards"].items()]

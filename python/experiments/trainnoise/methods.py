@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from harness import NOISE_STREAM, Cell, RunFolder, noise_stream_of, read_json, save_adapter
+from harness import Cell, RunFolder, save_adapter
 from harness.cells import file_name
 from lorafusion_ext.data.glue import task_spec
 from lorafusion_ext.nn.deploy import set_hardware
 from lorafusion_ext.tasks import get_task
 from lorafusion_ext.training.loop import TrainResult
 from lorafusion_ext.training.methods import analog_classifier, task_state, train_hwa_lora
+from sweep import imports
+from sweep.imports import Pair
 from sweep.methods import data, losses, lora_cfg, on_crossbar, train_cfg
-from sweep.protocol import cell_key as sweep_key
-from sweep.protocol import sweep_config
 
 from .protocol import REFERENCE, Settings, cell_key, config, scale_row
 
@@ -74,59 +73,19 @@ def run_cell(s: Settings, cell: Cell) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the budget sweep's cells
-def sweep_records(source: Path) -> dict[str, dict]:
-    """The finished cells of a budget-sweep run folder (`<source>/cells`) or report JSON file
-    (its "cells"), of the current noise stream; {} when there is none."""
-    if source.is_file():
-        cells = (read_json(source) or {}).get("cells", {})
-        return {k: r for k, r in cells.items() if isinstance(r, dict) and noise_stream_of(r) == NOISE_STREAM}
-    if (source / "cells").is_dir():
-        return RunFolder(source / "cells").load()
-    return {}
-
-
-def _comparable(cfg: Any) -> Any:
-    return {k: v for k, v in cfg.items() if k != "full_finetune_lr"} if isinstance(cfg, dict) else cfg
-
-
 def from_sweep(s: Settings) -> dict[str, dict]:
-    """This run's cells that the budget sweep has computed, as records of this run: its
+    """This run's cells that the budget sweep has computed (`sweep.imports.from_sweep`): its
     `hwa_lora` cell at a task's steps and a seed is the row `modifier_x1` (the preset as is),
-    its `digital_lora` cell the reference row, when it was computed with this run's model,
-    hardware and recipe (its config less the full fine-tune's lr equals `config(s)`). Each keeps
-    its source (`imported_from`, `source_config`, `source_wall_s`); its `wall_s` is 0 (nothing
-    was computed here). The first source of `s.from_sweep` that has a cell gives it."""
-    want = _comparable(sweep_config(s))
+    its `digital_lora` cell the reference row."""
     baseline = scale_row(1.0).name
-    pairs = [("hwa_lora", baseline)] if baseline in s.rows else []
-    pairs.append(("digital_lora", REFERENCE))
-    out: dict[str, dict] = {}
-    for source in s.from_sweep:
-        records = sweep_records(source)
-        for task in s.tasks:
-            for seed in s.recipe.seeds:
-                for method, row in pairs:
-                    theirs = sweep_key(task, method, s.steps(task), seed)
-                    mine = cell_key(task, row, s.steps(task), seed)
-                    rec = records.get(theirs)
-                    if mine in out or rec is None or _comparable(rec.get("config")) != want:
-                        continue
-                    out[mine] = {**rec, "key": mine, "row": row, "steps": s.steps(task), "config": config(s),
-                                 "imported_from": f"{source}:{theirs}", "source_config": rec.get("config"),
-                                 "source_wall_s": rec.get("wall_s"), "wall_s": 0.0}
-    return out
+    pairs = [Pair("hwa_lora", lambda task, steps, seed: cell_key(task, baseline, steps, seed), {"row": baseline})
+             ] if baseline in s.rows else []
+    pairs.append(Pair("digital_lora", lambda task, steps, seed: cell_key(task, REFERENCE, steps, seed),
+                      {"row": REFERENCE}))
+    return imports.from_sweep(s, s.from_sweep, pairs, config(s))
 
 
 def import_from_sweep(s: Settings) -> Callable[[RunFolder, Callable[[str], None]], None]:
     """The driver's `prepare`: add to the run folder the cells `from_sweep` finds that it lacks
     (a cell computed or imported here before is never replaced)."""
-
-    def prepare(folder: RunFolder, log: Callable[[str], None]) -> None:
-        done = folder.load()
-        new = {k: r for k, r in from_sweep(s).items() if k not in done}
-        for key, rec in new.items():
-            folder.add(key, rec)
-        if new:
-            log(f"{len(new)} cells imported from the budget sweep: {', '.join(sorted(new))}")
-
-    return prepare
+    return imports.prepare(lambda: from_sweep(s))
