@@ -7,7 +7,6 @@ default page name follows them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -28,14 +27,7 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(GLUE_DIR, "squad
                                 reason=f"GLUE + SQuAD folder not found at {GLUE_DIR}")
 if str(EXPERIMENTS) not in sys.path:  # the scripts' shared folders (harness, sweep) import as top-level packages
     sys.path.insert(0, str(EXPERIMENTS))
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from test_budget_sweep import _load_script  # noqa: E402  (the experiment script loader the sweep tests share)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +43,7 @@ def sweep_folder(tiny_model, tmp_path_factory) -> Path:
     """A `--quick` budget sweep of SST-2, STS-B and MRPC at 2 steps (its recipe: batch 4, max
     length 32, 16 training and 16 dev examples, length groups of 50 batches)."""
     out = tmp_path_factory.mktemp("sweep") / "run"
-    res = _script("budget_sweep").main(["--quick", "--glue-dir", GLUE_DIR, "--out", str(out), "--model", tiny_model,
+    res = _load_script("budget_sweep").main(["--quick", "--glue-dir", GLUE_DIR, "--out", str(out), "--model", tiny_model,
                                         "--tasks", "sst2,stsb,mrpc", "--budgets", "sst2=2;stsb=2;mrpc=2",
                                         "--no-progress"])
     assert res["complete"]
@@ -69,7 +61,7 @@ def _paper_args(tiny_model: str, tmp: Path, name: str, *extra: str) -> list[str]
 
 
 def test_sweep_adapters_give_the_evaluation_of_training_here(tiny_model, sweep_folder, tmp_path):
-    paper = _script("hwa_lora_paper")
+    paper = _load_script("hwa_lora_paper")
     assert paper.main(_paper_args(tiny_model, tmp_path, "own")) == 0
     assert paper.main(_paper_args(tiny_model, tmp_path, "sweep", "--from-sweep", str(sweep_folder))) == 0
     own = json.loads((tmp_path / "own" / "hwa_lora.json").read_text())["cells"]
@@ -115,7 +107,7 @@ def test_sweep_adapters_give_the_evaluation_of_training_here(tiny_model, sweep_f
 @pytest.mark.parametrize("change, field", [(("--lr", "0.002"), "lora_lr"), (("--group-by-length", "0"), "group_by_length"),
                                            (("--steps", "3"), "no adapter 'sst2/hwa_lora/b3/seed0'")])
 def test_another_recipe_is_refused_by_name(tiny_model, sweep_folder, tmp_path, capsys, change, field):
-    paper = _script("hwa_lora_paper")
+    paper = _load_script("hwa_lora_paper")
     args = _paper_args(tiny_model, tmp_path, "other", "--from-sweep", str(sweep_folder))
     if change[0] in args:
         args[args.index(change[0]) + 1] = change[1]
@@ -130,7 +122,7 @@ def test_another_recipe_is_refused_by_name(tiny_model, sweep_folder, tmp_path, c
 
 
 def test_sections_pick_the_page_and_its_cells(tmp_path):
-    paper = _script("hwa_lora_paper")
+    paper = _load_script("hwa_lora_paper")
     base = ["--glue-dir", GLUE_DIR, "--work", str(tmp_path / "w")]
     short = paper.parse_args(base)
     assert short.sections == paper.SECTIONS and short.page == "hwa_lora_short_budget"

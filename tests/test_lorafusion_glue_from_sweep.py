@@ -9,7 +9,6 @@ what the sweep has, on the same model folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import sys
@@ -22,16 +21,10 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1] / "python" / "experiments"
 if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep, lfglue) import as top-level packages
     sys.path.insert(0, str(ROOT))
+from test_budget_sweep import _load_script  # noqa: E402  (the experiment script loader the sweep tests share)
+
 WORDS = "the a movie film good bad man woman said company year new one two people".split()
 TASKS = "sst2,stsb,rte"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _write_glue(root: Path, n: int = 16) -> Path:
@@ -59,7 +52,7 @@ def sweep_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("from_sweep")
     glue = _write_glue(tmp / "glue")
     out = tmp / "sweep"
-    _load("budget_sweep").main(["--quick", "--glue-dir", str(glue), "--out", str(out), "--tasks", TASKS,
+    _load_script("budget_sweep").main(["--quick", "--glue-dir", str(glue), "--out", str(out), "--tasks", TASKS,
                                 "--no-progress"])
     # The sweep's --quick recipe (sweep.protocol.quick_recipe), spelled as lorafusion_glue options.
     recipe = ["--quick", "--glue-dir", str(glue), "--model", str(out / "tiny_bert"), "--tasks", TASKS,
@@ -77,7 +70,7 @@ SAME = ("t0", "t10y", "t0_trials", "t10y_trials", "trainable", "cells_once", "ce
 
 def test_cells_taken_from_the_sweep_equal_the_cells_computed_here(sweep_run):
     tmp, sweep_out, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     # SST-2 at 2 steps (a sweep budget without a full fine-tune there), STS-B and RTE at 4.
     only = ["--steps", "sst2=2,stsb=4,rte=4", "--only", "chance/,reference/,pool/,held_out/stsb/"]
     here = tmp / "here"
@@ -131,7 +124,7 @@ def test_cells_taken_from_the_sweep_equal_the_cells_computed_here(sweep_run):
 
 def test_a_sweep_of_another_recipe_is_refused(sweep_run, tmp_path):
     tmp, sweep_out, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     # lorafusion_glue's own head lr (1e-2) is not the sweep's (1e-3): nothing is taken.
     i = recipe.index("--head-lr")
     other = recipe[:i] + recipe[i + 2:]
@@ -154,7 +147,7 @@ def test_a_sweep_of_another_recipe_is_refused(sweep_run, tmp_path):
 
 def test_steps_per_task_are_validated(sweep_run, capsys):
     tmp, _, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     s = lf.parse([*recipe, "--out", str(tmp / "p"), "--steps", "sst2=3,stsb=5,rte=7"])
     assert s.budget.task_steps == {"sst2": 3, "stsb": 5, "rte": 7} and s.budget.steps == 7
     assert lf.parse([*recipe, "--out", str(tmp / "p"), "--steps", "6"]).budget.task_steps is None
@@ -168,7 +161,7 @@ def test_steps_per_task_are_validated(sweep_run, capsys):
 
 def test_held_out_cells_of_an_unlearnable_task_are_left_out(sweep_run):
     tmp, _, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     out = tmp / "skip"
     args = [*recipe, "--steps", "2", "--out", str(out), "--skip-unlearnable"]
     folder = lf.run_folder(lf.parse(args))
@@ -195,7 +188,7 @@ def test_a_cell_the_running_sweep_is_still_to_compute_is_waited_for(sweep_run, t
     from harness import Cell, PendingCell
 
     tmp, sweep_out, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     # A copy of the sweep's cells, its report listing a cell still to come, and a claim of a live process.
     sweep = tmp_path / "sweep"
     shutil.copytree(sweep_out / "cells", sweep / "cells")
@@ -224,7 +217,7 @@ def test_a_cell_the_running_sweep_is_still_to_compute_is_waited_for(sweep_run, t
 
 def test_pool_steps_per_task_are_validated(sweep_run, capsys):
     tmp, _, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     args = [*recipe, "--out", str(tmp / "p"), "--steps", "sst2=2,stsb=2,rte=4"]
     b = lf.parse([*args, "--pool-steps", "sst2=2,stsb=4,rte=4"]).budget
     assert b.pool_task_steps == {"sst2": 2, "stsb": 4, "rte": 4} and b.pool_steps is None
@@ -277,7 +270,7 @@ def test_a_pool_member_at_other_steps_than_its_held_out_runs(sweep_run):
     member (and full fine-tune) are at 4; SST-2 and RTE, whose pool steps are their held-out
     steps, reuse their pool member."""
     tmp, sweep_out, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     budget = ["--steps", "sst2=2,stsb=2,rte=4", "--pool-steps", "sst2=2,stsb=4,rte=4"]
     only = ["--only", "reference/,pool/,held_out/sst2/hwa_lora/seed0,held_out/stsb/hwa_lora/seed0,"
                       "held_out/rte/hwa_lora/seed0"]
@@ -335,7 +328,7 @@ def test_a_pool_member_at_other_steps_than_its_held_out_runs(sweep_run):
 
 def test_plan_lists_what_each_cell_would_be_and_writes_nothing(sweep_run, capsys):
     tmp, sweep_out, recipe = sweep_run
-    lf = _load("lorafusion_glue")
+    lf = _load_script("lorafusion_glue")
     out = tmp / "plan_only"
     budget = ["--steps", "sst2=2,stsb=2,rte=4", "--pool-steps", "sst2=2,stsb=4,rte=4"]
     res = lf.main([*recipe, *budget, "--out", str(out), "--from-sweep", str(sweep_out), "--plan"])
