@@ -16,6 +16,7 @@ from aihwkit.inference.noise.pcm import PCMLikeNoiseModel  # noqa: E402
 from aihwkit.simulator.configs import TorchInferenceRPUConfig, TorchInferenceRPUConfigIRDropT  # noqa: E402
 from aihwkit.simulator.parameters.enums import AnalogMVType  # noqa: E402
 from aihwkit_harness import aihwkit_layer  # noqa: E402
+from scripts import REPO, load_file  # noqa: E402
 
 
 def _rpu(tiles: int = 0, adc: bool = False, adc_quantization: bool = False, integration_sum: bool = False,
@@ -145,13 +146,7 @@ def test_ir_drop_config_errors_are_clear():
 
 
 def test_ir_drop_benchmark_runs_and_compares():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "python" / "bench" / "ir_drop.py"
-    spec = importlib.util.spec_from_file_location("bench_ir_drop", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_file("bench_ir_drop", REPO / "python" / "bench" / "ir_drop.py")
     (result,) = bench.main(["--shapes", "4x64x32", "--reps", "1"])
     assert set(result["ms"]) == {"ours_ir_drop", "ours_no_ir_drop", "aihwkit_ir_drop"}
     assert result["fraction_equal_to_aihwkit"] > 0.95

@@ -4,7 +4,6 @@ the issue's schema, a rerun computes nothing, and a fresh run folder takes the c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import sys
@@ -17,16 +16,13 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1] / "python" / "experiments"
 if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep) import as top-level packages
     sys.path.insert(0, str(ROOT))
+from scripts import load_experiment  # noqa: E402
 WORDS = "the a movie film good bad man woman said company year new one two people".split()
 
 
 def _load_script(name: str = "budget_sweep"):
     """The experiment script `name`.py as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_experiment(name)
 
 
 def _write_glue(root: Path, n: int = 16) -> Path:

@@ -15,6 +15,8 @@ import torch
 import lorafusion_ext as lf
 from lorafusion_ext.ops import extension as _extension
 
+from scripts import load_file
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -161,12 +163,7 @@ def test_cuda_arch_selection(env, expected, tmp_path):
 
 
 def _toolkit_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cuda_toolkit_root", os.path.join(ROOT, "cmake", "cuda_toolkit_root.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file("cuda_toolkit_root", os.path.join(ROOT, "cmake", "cuda_toolkit_root.py"))
 
 
 def _fake_nvcc_root(base, major=13):

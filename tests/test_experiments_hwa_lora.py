@@ -4,7 +4,6 @@ the report, resumption that skips finished cells)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("torchmetrics")
 
 from tiny_models import minilm_tokenizer_path, tiny_bert  # noqa: E402
+from scripts import load_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_DIR = os.environ.get("LORAFUSION_GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue"))
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(GLUE_DIR, "squad
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "python" / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file(name, ROOT / "python" / "experiments" / f"{name}.py")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python" / "experiments"))
 import harness  # noqa: E402
 from harness import cells as harness_cells  # noqa: E402
+from scripts import load_file  # noqa: E402
 
 
 def _holder(path: Path) -> subprocess.Popen:
@@ -200,14 +201,8 @@ RESULTS = ROOT / "docs" / "results"
 
 
 def _script(name: str):
-    import importlib.util
-
     pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location(name, ROOT / "python" / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file(name, ROOT / "python" / "experiments" / f"{name}.py")
 
 
 def _recorded_argv(report: Path, tmp_path: Path, extra: tuple[str, ...] = ()) -> list[str]:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(GLUE_DIR, "squad
                                 reason=f"GLUE + SQuAD folder not found at {GLUE_DIR}")
 if str(EXPERIMENTS) not in sys.path:  # the scripts' shared folders (harness, sweep) import as top-level packages
     sys.path.insert(0, str(EXPERIMENTS))
-from test_budget_sweep import _load_script  # noqa: E402  (the experiment script loader the sweep tests share)
+from scripts import load_experiment as _load_script  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,19 @@ methods count no trainable parameters, and a rerun skips the finished cells."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from scripts import load_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "python" / "experiments" / "lorafusion_bbh.py"
 BBH_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbh"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("lorafusion_bbh", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file("lorafusion_bbh", SCRIPT)
 
 
 @pytest.mark.skipif(not (BBH_DIR / "boolean_expressions.json").is_file(), reason=f"BBH files not found at {BBH_DIR}")

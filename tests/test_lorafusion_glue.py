@@ -5,13 +5,14 @@ skips the finished cells."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import sys
 from pathlib import Path
 
 import pytest
+
+from scripts import load_file
 
 pytest.importorskip("transformers")
 
@@ -20,11 +21,7 @@ WORDS = "the a movie film good bad man woman said company year new one two peopl
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("lorafusion_glue", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file("lorafusion_glue", SCRIPT)
 
 
 def _sentence(rng: random.Random) -> str:

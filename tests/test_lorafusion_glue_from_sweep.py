@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1] / "python" / "experiments"
 if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep, lfglue) import as top-level packages
     sys.path.insert(0, str(ROOT))
-from test_budget_sweep import _load_script  # noqa: E402  (the experiment script loader the sweep tests share)
+from scripts import load_experiment as _load_script  # noqa: E402
 
 WORDS = "the a movie film good bad man woman said company year new one two people".split()
 TASKS = "sst2,stsb,rte"

@@ -18,7 +18,8 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1] / "python" / "experiments"
 if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep, ondevice) import as top-level packages
     sys.path.insert(0, str(ROOT))
-from test_budget_sweep import _load_script as load_script, _write_glue  # noqa: E402
+from scripts import load_experiment as load_script  # noqa: E402
+from test_budget_sweep import _write_glue  # noqa: E402
 
 
 def _load_script():

@@ -19,7 +19,8 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1] / "python" / "experiments"
 if str(ROOT) not in sys.path:  # the scripts' shared folders (harness, sweep, trainnoise) import as top-level packages
     sys.path.insert(0, str(ROOT))
-from test_budget_sweep import _load_script, _write_glue  # noqa: E402
+from scripts import load_experiment as _load_script  # noqa: E402
+from test_budget_sweep import _write_glue  # noqa: E402
 
 ROWS = ["modifier_x0", "modifier_x0.25", "modifier_x0.5", "modifier_x1", "no_out_noise"]
 

@@ -4,15 +4,9 @@ use too. Re-exported here for the tests' `from tiny_models import ...`."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from scripts import EXPERIMENTS, load_file
 
-_PATH = Path(__file__).resolve().parents[1] / "python" / "experiments" / "harness" / "tiny_models.py"
-_spec = importlib.util.spec_from_file_location("_harness_tiny_models", _PATH)
-_mod = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _mod
-_spec.loader.exec_module(_mod)
+_mod = load_file("_harness_tiny_models", EXPERIMENTS / "harness" / "tiny_models.py")
 
 WORDS = _mod.WORDS
 minilm_tokenizer_path = _mod.minilm_tokenizer_path
