@@ -160,6 +160,18 @@ def load_classifier(model: str, num_labels: int, *, seed: int | None = None) -> 
                  problem_type="regression" if num_labels == 1 else "single_label_classification")
 
 
+def load_encoder(model: str, *, seed: int | None = None) -> tuple[nn.Module, Any]:
+    """(AutoModel, tokenizer) for `model`: the bare encoder, no task head (its
+    `last_hidden_state` [batch, tokens, hidden], e.g. mean-pooled into sentence embeddings).
+
+    Raises:
+        RuntimeError: the model cannot be loaded, with the id and the cause.
+    """
+    from transformers import AutoModel
+
+    return _load(AutoModel, model, seed)
+
+
 def load_question_answering(model: str, *, seed: int | None = None) -> tuple[nn.Module, Any]:
     """(AutoModelForQuestionAnswering, fast tokenizer) for `model` with a fresh span head
     (`qa_outputs`: start and end logits per token).
