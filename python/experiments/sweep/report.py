@@ -128,7 +128,11 @@ def markdown(data: dict[str, Any]) -> str:
               "at the largest budget is not a finding.",
               "- The spread over drift trials (programming noise) is inside each seed's value, not shown: the JSON "
               "holds every trial (`cells`).",
-              "- One model (all-MiniLM-L6-v2, a sentence-embedding model) and one hardware preset (`pcm_paper`).", ""]
+              "- One model (all-MiniLM-L6-v2, a sentence-embedding model) and one hardware preset (`pcm_paper`).",
+              "- Where HWA-LoRA stays near chance, this page does not say why. `noise_levels.md` measures, with no "
+              "training, how far the read it trains through (the training weight-noise modifier on every call) is "
+              "from the digital model against the deployed read; `training_noise.md` trains it with that noise "
+              "scaled and deploys each on the same crossbar.", ""]
     lines += pending_section(data["pending"])
     return "\n".join(lines)
 
