@@ -370,26 +370,15 @@ def stage_hwa_lora(dry: bool, _: dict) -> dict:
     import torch
 
     import lorafusion_ext as lf
+    from llm import lora_training_steps
 
     dev = _device(dry)
     digital = _smollm2(dry, dev)
     analog = lf.convert_to_analog(copy.deepcopy(digital), lf.HardwareConfig.preset("pcm_paper"), seed=0)
-    models = {"digital": lf.attach_lora(digital, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train(),
-              "analog": lf.attach_lora(analog, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train()}
     batch, seq = (1, 16) if dry else (4, 128)
     ids = torch.randint(100, 4000, (batch, seq), generator=torch.Generator().manual_seed(2)).to(dev)
-    data = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-    opts = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4) for k, m in models.items()}
-
-    def step(name: str) -> Callable[[], None]:
-        def run() -> None:
-            loss = models[name](**data).loss
-            opts[name].zero_grad()
-            loss.backward()
-            opts[name].step()
-        return run
-
-    res = _paired_ms(step("digital"), step("analog"), dev, 1 if dry else 7)
+    _, steps = lora_training_steps(digital, analog, ids)  # python/bench/llm.py's step, on this device
+    res = _paired_ms(steps["digital"], steps["analog"], dev, 1 if dry else 7)
     row = {"device": dev, "model": f"SmolLM2-135M config, random weights{', 2 layers, 4096 tokens' if dry else ''}",
            "batch": batch, "seq": seq, **res}
     if dry:

@@ -85,14 +85,15 @@ def generation(digital: torch.nn.Module, analog: torch.nn.Module, ids: torch.Ten
     return {"prefill": pre, "decode": dec}
 
 
-def training_step(digital: torch.nn.Module, analog: torch.nn.Module, batch: int, seq: int,
-                  rounds: int) -> dict[str, float]:
+def lora_training_steps(digital: torch.nn.Module, analog: torch.nn.Module,
+                        ids: torch.Tensor) -> tuple[dict[str, torch.nn.Module], dict[str, Callable[[], None]]]:
+    """A rank-8 LoRA on every linear layer of each model (in place; heads frozen), and one Adam
+    step of each on the causal-LM loss of `ids` [batch, seq]: ({"digital", "analog"} -> model,
+    the same keys -> a callable that runs one training step)."""
     from lorafusion_ext.nn.convert import attach_lora
 
     models = {"digital": attach_lora(digital, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train(),
               "analog": attach_lora(analog, 8, 16.0, 0.0, targets=(r".*",), train_head=False).train()}
-    gen = torch.Generator().manual_seed(2)
-    ids = torch.randint(100, 20000, (batch, seq), generator=gen)
     data = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     opts = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-4) for k, m in models.items()}
 
@@ -104,7 +105,15 @@ def training_step(digital: torch.nn.Module, analog: torch.nn.Module, batch: int,
             opts[name].step()
         return run
 
-    out = paired(step("digital"), step("analog"), rounds)
+    return models, {name: step(name) for name in models}
+
+
+def training_step(digital: torch.nn.Module, analog: torch.nn.Module, batch: int, seq: int,
+                  rounds: int) -> dict[str, float]:
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(100, 20000, (batch, seq), generator=gen)
+    models, steps = lora_training_steps(digital, analog, ids)
+    out = paired(steps["digital"], steps["analog"], rounds)
     out["trainable_params"] = sum(p.numel() for p in models["analog"].parameters() if p.requires_grad)
     return out
 
