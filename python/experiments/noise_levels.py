@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Claims, RunFolder, command_line, read_json, run_queue, write_page  # noqa: E402
+from harness import Cell, Claims, RunFolder, command_line, read_json, run_queue, write_page  # noqa: E402
 from harness.tiny_models import tiny_bert  # noqa: E402
 from lorafusion_ext import HardwareConfig  # noqa: E402
 from lorafusion_ext.models import DEFAULT_MODEL  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         return write(s, folder.load())
     ctx: measure.Context | None = None
 
-    def compute(cell, done):
+    def compute(cell: Cell, done: dict[str, dict]) -> dict:
         nonlocal ctx
         if ctx is None:
             ctx = measure.Context(s)  # the digital read, once per process and only if a cell is left
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         rec = measure.COMPUTE[cell.kind](ctx, cell)
         return {**rec, "key": cell.key, "wall_s": time.perf_counter() - t0}
 
-    def finished(cell, rec):
+    def finished(cell: Cell, rec: dict) -> None:
         log(f"{cell.key}: {rec['wall_s']:.0f} s")
         write(s, folder.load())
 
