@@ -73,3 +73,15 @@ def test_bad_options_exit_naming_the_option(run, bad, capsys):
     with pytest.raises(SystemExit):
         _load_script("noise_levels").main([*args, *bad])
     assert bad[0] in capsys.readouterr().err
+
+
+def test_a_decoder_is_read_too(run, tmp_path):
+    """Not only BERTs: a Llama's reads (mean-pooled last hidden states, its first token) come out alike."""
+    from harness.tiny_models import tiny_llama
+
+    root, _, _ = run
+    model = tiny_llama(tmp_path / "llama")
+    res = _load_script("noise_levels").main(["--quick", "--glue-dir", str(root / "glue"), "--out", str(tmp_path / "run"),
+                                             "--model", model, "--trials", "1"])
+    assert res["complete"] and len(res["reads"]) == 7
+    assert all(len(r["layer_rel_err"]) == 2 for r in res["reads"])

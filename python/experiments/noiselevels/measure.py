@@ -56,6 +56,8 @@ class Batches:
 
 def batches(pairs: Pairs, tokenizer: Any, s: Settings) -> Batches:
     sentences = pairs.first + pairs.second
+    if tokenizer.pad_token is None:  # decoder tokenizers (Llama, GPT-2) have none; the mask hides it
+        tokenizer.pad_token = tokenizer.eos_token
     lengths = [len(tokenizer(x, truncation=True, max_length=s.max_length)["input_ids"]) for x in sentences]
     order = sorted(range(len(sentences)), key=lambda i: (lengths[i], i))
     enc = [tokenizer([sentences[i] for i in order[k : k + s.batch_size]], padding=True, truncation=True,

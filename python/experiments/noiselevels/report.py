@@ -104,7 +104,7 @@ def markdown(data: dict[str, Any], s: Settings) -> str:
         f"Means ± std over {s.trials} noise draws (training reads: the layers' noise seeds; deployed: "
         f"`lf.drift_sweep` programming trials, seed 0). Embedding error: mean over sentences of "
         "‖e − e_digital‖ / ‖e_digital‖ of the mean-pooled embedding; [CLS] error: the same for the last "
-        "layer's first token (what a classification head reads); per-layer error: ‖H − H_digital‖ / "
+        "layer's first token (what a BERT classification head reads); per-layer error: ‖H − H_digital‖ / "
         f"‖H_digital‖ over the real tokens of the first {data['layer_sentences']} of the {data['sentences']} "
         f"sentences, layers 1 to {n_layers}.", "",
         "| read | modifier std | zero-shot Pearson | Spearman | embedding error | [CLS] error | per-layer error |",
