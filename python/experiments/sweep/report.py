@@ -129,6 +129,10 @@ def markdown(data: dict[str, Any]) -> str:
               "- The spread over drift trials (programming noise) is inside each seed's value, not shown: the JSON "
               "holds every trial (`cells`).",
               "- One model (all-MiniLM-L6-v2, a sentence-embedding model) and one hardware preset (`pcm_paper`).",
+              "- The largest budgets are 3 epochs of the training set (SST-2: about half of one): the HWA-LoRA paper's GLUE scripts "
+              "(github.com/chenlicodebank/lora_on_analog_hardware, `lora_training_glue/`) train 15 epochs at "
+              "learning rate 2e-4, on MobileBERT, with the same training modifier (ADD_NORMAL 0.067). Whether "
+              "HWA-LoRA learns STS-B or MRPC with five times the steps is not tested here.",
               "- Where HWA-LoRA stays near chance, this page does not say why. `noise_levels.md` measures, with no "
               "training, how far the read it trains through (the training weight-noise modifier on every call) is "
               "from the digital model against the deployed read; `training_noise.md` trains it with that noise "
