@@ -85,3 +85,26 @@ def test_a_decoder_is_read_too(run, tmp_path):
                                              "--model", model, "--trials", "1"])
     assert res["complete"] and len(res["reads"]) == 7
     assert all(len(r["layer_rel_err"]) == 2 for r in res["reads"])
+
+
+def test_both_sentences_of_a_pair_share_a_batch_and_every_sentence_is_read_once(run):
+    """A read whose noise is drawn per call must embed a pair's two sentences under one draw."""
+    import numpy as np
+    from noiselevels.measure import Pairs, batches
+    from noiselevels.protocol import Settings
+    from transformers import AutoTokenizer
+
+    root, _, _ = run
+    tok = AutoTokenizer.from_pretrained(str(root / "run" / "tiny_bert"))
+    words = "the a movie film good bad man woman said company year new one two people".split()
+    first = [" ".join(words[: 1 + i % 9]) for i in range(11)]
+    second = [" ".join(words[i % 5 :]) for i in range(11)]
+    s = Settings(model="", glue_dir="", hardware_name="pcm_paper", out=root, docs=root, batch_size=4)
+    b = batches(Pairs(first, second, np.zeros(11)), tok, s)
+    assert sorted(b.order) == list(range(22)) and b.n == 22
+    row = 0
+    for enc in b.encodings:
+        rows = b.order[row : row + enc["input_ids"].shape[0]]
+        firsts = [i for i in rows if i < 11]
+        assert sorted(rows) == sorted(firsts + [11 + i for i in firsts]) and len(firsts) <= 2
+        row += len(rows)

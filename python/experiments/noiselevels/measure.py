@@ -45,8 +45,11 @@ def load_pairs(s: Settings) -> Pairs:
 
 @dataclass
 class Batches:
-    """The pairs' sentences (first halves, then second halves), tokenised once in batches of
-    similar length (less padding); `order[j]` is the sentence index of the j-th batched row."""
+    """The pairs' sentences (sentence i < n_pairs is pair i's first, n_pairs + i its second),
+    tokenised once in batches that hold both sentences of each of their pairs, so that a read
+    whose noise is drawn per call (the training modifier) embeds the two sentences of a pair with
+    the same draw, as a training step does; pairs of similar length share a batch (less
+    padding). `order[j]` is the sentence index of the j-th batched row."""
 
     encodings: list[dict[str, Tensor]]
     order: list[int]
@@ -56,13 +59,20 @@ class Batches:
 
 def batches(pairs: Pairs, tokenizer: Any, s: Settings) -> Batches:
     sentences = pairs.first + pairs.second
+    n_pairs = len(pairs.first)
     if tokenizer.pad_token is None:  # decoder tokenizers (Llama, GPT-2) have none; the mask hides it
         tokenizer.pad_token = tokenizer.eos_token
     lengths = [len(tokenizer(x, truncation=True, max_length=s.max_length)["input_ids"]) for x in sentences]
-    order = sorted(range(len(sentences)), key=lambda i: (lengths[i], i))
-    enc = [tokenizer([sentences[i] for i in order[k : k + s.batch_size]], padding=True, truncation=True,
-                     max_length=s.max_length, return_tensors="pt")
-           for k in range(0, len(order), s.batch_size)]
+    by_length = sorted(range(n_pairs), key=lambda i: (max(lengths[i], lengths[n_pairs + i]), i))
+    per_batch = max(1, s.batch_size // 2)
+    order: list[int] = []
+    enc = []
+    for k in range(0, n_pairs, per_batch):
+        group = by_length[k : k + per_batch]
+        rows = group + [n_pairs + i for i in group]
+        order += rows
+        enc.append(tokenizer([sentences[i] for i in rows], padding=True, truncation=True, max_length=s.max_length,
+                             return_tensors="pt"))
     return Batches(enc, order, len(sentences), min(s.layer_sentences, len(sentences)))
 
 

@@ -59,7 +59,8 @@ class Settings:
 def config(s: Settings) -> dict:
     """What a finished cell must have been computed with to be reused."""
     return {"model": s.model, "hardware": s.hardware_name, "pairs": s.pairs, "trials": s.trials,
-            "max_length": s.max_length, "layer_sentences": s.layer_sentences, "times": list(s.times)}
+            "max_length": s.max_length, "batch_size": s.batch_size, "layer_sentences": s.layer_sentences,
+            "times": list(s.times), "batches": "pairs"}
 
 
 def train_key(scale: float) -> str:

@@ -96,7 +96,8 @@ def markdown(data: dict[str, Any], s: Settings) -> str:
         "trained through that read (HWA-LoRA) or deployed on it must live with.", "",
         "- **Training read**: what HWA-LoRA trains through: the layers unprogrammed and in training mode, so "
         "the training weight-noise modifier is drawn on every call, with DAC/ADC quantisation and output noise "
-        "(dropout off, so that only the hardware differs). The modifier's std is scaled as in "
+        "(dropout off, so that only the hardware differs). Both sentences of a pair are read in the same call, "
+        "under the same draw, as a training step reads its batch. The modifier's std is scaled as in "
         "`docs/results/training_noise.md`.",
         "- **Deployed read**: the layers programmed onto the device (programming noise), drifted to the time "
         "and compensated (global drift compensation), read in eval mode: what every method meets on the chip.",
