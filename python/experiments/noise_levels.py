@@ -37,6 +37,7 @@ from lorafusion_ext import HardwareConfig  # noqa: E402
 from lorafusion_ext.models import DEFAULT_MODEL  # noqa: E402
 from noiselevels import measure, report  # noqa: E402
 from noiselevels.protocol import SCALES, TIMES, YEAR, Settings, config, plan  # noqa: E402
+from trainnoise.protocol import parse_scales  # noqa: E402
 
 SCRIPT = "python/experiments/noise_levels.py"
 NOT_IN_COMMAND = ("--report-only",)
@@ -68,12 +69,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     a = p.parse_args(argv)
     for name in ("pairs", "trials", "layer_sentences", "batch_size", "max_length", "threads"):
         _positive(p, name.replace("_", "-"), getattr(a, name))
-    try:
-        scales = tuple(sorted({float(x) for x in a.scales.split(",") if x.strip()}, reverse=True))
-    except ValueError:
-        p.error(f"--scales {a.scales!r}; expected comma-separated numbers")
-    if not scales or min(scales) < 0:
-        p.error(f"--scales {a.scales!r}; expected at least one scale, none negative")
+    scales = parse_scales(p, a.scales)[::-1]  # the page lists the noisiest training read first
     hardware = HardwareConfig.preset(a.hardware)
     if hardware.modifier.kind not in ("add_normal", "mult_normal"):
         p.error(f"--hardware {a.hardware}: its training modifier is {hardware.modifier.kind!r}; the training reads "

@@ -63,21 +63,11 @@ from lorafusion_ext.models import DEFAULT_MODEL  # noqa: E402
 from sweep import driver, imports  # noqa: E402
 from sweep.protocol import add_run_arguments, parse_steps, quick_recipe, run_arguments  # noqa: E402
 from trainnoise import methods, report  # noqa: E402
-from trainnoise.protocol import SCALES, STEPS, Settings, config, plan, rows  # noqa: E402
+from trainnoise.protocol import SCALES, STEPS, Settings, config, parse_scales, plan, rows  # noqa: E402
 
 SCRIPT = "python/experiments/training_noise.py"
 #: Flags that do not change a result (they are dropped from the page's command).
 NOT_IN_COMMAND = ("--report-only", "--no-progress")
-
-
-def parse_scales(p: argparse.ArgumentParser, text: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(sorted({float(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        p.error(f"--scales {text!r}; expected comma-separated numbers")
-    if not scales or min(scales) < 0:
-        p.error(f"--scales {text!r}; expected at least one scale, none negative")
-    return scales
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:

@@ -11,6 +11,7 @@ before any adapter is trained.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -94,7 +95,6 @@ class Read:
 @torch.no_grad()
 def read(model: nn.Module, b: Batches) -> Read:
     """`model` (its modules' train/eval flags as they are) on every batch of `b`."""
-    hidden = None
     emb = cls = None
     per_layer: list[list[Tensor]] = []
     row = 0
@@ -104,9 +104,8 @@ def read(model: nn.Module, b: Batches) -> Read:
         pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
         idx = torch.tensor(b.order[row : row + pooled.shape[0]])
         if emb is None:
-            hidden = pooled.shape[1]
-            emb = torch.zeros(b.n, hidden)
-            cls = torch.zeros(b.n, hidden)
+            emb = torch.zeros(b.n, pooled.shape[1])
+            cls = torch.zeros(b.n, pooled.shape[1])
             per_layer = [[] for _ in out.hidden_states[1:]]
         emb[idx] = pooled.float()
         cls[idx] = out.last_hidden_state[:, 0].float()
@@ -116,8 +115,8 @@ def read(model: nn.Module, b: Batches) -> Read:
             for layer, h in zip(per_layer, out.hidden_states[1:]):
                 layer.append(h[keep][real].float())
         row += pooled.shape[0]
-    assert emb is not None and cls is not None and hidden is not None
-    return Read(emb, cls, [torch.cat(x) if x else torch.zeros(0, hidden) for x in per_layer])
+    assert emb is not None and cls is not None
+    return Read(emb, cls, [torch.cat(x) if x else torch.zeros(0, emb.shape[1]) for x in per_layer])
 
 
 def _row_rel_err(x: Tensor, ref: Tensor) -> float:
@@ -143,12 +142,13 @@ class Context:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.pairs = load_pairs(s)
-        digital, tok = load_encoder(s.model)
+        self.digital, tok = load_encoder(s.model)
         self.batches = batches(self.pairs, tok, s)
-        self.reference = read(digital.eval(), self.batches)
+        self.reference = read(self.digital.eval(), self.batches)
 
     def encoder(self) -> nn.Module:
-        return load_encoder(self.s.model)[0].eval()
+        """A fresh copy of the digital encoder, to convert (the conversion replaces its layers)."""
+        return copy.deepcopy(self.digital).eval()
 
 
 def digital_cell(ctx: Context) -> dict[str, Any]:

@@ -3,13 +3,12 @@ compared, and how a cell is named."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import Cell
 from lorafusion_ext import HardwareConfig
-from lorafusion_ext.hardware import Modifier
+from trainnoise.protocol import scale_row
 
 YEAR = 365.25 * 86400.0
 #: The deployed reads' times after programming (s) and their labels.
@@ -49,11 +48,9 @@ class Settings:
     hardware: HardwareConfig = field(default=None)  # type: ignore[assignment]
 
     def training_hardware(self, scale: float) -> HardwareConfig:
-        """The preset with its training modifier's std times `scale` (kind "none" at 0)."""
-        mod = self.hardware.modifier
-        if scale == 0.0:
-            return self.hardware.replace(modifier=Modifier("none"))
-        return self.hardware.replace(modifier=dataclasses.replace(mod, std=mod.std * scale))
+        """The preset with its training modifier's std times `scale` (kind "none" at 0): the
+        training-noise experiment's row of that scale."""
+        return scale_row(scale).training_hardware(self.hardware)
 
 
 def config(s: Settings) -> dict:

@@ -3,6 +3,7 @@ cells in priority order and the config its cells are computed with."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,18 @@ class Row:
         else:
             modifier = dataclasses.replace(hw.modifier, std=hw.modifier.std * self.modifier_scale)
         return hw.replace(modifier=modifier, out_noise=hw.out_noise if self.out_noise else 0.0)
+
+
+def parse_scales(p: argparse.ArgumentParser, text: str) -> tuple[float, ...]:
+    """`--scales`: comma-separated modifier scales, ascending and distinct; a bad value exits
+    through `p.error`, naming the option."""
+    try:
+        scales = tuple(sorted({float(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        p.error(f"--scales {text!r}; expected comma-separated numbers")
+    if not scales or min(scales) < 0:
+        p.error(f"--scales {text!r}; expected at least one scale, none negative")
+    return scales
 
 
 def scale_row(scale: float) -> Row:
