@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from harness import format_mean_std, machine, mean_std, pending_section, pyplot
+from harness.report import mean_and_error
 from harness.cells import Cell
 
 from .protocol import DEPLOYED, DIGITAL, TIME_LABELS, Settings, train_key
@@ -50,12 +51,16 @@ def _mean(row: dict[str, Any] | None, field: str) -> float:
     return math.nan if row is None else mean_std(row[field])[0]
 
 
+def preset_and_deployed(table: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The preset's training read (modifier x1; None while pending) and the deployed reads, by time."""
+    train = next((r for r in table if r["name"] == train_key(1.0)), None)
+    return train, [r for r in table if r["kind"] == DEPLOYED]
+
+
 def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
     """How the preset's training read compares with the deployed reads: the ratio of their mean
     embedding errors (training read / deployed read) at 0 s and at the last time."""
-    by = {r["name"]: r for r in table}
-    train = by.get(train_key(1.0))
-    deployed = [r for r in table if r["kind"] == DEPLOYED]
+    train, deployed = preset_and_deployed(table)
     out = {}
     if train is not None and deployed:
         for tag, row in (("first", deployed[0]), ("last", deployed[-1])):
@@ -141,8 +146,7 @@ def markdown(data: dict[str, Any], s: Settings) -> str:
 def says(data: dict[str, Any]) -> list[str]:
     """The comparison the numbers make, in words (only what the finished rows support)."""
     by = {r["name"]: r for r in data["reads"]}
-    train = by.get(train_key(1.0))
-    deployed = [r for r in data["reads"] if r["kind"] == DEPLOYED]
+    train, deployed = preset_and_deployed(data["reads"])
     if train is None or not deployed or DIGITAL not in by:
         return []
     first, last = deployed[0], deployed[-1]
@@ -199,8 +203,7 @@ def plot(data: dict[str, Any], path) -> None:
     if ax.lines:
         ax.legend(fontsize=7)
     labels = [r["label"] for r in data["reads"]]
-    means = [mean_std(r["pearson"])[0] for r in data["reads"]]
-    errs = [0.0 if math.isnan(mean_std(r["pearson"])[1]) else mean_std(r["pearson"])[1] for r in data["reads"]]
+    means, errs = zip(*(mean_and_error(r["pearson"]) for r in data["reads"])) if data["reads"] else ((), ())
     bx.barh(range(len(labels)), means, xerr=errs, color=["C7" if r["kind"] == DIGITAL else "C0" if r["kind"] == "train"
                                                           else "C1" for r in data["reads"]])
     bx.set_yticks(range(len(labels)), labels, fontsize=7)
