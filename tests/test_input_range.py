@@ -392,6 +392,21 @@ def test_model_conversion_round_trips_ranges():
         assert torch.equal(again.eval()(x), back(x))
 
 
+@pytest.mark.parametrize("tiles", [Tiles(None, None), Tiles(3, 2)], ids=["one_tile", "tiled"])
+def test_input_gradient_is_one_on_the_closed_range(tiles):
+    # An input exactly at +-r passes its gradient (the closed-range rule, docs/numerics.md), one
+    # beyond it none, on every torch: torch 2.14's clamp would give 0 at the bound itself.
+    layer = lf.nn.AnalogLinear(5, 4, hardware=_hw(tiles, InputRange(init_from_data=0, init_value=1.0)), seed=0).train()
+    on = torch.tensor([[1.0, 2.0, -1.0, -2.0, 0.5]], requires_grad=True)
+    inside = torch.tensor([[0.999, 2.0, -0.999, -2.0, 0.5]], requires_grad=True)
+    g = torch.Generator().manual_seed(3)
+    d = torch.randn(1, 4, generator=g)
+    layer(on).backward(d)
+    layer(inside).backward(d)
+    assert on.grad[0, 1] == 0 and on.grad[0, 3] == 0
+    assert torch.equal(on.grad, inside.grad) and bool((on.grad[0, [0, 2, 4]] != 0).all())
+
+
 # ------------------------------------------------------------------------------------------------ the fused op
 
 

@@ -412,11 +412,13 @@ class AnalogLinear(nn.Linear):
         n_rows = w_norm.shape[0]
         outs = []
         o0 = 0
+        clips_all = ([[ir_ops.ClipCount() for _ in range(layout.n_in)] for _ in range(layout.n_out)]
+                     if grad and ir.manage_output_clipping and ranges.requires_grad else None)
+        inputs = ir_ops.scaled_inputs(x2, views, layout, ir, clips_all)
         for o, size in enumerate(layout.out_sizes):
             w_o = w_norm if layout.n_out == 1 else w_norm[o0 : o0 + size]
-            clips = ([ir_ops.ClipCount() for _ in range(layout.n_in)]
-                     if grad and ir.manage_output_clipping and ranges.requires_grad else None)
-            xs = ir_ops.scaled_input(x2, views, layout, o, ir, clips)
+            clips = None if clips_all is None else clips_all[o]
+            xs = inputs[o]
             if not grad:
                 rows = [ir_ops.range_rows(ranges, scales, hw, layout)[:, o0 : o0 + size]]
                 if drift is not None:
@@ -436,8 +438,8 @@ class AnalogLinear(nn.Linear):
                 sub_hw, training=self.training, per_input_tile=True, sample_rows=sample_rows,
             )
             col = []
-            for i in range(layout.n_in):
-                y_t = parts[i]
+            # unbind: one stacked gradient for the tiles' outputs, not a zero-filled copy per tile.
+            for i, y_t in enumerate(parts.unbind(0)):
                 if clips is not None and hw.adc.bound is not None:
                     b = hw.adc.bound
                     clips[i].clipped = int(((y_t >= b) | (y_t <= -b)).count_nonzero())
