@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,31 +31,11 @@ import torch  # noqa: E402
 
 import lorafusion_ext as lf  # noqa: E402
 from crossbar_mvm import DEFAULT_SHAPES, bench_case  # noqa: E402
+from host_info import host  # noqa: E402
 from lorafusion_ext.nn import deploy  # noqa: E402
 from program_drift import convert_linears, minilm_path  # noqa: E402
 
 GOALS = {"eval_vs_linear": 1.15, "train_vs_linear": 1.25, "program_drift_speedup": 3.0}
-
-
-def host() -> dict:
-    """The CPU model, its vector extensions and the ones the extension was compiled for."""
-    info: dict = {"machine": platform.machine(), "cpus": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    fields = {}
-    for line in text.splitlines():
-        k, _, v = line.partition(":")
-        fields.setdefault(k.strip(), v.strip())
-    flags = set(fields.get("flags", "").split())
-    info["model_name"] = fields.get("model name", platform.processor() or "unknown")
-    info["family_model"] = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
-    info["cpu_isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl") if f in flags]
-    built = lf.build_info().get("cpu_flags", "")
-    info["build_flags"] = built
-    info["kernels_isa"] = "AVX-512" if "-mavx512f" in built else ("AVX2" if "-mavx2" in built else "scalar")
-    return info
 
 
 def program_drift(threads: list[int], repeats: int, t: float) -> dict[int, dict]:
