@@ -136,7 +136,10 @@ def markdown(data: dict[str, Any]) -> str:
               "- Where HWA-LoRA stays near chance, this page does not say why. `noise_levels.md` measures, with no "
               "training, how far the read it trains through (the training weight-noise modifier on every call) is "
               "from the digital model against the deployed read; `training_noise.md` trains it with that noise "
-              "scaled and deploys each on the same crossbar.", ""]
+              "scaled and deploys each on the same crossbar.",
+              "- The recipe is the one the first cells ran with. What a step costs, and what an equal-statistics "
+              "dropout or batch 64 would save, is measured in `training_step.md` (`python/bench/training_step.py`); "
+              "neither was adopted, since either changes every seeded result already computed.", ""]
     lines += pending_section(data["pending"])
     return "\n".join(lines)
 
