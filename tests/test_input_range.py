@@ -407,6 +407,49 @@ def test_input_gradient_is_one_on_the_closed_range(tiles):
     assert torch.equal(on.grad, inside.grad) and bool((on.grad[0, [0, 2, 4]] != 0).all())
 
 
+@pytest.mark.parametrize("mode", ["fast_mode", "no_scaling_gradient"])
+def test_lightning_variants_on_tiled_layers_follow_their_formulas(mode):
+    # AIHWKIT-Lightning's variants on 3 x 3 tiles (its own tests tile inputs only), against the
+    # formulas of docs/numerics.md written out per tile: the input gradient g / r on the closed
+    # range; fast_mode's r gradient from the clamp's tensor bound (sum of g over x > r minus over
+    # x < -r), and without scaling_gradient InputRangeForward's term alone (here with decay).
+    from lorafusion_ext.nn import input_range as ir_ops
+    from lorafusion_ext.nn.mapping import TileLayout
+
+    ir = (InputRange(init_from_data=0, fast_mode=True, scaling_gradient=False) if mode == "fast_mode"
+          else InputRange(init_from_data=0, scaling_gradient=False, decay=0.01, input_min_percentage=0.5))
+    layout = TileLayout.of(150, 90, _hw(Tiles(64, 40), ir))
+    assert (layout.n_in, layout.n_out) == (3, 3)
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(20, 150, generator=g) * 2).requires_grad_()
+    ranges = (0.5 + 2 * torch.rand(3, 3, generator=g)).requires_grad_()
+    ds = [torch.randn(20, 150, generator=g) for _ in range(3)]
+    outs = ir_ops.scaled_inputs(x, ir_ops.tile_ranges(ranges, layout), layout, ir)
+    torch.autograd.backward(outs, ds)
+    x_grad = torch.zeros(20, 150)
+    r_grad = torch.zeros(3, 3)
+    for o in range(3):
+        k0 = 0
+        for i, kt in enumerate(layout.in_sizes):
+            r = ranges[i, o].item()
+            x_i, d = x.detach()[:, k0 : k0 + kt], ds[o][:, k0 : k0 + kt] / r
+            x_c = x_i.clamp(-r, r)
+            assert torch.equal(outs[o][:, k0 : k0 + kt].detach(), x_c / ranges[i, o].detach())
+            x_grad[:, k0 : k0 + kt] += torch.where(x_i.abs() <= r, d, 0.0)
+            if ir.fast_mode:
+                r_grad[i, o] = d[x_i > r].sum() - d[x_i < -r].sum()
+            else:
+                term = d[x_c >= r].clamp(max=0).sum() - d[x_c <= -r].clamp(min=0).sum()
+                term = term * r * ir.gradient_scale  # gradient_relative (the default)
+                if (x_c.abs() < r).float().mean() > ir.input_min_percentage:
+                    term = term + ir.decay * r
+                r_grad[i, o] = term
+            k0 += kt
+    assert torch.allclose(x.grad, x_grad, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(ranges.grad, r_grad, rtol=1e-5, atol=1e-6)
+    assert bool((r_grad != 0).all())
+
+
 # ------------------------------------------------------------------------------------------------ the fused op
 
 
