@@ -17,6 +17,7 @@ from torch import nn
 
 import lorafusion_ext as lf
 from lorafusion_ext.hardware import ADC, DAC, BoundManagement, Mapping_, Modifier, Tiles
+from lorafusion_ext.ops.crossbar import crossbar_mvm_inference
 from lorafusion_ext.ops.kwargs import op_kwargs
 from lorafusion_ext.ops.pool import pool_fusion
 
@@ -168,6 +169,67 @@ def test_bound_management_passes_agree():
         assert int(pc.max()) > 1
         assert torch.equal(pc, pg) and torch.equal(sc, sg)
         torch.testing.assert_close(yg, yc, rtol=1e-5, atol=1e-5)
+
+
+def _ranged_both(x, wn, ms, hw, ranges, training):
+    """The op with learned input ranges fused into the DAC loop (no gradient), CPU and GPU."""
+    scales = _scales(ms, wn.shape[1], hw)
+    params = op_kwargs(hw)["params"]
+    return [crossbar_mvm_inference(x.to(dev), wn.to(dev), scales.to(dev), None, torch.tensor([5, 3], device=dev),
+                                   params, training=training, input_range=ranges.to(dev)).cpu()
+            for dev in ("cpu", DEV)]
+
+
+def _tile_ranges(hw, k, n, seed):
+    layout = lf.nn.TileLayout.of(k, n, hw)
+    r = 0.5 + 2 * torch.rand(layout.n_in, layout.n_out, generator=torch.Generator().manual_seed(seed))
+    r[0, -1] = -r[0, -1]  # clamped at |r|, divided by r: the sign cancels
+    return r
+
+
+@pytest.mark.parametrize("name", ["paper", "tiled", "tiled_per_row"])
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_input_ranges_noise_only_identical(name, training):
+    # W = 0: the output is the output noise scaled by the noise management of the ranged input
+    # and by the range's periphery factor: no GEMM order, so bit for bit.
+    hw = CONFIGS[name]
+    x = 3 * torch.randn(67, 200, generator=torch.Generator().manual_seed(1))
+    wn, ms = torch.zeros(150, 200), torch.rand(150, generator=torch.Generator().manual_seed(2)) + 0.5
+    yc, yg = _ranged_both(x, wn, ms, hw, _tile_ranges(hw, 200, 150, 3), training)
+    assert torch.equal(yc, yg)
+
+
+@pytest.mark.parametrize("name", ["paper", "tiled", "tiled_per_row"])
+def test_fused_input_ranges_cpu_vs_cuda(name):
+    hw = CONFIGS[name]
+    g = torch.Generator().manual_seed(7)
+    wn, ms = _weights(256, 192, 8)
+    x = 3 * torch.randn(300, 192, generator=g)
+    with tf32(False):
+        yc, yg = _ranged_both(x, wn, ms, hw, _tile_ranges(hw, 192, 256, 4), training=False)
+    assert yg.isfinite().all()
+    rate = _adc_mismatch_rate(yc, yg)
+    assert rate < 1e-3, f"ADC-level mismatch rate {rate:.2e}"
+
+
+def test_layer_with_ranges_fused_equals_its_graph_on_cuda():
+    # AnalogLinear on the GPU: without gradient the ranges run in the CUDA kernel's DAC loop (one
+    # call), with gradient in PyTorch around one call per output-tile column: the same values.
+    from lorafusion_ext.hardware import InputRange, NoiseManagement
+
+    hw = PAPER.replace(out_noise=0.0, modifier=Modifier("none"), tiles=Tiles(64, 40),
+                       noise_management=NoiseManagement("abs_max"), input_range=InputRange(init_from_data=0))
+    torch.manual_seed(0)
+    layer = lf.nn.AnalogLinear(150, 90, hardware=hw, seed=0).to(DEV).eval()
+    with torch.no_grad():
+        layer.input_range.copy_(_tile_ranges(hw, 150, 90, 5).to(DEV))
+    x = 3 * torch.randn(33, 150, generator=torch.Generator().manual_seed(2)).to(DEV)
+    with tf32(False):
+        with torch.no_grad():
+            fused = layer(x)
+        graph = layer(x)
+    assert graph.requires_grad
+    torch.testing.assert_close(fused, graph.detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["paper", "tiled", "tiled_per_row"])

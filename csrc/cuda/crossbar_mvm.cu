@@ -4,6 +4,7 @@
 //
 // Per crossbar tile (input tile it, output tile ot; tiles run in the CPU's order):
 //   absmax_kernel      a_m = max|x_m| (abs-max noise management), inv_a = fl(1/a), any-nonzero flag
+//                      (x with a learned input range: clamp(x, -|r|, |r|) / r here and below)
 //   tile_begin_kernel  device state: row count of pass 0 (M, or 0 for an all-zero input)
 //   per pass p < max_passes (launched unconditionally; a finished tile has row count 0 and
 //   every kernel of a later pass returns at once, so nothing waits on the host):
@@ -147,11 +148,26 @@ __global__ void prep_weight_kernel(const T* __restrict__ w, int64_t K, TileGeom 
   }
 }
 
+// ---------------------------------------------------------------- learned input ranges
+// The tile's input with its learned range r (AIHWKIT's pre_forward, the CPU's
+// TileForward::tile_input): clamp(x, -|r|, |r|) / r, a true division; x itself without ranges.
+struct RangedInput {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T v, const T* __restrict__ ranges, int64_t index) const {
+    if (ranges == nullptr) return v;
+    const T r = ranges[index];
+    const T b = fabs(r);
+    return div_rn(clamp_nan<T>(v, -b, b), r);
+  }
+};
+
 // ---------------------------------------------------------------- abs-max noise management
+// With learned ranges (`ranges` [Tin, Tout], else null) the max is taken over the ranged input.
 template <typename T>
 __global__ void absmax_kernel(const T* __restrict__ x, int64_t M, int64_t K, TileGeom t,
                               bool abs_max, bool signed_max, T nm_thres, T* __restrict__ inv_a,
-                              TileState* __restrict__ state) {
+                              TileState* __restrict__ state, const T* __restrict__ ranges) {
+  const RangedInput ranged;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   bool nz = false;
@@ -165,7 +181,8 @@ __global__ void absmax_kernel(const T* __restrict__ x, int64_t M, int64_t K, Til
     T best = signed_max ? -detail::infinity<T>() : T(0);
     bool nan = false;
     for (int64_t k = lane; k < t.kt(); k += 32) {
-      const T v = signed_max ? row[k] : fabs(row[k]);
+      const T xk = ranged(row[k], ranges, t.index);
+      const T v = signed_max ? xk : fabs(xk);
       nan |= v != v;
       best = v > best ? v : best;
     }
@@ -196,7 +213,8 @@ __global__ void quantize_kernel(const T* __restrict__ x, int64_t K, TileGeom t,
                                 const TileState* __restrict__ state, T reduction, bool scaling,
                                 T step, T bound, int pass, T* __restrict__ xq, int64_t ldq,
                                 T* __restrict__ s_tile, int32_t* __restrict__ passes_tile,
-                                int* __restrict__ row_bad) {
+                                int* __restrict__ row_bad, const T* __restrict__ ranges) {
+  const RangedInput ranged;
   const int64_t count = state->count;
   for (int64_t i = blockIdx.y; i < count; i += gridDim.y) {
     const int64_t m = rows ? rows[i] : i;
@@ -210,7 +228,10 @@ __global__ void quantize_kernel(const T* __restrict__ x, int64_t K, TileGeom t,
     for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < ldq;
          k += int64_t(gridDim.x) * blockDim.x) {
       T q = T(0);  // the padding columns stay zero (the TF32 loader reads them)
-      if (k < t.kt()) q = dac_quantize<T>(scaling ? mul_rn(xr[k], sm) : xr[k], step, bound);
+      if (k < t.kt()) {
+        const T xk = ranged(xr[k], ranges, t.index);
+        q = dac_quantize<T>(scaling ? mul_rn(xk, sm) : xk, step, bound);
+      }
       xq[i * ldq + k] = q;
     }
   }
@@ -489,7 +510,7 @@ cudaError_t crossbar_forward(const CrossbarForwardArgs<T>& a, const CrossbarPara
                                     b.wt, l.ldq, stream));
       LF_CUDA_TRY(cudaMemsetAsync(b.state, 0, sizeof(TileState), stream));
       absmax_kernel<T><<<grid_cap(ceil_div(M, 8), 4096), 256, 0, stream>>>(
-          a.x, M, K, t, abs_max, signed_max, static_cast<T>(p.nm_thres), b.inv_a, b.state);
+          a.x, M, K, t, abs_max, signed_max, static_cast<T>(p.nm_thres), b.inv_a, b.state, a.input_range);
       LF_CUDA_TRY(cudaGetLastError());
       tile_begin_kernel<T><<<1, 1, 0, stream>>>(b.state, M, abs_max);
       LF_CUDA_TRY(cudaGetLastError());
@@ -498,7 +519,7 @@ cudaError_t crossbar_forward(const CrossbarForwardArgs<T>& a, const CrossbarPara
         const int* rows_in = pass == 0 ? nullptr : b.rows[(pass - 1) % 2];
         quantize_kernel<T><<<rows_grid(l.ldq, M, 256), 256, 0, stream>>>(
             a.x, K, t, b.inv_a, rows_in, b.state, reduction, scaling, dac_step, dac_bound, pass,
-            b.xq, l.ldq, s_tile, passes_tile, b.row_bad);
+            b.xq, l.ldq, s_tile, passes_tile, b.row_bad, a.input_range);
         LF_CUDA_TRY(cudaGetLastError());
         ForwardEpilogue<T> epi{rows_in,      M,          N,           t.o0,
                                t.it,         tin,        pass,        static_cast<T>(p.out_noise),
@@ -751,7 +772,7 @@ cudaError_t backward_read(const BackwardBuffers<T>& b, const BackwardLayout& l, 
   const T adc_bound = r.out_bound > 0 ? static_cast<T>(r.out_bound) : std::numeric_limits<T>::infinity();
   LF_CUDA_TRY(cudaMemsetAsync(b.state, 0, sizeof(TileState), stream));
   absmax_kernel<T><<<grid_cap(ceil_div(M, 8), 4096), 256, 0, stream>>>(
-      b.g, M, l.ldn, rt, abs_max, signed_max, static_cast<T>(r.nm_thres), b.inv_a, b.state);
+      b.g, M, l.ldn, rt, abs_max, signed_max, static_cast<T>(r.nm_thres), b.inv_a, b.state, nullptr);
   LF_CUDA_TRY(cudaGetLastError());
   tile_begin_kernel<T><<<1, 1, 0, stream>>>(b.state, M, abs_max);
   LF_CUDA_TRY(cudaGetLastError());
@@ -760,7 +781,7 @@ cudaError_t backward_read(const BackwardBuffers<T>& b, const BackwardLayout& l, 
     const int* rows_in = pass == 0 ? nullptr : b.rows[(pass - 1) % 2];
     quantize_kernel<T><<<rows_grid(l.ldn, M, 256), 256, 0, stream>>>(
         b.g, l.ldn, rt, b.inv_a, rows_in, b.state, reduction, scaling, dac_step, dac_bound, pass, b.gq, l.ldn,
-        b.s_read, b.passes_read, b.row_bad);
+        b.s_read, b.passes_read, b.row_bad, nullptr);
     LF_CUDA_TRY(cudaGetLastError());
     ReadEpilogue<T> epi{rows_in,  K,         t.k0, t.index, pass,     static_cast<T>(r.out_noise),
                         adc_step, adc_bound, rng,  b.s_read, b.dx,    l.ldk,

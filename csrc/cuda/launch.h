@@ -33,6 +33,7 @@ struct CrossbarForwardArgs {
   const int64_t* rng = nullptr;   // device int64[2] = (seed, offset)
   const T* noise_out = nullptr;   // test-only [max_passes, Tin, M, N] standard normals, or null
   const T* noise_weight = nullptr;  // test-only [N, K] standard normals, or null
+  const T* input_range = nullptr;   // [Tin, Tout] learned input ranges (calls without gradient), or null
   int64_t M = 0, K = 0, N = 0;
   // outputs
   T* y = nullptr;           // [M, N], or [Tin, M, N] with params.per_input_tile

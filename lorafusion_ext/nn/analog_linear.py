@@ -359,8 +359,8 @@ class AnalogLinear(nn.Linear):
         gets the DAC input concat_i(clamp(x_i, r[i, o]) / r[i, o]); each tile's output is
         multiplied by fl(r * ms), then (eval, programmed) by the drift compensation, then by the
         learned out-scaling, before the input tiles are summed and the bias added. When no
-        gradient reaches a range, these factors are one more periphery row of the op, and on the CPU
-        the clamp and scale run in the kernel's DAC loop (one call for the whole layer)."""
+        gradient is needed, these factors are one more periphery row of the op, and the clamp and
+        scale run in the kernel's DAC loop (CPU and CUDA; one call for the whole layer)."""
         ir = self.hardware.input_range
         assert ir is not None and self.input_range is not None
         out_dtype = x.dtype
@@ -389,9 +389,9 @@ class AnalogLinear(nn.Linear):
         grad = torch.is_grad_enabled() and (x2.requires_grad or ranges.requires_grad or w_norm.requires_grad
                                             or (alpha is not None and alpha.requires_grad))
         sample_rows = hw.sample_rows(x.shape, self.training)
-        if not grad and x2.device.type == "cpu":
-            # One call of the op for every tile: the CPU kernel clamps and scales each tile's input
-            # in its DAC loop, and r comes back in through the first periphery row, fl(r * ms).
+        if not grad:
+            # One call of the op for every tile: the kernel clamps and scales each tile's input in
+            # its DAC loop, and r comes back in through the first periphery row, fl(r * ms).
             with torch.no_grad():
                 rows = [ir_ops.range_rows(ranges, scales, hw, layout)]
                 if drift is not None:
@@ -413,26 +413,12 @@ class AnalogLinear(nn.Linear):
         outs = []
         o0 = 0
         clips_all = ([[ir_ops.ClipCount() for _ in range(layout.n_in)] for _ in range(layout.n_out)]
-                     if grad and ir.manage_output_clipping and ranges.requires_grad else None)
+                     if ir.manage_output_clipping and ranges.requires_grad else None)
         inputs = ir_ops.scaled_inputs(x2, views, layout, ir, clips_all)
         for o, size in enumerate(layout.out_sizes):
             w_o = w_norm if layout.n_out == 1 else w_norm[o0 : o0 + size]
             clips = None if clips_all is None else clips_all[o]
             xs = inputs[o]
-            if not grad:
-                rows = [ir_ops.range_rows(ranges, scales, hw, layout)[:, o0 : o0 + size]]
-                if drift is not None:
-                    rows.append(drift[:, o : o + 1].expand(layout.n_in, size))
-                if alpha is not None:
-                    rows.append(self._alpha_columns(alpha, o, o0, size).detach().expand(layout.n_in, size))
-                y_o = crossbar_mvm(
-                    xs.contiguous(), w_o.contiguous(), torch.stack(rows).contiguous(),
-                    None if bias is None else bias[o0 : o0 + size].contiguous(), self._next_rng(), sub_hw,
-                    training=self.training, sample_rows=sample_rows,
-                )
-                outs.append(y_o)
-                o0 += size
-                continue
             parts = crossbar_mvm(
                 xs.contiguous(), w_o.contiguous(), w_o.new_empty((0, layout.n_in, size)), None, self._next_rng(),
                 sub_hw, training=self.training, per_input_tile=True, sample_rows=sample_rows,
@@ -452,17 +438,14 @@ class AnalogLinear(nn.Linear):
             outs.append(col)
             o0 += size
         assert o0 == n_rows
-        if not grad:
-            y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-        else:
-            # AIHWKIT's TileModuleArray: concat over output tiles, summed over input tiles, + bias.
-            y = None
-            for i in range(layout.n_in):
-                row = outs[0][i] if len(outs) == 1 else torch.cat([c[i] for c in outs], dim=-1)
-                y = row if y is None else y + row
-            assert y is not None
-            if bias is not None:
-                y = y + bias
+        # AIHWKIT's TileModuleArray: concat over output tiles, summed over input tiles, + bias.
+        y = None
+        for i in range(layout.n_in):
+            row = outs[0][i] if len(outs) == 1 else torch.cat([c[i] for c in outs], dim=-1)
+            y = row if y is None else y + row
+        assert y is not None
+        if bias is not None:
+            y = y + bias
         return y.reshape(*lead, self.out_features).to(out_dtype)
 
     def _alpha_columns(self, alpha: Tensor, o: int, o0: int, size: int) -> Tensor:

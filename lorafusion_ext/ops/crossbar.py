@@ -216,8 +216,8 @@ def crossbar_mvm_inference(
     takes them, `params` from `op_kwargs(...)["params"]`. Returns y [tokens, out]; the caller
     moves `rng` on. No argument checks here beyond the compiled op's own.
 
-    `input_range` [input_tiles, output_tiles] (CPU kernel only): learned input ranges fused into
-    the DAC loop, tile (i, o) reading clamp(x, -|r|, |r|) / r (AIHWKIT's `pre_forward`); the
+    `input_range` [input_tiles, output_tiles]: learned input ranges fused into the DAC loop (of
+    the CPU and the CUDA kernel), tile (i, o) reading clamp(x, -|r|, |r|) / r (AIHWKIT's `pre_forward`); the
     factor r goes back in through `out_scales` (`nn.input_range.range_rows`)."""
     with torch._C._AutoDispatchBelowAutograd():
         return torch.ops.lorafusion.crossbar_mvm.default(

@@ -77,9 +77,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
   const CrossbarCall c = crossbar_forward_prologue<CudaRules>(x, weight, out_scales, bias, rng, noise_out,
                                                               noise_weight, params, training);
   check_crossbar_input_range(input_range, x, weight, c.p, need_aux);
-  // lorafusion_ext.nn.AnalogLinear clamps and scales CUDA inputs outside the op instead.
-  TORCH_CHECK(!input_range, kCrossbarOp,
-              ": input_range (learned input ranges fused into the DAC loop) is implemented in the CPU kernel only");
   const CrossbarParams& p = c.p;
   const int64_t M = c.M, K = c.K, N = c.N, tin = c.tin, tout = c.tout;
 
@@ -103,6 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crossbar_
     a.rng = rng_dev.data_ptr<int64_t>();
     a.noise_out = noise_out ? noise_out->data_ptr<scalar_t>() : nullptr;
     a.noise_weight = noise_weight ? noise_weight->data_ptr<scalar_t>() : nullptr;
+    a.input_range = input_range ? input_range->data_ptr<scalar_t>() : nullptr;
     a.M = M;
     a.K = K;
     a.N = N;
