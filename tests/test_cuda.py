@@ -191,9 +191,11 @@ def _tile_ranges(hw, k, n, seed):
 @pytest.mark.parametrize("training", [False, True])
 def test_fused_input_ranges_noise_only_identical(name, training):
     # W = 0: the output is the output noise scaled by the noise management of the ranged input
-    # and by the range's periphery factor: no GEMM order, so bit for bit.
+    # and by the range's periphery factor: no GEMM order, so bit for bit. Rows from 0.05 to 3
+    # times a normal: some clip at every range, some at none, so the abs-max reads the range.
     hw = CONFIGS[name]
-    x = 3 * torch.randn(67, 200, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(67, 200, generator=g) * torch.linspace(0.05, 3.0, 67)[:, None]
     wn, ms = torch.zeros(150, 200), torch.rand(150, generator=torch.Generator().manual_seed(2)) + 0.5
     yc, yg = _ranged_both(x, wn, ms, hw, _tile_ranges(hw, 200, 150, 3), training)
     assert torch.equal(yc, yg)
@@ -204,7 +206,7 @@ def test_fused_input_ranges_cpu_vs_cuda(name):
     hw = CONFIGS[name]
     g = torch.Generator().manual_seed(7)
     wn, ms = _weights(256, 192, 8)
-    x = 3 * torch.randn(300, 192, generator=g)
+    x = torch.randn(300, 192, generator=g) * torch.linspace(0.05, 3.0, 300)[:, None]
     with tf32(False):
         yc, yg = _ranged_both(x, wn, ms, hw, _tile_ranges(hw, 192, 256, 4), training=False)
     assert yg.isfinite().all()
@@ -223,7 +225,7 @@ def test_layer_with_ranges_fused_equals_its_graph_on_cuda():
     layer = lf.nn.AnalogLinear(150, 90, hardware=hw, seed=0).to(DEV).eval()
     with torch.no_grad():
         layer.input_range.copy_(_tile_ranges(hw, 150, 90, 5).to(DEV))
-    x = 3 * torch.randn(33, 150, generator=torch.Generator().manual_seed(2)).to(DEV)
+    x = (torch.randn(33, 150, generator=torch.Generator().manual_seed(2)) * torch.linspace(0.05, 3.0, 33)[:, None]).to(DEV)
     with tf32(False):
         with torch.no_grad():
             fused = layer(x)

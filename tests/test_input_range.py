@@ -412,7 +412,8 @@ def test_lightning_variants_on_tiled_layers_follow_their_formulas(mode):
     # AIHWKIT-Lightning's variants on 3 x 3 tiles (its own tests tile inputs only), against the
     # formulas of docs/numerics.md written out per tile: the input gradient g / r on the closed
     # range; fast_mode's r gradient from the clamp's tensor bound (sum of g over x > r minus over
-    # x < -r), and without scaling_gradient InputRangeForward's term alone (here with decay).
+    # x < -r; with r < 0 every output is the bound r, whose gradient is all of g), and without
+    # scaling_gradient InputRangeForward's term alone (here with decay). One range is negative.
     from lorafusion_ext.nn import input_range as ir_ops
     from lorafusion_ext.nn.mapping import TileLayout
 
@@ -422,7 +423,9 @@ def test_lightning_variants_on_tiled_layers_follow_their_formulas(mode):
     assert (layout.n_in, layout.n_out) == (3, 3)
     g = torch.Generator().manual_seed(7)
     x = (torch.randn(20, 150, generator=g) * 2).requires_grad_()
-    ranges = (0.5 + 2 * torch.rand(3, 3, generator=g)).requires_grad_()
+    ranges = 0.5 + 2 * torch.rand(3, 3, generator=g)
+    ranges[1, 2] = -ranges[1, 2]
+    ranges.requires_grad_()
     ds = [torch.randn(20, 150, generator=g) for _ in range(3)]
     outs = ir_ops.scaled_inputs(x, ir_ops.tile_ranges(ranges, layout), layout, ir)
     torch.autograd.backward(outs, ds)
@@ -433,11 +436,12 @@ def test_lightning_variants_on_tiled_layers_follow_their_formulas(mode):
         for i, kt in enumerate(layout.in_sizes):
             r = ranges[i, o].item()
             x_i, d = x.detach()[:, k0 : k0 + kt], ds[o][:, k0 : k0 + kt] / r
-            x_c = x_i.clamp(-r, r)
+            x_c = x_i.clamp(-r, r) if ir.fast_mode else x_i.clamp(-abs(r), abs(r))
             assert torch.equal(outs[o][:, k0 : k0 + kt].detach(), x_c / ranges[i, o].detach())
-            x_grad[:, k0 : k0 + kt] += torch.where(x_i.abs() <= r, d, 0.0)
+            inside = (x_i >= -r) & (x_i <= r) if ir.fast_mode else x_i.abs() <= abs(r)
+            x_grad[:, k0 : k0 + kt] += torch.where(inside, d, 0.0)
             if ir.fast_mode:
-                r_grad[i, o] = d[x_i > r].sum() - d[x_i < -r].sum()
+                r_grad[i, o] = d.sum() if r < 0 else d[x_i > r].sum() - d[x_i < -r].sum()
             else:
                 term = d[x_c >= r].clamp(max=0).sum() - d[x_c <= -r].clamp(min=0).sum()
                 term = term * r * ir.gradient_scale  # gradient_relative (the default)
@@ -448,6 +452,19 @@ def test_lightning_variants_on_tiled_layers_follow_their_formulas(mode):
     assert torch.allclose(x.grad, x_grad, rtol=1e-6, atol=1e-7)
     assert torch.allclose(ranges.grad, r_grad, rtol=1e-5, atol=1e-6)
     assert bool((r_grad != 0).all())
+
+
+def test_a_trainable_bias_gets_its_gradient_with_frozen_ranges_and_weights():
+    # Only the bias trains (ranges a buffer, weights frozen, x without gradient): the layer must
+    # not take its no-gradient fused call, which would drop the bias's gradient.
+    layer = lf.nn.AnalogLinear(150, 90, hardware=_hw(Tiles(64, 40), InputRange(learn_input_range=False)), seed=0)
+    layer.weight.requires_grad_(False)
+    assert not isinstance(layer.input_range, nn.Parameter) and layer.bias.requires_grad
+    x = torch.randn(7, 150, generator=torch.Generator().manual_seed(1))
+    y = layer.train()(x)
+    assert y.requires_grad
+    y.sum().backward()
+    assert torch.equal(layer.bias.grad, torch.full((90,), 7.0))
 
 
 # ------------------------------------------------------------------------------------------------ the fused op

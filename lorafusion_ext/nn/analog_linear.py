@@ -386,8 +386,8 @@ class AnalogLinear(nn.Linear):
         alpha = None if alpha is None else precision.upcast(alpha)
         bias = precision.upcast(self.bias)
         layout, hw = self.layout, self.hardware
-        grad = torch.is_grad_enabled() and (x2.requires_grad or ranges.requires_grad or w_norm.requires_grad
-                                            or (alpha is not None and alpha.requires_grad))
+        # Any parameter (the bias too) or x: the fused call below runs without autograd.
+        grad = torch.is_grad_enabled() and (self._wants_grad(x2) or w_norm.requires_grad)
         sample_rows = hw.sample_rows(x.shape, self.training)
         if not grad:
             # One call of the op for every tile: the kernel clamps and scales each tile's input in

@@ -120,8 +120,11 @@ class RangedInputs(torch.autograd.Function):
                 x_i = x[:, k0 : k0 + kt]
                 if ir.fast_mode:
                     if ctx.needs_input_grad[4 + t]:
-                        div_grads[t] = (torch.where(x_i > r, g, 0.0).sum_to_size(r.shape)
-                                        - torch.where(x_i < -r, g, 0.0).sum_to_size(r.shape))
+                        # torch.clamp's gradients of its tensor bounds max = r and min = -r: with
+                        # min > max (r < 0) every output is max, and all of the gradient is max's.
+                        neg = r < -r
+                        div_grads[t] = (torch.where((x_i > r) | neg, g, 0.0).sum_to_size(r.shape)
+                                        - torch.where((x_i < -r) & ~neg, g, 0.0).sum_to_size(r.shape))
                     mask = (x_i >= -r) & (x_i <= r)
                 else:
                     if ir.scaling_gradient and ctx.needs_input_grad[4 + t]:
