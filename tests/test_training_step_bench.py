@@ -4,8 +4,6 @@ and a run on a tiny random BERT and a synthetic SST-2 folder reports every varia
 from __future__ import annotations
 
 import json
-import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from scripts import EXPERIMENTS, REPO, load_file  # noqa: E402
-
-WORDS = "the a movie film good bad man woman said company year new one two people".split()
+from scripts import REPO, load_file  # noqa: E402
+from test_budget_sweep import _write_glue  # noqa: E402  (the synthetic SST-2 / STS-B folder)
 
 
 def _bench():
@@ -37,16 +34,9 @@ def test_rand_dropout_has_the_statistics_of_dropout():
 
 
 def test_a_run_reports_every_variant(tmp_path: Path):
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))
-    from harness.tiny_models import tiny_bert
+    from harness.tiny_models import tiny_bert  # python/experiments is on the path (test_budget_sweep)
 
-    rng = random.Random(0)
-    (tmp_path / "glue" / "SST-2").mkdir(parents=True)
-    for split in ("train", "dev"):
-        rows = ["sentence\tlabel"] + [f"{' '.join(rng.choice(WORDS) for _ in range(rng.randint(2, 12)))}\t{i % 2}"
-                                      for i in range(80)]
-        (tmp_path / "glue" / "SST-2" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    _write_glue(tmp_path / "glue", n=80)
     model = tiny_bert(tmp_path / "bert")
     mod = _bench()
     out = tmp_path / "step.json"

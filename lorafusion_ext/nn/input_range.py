@@ -84,8 +84,11 @@ class RangedInputs(torch.autograd.Function):
             for i, kt in enumerate(layout.in_sizes):
                 r = r_div[i * layout.n_out + o]
                 x_i = x[:, k0 : k0 + kt]
-                b = abs(r.item())
-                x_c = torch.clamp(x_i, min=-r, max=r) if ir.fast_mode else torch.clamp(x_i, min=-b, max=b)
+                if ir.fast_mode:
+                    x_c = torch.clamp(x_i, min=-r, max=r)
+                else:  # AIHWKIT's bounds are the range's value, -|r.item()| and |r.item()|
+                    b = abs(r.item())
+                    x_c = torch.clamp(x_i, min=-b, max=b)
                 torch.div(x_c, r, out=xs[:, k0 : k0 + kt])
                 clamped.append(x_c)
                 k0 += kt
